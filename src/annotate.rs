@@ -1,0 +1,365 @@
+//! Writing the alert fields into the record that completes a sequence.
+//!
+//! The alert is a JSON object with up to four roots:
+//! * `rule` — ECS `rule.*`: id, uuid, name, version, description, category,
+//!   author, license, reference, ruleset;
+//! * `threat` — ECS `threat.*`: framework and the flattened tactic /
+//!   technique / sub-technique ids, names and references;
+//! * `kibana` — `kibana.alert.*` as Kibana writes them for an EQL alert (off
+//!   with `kibana_fields: false`);
+//! * `apt_netcon` — the earlier events of the sequence (`shell`: the first
+//!   stage's event) and `span_ms`, the time between first and last event.
+//!
+//! With an `annotation_prefix` `a.b`, the roots go under `{"a":{"b":…}}`.
+//!
+//! **Merging** into the record is deterministic: the record's members keep
+//! their order and their bytes, and the alert's roots not already present are
+//! appended after them. Where a member collides with the alert, the alert
+//! wins: a member with the name of a root that holds an object is
+//! deep-merged with it (the alert's leaves replace equal paths, other keys
+//! stay); one that holds anything else is replaced; a dotted member
+//! (`"rule.name"`) naming a path the alert writes, or a path below one of
+//! its leaves, is removed. Only the top level is read, so the record's other
+//! members are copied verbatim.
+
+use crate::rule::{RuleMeta, Tactic, Technique};
+use crate::sequence::StageEvent;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+use std::fmt;
+
+/// Everything an alert says.
+#[derive(Debug)]
+pub struct Alert<'a> {
+    pub meta: &'a RuleMeta,
+    /// The events of the sequence, first to last (the last completes it).
+    pub events: &'a [StageEvent],
+    pub alert_id: String,
+    pub group_id: String,
+    pub reason: String,
+    /// `@timestamp` of the completing event, as written.
+    pub original_time: String,
+}
+
+/// How alerts are written.
+#[derive(Debug, Clone)]
+pub struct AnnotationStyle {
+    pub prefix: String,
+    pub kibana: bool,
+}
+
+fn flat_threat(meta: &RuleMeta) -> Value {
+    let mut t_ids = vec![];
+    let mut t_names = vec![];
+    let mut t_refs = vec![];
+    let (mut q_ids, mut q_names, mut q_refs) = (vec![], vec![], vec![]);
+    let (mut s_ids, mut s_names, mut s_refs) = (vec![], vec![], vec![]);
+    for t in &meta.threat {
+        t_ids.push(t.id.clone());
+        t_names.push(t.name.clone());
+        t_refs.push(t.reference.clone());
+        for q in &t.techniques {
+            q_ids.push(q.id.clone());
+            q_names.push(q.name.clone());
+            q_refs.push(q.reference.clone());
+            for s in &q.subtechniques {
+                s_ids.push(s.id.clone());
+                s_names.push(s.name.clone());
+                s_refs.push(s.reference.clone());
+            }
+        }
+    }
+    let mut technique = json!({"id": q_ids, "name": q_names, "reference": q_refs});
+    if !s_ids.is_empty() {
+        technique["subtechnique"] = json!({"id": s_ids, "name": s_names, "reference": s_refs});
+    }
+    json!({
+        "framework": meta.framework,
+        "tactic": {"id": t_ids, "name": t_names, "reference": t_refs},
+        "technique": technique,
+    })
+}
+
+fn technique_json(t: &Technique) -> Value {
+    let mut v = json!({"id": t.id, "name": t.name, "reference": t.reference});
+    if !t.subtechniques.is_empty() {
+        v["subtechnique"] = Value::Array(t.subtechniques.iter().map(technique_json).collect());
+    }
+    v
+}
+
+fn kibana_threat(meta: &RuleMeta) -> Value {
+    Value::Array(
+        meta.threat
+            .iter()
+            .map(|t: &Tactic| {
+                json!({
+                    "framework": meta.framework,
+                    "tactic": {"id": t.id, "name": t.name, "reference": t.reference},
+                    "technique": t.techniques.iter().map(technique_json).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+}
+
+impl Alert<'_> {
+    /// The alert object (before any prefix).
+    pub fn to_json(&self, style: &AnnotationStyle) -> Map<String, Value> {
+        let m = self.meta;
+        let mut out = Map::new();
+        out.insert(
+            "rule".into(),
+            json!({
+                "id": m.rule_id,
+                "uuid": m.rule_id,
+                "name": m.name,
+                "version": m.version.to_string(),
+                "description": m.description,
+                "category": "Endpoint",
+                "author": m.author,
+                "license": m.license,
+                "reference": m.references.first().cloned().unwrap_or_default(),
+                "ruleset": "apt-netcon",
+            }),
+        );
+        out.insert("threat".into(), flat_threat(m));
+        let first = self.events.first();
+        let last = self.events.last();
+        let span = match (first, last) {
+            (Some(a), Some(b)) => b.time - a.time,
+            _ => 0,
+        };
+        let mut own = Map::new();
+        if let Some(f) = first.filter(|_| self.events.len() > 1) {
+            let info: Value = serde_json::from_str(&f.info).unwrap_or(Value::Null);
+            own.insert("shell".into(), info);
+        }
+        if self.events.len() > 2 {
+            let mids: Vec<Value> = self.events[1..self.events.len() - 1]
+                .iter()
+                .map(|e| serde_json::from_str(&e.info).unwrap_or(Value::Null))
+                .collect();
+            own.insert("stages".into(), Value::Array(mids));
+        }
+        own.insert("span_ms".into(), Value::from(span));
+        if style.kibana {
+            let ancestors: Vec<Value> = self
+                .events
+                .iter()
+                .map(|e| json!({"type": "event", "id": format_id(e.digest), "depth": 0}))
+                .collect();
+            out.insert(
+                "kibana".into(),
+                json!({"alert": {
+                    "uuid": self.alert_id,
+                    "group": {"id": self.group_id},
+                    "rule": {
+                        "rule_id": m.rule_id,
+                        "uuid": m.rule_id,
+                        "name": m.name,
+                        "version": m.version,
+                        "type": "eql",
+                        "severity": m.severity,
+                        "risk_score": m.risk_score,
+                        "tags": m.tags,
+                        "references": m.references,
+                        "author": m.author,
+                        "license": m.license,
+                        "threat": kibana_threat(m),
+                    },
+                    "severity": m.severity,
+                    "risk_score": m.risk_score,
+                    "reason": self.reason,
+                    "original_time": self.original_time,
+                    "status": "active",
+                    "workflow_status": "open",
+                    "depth": 1,
+                    "ancestors": ancestors,
+                }}),
+            );
+        } else {
+            own.insert("alert_id".into(), Value::from(self.alert_id.clone()));
+            own.insert("group_id".into(), Value::from(self.group_id.clone()));
+            own.insert("reason".into(), Value::from(self.reason.clone()));
+            own.insert("severity".into(), Value::from(m.severity.clone()));
+            own.insert("risk_score".into(), Value::from(m.risk_score));
+        }
+        out.insert("apt_netcon".into(), Value::Object(own));
+        out
+    }
+}
+
+/// Format a 128-bit digest as a UUID-shaped string.
+pub fn format_id(d: u128) -> String {
+    let h = format!("{d:032x}");
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// Wrap the alert roots under a dotted prefix.
+pub fn with_prefix(roots: Map<String, Value>, prefix: &str) -> Map<String, Value> {
+    if prefix.is_empty() {
+        return roots;
+    }
+    let mut v = Value::Object(roots);
+    for seg in prefix.rsplit('.') {
+        let mut m = Map::new();
+        m.insert(seg.to_string(), v);
+        v = Value::Object(m);
+    }
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    }
+}
+
+/// Why a record could not be annotated (it then leaves unchanged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeError(pub String);
+
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::new();
+                while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                    let raw: &'de RawValue = map.next_value()?;
+                    v.push((k, raw));
+                }
+                Ok(Members(v))
+            }
+        }
+        d.deserialize_map(V).map_err(de::Error::custom)
+    }
+}
+
+/// True when the alert writes `path` (dotted) or a path above it is one of
+/// the alert's leaves.
+fn alert_covers(roots: &Map<String, Value>, path: &str) -> bool {
+    let mut cur = roots;
+    let mut segs = path.split('.').peekable();
+    while let Some(seg) = segs.next() {
+        match cur.get(seg) {
+            None => return false,
+            Some(Value::Object(m)) if segs.peek().is_some() => cur = m,
+            Some(_) => return true,
+        }
+    }
+    true
+}
+
+fn deep_merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(&k) {
+                    Some(slot) => deep_merge(slot, v),
+                    None => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Write `roots` into the JSON object `record` (see the module docs).
+pub fn merge(record: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Result<(), MergeError> {
+    let members: Members = serde_json::from_slice(record).map_err(|e| MergeError(e.to_string()))?;
+    let all = roots.clone();
+    let mut roots = roots;
+    out.clear();
+    out.push(b'{');
+    let mut first = true;
+    let mut sep = |out: &mut Vec<u8>| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+    };
+    let key_json = |k: &str| serde_json::to_string(k).expect("a string serialises");
+    for (k, raw) in &members.0 {
+        if let Some(ann) = roots.remove(k.as_ref()) {
+            let mut merged: Value = serde_json::from_str(raw.get()).map_err(|e| MergeError(e.to_string()))?;
+            deep_merge(&mut merged, ann);
+            sep(out);
+            out.extend_from_slice(key_json(k).as_bytes());
+            out.push(b':');
+            serde_json::to_writer(&mut *out, &merged).map_err(|e| MergeError(e.to_string()))?;
+            continue;
+        }
+        if k.contains('.') && alert_covers(&all, k) {
+            continue;
+        }
+        sep(out);
+        out.extend_from_slice(key_json(k).as_bytes());
+        out.push(b':');
+        out.extend_from_slice(raw.get().as_bytes());
+    }
+    for (k, v) in roots {
+        sep(out);
+        out.extend_from_slice(key_json(&k).as_bytes());
+        out.push(b':');
+        serde_json::to_writer(&mut *out, &v).map_err(|e| MergeError(e.to_string()))?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roots() -> Map<String, Value> {
+        match json!({"rule": {"name": "R", "id": "1"}, "threat": {"framework": "F"}}) {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    fn merged(rec: &str) -> Value {
+        let mut out = Vec::new();
+        merge(rec.as_bytes(), roots(), &mut out).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn appends_and_keeps_bytes() {
+        let mut out = Vec::new();
+        merge(br#"{"a": 1.50, "b" :[ 1 ,2]}"#, roots(), &mut out).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with(r#"{"a":1.50,"b":[ 1 ,2],"rule":{"#), "{s}");
+    }
+
+    #[test]
+    fn collisions() {
+        let v = merged(r#"{"rule":{"name":"old","keep":true},"x":1}"#);
+        assert_eq!(v["rule"]["name"], "R");
+        assert_eq!(v["rule"]["keep"], true);
+        assert_eq!(v["rule"]["id"], "1");
+        let v = merged(r#"{"rule":{"keep":1},"rule.name":"old"}"#);
+        assert!(v.get("rule.name").is_none());
+        let v = merged(r#"{"rule":"a string"}"#);
+        assert_eq!(v["rule"]["name"], "R");
+        let v = merged(r#"{"rule.name":"old","rule.other":2,"threat.framework.x":3}"#);
+        assert!(v.get("rule.name").is_none());
+        assert_eq!(v["rule.other"], 2);
+        assert!(v.get("threat.framework.x").is_none());
+    }
+
+    #[test]
+    fn prefix() {
+        let m = with_prefix(roots(), "a.b");
+        assert_eq!(Value::Object(m)["a"]["b"]["rule"]["name"], "R");
+    }
+}

@@ -1,0 +1,614 @@
+//! From the EQL syntax tree to predicates over a record's [`Fields`].
+//!
+//! Field paths are interned into one [`FieldTable`] at compile time; a
+//! predicate refers to fields by slot. The semantics are Elasticsearch's
+//! (RULE.md §Semantics):
+//!
+//! * `==`, `in` are exact and case-sensitive; `:`/`in~`/`like~` compare
+//!   case-insensitively (Unicode lower case), `:`/`like` take `*`/`?` wildcards.
+//! * A test on a multi-valued field is true if ANY value passes; on an absent
+//!   field it is false. `not` is two-valued, and `!=` is `not ==`.
+//! * `== null` is "absent, null or empty array"; `!= null` is its negation.
+//! * Fields used as IP addresses (the first argument of `cidrmatch`, and ECS
+//!   fields named `ip` / `*.ip`) compare as addresses; a record holding a
+//!   value that is not an address in such a field could not be indexed by
+//!   Elasticsearch and matches nothing (see [`CompiledQuery::ip_slots`]).
+//! * `<category> where` means `event.category` contains the category.
+
+use crate::eql::{CmpOp, EventQuery, Expr, Field, Literal, MatchOp, Query, RuleError, RuleErrorKind, Span};
+use crate::event::{FieldTable, Fields, Scalar, Slot};
+use crate::ip::{parse_ip, Cidr};
+use std::cmp::Ordering;
+
+/// A compiled query: one stage for an event query, two or more for a sequence.
+#[derive(Debug, Clone)]
+pub struct CompiledQuery {
+    /// Every field the query reads (plus any added later by the caller).
+    pub fields: FieldTable,
+    pub stages: Vec<CompiledStage>,
+    /// `with maxspan=…` in milliseconds (sequences only).
+    pub maxspan_ms: Option<u64>,
+    /// Slots typed as IP addresses.
+    pub ip_slots: Vec<Slot>,
+    /// The slot of `event.category`.
+    pub category_slot: Slot,
+    /// True for a `sequence` query.
+    pub is_sequence: bool,
+}
+
+/// One stage of a query.
+#[derive(Debug, Clone)]
+pub struct CompiledStage {
+    /// `None` for `any where`.
+    pub category: Option<String>,
+    pub predicate: Pred,
+    /// The join key: the sequence's `by` fields then the stage's own.
+    pub keys: Vec<Slot>,
+}
+
+/// A compiled boolean predicate.
+#[derive(Debug, Clone)]
+pub enum Pred {
+    Const(bool),
+    And(Vec<Pred>),
+    Or(Vec<Pred>),
+    Not(Box<Pred>),
+    /// True when the field is absent, null or an empty array.
+    IsNull(Slot),
+    /// True when ANY value of the field passes the test.
+    Any(Slot, Test),
+}
+
+/// A test on one value of a field.
+#[derive(Debug, Clone)]
+pub enum Test {
+    /// Exact, case-sensitive equality with any of these strings.
+    StrIn(Vec<String>),
+    /// Equality with any of these strings after lower-casing both sides.
+    StrInFold(Vec<String>),
+    /// Wildcard (`*`, `?`) match against any pattern.
+    Wildcard { patterns: Vec<String>, fold: bool },
+    StartsWith { needles: Vec<String>, fold: bool },
+    EndsWith { needles: Vec<String>, fold: bool },
+    Contains { needles: Vec<String>, fold: bool },
+    /// The value is an address equal to one of these.
+    IpIn(Vec<u128>),
+    /// The value is an address inside one of these blocks.
+    CidrIn(Vec<Cidr>),
+    /// Numeric comparison (the value is a number or a numeric string).
+    Num(CmpOp, f64),
+    /// Byte-wise ordering of the keyword value against a string.
+    StrOrd(CmpOp, String),
+    Bool(bool),
+}
+
+/// Limits on the size of a compiled query.
+pub const MAX_FIELDS: usize = 1024;
+
+struct Compiler<'s> {
+    source: &'s str,
+    fields: FieldTable,
+    ip_slots: Vec<Slot>,
+}
+
+/// ECS fields that Elasticsearch maps as `ip`.
+fn is_ecs_ip_field(name: &str) -> bool {
+    name == "ip" || name.ends_with(".ip")
+}
+
+/// Compile a parsed query. `source` is the query text, for error positions.
+pub fn compile(query: &Query, source: &str) -> Result<CompiledQuery, RuleError> {
+    let mut c = Compiler { source, fields: FieldTable::new(), ip_slots: Vec::new() };
+    let category_slot = c.fields.intern("event.category");
+    // First pass: every field given to cidrmatch is an IP field.
+    let event_queries: Vec<&EventQuery> = match query {
+        Query::Event(q) => vec![q],
+        Query::Sequence(s) => s.stages.iter().map(|st| &st.query).collect(),
+    };
+    for q in &event_queries {
+        c.collect_ip_fields(&q.condition);
+    }
+    let (stages, maxspan_ms, is_sequence) = match query {
+        Query::Event(q) => (vec![c.stage(q, &[], &[])?], None, false),
+        Query::Sequence(seq) => {
+            let mut stages = Vec::new();
+            let mut nkeys = None;
+            for st in &seq.stages {
+                let cs = c.stage(&st.query, &seq.by, &st.by)?;
+                match nkeys {
+                    None => nkeys = Some(cs.keys.len()),
+                    Some(n) if n != cs.keys.len() => {
+                        return Err(c.err(
+                            RuleErrorKind::BadArgument,
+                            format!(
+                                "every stage must join on the same number of keys: the first stage has {n}, this one has {}",
+                                cs.keys.len()
+                            ),
+                            st.span,
+                        ))
+                    }
+                    _ => {}
+                }
+                stages.push(cs);
+            }
+            (stages, seq.maxspan_ms, true)
+        }
+    };
+    if c.fields.len() > MAX_FIELDS {
+        return Err(RuleError::new(
+            RuleErrorKind::Limit,
+            format!("the query reads {} fields; at most {MAX_FIELDS} are allowed", c.fields.len()),
+        ));
+    }
+    Ok(CompiledQuery {
+        fields: c.fields,
+        stages,
+        maxspan_ms,
+        ip_slots: c.ip_slots,
+        category_slot,
+        is_sequence,
+    })
+}
+
+impl<'s> Compiler<'s> {
+    fn err(&self, kind: RuleErrorKind, msg: impl Into<String>, span: Span) -> RuleError {
+        RuleError::at(kind, msg, self.source, span)
+    }
+
+    fn slot(&mut self, f: &Field) -> Slot {
+        let s = self.fields.intern(&f.name);
+        if is_ecs_ip_field(&f.name) && !self.ip_slots.contains(&s) {
+            self.ip_slots.push(s);
+        }
+        s
+    }
+
+    fn is_ip(&self, s: Slot) -> bool {
+        self.ip_slots.contains(&s)
+    }
+
+    fn collect_ip_fields(&mut self, e: &Expr) {
+        match e {
+            Expr::And(v, _) | Expr::Or(v, _) => v.iter().for_each(|x| self.collect_ip_fields(x)),
+            Expr::Not(x, _) => self.collect_ip_fields(x),
+            Expr::Call { name, args, .. } => {
+                if name.eq_ignore_ascii_case("cidrmatch") {
+                    if let Some(Expr::Field(f)) = args.first() {
+                        let s = self.fields.intern(&f.name);
+                        if !self.ip_slots.contains(&s) {
+                            self.ip_slots.push(s);
+                        }
+                    }
+                }
+                args.iter().for_each(|x| self.collect_ip_fields(x));
+            }
+            Expr::Compare { left, right, .. } => {
+                self.collect_ip_fields(left);
+                self.collect_ip_fields(right);
+            }
+            Expr::Match { subject, values, .. } => {
+                self.collect_ip_fields(subject);
+                values.iter().for_each(|x| self.collect_ip_fields(x));
+            }
+            Expr::Field(f) => {
+                self.slot(f);
+            }
+            Expr::Literal(..) => {}
+        }
+    }
+
+    fn stage(&mut self, q: &EventQuery, seq_by: &[Field], by: &[Field]) -> Result<CompiledStage, RuleError> {
+        let predicate = self.expr(&q.condition)?;
+        let keys = seq_by.iter().chain(by).map(|f| self.slot(f)).collect();
+        Ok(CompiledStage { category: q.category.clone(), predicate, keys })
+    }
+
+    fn expr(&mut self, e: &Expr) -> Result<Pred, RuleError> {
+        Ok(match e {
+            Expr::And(v, _) => Pred::And(v.iter().map(|x| self.expr(x)).collect::<Result<_, _>>()?),
+            Expr::Or(v, _) => Pred::Or(v.iter().map(|x| self.expr(x)).collect::<Result<_, _>>()?),
+            Expr::Not(x, _) => Pred::Not(Box::new(self.expr(x)?)),
+            Expr::Compare { op, left, right, span } => self.compare(*op, left, right, *span)?,
+            Expr::Match { op, negated, subject, values, span } => {
+                let p = self.matching(*op, subject, values, *span)?;
+                if *negated {
+                    Pred::Not(Box::new(p))
+                } else {
+                    p
+                }
+            }
+            Expr::Call { name, case_insensitive, args, span } => {
+                self.call(name, *case_insensitive, args, *span)?
+            }
+            Expr::Literal(Literal::Bool(b), _) => Pred::Const(*b),
+            Expr::Field(f) => {
+                return Err(self.err(
+                    RuleErrorKind::BadArgument,
+                    format!("field `{}` used as a condition; compare it with a value (e.g. `{} != null`)", f.name, f.name),
+                    f.span,
+                ))
+            }
+            Expr::Literal(_, span) => {
+                return Err(self.err(RuleErrorKind::BadArgument, "a literal is not a condition", *span))
+            }
+        })
+    }
+
+    fn field_of<'e>(&self, e: &'e Expr, what: &str) -> Result<&'e Field, RuleError> {
+        match e {
+            Expr::Field(f) => Ok(f),
+            other => Err(self.err(
+                RuleErrorKind::BadArgument,
+                format!("{what} must be a field name"),
+                other.span(),
+            )),
+        }
+    }
+
+    fn string_lit(&self, e: &Expr, what: &str) -> Result<String, RuleError> {
+        match e {
+            Expr::Literal(Literal::Str(s), _) => Ok(s.clone()),
+            other => Err(self.err(RuleErrorKind::BadArgument, format!("{what} must be a string"), other.span())),
+        }
+    }
+
+    fn compare(&mut self, op: CmpOp, left: &Expr, right: &Expr, span: Span) -> Result<Pred, RuleError> {
+        // Put the field on the left.
+        let (op, field, lit, lit_span) = match (left, right) {
+            (Expr::Field(f), Expr::Literal(l, s)) => (op, f, l, *s),
+            (Expr::Literal(l, s), Expr::Field(f)) => (flip(op), f, l, *s),
+            (Expr::Literal(a, _), Expr::Literal(b, _)) => return Ok(Pred::Const(fold_literals(op, a, b))),
+            (Expr::Field(_), Expr::Field(_)) => {
+                return Err(self.err(
+                    RuleErrorKind::Unsupported,
+                    "comparing two fields is not supported; compare a field with a literal",
+                    span,
+                ))
+            }
+            _ => {
+                return Err(self.err(
+                    RuleErrorKind::Unsupported,
+                    "only a field compared with a literal is supported here",
+                    span,
+                ))
+            }
+        };
+        let slot = self.slot(field);
+        let positive = |test: Test| Pred::Any(slot, test);
+        let eq = match (op, lit) {
+            (CmpOp::Eq, Literal::Null) => return Ok(Pred::IsNull(slot)),
+            (CmpOp::Ne, Literal::Null) => return Ok(Pred::Not(Box::new(Pred::IsNull(slot)))),
+            (_, Literal::Null) => {
+                return Err(self.err(RuleErrorKind::BadArgument, "null can only be compared with == or !=", lit_span))
+            }
+            (CmpOp::Eq | CmpOp::Ne, Literal::Str(s)) => {
+                if self.is_ip(slot) {
+                    let ip = parse_ip(s).ok_or_else(|| {
+                        self.err(
+                            RuleErrorKind::BadArgument,
+                            format!("`{}` is an IP field and \"{s}\" is not an IP address", field.name),
+                            lit_span,
+                        )
+                    })?;
+                    positive(Test::IpIn(vec![ip]))
+                } else {
+                    positive(Test::StrIn(vec![s.clone()]))
+                }
+            }
+            (CmpOp::Eq | CmpOp::Ne, Literal::Int(i)) => positive(Test::Num(CmpOp::Eq, *i as f64)),
+            (CmpOp::Eq | CmpOp::Ne, Literal::Float(x)) => positive(Test::Num(CmpOp::Eq, *x)),
+            (CmpOp::Eq | CmpOp::Ne, Literal::Bool(b)) => positive(Test::Bool(*b)),
+            (op, Literal::Int(i)) => return Ok(positive(Test::Num(op, *i as f64))),
+            (op, Literal::Float(x)) => return Ok(positive(Test::Num(op, *x))),
+            (op, Literal::Str(s)) => return Ok(positive(Test::StrOrd(op, s.clone()))),
+            (_, Literal::Bool(_)) => {
+                return Err(self.err(RuleErrorKind::BadArgument, "booleans can only be compared with == or !=", lit_span))
+            }
+        };
+        Ok(if op == CmpOp::Ne { Pred::Not(Box::new(eq)) } else { eq })
+    }
+
+    fn matching(&mut self, op: MatchOp, subject: &Expr, values: &[Expr], span: Span) -> Result<Pred, RuleError> {
+        let field = self.field_of(subject, "the left side of `in`, `:` and `like`")?;
+        let slot = self.slot(field);
+        let ip = self.is_ip(slot);
+        let mut strings = Vec::new();
+        let mut numbers = Vec::new();
+        let mut has_null = false;
+        for v in values {
+            match v {
+                Expr::Literal(Literal::Str(s), _) => strings.push(s.clone()),
+                Expr::Literal(Literal::Int(i), _) if op == MatchOp::In => numbers.push(*i as f64),
+                Expr::Literal(Literal::Float(x), _) if op == MatchOp::In => numbers.push(*x),
+                Expr::Literal(Literal::Null, _) if op == MatchOp::In => has_null = true,
+                other => {
+                    return Err(self.err(RuleErrorKind::BadArgument, "expected a string literal in the list", other.span()))
+                }
+            }
+        }
+        let _ = span;
+        let mut alts = Vec::new();
+        match op {
+            MatchOp::In if ip => {
+                let mut ips = Vec::new();
+                for (s, v) in strings.iter().zip(values) {
+                    ips.push(parse_ip(s).ok_or_else(|| {
+                        self.err(
+                            RuleErrorKind::BadArgument,
+                            format!("`{}` is an IP field and \"{s}\" is not an IP address", field.name),
+                            v.span(),
+                        )
+                    })?);
+                }
+                alts.push(Pred::Any(slot, Test::IpIn(ips)));
+            }
+            MatchOp::In => {
+                if !strings.is_empty() {
+                    alts.push(Pred::Any(slot, Test::StrIn(strings)));
+                }
+            }
+            MatchOp::InInsensitive => alts.push(Pred::Any(slot, Test::StrInFold(strings.iter().map(|s| fold(s)).collect()))),
+            MatchOp::Colon | MatchOp::LikeInsensitive => {
+                alts.push(Pred::Any(slot, Test::Wildcard { patterns: strings.iter().map(|s| fold(s)).collect(), fold: true }))
+            }
+            MatchOp::Like => alts.push(Pred::Any(slot, Test::Wildcard { patterns: strings, fold: false })),
+        }
+        for n in numbers {
+            alts.push(Pred::Any(slot, Test::Num(CmpOp::Eq, n)));
+        }
+        if has_null {
+            alts.push(Pred::IsNull(slot));
+        }
+        Ok(if alts.len() == 1 { alts.pop().unwrap() } else { Pred::Or(alts) })
+    }
+
+    fn call(&mut self, name: &str, ci: bool, args: &[Expr], span: Span) -> Result<Pred, RuleError> {
+        let lname = name.to_ascii_lowercase();
+        let (min, max) = match lname.as_str() {
+            "cidrmatch" | "wildcard" => (2, usize::MAX),
+            "startswith" | "endswith" | "stringcontains" => (2, 2),
+            _ => {
+                return Err(self.err(
+                    RuleErrorKind::UnknownFunction,
+                    format!(
+                        "unknown function `{name}`; supported: cidrMatch, startsWith, endsWith, stringContains, wildcard"
+                    ),
+                    span,
+                ))
+            }
+        };
+        if args.len() < min || args.len() > max {
+            let want = if max == usize::MAX { format!("at least {min}") } else { format!("{min}") };
+            return Err(self.err(
+                RuleErrorKind::BadArgument,
+                format!("`{name}` takes {want} arguments, got {}", args.len()),
+                span,
+            ));
+        }
+        if ci && lname == "cidrmatch" {
+            return Err(self.err(RuleErrorKind::BadArgument, "`cidrMatch` has no case-insensitive form", span));
+        }
+        let field = self.field_of(&args[0], &format!("the first argument of `{name}`"))?;
+        let slot = self.slot(field);
+        let mut strs = Vec::new();
+        for (i, a) in args[1..].iter().enumerate() {
+            strs.push(self.string_lit(a, &format!("argument {} of `{name}`", i + 2))?);
+        }
+        let strs_f = |v: Vec<String>| if ci { v.iter().map(|s| fold(s)).collect() } else { v };
+        let test = match lname.as_str() {
+            "cidrmatch" => {
+                let mut nets = Vec::new();
+                for (s, a) in strs.iter().zip(&args[1..]) {
+                    nets.push(Cidr::parse(s).ok_or_else(|| {
+                        self.err(RuleErrorKind::BadArgument, format!("\"{s}\" is not an IP address or CIDR block"), a.span())
+                    })?);
+                }
+                Test::CidrIn(nets)
+            }
+            "wildcard" => Test::Wildcard { patterns: strs_f(strs), fold: ci },
+            "startswith" => Test::StartsWith { needles: strs_f(strs), fold: ci },
+            "endswith" => Test::EndsWith { needles: strs_f(strs), fold: ci },
+            _ => Test::Contains { needles: strs_f(strs), fold: ci },
+        };
+        Ok(Pred::Any(slot, test))
+    }
+}
+
+fn flip(op: CmpOp) -> CmpOp {
+    match op {
+        CmpOp::Lt => CmpOp::Gt,
+        CmpOp::Le => CmpOp::Ge,
+        CmpOp::Gt => CmpOp::Lt,
+        CmpOp::Ge => CmpOp::Le,
+        o => o,
+    }
+}
+
+fn fold_literals(op: CmpOp, a: &Literal, b: &Literal) -> bool {
+    let ord = match (a, b) {
+        (Literal::Str(x), Literal::Str(y)) => Some(x.as_bytes().cmp(y.as_bytes())),
+        (Literal::Int(x), Literal::Int(y)) => Some(x.cmp(y)),
+        (Literal::Bool(x), Literal::Bool(y)) => Some(x.cmp(y)),
+        (Literal::Null, Literal::Null) => Some(Ordering::Equal),
+        (x, y) => lit_num(x).zip(lit_num(y)).and_then(|(x, y)| x.partial_cmp(&y)),
+    };
+    match ord {
+        Some(o) => apply(op, o),
+        None => op == CmpOp::Ne,
+    }
+}
+
+fn lit_num(l: &Literal) -> Option<f64> {
+    match l {
+        Literal::Int(i) => Some(*i as f64),
+        Literal::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+fn apply(op: CmpOp, o: Ordering) -> bool {
+    match op {
+        CmpOp::Eq => o == Ordering::Equal,
+        CmpOp::Ne => o != Ordering::Equal,
+        CmpOp::Lt => o == Ordering::Less,
+        CmpOp::Le => o != Ordering::Greater,
+        CmpOp::Gt => o == Ordering::Greater,
+        CmpOp::Ge => o != Ordering::Less,
+    }
+}
+
+/// Lower-case a string the way case-insensitive comparisons do.
+pub fn fold(s: &str) -> String {
+    s.chars().flat_map(char::to_lowercase).collect()
+}
+
+fn eq_fold(value: &str, folded: &str) -> bool {
+    value.chars().flat_map(char::to_lowercase).eq(folded.chars())
+}
+
+/// `*` matches any run of characters, `?` exactly one; `fold` lower-cases the
+/// value (the pattern is already folded).
+pub fn wildcard_match(value: &str, pattern: &str, fold: bool) -> bool {
+    let v: Vec<char> = if fold {
+        value.chars().flat_map(char::to_lowercase).collect()
+    } else {
+        value.chars().collect()
+    };
+    let p: Vec<char> = pattern.chars().collect();
+    let (mut vi, mut pi) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while vi < v.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == v[vi]) {
+            vi += 1;
+            pi += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, vi));
+            pi += 1;
+        } else if let Some((sp, sv)) = star {
+            pi = sp + 1;
+            vi = sv + 1;
+            star = Some((sp, sv + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+impl Test {
+    /// Does one value pass? Strings are compared to the keyword form of the
+    /// value (a number `1` is the keyword "1").
+    pub fn check(&self, v: &Scalar) -> bool {
+        match self {
+            Test::Num(op, x) => match v.number() {
+                Some(n) => n.partial_cmp(x).map(|o| apply(*op, o)).unwrap_or(false),
+                None => false,
+            },
+            Test::Bool(b) => match v {
+                Scalar::Bool(x) => x == b,
+                Scalar::Str(s) => s.as_ref() == if *b { "true" } else { "false" },
+                _ => false,
+            },
+            Test::IpIn(ips) => match v {
+                Scalar::Str(s) => parse_ip(s).map(|ip| ips.contains(&ip)).unwrap_or(false),
+                _ => false,
+            },
+            Test::CidrIn(nets) => match v {
+                Scalar::Str(s) => parse_ip(s).map(|ip| nets.iter().any(|n| n.contains(ip))).unwrap_or(false),
+                _ => false,
+            },
+            _ => {
+                let Some(k) = v.keyword() else { return false };
+                let k = k.as_ref();
+                match self {
+                    Test::StrIn(set) => set.iter().any(|s| s == k),
+                    Test::StrInFold(set) => set.iter().any(|s| eq_fold(k, s)),
+                    Test::Wildcard { patterns, fold } => patterns.iter().any(|p| wildcard_match(k, p, *fold)),
+                    Test::StartsWith { needles, fold } => {
+                        let k = if *fold { std::borrow::Cow::Owned(crate::compile::fold(k)) } else { k.into() };
+                        needles.iter().any(|n| k.starts_with(n.as_str()))
+                    }
+                    Test::EndsWith { needles, fold } => {
+                        let k = if *fold { std::borrow::Cow::Owned(crate::compile::fold(k)) } else { k.into() };
+                        needles.iter().any(|n| k.ends_with(n.as_str()))
+                    }
+                    Test::Contains { needles, fold } => {
+                        let k = if *fold { std::borrow::Cow::Owned(crate::compile::fold(k)) } else { k.into() };
+                        needles.iter().any(|n| k.contains(n.as_str()))
+                    }
+                    Test::StrOrd(op, s) => apply(*op, k.as_bytes().cmp(s.as_bytes())),
+                    _ => false,
+                }
+            }
+        }
+    }
+}
+
+impl Pred {
+    /// Evaluate against one record's fields.
+    pub fn eval(&self, f: &Fields) -> bool {
+        match self {
+            Pred::Const(b) => *b,
+            Pred::And(v) => v.iter().all(|p| p.eval(f)),
+            Pred::Or(v) => v.iter().any(|p| p.eval(f)),
+            Pred::Not(p) => !p.eval(f),
+            Pred::IsNull(s) => f.is_null(*s),
+            Pred::Any(s, t) => f.get(*s).any(|v| t.check(v)),
+        }
+    }
+}
+
+impl CompiledStage {
+    /// Category membership and the stage's condition.
+    pub fn matches(&self, f: &Fields, category_slot: Slot) -> bool {
+        if let Some(cat) = &self.category {
+            let in_cat = f.get(category_slot).any(|v| matches!(v, Scalar::Str(s) if s.as_ref() == cat.as_str()));
+            if !in_cat {
+                return false;
+            }
+        }
+        self.predicate.eval(f)
+    }
+}
+
+impl CompiledQuery {
+    /// False when a field typed as IP holds a value that is not an address:
+    /// Elasticsearch could not index such a document, so it matches nothing.
+    pub fn ips_valid(&self, f: &Fields) -> bool {
+        self.ip_slots.iter().all(|&s| {
+            f.get(s).all(|v| match v {
+                Scalar::Null => true,
+                Scalar::Str(x) => parse_ip(x).is_some(),
+                _ => false,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match("bash", "b*", false));
+        assert!(wildcard_match("bash", "*", false));
+        assert!(wildcard_match("", "*", false));
+        assert!(wildcard_match("bash", "b?s?", false));
+        assert!(!wildcard_match("bash", "b?s", false));
+        assert!(wildcard_match("/usr/bin/APT", "*/apt", true));
+        assert!(!wildcard_match("/usr/bin/APT", "*/apt", false));
+        assert!(wildcard_match("aXbXc", "a*b*c", false));
+        assert!(!wildcard_match("aXbX", "a*b*c", false));
+        assert!(wildcard_match("abcabd", "*abd", false));
+    }
+
+    #[test]
+    fn fold_eq() {
+        assert!(eq_fold("ÄPT", &fold("äpt")));
+        assert!(!eq_fold("APTX", &fold("apt")));
+    }
+}

@@ -1,0 +1,609 @@
+//! The detector: one record in, a verdict out.
+//!
+//! ```
+//! use apt_netcon::{Config, Detector, Verdict};
+//! let mut d = Detector::new(&Config::default()).unwrap();
+//! match d.process(br#"{"message":"hello"}"#) {
+//!     Ok(Verdict::Unchanged) => {}            // forward the record as it came
+//!     Ok(Verdict::Annotated(bytes)) => { let _ = bytes; } // forward these bytes instead
+//!     Err(_why) => {}                          // forward the record as it came
+//! }
+//! ```
+//!
+//! Records are processed in arrival order. Out-of-order events: a stage-2
+//! event earlier than the waiting stage-1 event of its key does not pair with
+//! it (`out_of_order`), a stage-1 event older than the one already waiting
+//! under its key is dropped (`out_of_order`), and a stage-1 event more than
+//! maxspan older than the latest event time seen is dropped (`late`).
+
+use crate::annotate::{format_id, merge, with_prefix, Alert, AnnotationStyle};
+use crate::compile::CompiledQuery;
+use crate::config::{Config, LoadError};
+use crate::event::{ExtractError, FieldTable, Fields, Scalar, Slot};
+use crate::rule::Rule;
+use crate::sequence::{Partial, Put, SequenceState, StageEvent, Take};
+use crate::time::parse_rfc3339_ms;
+use serde_json::{Map, Value};
+
+/// Fields of each earlier-stage event carried into the alert (when present).
+pub const CARRIED_FIELDS: &[&str] = &[
+    "@timestamp",
+    "event.id",
+    "host.name",
+    "process.entity_id",
+    "process.pid",
+    "process.name",
+    "process.executable",
+    "process.args",
+    "process.command_line",
+    "process.parent.name",
+    "process.parent.pid",
+    "process.parent.entity_id",
+    "process.parent.executable",
+    "user.name",
+];
+
+/// Fields read for the alert reason and event identity.
+const EXTRA_FIELDS: &[&str] = &["event.sequence", "destination.port", "host.id"];
+
+/// At most this many join keys are tried for one event when key fields hold
+/// arrays (every combination of their values is a candidate key).
+pub const MAX_KEY_COMBINATIONS: usize = 16;
+
+/// What to do with a record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict<'a> {
+    /// Forward the record exactly as it came.
+    Unchanged,
+    /// Forward these bytes instead: the record plus the alert fields. Valid
+    /// until the next call on the detector.
+    Annotated(&'a [u8]),
+}
+
+/// Why a record could not be evaluated. The record is to be forwarded
+/// unchanged; the reason is counted in [`Stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordError {
+    /// Larger than `max_record_bytes`.
+    TooLarge,
+    /// Not valid JSON (syntax, truncation, invalid UTF-8).
+    InvalidJson,
+    /// Not valid MessagePack (or a map key that is not a string).
+    InvalidMsgpack,
+    /// Valid JSON whose top level is not an object (or a MessagePack body
+    /// that is not a map).
+    NotAnObject,
+    /// Nested too deeply to read.
+    TooDeep,
+    /// Matches a stage of the rule but has no usable `@timestamp`.
+    BadTimestamp,
+    /// Completed a sequence but the alert could not be written into it.
+    AnnotateFailed,
+}
+
+impl RecordError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordError::TooLarge => "record larger than max_record_bytes",
+            RecordError::InvalidJson => "not valid JSON",
+            RecordError::InvalidMsgpack => "not valid MessagePack",
+            RecordError::NotAnObject => "top level is not an object",
+            RecordError::TooDeep => "nested too deeply",
+            RecordError::BadTimestamp => "matches a rule stage but @timestamp is missing or invalid",
+            RecordError::AnnotateFailed => "the alert could not be written into the record",
+        }
+    }
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+/// Counters. `stage_matches[i]` counts records matching stage i (stages past
+/// the fourth are counted in the fourth).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub records: u64,
+    pub annotated: u64,
+    pub stage_matches: [u64; 4],
+    pub sequences_completed: u64,
+    /// Consumed by a later stage more than maxspan after their start.
+    pub rejected_by_maxspan: u64,
+    /// Dropped once the watermark passed start + maxspan.
+    pub expired_by_maxspan: u64,
+    /// Evicted, oldest first, because `max_pending_sequences` was reached.
+    pub evicted_by_cap: u64,
+    /// A newer event of the same stage and key replaced a waiting one.
+    pub replaced: u64,
+    /// Events that could not pair because of arrival order (see module docs).
+    pub out_of_order: u64,
+    /// Stage-1 events already more than maxspan behind the watermark.
+    pub late: u64,
+    /// Stage matches with a join-key field missing or null.
+    pub missing_key: u64,
+    /// Stage matches whose key fields had more than MAX_KEY_COMBINATIONS combinations.
+    pub key_combinations_truncated: u64,
+    /// Records with a non-address value in a field the rule uses as an IP.
+    pub invalid_ip: u64,
+    pub too_large: u64,
+    pub invalid_json: u64,
+    pub invalid_msgpack: u64,
+    pub not_an_object: u64,
+    pub too_deep: u64,
+    pub bad_timestamp: u64,
+    pub annotate_failed: u64,
+    /// Partial sequences held now.
+    pub pending: u64,
+}
+
+impl Stats {
+    /// Records that could not be evaluated (every error reason).
+    pub fn errors(&self) -> u64 {
+        self.too_large + self.invalid_json + self.invalid_msgpack + self.not_an_object + self.too_deep + self.bad_timestamp + self.annotate_failed
+    }
+
+    /// `(name, value)` for every counter, in a fixed order.
+    pub fn fields(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("records", self.records),
+            ("annotated", self.annotated),
+            ("stage1_matches", self.stage_matches[0]),
+            ("stage2_matches", self.stage_matches[1]),
+            ("sequences_completed", self.sequences_completed),
+            ("rejected_by_maxspan", self.rejected_by_maxspan),
+            ("expired_by_maxspan", self.expired_by_maxspan),
+            ("evicted_by_cap", self.evicted_by_cap),
+            ("replaced", self.replaced),
+            ("out_of_order", self.out_of_order),
+            ("late", self.late),
+            ("missing_key", self.missing_key),
+            ("key_combinations_truncated", self.key_combinations_truncated),
+            ("invalid_ip", self.invalid_ip),
+            ("too_large", self.too_large),
+            ("invalid_json", self.invalid_json),
+            ("invalid_msgpack", self.invalid_msgpack),
+            ("not_an_object", self.not_an_object),
+            ("too_deep", self.too_deep),
+            ("bad_timestamp", self.bad_timestamp),
+            ("annotate_failed", self.annotate_failed),
+            ("pending", self.pending),
+        ]
+    }
+}
+
+/// What [`Detector::flush`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Partial sequences dropped because they can no longer complete.
+    pub expired: u64,
+    /// Partial sequences still held.
+    pub pending: u64,
+}
+
+/// A streaming detector for one rule. One caller at a time; build one per
+/// stream (or per thread) from a shared [`Rule`].
+#[derive(Debug)]
+pub struct Detector {
+    rule: Rule,
+    table: FieldTable,
+    ts_slot: Slot,
+    carried: Vec<Slot>,
+    state: SequenceState,
+    style: AnnotationStyle,
+    max_record_bytes: usize,
+    stats: Stats,
+    out: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl Detector {
+    /// A detector for the rule and limits in `config`.
+    pub fn new(config: &Config) -> Result<Detector, LoadError> {
+        let rule = config.load_rule()?;
+        Ok(Detector::with_rule(rule, config))
+    }
+
+    /// A detector running `rule` (the rule keys of `config` are ignored).
+    pub fn with_rule(rule: Rule, config: &Config) -> Detector {
+        let mut table = rule.compiled().fields.clone();
+        let ts_slot = table.intern("@timestamp");
+        let carried = CARRIED_FIELDS.iter().map(|f| table.intern(f)).collect();
+        for f in EXTRA_FIELDS {
+            table.intern(f);
+        }
+        let state = SequenceState::new(rule.compiled().maxspan_ms, config.max_pending_sequences);
+        Detector {
+            rule,
+            table,
+            ts_slot,
+            carried,
+            state,
+            style: AnnotationStyle { prefix: config.annotation_prefix.clone(), kibana: config.kibana_fields },
+            max_record_bytes: config.max_record_bytes,
+            stats: Stats::default(),
+            out: Vec::new(),
+            key: Vec::new(),
+        }
+    }
+
+    pub fn rule(&self) -> &Rule {
+        &self.rule
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        s.expired_by_maxspan = self.state.expired;
+        s.evicted_by_cap = self.state.evicted;
+        s.pending = self.state.len() as u64;
+        s
+    }
+
+    /// The latest event time seen (ms since the epoch).
+    pub fn watermark(&self) -> Option<i64> {
+        self.state.watermark()
+    }
+
+    /// Drop the partial sequences that can no longer complete at the current
+    /// watermark. Safe at any time.
+    pub fn flush(&mut self) -> FlushReport {
+        let expired = self.state.expire();
+        FlushReport { expired, pending: self.state.len() as u64 }
+    }
+
+    /// Evaluate one JSON record.
+    pub fn process(&mut self, record: &[u8]) -> Result<Verdict<'_>, RecordError> {
+        self.stats.records += 1;
+        if record.len() > self.max_record_bytes {
+            self.stats.too_large += 1;
+            return Err(RecordError::TooLarge);
+        }
+        let mut fields = Fields::new();
+        if let Err(e) = self.table.extract(record, &mut fields) {
+            return Err(self.count_extract_error(e));
+        }
+        let Some(alert) = self.evaluate(&fields)? else {
+            return Ok(Verdict::Unchanged);
+        };
+        match merge(record, alert, &mut self.out) {
+            Ok(()) => {
+                self.stats.annotated += 1;
+                Ok(Verdict::Annotated(&self.out))
+            }
+            Err(_) => {
+                self.stats.annotate_failed += 1;
+                Err(RecordError::AnnotateFailed)
+            }
+        }
+    }
+
+    /// Evaluate one record given as a MessagePack map (a Fluent Bit record
+    /// body). An annotated result is a MessagePack map too.
+    pub fn process_msgpack(&mut self, body: &[u8]) -> Result<Verdict<'_>, RecordError> {
+        self.stats.records += 1;
+        if body.len() > self.max_record_bytes {
+            self.stats.too_large += 1;
+            return Err(RecordError::TooLarge);
+        }
+        let mut fields = Fields::new();
+        if let Err(e) = crate::msgpack::extract(&self.table, body, &mut fields) {
+            return Err(self.count_extract_error(e));
+        }
+        let Some(alert) = self.evaluate(&fields)? else {
+            return Ok(Verdict::Unchanged);
+        };
+        match crate::msgpack::merge(body, alert, &mut self.out) {
+            Ok(()) => {
+                self.stats.annotated += 1;
+                Ok(Verdict::Annotated(&self.out))
+            }
+            Err(_) => {
+                self.stats.annotate_failed += 1;
+                Err(RecordError::AnnotateFailed)
+            }
+        }
+    }
+
+    /// The field table records are read with (the rule's fields plus those
+    /// the alert carries).
+    pub fn field_table(&self) -> &FieldTable {
+        &self.table
+    }
+
+    /// Count a record that could not be read (for callers that extract
+    /// fields themselves).
+    pub fn count_extract_error(&mut self, e: ExtractError) -> RecordError {
+        let (counter, err) = match e {
+            ExtractError::InvalidJson => (&mut self.stats.invalid_json, RecordError::InvalidJson),
+            ExtractError::InvalidMsgpack => (&mut self.stats.invalid_msgpack, RecordError::InvalidMsgpack),
+            ExtractError::NotAnObject => (&mut self.stats.not_an_object, RecordError::NotAnObject),
+            ExtractError::TooDeep => (&mut self.stats.too_deep, RecordError::TooDeep),
+        };
+        *counter += 1;
+        err
+    }
+
+    /// The core: run the rule on one record's fields (read with
+    /// [`Detector::field_table`]) and return the alert fields to write into it
+    /// when it completes a sequence. Counts everything but `records`,
+    /// `annotated` and read errors, which belong to the caller.
+    pub fn evaluate(&mut self, fields: &Fields) -> Result<Option<Map<String, Value>>, RecordError> {
+        let q: &CompiledQuery = self.rule.compiled();
+        let matched: Vec<usize> =
+            (0..q.stages.len()).filter(|&i| q.stages[i].matches(fields, q.category_slot)).collect();
+        if matched.is_empty() {
+            return Ok(None);
+        }
+        if !q.ips_valid(fields) {
+            self.stats.invalid_ip += 1;
+            return Ok(None);
+        }
+        let Some(t) = event_time(fields, self.ts_slot) else {
+            self.stats.bad_timestamp += 1;
+            return Err(RecordError::BadTimestamp);
+        };
+        self.state.observe(t);
+        let rule = self.rule.clone();
+        let q = rule.compiled();
+        let n = q.stages.len();
+        let mut completed: Vec<Partial> = Vec::new();
+        let mut this_event: Option<StageEvent> = None;
+        // Later stages first, so an event never pairs with itself.
+        for &k in matched.iter().rev() {
+            self.stats.stage_matches[k.min(3)] += 1;
+            let keys = match key_combinations(fields, &q.stages[k].keys) {
+                Some((keys, truncated)) => {
+                    if truncated {
+                        self.stats.key_combinations_truncated += 1;
+                    }
+                    keys
+                }
+                None => {
+                    self.stats.missing_key += 1;
+                    continue;
+                }
+            };
+            let ev = this_event.get_or_insert_with(|| self.stage_event(fields, t)).clone();
+            if n == 1 {
+                completed.push(Partial { events: vec![ev] });
+                continue;
+            }
+            for parts in &keys {
+                if k == 0 {
+                    encode_key(&mut self.key, 0, parts);
+                    match self.state.put(&self.key, Partial { events: vec![ev.clone()] }) {
+                        Put::Inserted => {}
+                        Put::Replaced => self.stats.replaced += 1,
+                        Put::KeptNewer => self.stats.out_of_order += 1,
+                        Put::Stale => self.stats.late += 1,
+                    }
+                    continue;
+                }
+                encode_key(&mut self.key, k - 1, parts);
+                match self.state.take(&self.key, t) {
+                    Take::Nothing => {}
+                    Take::NotBefore => self.stats.out_of_order += 1,
+                    Take::TooLate => self.stats.rejected_by_maxspan += 1,
+                    Take::Matched(mut p) => {
+                        p.events.push(ev.clone());
+                        if k == n - 1 {
+                            completed.push(p);
+                        } else {
+                            encode_key(&mut self.key, k, parts);
+                            if self.state.put(&self.key, p) == Put::Replaced {
+                                self.stats.replaced += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let Some(seq) = completed.into_iter().next() else {
+            return Ok(None);
+        };
+        self.stats.sequences_completed += 1;
+        Ok(Some(self.build_alert(&seq, fields)))
+    }
+
+    /// What this event contributes to an alert.
+    fn stage_event(&self, fields: &Fields, t: i64) -> StageEvent {
+        let mut info = Map::new();
+        for &slot in &self.carried {
+            let vals: Vec<Value> = fields.get(slot).filter(|v| !matches!(v, Scalar::Object)).map(|v| v.to_json()).collect();
+            let v = match vals.len() {
+                0 => continue,
+                1 if !is_array_field(self.table.name(slot)) => vals.into_iter().next().unwrap(),
+                _ => Value::Array(vals),
+            };
+            insert_path(&mut info, self.table.name(slot), v);
+        }
+        StageEvent { time: t, digest: digest(fields, t), info: Value::Object(info).to_string().into_boxed_str() }
+    }
+
+    fn build_alert(&self, seq: &Partial, fields: &Fields) -> Map<String, Value> {
+        let meta = self.rule.meta();
+        let mut h = Hasher::new();
+        h.write(meta.rule_id.as_bytes());
+        h.write(&meta.version.to_le_bytes());
+        for e in &seq.events {
+            h.write(&e.digest.to_le_bytes());
+        }
+        let group = h.finish();
+        h.write(b"alert");
+        let alert_id = h.finish();
+        let first_str = |f: &Fields, name: &str| -> Option<String> {
+            let slot = self.table.lookup(name)?;
+            let v = f.get(slot).find_map(|v| v.keyword().map(|s| s.into_owned()));
+            v
+        };
+        let original_time = first_str(fields, "@timestamp").unwrap_or_default();
+        let reason = self.reason(seq, fields, &first_str);
+        let alert = Alert {
+            meta,
+            events: &seq.events,
+            alert_id: format_id(alert_id),
+            group_id: format_id(group),
+            reason,
+            original_time,
+        };
+        with_prefix(alert.to_json(&self.style), &self.style.prefix)
+    }
+
+    fn reason(&self, seq: &Partial, f: &Fields, get: &dyn Fn(&Fields, &str) -> Option<String>) -> String {
+        let meta = self.rule.meta();
+        let host = get(f, "host.name").or_else(|| get(f, "host.id")).unwrap_or_else(|| "an unknown host".into());
+        let proc_ = get(f, "process.name").unwrap_or_else(|| "a process".into());
+        let pid = get(f, "process.pid").map(|p| format!(" (pid {p})")).unwrap_or_default();
+        let dest = match (get(f, "destination.ip"), get(f, "destination.port")) {
+            (Some(ip), Some(port)) => format!(" to {ip} port {port}"),
+            (Some(ip), None) => format!(" to {ip}"),
+            _ => String::new(),
+        };
+        let action = get(f, "event.action").unwrap_or_else(|| "event".into()).replace('_', " ");
+        let mut s = format!("{proc_}{pid} {action}{dest} on {host}");
+        if seq.events.len() > 1 {
+            let first = &seq.events[0];
+            let info: Value = serde_json::from_str(&first.info).unwrap_or(Value::Null);
+            let pname = info["process"]["name"].as_str().unwrap_or("a process");
+            let ppid = info["process"]["pid"].as_i64().map(|p| format!(" (pid {p})")).unwrap_or_default();
+            let parent = info["process"]["parent"]["name"].as_str().map(|p| format!(" started by {p}")).unwrap_or_default();
+            let cmd = match info["process"]["args"].as_array() {
+                Some(a) => {
+                    let a: Vec<&str> = a.iter().filter_map(|x| x.as_str()).collect();
+                    format!(" running `{}`", truncate(&a.join(" "), 200))
+                }
+                None => String::new(),
+            };
+            let last = seq.events.last().map(|e| e.time).unwrap_or(first.time);
+            s.push_str(&format!(", {} ms after {pname}{ppid}{parent}{cmd}", last - first.time));
+        }
+        s.push_str(&format!(": {} alert {}", meta.severity, meta.name));
+        s
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(max).collect();
+    t.push('…');
+    t
+}
+
+fn is_array_field(name: &str) -> bool {
+    name == "process.args"
+}
+
+fn insert_path(m: &mut Map<String, Value>, path: &str, v: Value) {
+    match path.split_once('.') {
+        Some((head, rest)) if head != "@timestamp" => {
+            let e = m.entry(head.to_string()).or_insert_with(|| Value::Object(Map::new()));
+            if !e.is_object() {
+                *e = Value::Object(Map::new());
+            }
+            insert_path(e.as_object_mut().unwrap(), rest, v);
+        }
+        _ => {
+            m.insert(path.to_string(), v);
+        }
+    }
+}
+
+/// Event time in ms from `@timestamp`: an RFC 3339 string, or epoch
+/// milliseconds as a number or a string of digits. The first value of an
+/// array is used.
+pub fn event_time(f: &Fields, slot: Slot) -> Option<i64> {
+    match f.get(slot).next()? {
+        Scalar::Str(s) => {
+            let s = s.as_ref();
+            if !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()) {
+                s.parse().ok()
+            } else {
+                parse_rfc3339_ms(s)
+            }
+        }
+        Scalar::Int(i) => Some(*i),
+        Scalar::Float(x) if x.is_finite() && x.abs() < 9.0e15 => Some(x.trunc() as i64),
+        _ => None,
+    }
+}
+
+/// Every combination of the key fields' values, or `None` if one is missing.
+fn key_combinations(f: &Fields, slots: &[Slot]) -> Option<(Vec<Vec<String>>, bool)> {
+    let mut combos: Vec<Vec<String>> = vec![Vec::new()];
+    let mut truncated = false;
+    for &s in slots {
+        let vals: Vec<String> = f.get(s).filter_map(|v| v.keyword().map(|k| k.into_owned())).collect();
+        if vals.is_empty() {
+            return None;
+        }
+        let mut next = Vec::new();
+        'outer: for c in &combos {
+            for v in &vals {
+                if next.len() == MAX_KEY_COMBINATIONS {
+                    truncated = true;
+                    break 'outer;
+                }
+                let mut c2 = c.clone();
+                c2.push(v.clone());
+                next.push(c2);
+            }
+        }
+        combos = next;
+    }
+    Some((combos, truncated))
+}
+
+fn encode_key(buf: &mut Vec<u8>, stage: usize, parts: &[String]) {
+    buf.clear();
+    buf.push(stage as u8);
+    for p in parts {
+        buf.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        buf.extend_from_slice(p.as_bytes());
+    }
+}
+
+/// A 128-bit FNV-1a hash (stable across runs, platforms and releases).
+struct Hasher(u128);
+
+impl Hasher {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    fn new() -> Self {
+        Hasher(Self::OFFSET)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= b as u128;
+            self.0 = self.0.wrapping_mul(Self::PRIME);
+        }
+        // Length separator so that ("ab","c") and ("a","bc") differ.
+        self.0 ^= bytes.len() as u128;
+        self.0 = self.0.wrapping_mul(Self::PRIME);
+    }
+    fn finish(&self) -> u128 {
+        self.0
+    }
+}
+
+/// Digest of an event's identity: its time and every value read from it,
+/// slot by slot (independent of key order and of nested/dotted layout).
+fn digest(f: &Fields, t: i64) -> u128 {
+    let mut items: Vec<(Slot, usize, &Scalar)> = f.iter().enumerate().map(|(i, (s, v))| (*s, i, v)).collect();
+    items.sort_by_key(|(s, i, _)| (*s, *i));
+    let mut h = Hasher::new();
+    h.write(&t.to_le_bytes());
+    for (s, _, v) in items {
+        h.write(&s.to_le_bytes());
+        match v.keyword() {
+            Some(k) => h.write(k.as_bytes()),
+            None => h.write(&[0xff]),
+        }
+    }
+    h.finish()
+}

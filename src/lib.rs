@@ -1,0 +1,41 @@
+//! # apt-netcon
+//!
+//! A streaming detector for Elastic Security's EQL rule "Suspicious APT
+//! Package Manager Network Connection", built to run inside log shippers.
+//!
+//! Records (Elastic Defend events as JSON) go through a [`Detector`] one at a
+//! time. Every record leaves byte-for-byte as it came, except the network
+//! event that completes the rule's sequence: that one leaves with alert fields
+//! added (see [`annotate`]).
+//!
+//! The rule is data: its EQL text is parsed ([`eql`]) and compiled
+//! ([`compile`]) into predicates over the few fields it reads ([`event`]);
+//! partial sequences are held in bounded, event-time-expired state
+//! ([`sequence`]). The semantics are Elasticsearch's, point by point; the
+//! crate README lists them with the choices made where a stream differs from
+//! a sorted index.
+//!
+//! Dependencies run one way: `ffi` → [`detector`] → {[`rule`], [`sequence`],
+//! [`annotate`], [`config`]} → [`event`].
+
+#![deny(unsafe_code)]
+
+pub mod annotate;
+pub mod compile;
+pub mod config;
+pub mod detector;
+pub mod eql;
+pub mod event;
+pub mod ip;
+pub mod msgpack;
+pub mod rule;
+pub mod sequence;
+pub mod time;
+
+pub use config::{Config, ConfigError, LoadError};
+pub use detector::{Detector, FlushReport, RecordError, Stats, Verdict};
+pub use eql::{RuleError, RuleErrorKind};
+pub use rule::{Rule, RuleMeta};
+
+/// The crate version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
