@@ -27,25 +27,15 @@ impl Cidr {
     /// Parse `a.b.c.d/n`, `x::/n`, or a bare address (a one-address block).
     /// Host bits beyond the prefix are ignored, as Elasticsearch does.
     pub fn parse(s: &str) -> Option<Cidr> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => {
-                if p.is_empty() || p.len() > 3 || !p.bytes().all(|c| c.is_ascii_digit()) {
-                    return None;
-                }
-                (a, Some(p.parse::<u8>().ok()?))
+        let (base, prefix) = if s.contains('/') {
+            // ipnet checks the address and the prefix length for its family.
+            match s.parse::<ipnet::IpNet>().ok()? {
+                ipnet::IpNet::V4(n) => (0xffff_0000_0000u128 | u32::from(n.addr()) as u128, 96 + n.prefix_len()),
+                ipnet::IpNet::V6(n) => (u128::from(n.addr()), n.prefix_len()),
             }
-            None => (s, None),
+        } else {
+            (parse_ip(s)?, 128)
         };
-        let ip: IpAddr = addr.parse().ok()?;
-        let (base, extra, max) = match ip {
-            IpAddr::V4(_) => (parse_ip(addr)?, 96u8, 32u8),
-            IpAddr::V6(_) => (parse_ip(addr)?, 0u8, 128u8),
-        };
-        let p = prefix.unwrap_or(max);
-        if p > max {
-            return None;
-        }
-        let prefix = extra + p;
         Some(Cidr { network: base & mask(prefix), prefix })
     }
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test of the project: the Rust suites (unit, conformance,
+# reference matcher, byte identity, header drift), then the C harness
+# (ctest plain + sanitizers, valgrind, pkg-config install, the C example).
+# Installs what it needs (Debian packages) when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v valgrind >/dev/null || need+=(valgrind)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v cc >/dev/null || need+=(gcc)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; fi
+fi
+
+echo "== cargo test"
+cargo test --all-targets
+cargo test --doc
+
+if [ -f tests/c/run.sh ]; then
+  echo "== C harness"
+  bash tests/c/run.sh
+fi
+echo "all tests passed"
