@@ -606,6 +606,74 @@ mod tests {
         assert!(wildcard_match("abcabd", "*abd", false));
     }
 
+    fn load(q: &str) -> Result<CompiledQuery, RuleError> {
+        let ast = crate::eql::parse(q, crate::eql::ParseLimits::default())?;
+        compile(&ast, q)
+    }
+
+    fn err(q: &str) -> RuleError {
+        load(q).expect_err(q)
+    }
+
+    #[test]
+    fn load_time_errors_name_the_problem_and_place() {
+        let e = err("process where\n  foo(process.name, \"x\")");
+        assert_eq!(e.kind, RuleErrorKind::UnknownFunction);
+        assert_eq!((e.line, e.column), (2, 3));
+        assert!(e.message.contains("foo"), "{e}");
+        let e = err("network where cidrmatch(destination.ip, \"10.0.0.0/8\", \"300.0.0.0/8\")");
+        assert_eq!(e.kind, RuleErrorKind::BadArgument);
+        assert_eq!(e.column, 55);
+        let e = err("network where cidrMatch(\"1.2.3.4\", \"10.0.0.0/8\")");
+        assert!(e.message.contains("field"), "{e}");
+        let e = err("process where startsWith(process.name, 3)");
+        assert!(e.message.contains("string"), "{e}");
+        let e = err("process where startsWith(process.name)");
+        assert!(e.message.contains("takes 2 arguments"), "{e}");
+        let e = err("process where process.name == process.parent.name");
+        assert_eq!(e.kind, RuleErrorKind::Unsupported);
+        let e = err("process where process.name");
+        assert!(e.message.contains("compare it"), "{e}");
+        let e = err("network where destination.ip == \"not-an-ip\"");
+        assert!(e.message.contains("IP field"), "{e}");
+        let e = err("sequence [process where true] by a, b [network where true] by c");
+        assert!(e.message.contains("same number of keys"), "{e}");
+        assert!(e.to_string().contains('^'));
+    }
+
+    fn eval(q: &str, rec: &str) -> bool {
+        let c = load(q).unwrap();
+        let mut f = Fields::new();
+        c.fields.extract(rec.as_bytes(), &mut f).unwrap();
+        c.stages[0].matches(&f, c.category_slot)
+    }
+
+    #[test]
+    fn operators() {
+        let r = r#"{"event":{"category":"process"},"process":{"name":"Bash","pid":42,"args":["a","-c"]},"destination":{"ip":"10.1.2.3"}}"#;
+        assert!(eval("process where process.name : \"ba*\"", r));
+        assert!(eval("process where process.name : (\"x\", \"b?sh\")", r));
+        assert!(!eval("process where process.name like \"ba*\"", r));
+        assert!(eval("process where process.name like~ \"BA*\"", r));
+        assert!(eval("process where process.name in~ (\"bash\")", r));
+        assert!(!eval("process where process.name in (\"bash\")", r));
+        assert!(eval("process where process.name not in (\"bash\")", r));
+        assert!(eval("process where process.pid > 41 and process.pid <= 42 and process.pid != 7", r));
+        assert!(eval("process where process.pid == 42 and process.pid in (1, 42)", r));
+        assert!(eval("process where process.name >= \"B\" and process.name < \"C\"", r));
+        assert!(eval("process where startsWith(process.name, \"Ba\") and endsWith(process.name, \"sh\")", r));
+        assert!(!eval("process where startsWith(process.name, \"ba\")", r));
+        assert!(eval("process where startsWith~(process.name, \"ba\")", r));
+        assert!(eval("process where stringContains(process.name, \"as\")", r));
+        assert!(eval("process where wildcard(process.name, \"x*\", \"B*h\")", r));
+        assert!(eval("process where cidrMatch(destination.ip, \"10.0.0.0/8\")", r));
+        assert!(eval("process where destination.ip == \"::ffff:10.1.2.3\"", r));
+        assert!(eval("process where process.missing == null and process.name != null", r));
+        assert!(eval("any where process.args == \"-c\"", r));
+        assert!(!eval("network where true", r));
+        assert!(eval("process where not (process.name == \"x\" or false)", r));
+    }
+
     #[test]
     fn fold_eq() {
         assert!(eq_fold("ÄPT", &fold("äpt")));
