@@ -19,8 +19,9 @@
 //! deep-merged with it (the alert's leaves replace equal paths, other keys
 //! stay); one that holds anything else is replaced; a dotted member
 //! (`"rule.name"`) naming a path the alert writes, or a path below one of
-//! its leaves, is removed. Only the top level is read, so the record's other
-//! members are copied verbatim.
+//! its leaves, is removed; a root name that appears twice (a duplicate key)
+//! is merged at its first place and its later copies dropped. Only the top
+//! level is read, so the record's other members are copied verbatim.
 
 use crate::rule::{RuleMeta, Tactic, Technique};
 use crate::sequence::StageEvent;
@@ -244,7 +245,7 @@ impl<'de> serde::Deserialize<'de> for Members<'de> {
 
 /// True when the alert writes `path` (dotted) or a path above it is one of
 /// the alert's leaves.
-fn alert_covers(roots: &Map<String, Value>, path: &str) -> bool {
+pub(crate) fn alert_covers(roots: &Map<String, Value>, path: &str) -> bool {
     let mut cur = roots;
     let mut segs = path.split('.').peekable();
     while let Some(seg) = segs.next() {
@@ -298,7 +299,9 @@ pub fn merge(record: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Res
             serde_json::to_writer(&mut *out, &merged).map_err(|e| MergeError(e.to_string()))?;
             continue;
         }
-        if k.contains('.') && alert_covers(&all, k) {
+        // A second member named like a root (a duplicate key) was merged
+        // already; a dotted member the alert covers is replaced by it.
+        if all.contains_key(k.as_ref()) || (k.contains('.') && alert_covers(&all, k)) {
             continue;
         }
         sep(out);
@@ -349,6 +352,9 @@ mod tests {
         assert_eq!(v["rule"]["id"], "1");
         let v = merged(r#"{"rule":{"keep":1},"rule.name":"old"}"#);
         assert!(v.get("rule.name").is_none());
+        let v = merged(r#"{"rule":{"a":1},"x":2,"rule":{"b":2}}"#);
+        assert_eq!(v["rule"]["a"], 1);
+        assert_eq!(v["rule"]["name"], "R");
         let v = merged(r#"{"rule":"a string"}"#);
         assert_eq!(v["rule"]["name"], "R");
         let v = merged(r#"{"rule.name":"old","rule.other":2,"threat.framework.x":3}"#);

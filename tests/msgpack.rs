@@ -1,0 +1,618 @@
+//! Fluent Bit chunks through the public API: `filter_chunk` with a real
+//! detector, checked against the JSON path (`Detector::process`).
+//!
+//! Chunks are built by hand here with `rmp::encode`, and read back with a
+//! small `rmp::decode`-based decoder, independent of the module's own cursor.
+
+use apt_netcon::msgpack::{filter_chunk, ChunkError, ChunkOutcome};
+use apt_netcon::{Config, Detector, Verdict};
+use rmp::decode::RmpRead;
+use rmp::Marker;
+use serde_json::{json, Map, Value};
+
+// ---------------------------------------------------------------------------
+// Encoding
+
+fn mp_into(out: &mut Vec<u8>, v: &Value) {
+    use rmp::encode::*;
+    match v {
+        Value::Null => write_nil(out).unwrap(),
+        Value::Bool(b) => write_bool(out, *b).unwrap(),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                write_sint(out, i).unwrap();
+            } else if let Some(u) = n.as_u64() {
+                write_uint(out, u).unwrap();
+            } else {
+                write_f64(out, n.as_f64().unwrap()).unwrap();
+            }
+        }
+        Value::String(s) => write_str(out, s).unwrap(),
+        Value::Array(a) => {
+            write_array_len(out, a.len() as u32).unwrap();
+            for x in a {
+                mp_into(out, x);
+            }
+        }
+        Value::Object(m) => {
+            write_map_len(out, m.len() as u32).unwrap();
+            for (k, x) in m {
+                write_str(out, k).unwrap();
+                mp_into(out, x);
+            }
+        }
+    }
+}
+
+fn mp(v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    mp_into(&mut out, v);
+    out
+}
+
+/// A record time.
+#[derive(Clone, Copy)]
+enum Time {
+    Event(u32, u32),
+    Int(i64),
+    Float(f64),
+}
+
+fn write_time(out: &mut Vec<u8>, t: Time) {
+    match t {
+        Time::Event(s, ns) => {
+            rmp::encode::write_ext_meta(out, 8, 0).unwrap();
+            out.extend_from_slice(&s.to_be_bytes());
+            out.extend_from_slice(&ns.to_be_bytes());
+        }
+        Time::Int(i) => {
+            rmp::encode::write_sint(out, i).unwrap();
+        }
+        Time::Float(f) => rmp::encode::write_f64(out, f).unwrap(),
+    }
+}
+
+/// A v2 record `[[time, meta], body]` with a raw body.
+fn v2_raw(t: Time, meta: &Value, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmp::encode::write_array_len(&mut out, 2).unwrap();
+    rmp::encode::write_array_len(&mut out, 2).unwrap();
+    write_time(&mut out, t);
+    mp_into(&mut out, meta);
+    out.extend_from_slice(body);
+    out
+}
+
+fn v2(t: Time, body: &Value) -> Vec<u8> {
+    v2_raw(t, &json!({"k": "meta"}), &mp(body))
+}
+
+/// A legacy record `[time, body]`.
+fn legacy(t: Time, body: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmp::encode::write_array_len(&mut out, 2).unwrap();
+    write_time(&mut out, t);
+    mp_into(&mut out, body);
+    out
+}
+
+fn group_start() -> Vec<u8> {
+    v2_raw(Time::Event(0xFFFF_FFFF, 0), &json!({"group": 1}), &mp(&json!({"resource": {"a": 1}})))
+}
+
+fn group_end() -> Vec<u8> {
+    v2_raw(Time::Event(0xFFFF_FFFE, 0), &json!({}), &mp(&json!({})))
+}
+
+fn concat(parts: &[Vec<u8>]) -> Vec<u8> {
+    parts.concat()
+}
+
+// ---------------------------------------------------------------------------
+// Decoding (with rmp), and record location
+
+fn dec_one(rd: &mut &[u8]) -> Value {
+    let m = rmp::decode::read_marker(rd).unwrap();
+    let take = |rd: &mut &[u8], n: usize| -> Vec<u8> {
+        let (a, b) = rd.split_at(n);
+        *rd = b;
+        a.to_vec()
+    };
+    // Lenient (the tests also hold records the detector refuses).
+    let str_of = |b: Vec<u8>| Value::String(String::from_utf8_lossy(&b).into_owned());
+    match m {
+        Marker::FixPos(n) => json!(n),
+        Marker::FixNeg(n) => json!(n),
+        Marker::Null => Value::Null,
+        Marker::True => json!(true),
+        Marker::False => json!(false),
+        Marker::U8 => json!(rd.read_data_u8().unwrap()),
+        Marker::U16 => json!(rd.read_data_u16().unwrap()),
+        Marker::U32 => json!(rd.read_data_u32().unwrap()),
+        Marker::U64 => json!(rd.read_data_u64().unwrap()),
+        Marker::I8 => json!(rd.read_data_i8().unwrap()),
+        Marker::I16 => json!(rd.read_data_i16().unwrap()),
+        Marker::I32 => json!(rd.read_data_i32().unwrap()),
+        Marker::I64 => json!(rd.read_data_i64().unwrap()),
+        Marker::F32 => json!(rd.read_data_f32().unwrap() as f64),
+        Marker::F64 => json!(rd.read_data_f64().unwrap()),
+        Marker::FixStr(n) => str_of(take(rd, n as usize)),
+        Marker::Str8 => {
+            let n = rd.read_data_u8().unwrap() as usize;
+            str_of(take(rd, n))
+        }
+        Marker::Str16 => {
+            let n = rd.read_data_u16().unwrap() as usize;
+            str_of(take(rd, n))
+        }
+        Marker::Str32 => {
+            let n = rd.read_data_u32().unwrap() as usize;
+            str_of(take(rd, n))
+        }
+        Marker::FixArray(n) => Value::Array((0..n).map(|_| dec_one(rd)).collect()),
+        Marker::Array16 => {
+            let n = rd.read_data_u16().unwrap();
+            Value::Array((0..n).map(|_| dec_one(rd)).collect())
+        }
+        Marker::Array32 => {
+            let n = rd.read_data_u32().unwrap();
+            Value::Array((0..n).map(|_| dec_one(rd)).collect())
+        }
+        Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
+            let n = match m {
+                Marker::FixMap(n) => n as u32,
+                Marker::Map16 => rd.read_data_u16().unwrap() as u32,
+                _ => rd.read_data_u32().unwrap(),
+            };
+            let mut map = Map::new();
+            for _ in 0..n {
+                let k = match dec_one(rd) {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                let v = dec_one(rd);
+                map.insert(k, v);
+            }
+            Value::Object(map)
+        }
+        Marker::FixExt8 => {
+            let ty = rd.read_data_i8().unwrap();
+            let d = take(rd, 8);
+            json!({"ext": ty, "data": d})
+        }
+        other => panic!("unexpected marker {other:?} in test data"),
+    }
+}
+
+/// Decode one whole MessagePack value (no trailing bytes).
+fn dec(mut b: &[u8]) -> Value {
+    let v = dec_one(&mut b);
+    assert!(b.is_empty(), "trailing bytes");
+    v
+}
+
+/// Split a chunk into (record bytes, body offset within the record).
+fn split_records(chunk: &[u8]) -> Vec<(&[u8], usize)> {
+    let mut out = Vec::new();
+    let mut rest = chunk;
+    while !rest.is_empty() {
+        let before = rest.len();
+        let mut rd = rest;
+        assert_eq!(rmp::decode::read_array_len(&mut rd).unwrap(), 2);
+        dec_one(&mut rd); // header or time
+        let body_at = before - rd.len();
+        dec_one(&mut rd); // body
+        let len = before - rd.len();
+        out.push((&rest[..len], body_at));
+        rest = &rest[len..];
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Events
+
+const T0: &str = "2024-05-01T10:00:00.000Z";
+const T2: &str = "2024-05-01T10:00:02.000Z";
+
+fn shell() -> Value {
+    json!({
+        "@timestamp": T0,
+        "event": {"category": ["process"], "type": ["start"], "action": "exec", "kind": "event"},
+        "host": {"os": {"type": "linux"}, "id": "H1", "name": "web-1"},
+        "process": {
+            "name": "sh", "pid": 4242, "executable": "/bin/sh",
+            "args": ["sh", "-c", "curl x"],
+            "parent": {"name": "apt", "entity_id": "P0", "pid": 1},
+            "entity_id": "E1"
+        },
+        "user": {"name": "root"}
+    })
+}
+
+fn network() -> Value {
+    json!({
+        "@timestamp": T2,
+        "event": {"category": ["network"], "action": "connection_attempted", "type": ["start"]},
+        "host": {"os": {"type": "linux"}, "id": "H1"},
+        "process": {"parent": {"entity_id": "E1"}, "executable": "/usr/bin/curl", "name": "curl", "pid": 4243},
+        "destination": {"ip": "8.8.8.8", "port": 443},
+        "message": "fine",
+        "score": 1.25,
+        "neg": -70000,
+        "big": 18446744073709551615u64
+    })
+}
+
+fn other(i: u64) -> Value {
+    json!({"@timestamp": T0, "message": format!("hello {i}"), "event": {"category": ["file"]}, "n": i})
+}
+
+/// The network event with dotted keys (mixed with nesting).
+fn network_dotted() -> Value {
+    json!({
+        "@timestamp": T2,
+        "event.category": ["network"],
+        "event.action": "connection_attempted",
+        "event": {"type": ["start"]},
+        "host.os.type": "linux",
+        "host.id": "H1",
+        "process.parent.entity_id": "E1",
+        "process.executable": "/usr/bin/curl",
+        "destination.ip": "8.8.8.8",
+        "rule.name": "stale"
+    })
+}
+
+fn shell_dotted() -> Value {
+    json!({
+        "@timestamp": T0,
+        "event.category": "process",
+        "event.type": "start",
+        "event.action": "exec",
+        "host": {"os.type": "linux", "id": "H1"},
+        "process.name": "sh",
+        "process.args": ["sh", "-c", "curl x"],
+        "process.parent.name": "apt",
+        "process.entity_id": "E1"
+    })
+}
+
+fn detector() -> Detector {
+    // The EQL parser may still be landing in a concurrent edit: retry a while.
+    for _ in 0..60 {
+        match std::panic::catch_unwind(|| Detector::new(&Config::default())) {
+            Ok(d) => return d.expect("default config loads"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_secs(5)),
+        }
+    }
+    panic!("Detector::new keeps panicking");
+}
+
+/// What the JSON path annotates for these events (None: nothing).
+fn json_results(events: &[Value]) -> Vec<Option<Value>> {
+    let mut d = detector();
+    events
+        .iter()
+        .map(|e| match d.process(e.to_string().as_bytes()) {
+            Ok(Verdict::Annotated(b)) => Some(serde_json::from_slice(b).unwrap()),
+            Ok(Verdict::Unchanged) => None,
+            Err(e) => panic!("JSON path failed: {e}"),
+        })
+        .collect()
+}
+
+/// Run a chunk; return the outcome and the output (None when untouched).
+fn run(chunk: &[u8]) -> (Result<ChunkOutcome, ChunkError>, Option<Vec<u8>>) {
+    let mut d = detector();
+    let sentinel = b"untouched".to_vec();
+    let mut out = sentinel.clone();
+    let r = filter_chunk(&mut d, chunk, &mut out);
+    if matches!(r, Ok(o) if o.annotated > 0) {
+        (r, Some(out))
+    } else {
+        assert_eq!(out, sentinel, "out touched without an annotation");
+        (r, None)
+    }
+}
+
+/// Check an annotated output against the input chunk: same records, the
+/// annotated ones (indexes `which`) with the same prefix and a body equal to
+/// `want`; return the annotated bodies as JSON.
+fn check_output(input: &[u8], output: &[u8], which: &[usize], want: &[Value]) {
+    let a = split_records(input);
+    let b = split_records(output);
+    assert_eq!(a.len(), b.len());
+    let mut w = want.iter();
+    for (i, ((ra, ba), (rb, bb))) in a.iter().zip(&b).enumerate() {
+        if which.contains(&i) {
+            assert_eq!(ba, bb);
+            assert_eq!(&ra[..*ba], &rb[..*bb], "record {i}: prefix kept");
+            let got = dec(&rb[*bb..]);
+            let want = w.next().unwrap();
+            assert_eq!(&got, want, "record {i}");
+            // the same member order as the JSON path writes
+            assert_eq!(got.to_string(), want.to_string());
+        } else {
+            assert_eq!(ra, rb, "record {i}: byte for byte");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn msgpack_v2_sequence_annotated_like_json() {
+    let chunk = concat(&[
+        group_start(),
+        v2(Time::Event(1714557600, 5), &other(1)),
+        v2(Time::Event(1714557600, 0), &shell()),
+        v2(Time::Event(1714557602, 0), &network()),
+        v2(Time::Event(1714557603, 0), &other(2)),
+        group_end(),
+    ]);
+    let (r, out) = run(&chunk);
+    assert_eq!(r, Ok(ChunkOutcome { records: 4, annotated: 1, errors: 0, group_markers: 2 }));
+    let out = out.unwrap();
+    let json = json_results(&[other(1), shell(), network(), other(2)]);
+    assert!(json[0].is_none() && json[1].is_none() && json[3].is_none());
+    let want = json[2].clone().expect("the JSON path annotates the network event");
+    check_output(&chunk, &out, &[3], std::slice::from_ref(&want));
+    let body = &split_records(&out)[3];
+    let v = dec(&body.0[body.1..]);
+    assert_eq!(v["rule"]["id"], "eaef8a35-12e0-4ac0-bc14-81c72b6bd27c");
+    assert!(v["kibana"]["alert"]["uuid"].as_str().unwrap().len() == 36);
+    assert_eq!(v["apt_netcon"]["shell"]["process"]["entity_id"], "E1");
+    // original members first, in order, as they were
+    let orig = network();
+    let keys: Vec<&String> = v.as_object().unwrap().keys().take(orig.as_object().unwrap().len()).collect();
+    let want_keys: Vec<&String> = orig.as_object().unwrap().keys().collect();
+    assert_eq!(keys, want_keys);
+    assert_eq!(v["big"], json!(18446744073709551615u64));
+    assert_eq!(v["score"], json!(1.25));
+}
+
+#[test]
+fn msgpack_legacy_forms_and_times() {
+    for (ts, tn) in [
+        (Time::Int(1714557600), Time::Int(1714557602)),
+        (Time::Float(1714557600.25), Time::Float(1714557602.5)),
+        (Time::Event(1714557600, 0), Time::Event(1714557602, 0)),
+    ] {
+        let chunk = concat(&[legacy(ts, &other(7)), legacy(ts, &shell()), legacy(tn, &network())]);
+        let (r, out) = run(&chunk);
+        assert_eq!(r, Ok(ChunkOutcome { records: 3, annotated: 1, errors: 0, group_markers: 0 }));
+        let want = json_results(&[shell(), network()])[1].clone().unwrap();
+        check_output(&chunk, &out.unwrap(), &[2], &[want]);
+    }
+    // mixed forms in one chunk
+    let chunk = concat(&[v2(Time::Int(1), &shell()), legacy(Time::Float(2.0), &network())]);
+    let (r, out) = run(&chunk);
+    assert_eq!(r.unwrap().annotated, 1);
+    let want = json_results(&[shell(), network()])[1].clone().unwrap();
+    check_output(&chunk, &out.unwrap(), &[1], &[want]);
+}
+
+#[test]
+fn msgpack_markers_pass_through() {
+    // ext, negative int and float markers, in both forms, around a sequence
+    let chunk = concat(&[
+        group_start(),
+        v2_raw(Time::Int(-1), &json!({}), &mp(&json!({"process": {"entity_id": "E1"}}))),
+        legacy(Time::Int(-2), &json!({})),
+        v2_raw(Time::Float(-1.0), &json!({}), &mp(&json!({}))),
+        v2(Time::Event(1714557600, 0), &shell()),
+        group_end(),
+        group_start(),
+        v2(Time::Event(1714557602, 0), &network()),
+        group_end(),
+    ]);
+    let (r, out) = run(&chunk);
+    assert_eq!(r, Ok(ChunkOutcome { records: 2, annotated: 1, errors: 0, group_markers: 7 }));
+    let want = json_results(&[shell(), network()])[1].clone().unwrap();
+    check_output(&chunk, &out.unwrap(), &[7], &[want]);
+
+    // markers only
+    let chunk = concat(&[group_start(), group_end(), group_start(), group_end()]);
+    assert_eq!(run(&chunk), (Ok(ChunkOutcome { records: 0, annotated: 0, errors: 0, group_markers: 4 }), None));
+    // a marker's body is never evaluated, even if it would complete a sequence
+    let chunk = concat(&[
+        v2(Time::Event(1714557600, 0), &shell()),
+        v2_raw(Time::Event(0xFFFF_FFFF, 0), &json!({}), &mp(&network())),
+    ]);
+    assert_eq!(run(&chunk).0.unwrap().annotated, 0);
+}
+
+#[test]
+fn msgpack_no_sequence_leaves_out_untouched() {
+    let chunk = concat(&[v2(Time::Int(1), &other(1)), v2(Time::Int(2), &network()), legacy(Time::Int(3), &shell())]);
+    assert_eq!(run(&chunk), (Ok(ChunkOutcome { records: 3, annotated: 0, errors: 0, group_markers: 0 }), None));
+    assert_eq!(run(b""), (Ok(ChunkOutcome::default()), None));
+}
+
+#[test]
+fn msgpack_dotted_keys() {
+    let chunk = concat(&[v2(Time::Int(1), &shell_dotted()), v2(Time::Int(3), &network_dotted())]);
+    let (r, out) = run(&chunk);
+    assert_eq!(r.unwrap().annotated, 1);
+    let want = json_results(&[shell_dotted(), network_dotted()])[1].clone().unwrap();
+    assert!(want.get("rule.name").is_none(), "covered dotted member removed");
+    check_output(&chunk, &out.unwrap(), &[1], &[want]);
+    // and mixing: dotted shell, nested network
+    let chunk = concat(&[v2(Time::Int(1), &shell_dotted()), v2(Time::Int(3), &network())]);
+    assert_eq!(run(&chunk).0.unwrap().annotated, 1);
+}
+
+#[test]
+fn msgpack_two_sequences_in_one_chunk() {
+    let mut shell2 = shell();
+    shell2["process"]["entity_id"] = json!("E2");
+    shell2["host"]["id"] = json!("H2");
+    let mut net2 = network();
+    net2["process"]["parent"]["entity_id"] = json!("E2");
+    net2["host"]["id"] = json!("H2");
+    let events = [shell(), shell2.clone(), other(1), network(), net2.clone(), other(2)];
+    let chunk: Vec<u8> = concat(&events.iter().map(|e| v2(Time::Int(5), e)).collect::<Vec<_>>());
+    let (r, out) = run(&chunk);
+    assert_eq!(r, Ok(ChunkOutcome { records: 6, annotated: 2, errors: 0, group_markers: 0 }));
+    let json = json_results(&events);
+    let want: Vec<Value> = json.into_iter().flatten().collect();
+    check_output(&chunk, &out.clone().unwrap(), &[3, 4], &want);
+    // the new chunk is itself a valid chunk, and holds no new sequence
+    assert_eq!(run(&out.unwrap()).0.unwrap().records, 6);
+}
+
+#[test]
+fn msgpack_record_errors_counted_and_passed() {
+    let mut bad_utf8 = Vec::new();
+    // {"process": {"name": <str 0xff>}} — on a field path
+    bad_utf8.extend_from_slice(b"\x81\xa7process\x81\xa4name\xa1\xff");
+    let chunk = concat(&[
+        v2(Time::Int(1), &shell()),
+        v2_raw(Time::Int(1), &json!({}), b"\x93\x01\x02\x03"), // body not a map
+        v2_raw(Time::Int(1), &json!({}), &bad_utf8),
+        v2_raw(Time::Int(1), &json!({}), b"\x81\x01\x02"), // integer key
+        v2(Time::Int(2), &network()),
+    ]);
+    let mut d = detector();
+    let mut out = Vec::new();
+    let o = filter_chunk(&mut d, &chunk, &mut out).unwrap();
+    assert_eq!(o, ChunkOutcome { records: 5, annotated: 1, errors: 3, group_markers: 0 });
+    let s = d.stats();
+    assert_eq!((s.not_an_object, s.invalid_msgpack, s.records, s.annotated), (1, 2, 5, 1));
+    let want = json_results(&[shell(), network()])[1].clone().unwrap();
+    check_output(&chunk, &out, &[4], &[want]);
+}
+
+#[test]
+fn msgpack_malformed_chunks_refused_whole() {
+    let good = concat(&[v2(Time::Int(1), &shell()), v2(Time::Int(2), &network())]);
+    let cases: Vec<Vec<u8>> = vec![
+        // wrong ext type for the time
+        concat(&[good.clone(), {
+            let mut r = b"\x92\x92\xd7\x05".to_vec();
+            r.extend_from_slice(&[0; 8]);
+            r.extend_from_slice(b"\x80\x80");
+            r
+        }]),
+        // ext of the wrong length
+        concat(&[good.clone(), b"\x92\xd6\x00\x00\x00\x00\x01\x80".to_vec()]),
+        // not an array of 2
+        concat(&[good.clone(), b"\x93\x01\x80\x80".to_vec()]),
+        concat(&[b"\x81\xa1a\x01".to_vec(), good.clone()]),
+        // header not [time, map]
+        concat(&[good.clone(), b"\x92\x92\x01\x91\x01\x80".to_vec()]),
+        concat(&[good.clone(), b"\x92\x93\x01\x80\x80\x80".to_vec()]),
+        concat(&[good.clone(), b"\x92\x92\xa1t\x80\x80".to_vec()]),
+        // a string as legacy time
+        concat(&[good.clone(), b"\x92\xa1t\x80".to_vec()]),
+        // truncated
+        good[..good.len() - 1].to_vec(),
+        // trailing junk
+        concat(&[good.clone(), vec![0xc1]]),
+    ];
+    for c in &cases {
+        let mut d = detector();
+        let mut out = b"kept".to_vec();
+        assert_eq!(filter_chunk(&mut d, c, &mut out), Err(ChunkError::Malformed));
+        assert_eq!(out, b"kept");
+        // nothing was shown to the detector
+        assert_eq!(d.stats().records, 0);
+    }
+    // every truncation: refused unless it ends on a record boundary
+    let bounds: Vec<usize> = {
+        let mut at = 0;
+        let mut v = vec![0];
+        for (r, _) in split_records(&good) {
+            at += r.len();
+            v.push(at);
+        }
+        v
+    };
+    for cut in 0..good.len() {
+        let (r, _) = run(&good[..cut]);
+        assert_eq!(r.is_ok(), bounds.contains(&cut), "cut at {cut}");
+    }
+}
+
+/// xorshift64*.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[test]
+fn msgpack_fuzzed_chunks_never_panic() {
+    let good = concat(&[
+        group_start(),
+        v2(Time::Event(1714557600, 0), &shell()),
+        legacy(Time::Float(1714557601.5), &other(3)),
+        v2(Time::Event(1714557602, 0), &network()),
+        group_end(),
+    ]);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut d = detector();
+    let mut out = Vec::new();
+    let (mut ok, mut annotated, mut malformed) = (0, 0, 0);
+    for i in 0..5000 {
+        let mut c = good.clone();
+        match rng.below(6) {
+            0 => {
+                let n = rng.below(c.len() + 1);
+                c.truncate(n);
+            }
+            1 | 2 => {
+                for _ in 0..1 + rng.below(4) {
+                    let at = rng.below(c.len());
+                    c[at] ^= 1 << rng.below(8);
+                }
+            }
+            3 => {
+                for _ in 0..1 + rng.below(3) {
+                    let at = rng.below(c.len());
+                    c[at] = rng.next() as u8;
+                }
+            }
+            4 => {
+                let at = rng.below(c.len());
+                let junk: Vec<u8> = (0..rng.below(8)).map(|_| rng.next() as u8).collect();
+                c.splice(at..at, junk);
+            }
+            _ => {
+                let a = rng.below(c.len());
+                let b = a + rng.below(c.len() - a);
+                c.drain(a..b);
+            }
+        }
+        if i % 500 == 0 {
+            d = detector();
+        }
+        out.clear();
+        match filter_chunk(&mut d, &c, &mut out) {
+            Ok(o) => {
+                ok += 1;
+                if o.annotated > 0 {
+                    annotated += 1;
+                    // the output is a well-formed chunk with the same record count
+                    let mut d2 = detector();
+                    let mut out2 = Vec::new();
+                    let o2 = filter_chunk(&mut d2, &out, &mut out2).expect("output chunk well formed");
+                    assert_eq!(o2.records + o2.group_markers, o.records + o.group_markers);
+                }
+            }
+            Err(ChunkError::Malformed) => malformed += 1,
+        }
+    }
+    assert!(ok > 100 && malformed > 100, "ok {ok}, malformed {malformed}");
+    assert!(annotated > 0, "some mutations keep the sequence");
+}
