@@ -26,6 +26,8 @@ pub mod config;
 pub mod detector;
 pub mod eql;
 pub mod event;
+#[allow(unsafe_code)]
+pub mod ffi;
 pub mod ip;
 pub mod msgpack;
 pub mod rule;
