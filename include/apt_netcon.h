@@ -9,6 +9,7 @@
  *
  * Typical use:
  *
+ * ```text
  *     aptnc_detector *det = NULL;
  *     aptnc_error *err = NULL;
  *     if (aptnc_init(NULL, 0, NULL, &det, &err) != APTNC_STATUS_OK) {
@@ -22,6 +23,7 @@
  *     else
  *         forward(rec, rec_len);   // UNCHANGED or any error: the original
  *     aptnc_free(det);
+ * ```
  *
  * Conventions (every function follows them; its own comment says where it
  * adds to them):
@@ -341,6 +343,10 @@ typedef struct aptnc_stats {
      * Partial sequences held now.
      */
     uint64_t pending;
+    /**
+     * Events excluded by an exception item (all items together).
+     */
+    uint64_t excluded;
 } aptnc_stats;
 
 #ifdef __cplusplus

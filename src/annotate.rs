@@ -280,6 +280,8 @@ pub fn merge(record: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Res
     let all = roots.clone();
     let mut roots = roots;
     out.clear();
+    // The record once, plus room for a typical alert: no doubling of a large record.
+    out.reserve(record.len() + 16 * 1024);
     out.push(b'{');
     let mut first = true;
     let mut sep = |out: &mut Vec<u8>| {

@@ -3,6 +3,8 @@
 //! README's configuration table.
 
 use crate::eql::RuleError;
+use crate::exceptions::{parse_items, Entry, ExceptionItem, Operator};
+use crate::ip::Cidr;
 use crate::rule::{meta_for_file, Rule};
 use std::fmt;
 
@@ -12,6 +14,9 @@ pub enum KeyType {
     String,
     Integer,
     Boolean,
+    /// A JSON array; in text form (properties) a JSON array, or for the
+    /// `trusted_*` lists comma-separated values.
+    Array,
 }
 
 impl KeyType {
@@ -20,6 +25,7 @@ impl KeyType {
             KeyType::String => "string",
             KeyType::Integer => "integer",
             KeyType::Boolean => "boolean",
+            KeyType::Array => "array",
         }
     }
 }
@@ -46,7 +52,55 @@ pub const KEYS: &[KeySpec] = &[
         key: "rule_file",
         ty: KeyType::String,
         default: "(none)",
-        description: "Path of a file holding an EQL query to run instead of a built-in rule.",
+        description: "Path of a file holding the rule to run instead of a built-in one: an EQL query, or, for a name ending in `.toml`, an Elastic detection-rules TOML file (its metadata goes into the alerts).",
+    },
+    KeySpec {
+        key: "maxspan",
+        ty: KeyType::String,
+        default: "(the rule's)",
+        description: "Override the sequence's `maxspan`: a whole number and a unit, `ms`, `s`, `m`, `h` or `d` (e.g. `10s`). Ignored for a single-event query.",
+    },
+    KeySpec {
+        key: "exceptions",
+        ty: KeyType::Array,
+        default: "(none)",
+        description: "Exception items, as Elastic models them: `{\"name\", \"entries\": [{\"field\", \"operator\", \"value\"}, …]}`; an event matching every entry of any item is invisible to the rule (see \"Tuning\").",
+    },
+    KeySpec {
+        key: "exceptions_file",
+        ty: KeyType::String,
+        default: "(none)",
+        description: "Path of a JSON file holding more exception items (an array, as for `exceptions`); read when the config is loaded.",
+    },
+    KeySpec {
+        key: "trusted_destination_cidrs",
+        ty: KeyType::Array,
+        default: "(none)",
+        description: "Addresses and CIDR blocks to treat like the rule's private ranges: item `trusted_destination_cidrs`, `destination.ip` is in cidr.",
+    },
+    KeySpec {
+        key: "trusted_executables",
+        ty: KeyType::Array,
+        default: "(none)",
+        description: "`process.executable` wildcard patterns (`*`, `?`; case-sensitive): item `trusted_executables`, `process.executable` matches any of them.",
+    },
+    KeySpec {
+        key: "trusted_hashes",
+        ty: KeyType::Array,
+        default: "(none)",
+        description: "SHA-256 hashes (64 hex digits, any case): items `trusted_hashes` (`process.hash.sha256` is one of) and `trusted_parent_hashes` (`process.parent.hash.sha256` is one of).",
+    },
+    KeySpec {
+        key: "trusted_process_names",
+        ty: KeyType::Array,
+        default: "(none)",
+        description: "Exact `process.name` values: item `trusted_process_names`, `process.name` is one of them.",
+    },
+    KeySpec {
+        key: "trusted_command_lines",
+        ty: KeyType::Array,
+        default: "(none)",
+        description: "`process.command_line` wildcard patterns: item `trusted_command_lines`, `process.command_line` matches any of them.",
     },
     KeySpec {
         key: "max_pending_sequences",
@@ -106,7 +160,32 @@ pub struct Config {
     pub max_record_bytes: usize,
     pub annotation_prefix: String,
     pub kibana_fields: bool,
+    /// `maxspan` override in milliseconds.
+    pub maxspan_ms: Option<u64>,
+    /// Exception items from `exceptions` and `exceptions_file`, in order.
+    pub exceptions: Vec<ExceptionItem>,
+    /// The `exceptions_file` last read.
+    pub exceptions_file: Option<String>,
+    pub trusted_destination_cidrs: Vec<String>,
+    pub trusted_executables: Vec<String>,
+    /// Lower-cased.
+    pub trusted_hashes: Vec<String>,
+    pub trusted_process_names: Vec<String>,
+    pub trusted_command_lines: Vec<String>,
 }
+
+/// Names of the items the `trusted_*` keys generate (reserved).
+pub const SHORTCUT_ITEM_NAMES: &[&str] = &[
+    "trusted_destination_cidrs",
+    "trusted_executables",
+    "trusted_hashes",
+    "trusted_parent_hashes",
+    "trusted_process_names",
+    "trusted_command_lines",
+];
+
+/// At most this many distinct fields across all exception items.
+pub const MAX_EXCEPTION_FIELDS: usize = 256;
 
 impl Default for Config {
     fn default() -> Self {
@@ -117,6 +196,14 @@ impl Default for Config {
             max_record_bytes: 16 * 1024 * 1024,
             annotation_prefix: String::new(),
             kibana_fields: true,
+            maxspan_ms: None,
+            exceptions: Vec::new(),
+            exceptions_file: None,
+            trusted_destination_cidrs: Vec::new(),
+            trusted_executables: Vec::new(),
+            trusted_hashes: Vec::new(),
+            trusted_process_names: Vec::new(),
+            trusted_command_lines: Vec::new(),
         }
     }
 }
@@ -127,6 +214,7 @@ enum Val {
     S(String),
     I(u64),
     B(bool),
+    A(Vec<serde_json::Value>),
 }
 
 impl Config {
@@ -149,6 +237,7 @@ impl Config {
                 (KeyType::String, serde_json::Value::String(s)) => Val::S(s.clone()),
                 (KeyType::Integer, serde_json::Value::Number(n)) if n.as_u64().is_some() => Val::I(n.as_u64().unwrap()),
                 (KeyType::Boolean, serde_json::Value::Bool(b)) => Val::B(*b),
+                (KeyType::Array, serde_json::Value::Array(a)) => Val::A(a.clone()),
                 (ty, other) => {
                     return Err(ConfigError {
                         key: Some(k.clone()),
@@ -162,7 +251,10 @@ impl Config {
     }
 
     /// Set one key from its text form (Fluent Bit properties, CLI flags).
-    /// Keys are case-insensitive.
+    /// Keys are case-insensitive. An array key takes a JSON array (or, for
+    /// `exceptions`, one item object), or for the `trusted_*` lists
+    /// comma-separated values; given more than once, an array key adds to
+    /// its list.
     pub fn set_str(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         let lower = key.to_ascii_lowercase();
         let spec = spec(&lower)?;
@@ -182,6 +274,7 @@ impl Config {
                     })
                 }
             }),
+            KeyType::Array => Val::A(array_from_text(spec, value)?),
         };
         self.apply(spec, val)
     }
@@ -210,9 +303,107 @@ impl Config {
                 self.annotation_prefix = s
             }
             ("kibana_fields", Val::B(b)) => self.kibana_fields = b,
+            ("maxspan", Val::S(s)) => self.maxspan_ms = Some(parse_duration_ms(&s).map_err(|m| bad(&m))?),
+            ("exceptions", Val::A(a)) => {
+                let items = parse_items(&serde_json::Value::Array(a)).map_err(|m| bad(&m))?;
+                self.add_items(items).map_err(|m| bad(&m))?
+            }
+            ("exceptions_file", Val::S(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| bad(&format!("cannot read {path}: {e}")))?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| bad(&format!("{path}: not valid JSON: {e}")))?;
+                if !v.is_array() {
+                    return Err(bad(&format!("{path}: expected a JSON array of exception items")));
+                }
+                let items = parse_items(&v).map_err(|m| bad(&format!("{path}: {m}")))?;
+                self.add_items(items).map_err(|m| bad(&format!("{path}: {m}")))?;
+                self.exceptions_file = Some(path)
+            }
+            (
+                key @ ("trusted_destination_cidrs" | "trusted_executables" | "trusted_hashes"
+                | "trusted_process_names" | "trusted_command_lines"),
+                Val::A(a),
+            ) => {
+                let mut vals = Vec::with_capacity(a.len());
+                for (i, v) in a.iter().enumerate() {
+                    let s = match v {
+                        serde_json::Value::String(s) if !s.is_empty() => s.clone(),
+                        other => {
+                            return Err(bad(&format!("element {} must be a non-empty string, got {other}", i + 1)))
+                        }
+                    };
+                    vals.push(check_trusted(key, s).map_err(|m| bad(&m))?);
+                }
+                let list = match key {
+                    "trusted_destination_cidrs" => &mut self.trusted_destination_cidrs,
+                    "trusted_executables" => &mut self.trusted_executables,
+                    "trusted_hashes" => &mut self.trusted_hashes,
+                    "trusted_process_names" => &mut self.trusted_process_names,
+                    _ => &mut self.trusted_command_lines,
+                };
+                list.extend(vals)
+            }
             _ => return Err(bad("internal: value of the wrong type")),
         }
         Ok(())
+    }
+
+    /// Append exception items (all or none): names must be unique and not
+    /// one the `trusted_*` keys generate; distinct fields are capped.
+    fn add_items(&mut self, items: Vec<ExceptionItem>) -> Result<(), String> {
+        for (i, it) in items.iter().enumerate() {
+            if SHORTCUT_ITEM_NAMES.contains(&it.name.as_str()) {
+                return Err(format!("item name \"{}\" is reserved for the key of the same name", it.name));
+            }
+            if self.exceptions.iter().chain(&items[..i]).any(|x| x.name == it.name) {
+                return Err(format!(
+                    "two items are named \"{}\"; names must be unique (they name the counters)",
+                    it.name
+                ));
+            }
+        }
+        let mut fields: Vec<&str> =
+            self.exceptions.iter().chain(&items).flat_map(|i| i.entries.iter().map(|e| e.field.as_str())).collect();
+        fields.sort_unstable();
+        fields.dedup();
+        if fields.len() > MAX_EXCEPTION_FIELDS {
+            return Err(format!(
+                "the exception items read {} fields; at most {MAX_EXCEPTION_FIELDS} are allowed",
+                fields.len()
+            ));
+        }
+        self.exceptions.extend(items);
+        Ok(())
+    }
+
+    /// Every exception item in force: `exceptions` (and `exceptions_file`)
+    /// in order, then one item per non-empty `trusted_*` list (two for
+    /// `trusted_hashes`), named as in [`SHORTCUT_ITEM_NAMES`]. Values are
+    /// checked by [`Config::from_json`] and [`Config::set_str`]; ones set
+    /// directly on the struct are not (an invalid address matches nothing).
+    pub fn exception_items(&self) -> Vec<ExceptionItem> {
+        use Operator::{IsInCidr, IsOneOf, Matches};
+        let mut out = self.exceptions.clone();
+        let shortcuts: [(&str, &str, Operator, &[String]); 6] = [
+            ("trusted_destination_cidrs", "destination.ip", IsInCidr, &self.trusted_destination_cidrs),
+            ("trusted_executables", "process.executable", Matches, &self.trusted_executables),
+            ("trusted_hashes", "process.hash.sha256", IsOneOf, &self.trusted_hashes),
+            ("trusted_parent_hashes", "process.parent.hash.sha256", IsOneOf, &self.trusted_hashes),
+            ("trusted_process_names", "process.name", IsOneOf, &self.trusted_process_names),
+            ("trusted_command_lines", "process.command_line", Matches, &self.trusted_command_lines),
+        ];
+        for (name, field, operator, values) in shortcuts {
+            if values.is_empty() {
+                continue;
+            }
+            let key = if name == "trusted_parent_hashes" { "trusted_hashes" } else { name };
+            out.push(ExceptionItem {
+                name: name.to_string(),
+                description: format!("generated from the `{key}` config key"),
+                entries: vec![Entry { field: field.to_string(), operator, values: values.to_vec() }],
+            });
+        }
+        out
     }
 
     /// Load the rule this config names.
@@ -223,6 +414,9 @@ impl Config {
                     key: Some("rule_file".into()),
                     message: format!("cannot read {path}: {e}"),
                 }))?;
+                if crate::rule_file::is_toml_path(path) {
+                    return crate::rule_file::load_toml(&text, path).map_err(LoadError::Rule);
+                }
                 let name = std::path::Path::new(path)
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
@@ -251,7 +445,67 @@ fn ty_desc(t: KeyType) -> &'static str {
         KeyType::String => "a string",
         KeyType::Integer => "a non-negative integer",
         KeyType::Boolean => "true or false",
+        KeyType::Array => "an array",
     }
+}
+
+/// The text form of an array key: a JSON array (or one JSON object for
+/// `exceptions`), or comma-separated values for the `trusted_*` lists.
+fn array_from_text(spec: &KeySpec, value: &str) -> Result<Vec<serde_json::Value>, ConfigError> {
+    let bad = |m: String| ConfigError { key: Some(spec.key.into()), message: m };
+    let t = value.trim();
+    if t.starts_with('[') || t.starts_with('{') {
+        return match serde_json::from_str::<serde_json::Value>(t) {
+            Ok(serde_json::Value::Array(a)) => Ok(a),
+            Ok(obj @ serde_json::Value::Object(_)) if spec.key == "exceptions" => Ok(vec![obj]),
+            Ok(_) => Err(bad("expected a JSON array".into())),
+            Err(e) => Err(bad(format!("not valid JSON: {e}"))),
+        };
+    }
+    if spec.key == "exceptions" {
+        return Err(bad("expected a JSON array of exception items (or one item object)".into()));
+    }
+    Ok(t.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| serde_json::Value::String(s.into())).collect())
+}
+
+/// Check (and normalise) one value of a `trusted_*` list.
+fn check_trusted(key: &str, s: String) -> Result<String, String> {
+    match key {
+        "trusted_destination_cidrs" => match Cidr::parse(s.trim()) {
+            Some(_) => Ok(s.trim().to_string()),
+            None => Err(format!("\"{s}\" is not an IP address or CIDR block")),
+        },
+        "trusted_hashes" => {
+            let h = s.trim().to_ascii_lowercase();
+            if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(h)
+            } else {
+                Err(format!("\"{s}\" is not a SHA-256 hash (64 hexadecimal digits)"))
+            }
+        }
+        _ => Ok(s),
+    }
+}
+
+/// `N` followed by a unit (`ms`, `s`, `m`, `h`, `d`), as EQL's `maxspan`.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.bytes().take_while(|b| b.is_ascii_digit()).count();
+    let (num, unit) = t.split_at(digits);
+    let factor: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "\"{s}\" is not a duration: a whole number and a unit, ms, s, m, h or d (e.g. 10s)"
+            ))
+        }
+    };
+    let n: u64 = num.parse().map_err(|_| format!("\"{s}\" is not a duration: a whole number comes first (e.g. 10s)"))?;
+    n.checked_mul(factor).ok_or_else(|| format!("\"{s}\" is too large"))
 }
 
 fn spec(key: &str) -> Result<&'static KeySpec, ConfigError> {
@@ -311,6 +565,33 @@ mod tests {
         assert!(c.set_str("kibana_fields", "maybe").is_err());
         assert!(c.set_str("max_record_bytes", "-1").is_err());
         assert!(c.set_str("nope", "1").unwrap_err().to_string().contains("valid keys"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("5s"), Ok(5_000));
+        assert_eq!(parse_duration_ms(" 1500ms "), Ok(1_500));
+        assert_eq!(parse_duration_ms("2m"), Ok(120_000));
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        assert_eq!(parse_duration_ms("1d"), Ok(86_400_000));
+        assert_eq!(parse_duration_ms("0s"), Ok(0));
+        for bad in ["", "5", "s", "1.5s", "-1s", "5 seconds", "5S", "99999999999999999999d"] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn set_str_adds_to_array_keys_all_or_nothing() {
+        let mut c = Config::default();
+        let item = |n: &str| format!(r#"{{"name":"{n}","entries":[{{"field":"a","operator":"exists"}}]}}"#);
+        c.set_str("exceptions", &format!("[{}]", item("a"))).unwrap();
+        // The second item repeats a name: neither of the batch is added.
+        assert!(c.set_str("exceptions", &format!("[{}, {}]", item("b"), item("a"))).is_err());
+        assert_eq!(c.exceptions.len(), 1);
+        c.set_str("trusted_destination_cidrs", "10.0.0.0/8,  ::1 ,").unwrap();
+        assert_eq!(c.trusted_destination_cidrs, ["10.0.0.0/8", "::1"]);
+        assert!(c.set_str("trusted_destination_cidrs", "10.0.0.0/8, nope").is_err());
+        assert_eq!(c.trusted_destination_cidrs.len(), 2);
     }
 
     #[test]

@@ -17,9 +17,10 @@
 //! maxspan older than the latest event time seen is dropped (`late`).
 
 use crate::annotate::{format_id, merge, with_prefix, Alert, AnnotationStyle};
-use crate::compile::CompiledQuery;
+use crate::compile::{CompiledQuery, Pred};
 use crate::config::{Config, LoadError};
-use crate::event::{ExtractError, FieldTable, Fields, Scalar, Slot};
+use crate::event::{ExtractError, FieldTable, Fields, FieldsBuf, Scalar, Slot};
+use crate::exceptions::Exceptions;
 use crate::rule::Rule;
 use crate::sequence::{Partial, Put, SequenceState, StageEvent, Take};
 use crate::time::parse_rfc3339_ms;
@@ -138,6 +139,10 @@ pub struct Stats {
     pub annotate_failed: u64,
     /// Partial sequences held now.
     pub pending: u64,
+    /// Stage matches removed by an exception item (per item:
+    /// [`Detector::exception_counts`]). Not in [`Stats::fields`] yet: the C
+    /// ABI's stats struct mirrors that list.
+    pub excluded: u64,
 }
 
 impl Stats {
@@ -171,6 +176,7 @@ impl Stats {
             ("bad_timestamp", self.bad_timestamp),
             ("annotate_failed", self.annotate_failed),
             ("pending", self.pending),
+            ("excluded", self.excluded),
         ]
     }
 }
@@ -198,6 +204,53 @@ pub struct Detector {
     stats: Stats,
     out: Vec<u8>,
     key: Vec<u8>,
+    exceptions: Exceptions,
+    /// Slots below this one make an event's identity (the alert ids); the
+    /// fields only exceptions read come after, so tuning never changes ids.
+    identity_slots: usize,
+    maxspan_ms: Option<u64>,
+    /// Buffers reused from record to record, and the fast path's field table
+    /// (see [`Detector::process`]).
+    scratch: Scratch,
+}
+
+/// What [`Detector::process`] and [`Detector::process_msgpack`] keep from one
+/// record to the next, so that a record that completes nothing allocates
+/// nothing.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// The allocation of the record's [`Fields`].
+    fields: FieldsBuf,
+    /// The fields the rule's stage predicates read (built on first use).
+    decide: Option<FieldTable>,
+}
+
+impl Scratch {
+    /// The table of the fields that decide whether a record can match a
+    /// stage: `event.category` and every field of every stage's predicate.
+    fn decide(&mut self, rule: &Rule, table: &FieldTable) -> &FieldTable {
+        self.decide.get_or_insert_with(|| {
+            let q = rule.compiled();
+            let mut slots = vec![q.category_slot];
+            for stage in &q.stages {
+                pred_slots(&stage.predicate, &mut slots);
+            }
+            table.subset(&slots)
+        })
+    }
+}
+
+fn pred_slots(p: &Pred, out: &mut Vec<Slot>) {
+    match p {
+        Pred::Const(_) => {}
+        Pred::And(v) | Pred::Or(v) => v.iter().for_each(|x| pred_slots(x, out)),
+        Pred::Not(x) => pred_slots(x, out),
+        Pred::IsNull(s) | Pred::Any(s, _) => out.push(*s),
+    }
+}
+
+fn any_stage_matches(q: &CompiledQuery, fields: &Fields) -> bool {
+    q.stages.iter().any(|s| s.matches(fields, q.category_slot))
 }
 
 impl Detector {
@@ -207,7 +260,8 @@ impl Detector {
         Ok(Detector::with_rule(rule, config))
     }
 
-    /// A detector running `rule` (the rule keys of `config` are ignored).
+    /// A detector running `rule` (the rule keys of `config`, `rule` and
+    /// `rule_file`, are ignored; `maxspan` and the exceptions apply).
     pub fn with_rule(rule: Rule, config: &Config) -> Detector {
         let mut table = rule.compiled().fields.clone();
         let ts_slot = table.intern("@timestamp");
@@ -215,7 +269,11 @@ impl Detector {
         for f in EXTRA_FIELDS {
             table.intern(f);
         }
-        let state = SequenceState::new(rule.compiled().maxspan_ms, config.max_pending_sequences);
+        let identity_slots = table.len();
+        let exceptions = Exceptions::compile(&config.exception_items(), &mut table, &rule.compiled().ip_slots);
+        let q = rule.compiled();
+        let maxspan_ms = if q.is_sequence { config.maxspan_ms.or(q.maxspan_ms) } else { q.maxspan_ms };
+        let state = SequenceState::new(maxspan_ms, config.max_pending_sequences);
         Detector {
             rule,
             table,
@@ -227,7 +285,23 @@ impl Detector {
             stats: Stats::default(),
             out: Vec::new(),
             key: Vec::new(),
+            exceptions,
+            identity_slots,
+            maxspan_ms,
+            scratch: Scratch::default(),
         }
+    }
+
+    /// Events excluded by each exception item, `(item name, count)`, in the
+    /// order of [`Config::exception_items`] (generated items are named after
+    /// their `trusted_*` key). Empty when no exception is configured.
+    pub fn exception_counts(&self) -> Vec<(String, u64)> {
+        self.exceptions.counts()
+    }
+
+    /// The maxspan in force (the rule's, or the config's `maxspan`).
+    pub fn maxspan_ms(&self) -> Option<u64> {
+        self.maxspan_ms
     }
 
     pub fn rule(&self) -> &Rule {
@@ -256,17 +330,39 @@ impl Detector {
     }
 
     /// Evaluate one JSON record.
+    ///
+    /// Two passes. First the fast scanner ([`FieldTable::scan`]) reads just
+    /// the few fields the rule's stage predicates test; a record that matches
+    /// no stage — nearly every record — is `Unchanged` then and there, without
+    /// a full parse and without allocating. A record that may match a stage,
+    /// or that the scanner is unsure of, is read again by the validating
+    /// reader ([`FieldTable::extract`]) before anything is counted, stored or
+    /// annotated, so whatever can alert, count a stage match or move the
+    /// watermark is decided on fully validated JSON, exactly as with one full
+    /// parse. The one difference: a record that matches no stage and is
+    /// malformed only in ways the scanner does not check (the spelling of a
+    /// number or literal, `:`/`,` punctuation, stray bytes between values —
+    /// inside members the stage predicates do not read; see [`crate::event`])
+    /// passes as `Unchanged` rather than counted as `invalid_json`; it is
+    /// forwarded unchanged either way.
     pub fn process(&mut self, record: &[u8]) -> Result<Verdict<'_>, RecordError> {
         self.stats.records += 1;
         if record.len() > self.max_record_bytes {
             self.stats.too_large += 1;
             return Err(RecordError::TooLarge);
         }
-        let mut fields = Fields::new();
-        if let Err(e) = self.table.extract(record, &mut fields) {
-            return Err(self.count_extract_error(e));
+        let mut fields = self.scratch.fields.take();
+        let decide = self.scratch.decide(&self.rule, &self.table);
+        if decide.scan(record, &mut fields).is_ok() && !any_stage_matches(self.rule.compiled(), &fields) {
+            self.scratch.fields.put_back(fields);
+            return Ok(Verdict::Unchanged);
         }
-        let Some(alert) = self.evaluate(&fields)? else {
+        let evaluated = match self.table.extract(record, &mut fields) {
+            Ok(()) => self.evaluate(&fields),
+            Err(e) => Err(self.count_extract_error(e)),
+        };
+        self.scratch.fields.put_back(fields);
+        let Some(alert) = evaluated? else {
             return Ok(Verdict::Unchanged);
         };
         match merge(record, alert, &mut self.out) {
@@ -283,17 +379,33 @@ impl Detector {
 
     /// Evaluate one record given as a MessagePack map (a Fluent Bit record
     /// body). An annotated result is a MessagePack map too.
+    ///
+    /// Two passes, as [`Detector::process`]: the MessagePack reader first
+    /// reads only the fields the stage predicates test, and a body that
+    /// matches no stage is `Unchanged`; any other body is read again for
+    /// every field. The difference: a body that matches no stage is not
+    /// checked inside the members the predicates do not read (UTF-8 of
+    /// strings and keys there, nesting depth along those paths), so such a
+    /// body passes as `Unchanged` rather than counted as `invalid_msgpack`
+    /// or `too_deep`.
     pub fn process_msgpack(&mut self, body: &[u8]) -> Result<Verdict<'_>, RecordError> {
         self.stats.records += 1;
         if body.len() > self.max_record_bytes {
             self.stats.too_large += 1;
             return Err(RecordError::TooLarge);
         }
-        let mut fields = Fields::new();
-        if let Err(e) = crate::msgpack::extract(&self.table, body, &mut fields) {
-            return Err(self.count_extract_error(e));
+        let mut fields = self.scratch.fields.take();
+        let decide = self.scratch.decide(&self.rule, &self.table);
+        if crate::msgpack::extract(decide, body, &mut fields).is_ok() && !any_stage_matches(self.rule.compiled(), &fields) {
+            self.scratch.fields.put_back(fields);
+            return Ok(Verdict::Unchanged);
         }
-        let Some(alert) = self.evaluate(&fields)? else {
+        let evaluated = match crate::msgpack::extract(&self.table, body, &mut fields) {
+            Ok(()) => self.evaluate(&fields),
+            Err(e) => Err(self.count_extract_error(e)),
+        };
+        self.scratch.fields.put_back(fields);
+        let Some(alert) = evaluated? else {
             return Ok(Verdict::Unchanged);
         };
         match crate::msgpack::merge(body, alert, &mut self.out) {
@@ -340,6 +452,14 @@ impl Detector {
         }
         if !q.ips_valid(fields) {
             self.stats.invalid_ip += 1;
+            return Ok(None);
+        }
+        // Exceptions work as Kibana's exception filter in the EQL request's
+        // `filter`, which Elasticsearch applies to every stage's query: an
+        // excluded event is invisible. It starts, replaces, consumes and
+        // completes nothing, and does not move the watermark.
+        if !self.exceptions.is_empty() && self.exceptions.exclude(fields) {
+            self.stats.excluded += 1;
             return Ok(None);
         }
         let Some(t) = event_time(fields, self.ts_slot) else {
@@ -421,7 +541,11 @@ impl Detector {
             };
             insert_path(&mut info, self.table.name(slot), v);
         }
-        StageEvent { time: t, digest: digest(fields, t), info: Value::Object(info).to_string().into_boxed_str() }
+        StageEvent {
+            time: t,
+            digest: digest(fields, t, self.identity_slots),
+            info: Value::Object(info).to_string().into_boxed_str(),
+        }
     }
 
     fn build_alert(&self, seq: &Partial, fields: &Fields) -> Map<String, Value> {
@@ -591,10 +715,12 @@ impl Hasher {
     }
 }
 
-/// Digest of an event's identity: its time and every value read from it,
-/// slot by slot (independent of key order and of nested/dotted layout).
-fn digest(f: &Fields, t: i64) -> u128 {
-    let mut items: Vec<(Slot, usize, &Scalar)> = f.iter().enumerate().map(|(i, (s, v))| (*s, i, v)).collect();
+/// Digest of an event's identity: its time and every value read from it in
+/// a slot below `limit` (the rule's and the alert's fields), slot by slot
+/// (independent of key order and of nested/dotted layout).
+fn digest(f: &Fields, t: i64, limit: usize) -> u128 {
+    let mut items: Vec<(Slot, usize, &Scalar)> =
+        f.iter().enumerate().filter(|(_, (s, _))| (*s as usize) < limit).map(|(i, (s, v))| (*s, i, v)).collect();
     items.sort_by_key(|(s, i, _)| (*s, *i));
     let mut h = Hasher::new();
     h.write(&t.to_le_bytes());

@@ -8,6 +8,7 @@
 //!
 //! Typical use:
 //!
+//! ```text
 //!     aptnc_detector *det = NULL;
 //!     aptnc_error *err = NULL;
 //!     if (aptnc_init(NULL, 0, NULL, &det, &err) != APTNC_STATUS_OK) {
@@ -21,6 +22,7 @@
 //!     else
 //!         forward(rec, rec_len);   // UNCHANGED or any error: the original
 //!     aptnc_free(det);
+//! ```
 //!
 //! Conventions (every function follows them; its own comment says where it
 //! adds to them):
@@ -217,6 +219,8 @@ pub struct aptnc_stats {
     pub annotate_failed: u64,
     /// Partial sequences held now.
     pub pending: u64,
+    /// Events excluded by an exception item (all items together).
+    pub excluded: u64,
 }
 
 /// What aptnc_flush() did. Extensible like aptnc_stats: set `size` to
@@ -247,11 +251,12 @@ pub struct aptnc_flush_report {
 // The panic guard and pointer helpers.
 
 /// A panic caught by [`guard`], with its message.
-struct Panicked(String);
+pub(crate) struct Panicked(pub(crate) String);
 
 /// The one panic guard: runs `f`, catching a panic so that it never unwinds
-/// into the host. Every extern function's body runs inside it.
-fn guard<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
+/// into the host. Every extern function's body runs inside it (the Fluent
+/// Bit plugin's too: [`crate::fluentbit`]).
+pub(crate) fn guard<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| Panicked(panic_message(payload.as_ref()).to_string()))
 }
 
@@ -365,7 +370,7 @@ impl From<LoadError> for Failure {
 }
 
 /// A C string of `s`, with any NUL shown as `\0` (never fails).
-fn c_string(s: &str) -> CString {
+pub(crate) fn c_string(s: &str) -> CString {
     CString::new(s.replace('\0', "\\0")).unwrap_or_default()
 }
 
@@ -915,6 +920,7 @@ fn stats_of(s: &Stats) -> aptnc_stats {
         bad_timestamp: s.bad_timestamp,
         annotate_failed: s.annotate_failed,
         pending: s.pending,
+        excluded: s.excluded,
     }
 }
 

@@ -15,6 +15,11 @@
 //! crate README lists them with the choices made where a stream differs from
 //! a sorted index.
 //!
+//! Tuning works as Elastic's rule exceptions do: exception items
+//! ([`exceptions`]) make the events they match invisible to every stage of
+//! the rule, and each item counts what it removed. Rules can also come from
+//! Elastic detection-rules TOML files ([`rule_file`]).
+//!
 //! Dependencies run one way: `ffi` → [`detector`] → {[`rule`], [`sequence`],
 //! [`annotate`], [`config`]} → [`event`].
 
@@ -26,17 +31,22 @@ pub mod config;
 pub mod detector;
 pub mod eql;
 pub mod event;
+pub mod exceptions;
 #[allow(unsafe_code)]
 pub mod ffi;
+#[allow(unsafe_code)]
+pub mod fluentbit;
 pub mod ip;
 pub mod msgpack;
 pub mod rule;
+pub mod rule_file;
 pub mod sequence;
 pub mod time;
 
 pub use config::{Config, ConfigError, LoadError};
 pub use detector::{Detector, FlushReport, RecordError, Stats, Verdict};
 pub use eql::{RuleError, RuleErrorKind};
+pub use exceptions::{ExceptionItem, Operator};
 pub use rule::{Rule, RuleMeta};
 
 /// The crate version.

@@ -7,8 +7,11 @@ use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod serve;
+
 const USAGE: &str = "\
 usage: apt-netcon [--config FILE] [--rule NAME|FILE] [--quiet] [FILE...]
+       apt-netcon serve --listen ADDR --forward ADDR [options]   (sidecar; serve --help)
 
 Reads newline-delimited JSON events (Elastic Defend) from the FILEs, or from
 standard input when none is given (or for '-'), and writes every record to
@@ -19,7 +22,8 @@ error at the end.
 options:
   --config FILE      JSON config (keys: see README, 'Configuration')
   --rule NAME|FILE   a built-in rule (apt_netcon_v5 = default, apt_netcon_v11)
-                     or a file holding an EQL query
+                     or a file holding an EQL query (.eql) or an Elastic
+                     detection-rules TOML file (.toml)
   --quiet            no counters or progress on standard error
   --print-rule       print the selected rule's query and exit
   -h, --help         this text
@@ -75,6 +79,10 @@ fn parse_args() -> Result<Option<Args>, String> {
 }
 
 fn main() -> ExitCode {
+    // `apt-netcon serve …`: the Vector sidecar (src/serve.rs).
+    if std::env::args().nth(1).as_deref() == Some("serve") {
+        return serve::main(std::env::args().skip(2).collect());
+    }
     let args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => return ExitCode::SUCCESS,
@@ -247,5 +255,10 @@ impl Run {
         }
         let line: Vec<String> = s.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
         eprintln!("apt-netcon: {}", line.join(" "));
+        let by_item = det.exception_counts();
+        if !by_item.is_empty() {
+            let items = apt_netcon::exceptions::format_counts(&by_item);
+            eprintln!("apt-netcon: excluded={} by exception item: {items}", s.excluded);
+        }
     }
 }

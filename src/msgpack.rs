@@ -626,6 +626,8 @@ pub fn merge(body: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Resul
     let all = roots.clone();
     let mut roots = roots;
     out.clear();
+    // The body once, plus room for a typical alert: no doubling of a large body.
+    out.reserve(body.len() + 16 * 1024);
     let at = begin_map(out);
     let mut count = 0usize;
     for e in &entries {
@@ -793,7 +795,8 @@ pub fn filter_chunk(
             Ok(crate::Verdict::Annotated(bytes)) => {
                 if outcome.annotated == 0 {
                     out.clear();
-                    out.reserve(chunk.len() + bytes.len() + 1024);
+                    // The chunk with this body replaced (it grows if more follow).
+                    out.reserve(chunk.len() - r.body.len() + bytes.len() + 1024);
                 }
                 outcome.annotated += 1;
                 out.extend_from_slice(&chunk[copied..r.body.start]);

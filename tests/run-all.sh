@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the Rust suites (unit, conformance,
 # reference matcher, byte identity, header drift), then the C harness
-# (ctest plain + sanitizers, valgrind, pkg-config install, the C example).
+# (ctest plain + sanitizers, valgrind, pkg-config install, the C example),
+# the Fluent Bit Lua glue under LuaJIT, and the Go package (go test).
 # Installs what it needs (Debian packages) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v valgrind >/dev/null || need+=(valgrind)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v cc >/dev/null || need+=(gcc)
+command -v luajit >/dev/null || need+=(luajit)
+command -v go >/dev/null || need+=(golang-go)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
@@ -25,4 +28,13 @@ if [ -f tests/c/run.sh ]; then
   echo "== C harness"
   bash tests/c/run.sh
 fi
+
+echo "== Lua glue (filter_lua under LuaJIT)"
+bash tests/lua/run.sh
+
+echo "== Go package"
+bash tests/go/run.sh
+
+echo "== fuzz targets (cargo-fuzz, about 15 s each)"
+bash tests/fuzz/run.sh
 echo "all tests passed"

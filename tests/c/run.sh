@@ -4,7 +4,8 @@
 #   1. cargo build (debug: the library with its test hook, and the CLI)
 #   2. tests/c built with -Wall -Wextra -Werror and run by ctest
 #   3. the same with -fsanitize=address,undefined
-#   4. the test binary under valgrind: zero errors, zero definite/indirect leaks
+#   4. the test binary under valgrind: zero errors, zero definite/indirect leaks;
+#      the mock Fluent Bit host (mock_fluentbit.c) too: zero errors, zero definite leaks
 #   5. make install into a temporary prefix; a program built with
 #      `cc app.c $(pkg-config --cflags --libs apt_netcon)` (and one linked
 #      statically), and examples/c/filter.c against the installed library,
@@ -73,6 +74,8 @@ step "valgrind"
 # symbolicate a backtrace, which is slow under valgrind (and not a leak).
 check "valgrind" env RUST_BACKTRACE=0 valgrind --error-exitcode=1 --leak-check=full \
     --errors-for-leak-kinds=definite,indirect tests/c/build/apt_netcon_tests
+check "valgrind (mock Fluent Bit)" env RUST_BACKTRACE=0 valgrind --error-exitcode=1 --leak-check=full \
+    --errors-for-leak-kinds=definite tests/c/build/mock_fluentbit
 
 step "make install, pkg-config"
 prefix=$(mktemp -d /tmp/apt_netcon_prefix.XXXXXX)

@@ -1,0 +1,348 @@
+// Package aptnetcon runs apt_netcon, a streaming detector for Elastic's EQL
+// rule "Suspicious APT Package Manager Network Connection", from Go, through
+// its C ABI (include/apt_netcon.h) with cgo. Standard library only.
+//
+//	det, err := aptnetcon.New("") // "" = defaults: the built-in rule apt_netcon_v5
+//	if err != nil { ... }         // *aptnetcon.Error: message, config key, line, column
+//	defer det.Close()
+//	for each record {
+//		out, annotated, err := det.Filter(record)
+//		forward(out) // always: the record as it came, or with the alert fields
+//		_ = annotated // true when out is the completing network event, annotated
+//		_ = err       // non-nil: why the record could not be read (counted in Stats)
+//	}
+//
+// # Linking
+//
+// The package links against the library built in this repository:
+//
+//	cargo build                           (then)  go build / go test
+//	cargo build --release                 (then)  go build -tags aptnc_release
+//	make install PREFIX=/usr/local        (then)  go build -tags aptnc_shared
+//
+// Without a tag it links target/debug/libapt_netcon.a statically (the Go
+// program then needs no shared library at run time); aptnc_release links
+// target/release/libapt_netcon.a. aptnc_shared links the installed shared
+// library through `pkg-config apt_netcon` (set PKG_CONFIG_PATH for another
+// prefix); the program then loads libapt_netcon.so.1 (its SONAME) at run
+// time from the loader's path (ld.so.conf, LD_LIBRARY_PATH, or an rpath
+// given with CGO_LDFLAGS="-Wl,-rpath,/prefix/lib"). CGO_CFLAGS and
+// CGO_LDFLAGS add to these flags as usual. Go's build cache does not notice
+// a changed header or a pkg-config answer that changed: after changing
+// either, build with -a or run go clean -cache (tests/go/run.sh folds the
+// header's digest into CGO_CFLAGS instead).
+//
+// # Memory
+//
+// Go memory is passed to the library only for the duration of a call (the
+// library keeps no pointer to it), and what the library returns (owned by
+// the detector, valid until its next call) is copied into Go memory before
+// the call returns: the slices this package returns are the caller's.
+//
+// # Goroutines
+//
+// A Detector holds one stream's state (partial sequences, counters). Its
+// methods lock an internal mutex, so calls from several goroutines are
+// serialized and harmless (a goroutine may move between OS threads between
+// two calls; the library has no thread-local state), but records of
+// different streams fed to one Detector interleave into one stream: use one
+// Detector per stream. Close it when done; a finalizer frees a Detector
+// that was not closed.
+package aptnetcon
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../../include
+#cgo !aptnc_release,!aptnc_shared LDFLAGS: ${SRCDIR}/../../target/debug/libapt_netcon.a -lgcc_s -lutil -lrt -lpthread -lm -ldl
+#cgo aptnc_release,!aptnc_shared LDFLAGS: ${SRCDIR}/../../target/release/libapt_netcon.a -lgcc_s -lutil -lrt -lpthread -lm -ldl
+#cgo aptnc_shared pkg-config: apt_netcon
+#include <stdlib.h>
+#include <apt_netcon.h>
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// Status is the result of a library call (aptnc_status). The numbers are
+// fixed by the C ABI.
+type Status uint32
+
+// The statuses of include/apt_netcon.h.
+const (
+	StatusOK              Status = C.APTNC_STATUS_OK
+	StatusUnchanged       Status = C.APTNC_STATUS_UNCHANGED
+	StatusAnnotated       Status = C.APTNC_STATUS_ANNOTATED
+	StatusNullParameter   Status = C.APTNC_STATUS_NULL_PARAMETER
+	StatusInvalidJSON     Status = C.APTNC_STATUS_INVALID_JSON
+	StatusInvalidMsgpack  Status = C.APTNC_STATUS_INVALID_MSGPACK
+	StatusNotAnObject     Status = C.APTNC_STATUS_NOT_AN_OBJECT
+	StatusTooDeep         Status = C.APTNC_STATUS_TOO_DEEP
+	StatusTooLarge        Status = C.APTNC_STATUS_TOO_LARGE
+	StatusBadTimestamp    Status = C.APTNC_STATUS_BAD_TIMESTAMP
+	StatusAnnotateFailed  Status = C.APTNC_STATUS_ANNOTATE_FAILED
+	StatusConfigError     Status = C.APTNC_STATUS_CONFIG_ERROR
+	StatusRuleError       Status = C.APTNC_STATUS_RULE_ERROR
+	StatusPanic           Status = C.APTNC_STATUS_PANIC
+	StatusPoisoned        Status = C.APTNC_STATUS_POISONED
+	StatusInvalidArgument Status = C.APTNC_STATUS_INVALID_ARGUMENT
+)
+
+// String is the library's description of the status (aptnc_status_str).
+func (s Status) String() string {
+	return C.GoString(C.aptnc_status_str(C.uint32_t(s)))
+}
+
+// Error is a failure reported by the library: a detector that could not be
+// created (Key names the config key at fault; Line and Column, 1-based, place
+// a rule error), or a record passed through unread (Status says why).
+type Error struct {
+	Status  Status
+	Message string // one or more lines
+	Key     string // the config key at fault, or ""
+	Line    int    // 1-based line of a rule error, or 0
+	Column  int    // 1-based column (in characters) of a rule error, or 0
+}
+
+func (e *Error) Error() string { return "apt_netcon: " + e.Message }
+
+// ErrClosed is returned by the methods of a Detector after Close.
+var ErrClosed = errors.New("apt_netcon: detector is closed")
+
+// Version is the library's version ("MAJOR.MINOR.PATCH").
+func Version() string { return C.GoString(C.aptnc_version()) }
+
+// ABIVersion is the library's ABI version; this package is written for
+// HeaderABIVersion.
+func ABIVersion() uint32 { return uint32(C.aptnc_abi_version()) }
+
+// HeaderABIVersion is the ABI version of the header this package was built with.
+const HeaderABIVersion = C.APTNC_ABI_VERSION
+
+// Detector is one stream's detector (see the package comment for goroutines).
+type Detector struct {
+	mu  sync.Mutex
+	det *C.aptnc_detector // nil once closed
+}
+
+// New creates a detector from a JSON config object (see the README's
+// "Configuration" table: rule, rule_file, maxspan, exceptions, ...); "" or
+// blank text means the defaults. On failure the error is an *Error whose Key
+// names the bad config key, or whose Line and Column place a rule error.
+func New(configJSON string) (*Detector, error) {
+	var cfg *C.uint8_t
+	b := []byte(configJSON) // Go memory, read by the library during the call only
+	if len(b) > 0 {
+		cfg = (*C.uint8_t)(unsafe.Pointer(&b[0]))
+	}
+	var det *C.aptnc_detector
+	var cerr *C.aptnc_error
+	st := Status(C.aptnc_init(cfg, C.size_t(len(b)), nil, &det, &cerr))
+	runtime.KeepAlive(b)
+	if st != StatusOK {
+		return nil, takeError(st, cerr)
+	}
+	d := &Detector{det: det}
+	runtime.SetFinalizer(d, (*Detector).Close)
+	return d, nil
+}
+
+// takeError copies an aptnc_error into an *Error and frees it.
+func takeError(st Status, cerr *C.aptnc_error) *Error {
+	if cerr == nil {
+		return &Error{Status: st, Message: st.String()}
+	}
+	defer C.aptnc_error_free(cerr)
+	e := &Error{
+		Status:  Status(C.aptnc_error_status(cerr)),
+		Message: C.GoString(C.aptnc_error_message(cerr)),
+		Line:    int(C.aptnc_error_line(cerr)),
+		Column:  int(C.aptnc_error_column(cerr)),
+	}
+	if k := C.aptnc_error_key(cerr); k != nil {
+		e.Key = C.GoString(k)
+	}
+	return e
+}
+
+// Close frees the detector. Later calls return ErrClosed; Close itself may
+// be called any number of times.
+func (d *Detector) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.det != nil {
+		C.aptnc_free(d.det)
+		d.det = nil
+		runtime.SetFinalizer(d, nil)
+	}
+	return nil
+}
+
+// bytesArg passes a Go slice to C for the duration of one call.
+func bytesArg(b []byte) *C.uint8_t {
+	if len(b) == 0 {
+		return nil
+	}
+	return (*C.uint8_t)(unsafe.Pointer(&b[0]))
+}
+
+// copyOut copies what the library returned (owned by the detector, valid
+// until its next call) into Go memory.
+func copyOut(p *C.uint8_t, n C.size_t) []byte {
+	out := make([]byte, int(n))
+	if n > 0 {
+		copy(out, unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n)))
+	}
+	return out
+}
+
+// filter runs one aptnc_filter / aptnc_filter_msgpack call under the lock.
+func (d *Detector) filter(in []byte, msgpack bool) ([]byte, bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.det == nil {
+		return in, false, ErrClosed
+	}
+	var out *C.uint8_t
+	var outLen C.size_t
+	var st Status
+	if msgpack {
+		st = Status(C.aptnc_filter_msgpack(d.det, bytesArg(in), C.size_t(len(in)), &out, &outLen))
+	} else {
+		st = Status(C.aptnc_filter(d.det, bytesArg(in), C.size_t(len(in)), &out, &outLen))
+	}
+	runtime.KeepAlive(in)
+	switch st {
+	case StatusAnnotated:
+		return copyOut(out, outLen), true, nil
+	case StatusUnchanged:
+		return in, false, nil
+	default:
+		return in, false, &Error{Status: st, Message: st.String()}
+	}
+}
+
+// Filter evaluates one JSON record (one Elastic Defend event, without its
+// line terminator). out is always the record to forward: the network event
+// that completes the rule's sequence comes back with the alert fields added
+// (annotated is true; out is a new slice), every other record as it came
+// (out is record itself, not a copy). A non-nil err says why the record
+// could not be read (an *Error: invalid JSON, not an object, too large,
+// ...); the record is still to be forwarded, and the reason is counted in
+// Stats. After Close, err is ErrClosed.
+func (d *Detector) Filter(record []byte) (out []byte, annotated bool, err error) {
+	return d.filter(record, false)
+}
+
+// FilterChunk evaluates one Fluent Bit chunk: MessagePack records
+// concatenated, each [[EventTime, {metadata}], {body}] (or the legacy
+// [EventTime, {body}]; group markers pass through). When some record was
+// annotated, out is a new chunk in which only those record bodies differ and
+// annotated is true; otherwise out is chunk itself. A chunk that cannot be
+// walked gives an *Error with StatusInvalidMsgpack (forward it unchanged);
+// records inside a chunk that cannot be read are passed through and counted.
+func (d *Detector) FilterChunk(chunk []byte) (out []byte, annotated bool, err error) {
+	return d.filter(chunk, true)
+}
+
+// Stats are a detector's counters (aptnc_stats).
+type Stats struct {
+	Records                  uint64 // records seen (msgpack: excluding group markers)
+	Annotated                uint64 // records returned with alert fields
+	Stage1Matches            uint64
+	Stage2Matches            uint64
+	SequencesCompleted       uint64 // alerts
+	RejectedByMaxspan        uint64
+	ExpiredByMaxspan         uint64
+	EvictedByCap             uint64
+	Replaced                 uint64
+	OutOfOrder               uint64
+	Late                     uint64
+	MissingKey               uint64
+	KeyCombinationsTruncated uint64
+	InvalidIP                uint64
+	TooLarge                 uint64
+	InvalidJSON              uint64
+	InvalidMsgpack           uint64
+	NotAnObject              uint64
+	TooDeep                  uint64
+	BadTimestamp             uint64
+	AnnotateFailed           uint64
+	Pending                  uint64 // partial sequences held now
+}
+
+// Stats reads the detector's counters.
+func (d *Detector) Stats() (Stats, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.det == nil {
+		return Stats{}, ErrClosed
+	}
+	var s C.aptnc_stats
+	s.size = C.uint32_t(unsafe.Sizeof(s))
+	if st := Status(C.aptnc_get_stats(d.det, &s)); st != StatusOK {
+		return Stats{}, &Error{Status: st, Message: st.String()}
+	}
+	return Stats{
+		Records:                  uint64(s.records),
+		Annotated:                uint64(s.annotated),
+		Stage1Matches:            uint64(s.stage1_matches),
+		Stage2Matches:            uint64(s.stage2_matches),
+		SequencesCompleted:       uint64(s.sequences_completed),
+		RejectedByMaxspan:        uint64(s.rejected_by_maxspan),
+		ExpiredByMaxspan:         uint64(s.expired_by_maxspan),
+		EvictedByCap:             uint64(s.evicted_by_cap),
+		Replaced:                 uint64(s.replaced),
+		OutOfOrder:               uint64(s.out_of_order),
+		Late:                     uint64(s.late),
+		MissingKey:               uint64(s.missing_key),
+		KeyCombinationsTruncated: uint64(s.key_combinations_truncated),
+		InvalidIP:                uint64(s.invalid_ip),
+		TooLarge:                 uint64(s.too_large),
+		InvalidJSON:              uint64(s.invalid_json),
+		InvalidMsgpack:           uint64(s.invalid_msgpack),
+		NotAnObject:              uint64(s.not_an_object),
+		TooDeep:                  uint64(s.too_deep),
+		BadTimestamp:             uint64(s.bad_timestamp),
+		AnnotateFailed:           uint64(s.annotate_failed),
+		Pending:                  uint64(s.pending),
+	}, nil
+}
+
+// FlushReport is what Flush did.
+type FlushReport struct {
+	Expired uint64 // partial sequences dropped because they can no longer complete
+	Pending uint64 // partial sequences still held
+	Alerts  []byte // alert records produced by the flush, NDJSON (none in this version)
+}
+
+// Flush drops the partial sequences that can no longer complete at the
+// current event-time watermark (never the wall clock), e.g. from a periodic
+// timer or at the end of a stream. Forward any Alerts it returns.
+func (d *Detector) Flush() (FlushReport, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.det == nil {
+		return FlushReport{}, ErrClosed
+	}
+	var r C.aptnc_flush_report
+	r.size = C.uint32_t(unsafe.Sizeof(r))
+	if st := Status(C.aptnc_flush(d.det, &r)); st != StatusOK {
+		return FlushReport{}, &Error{Status: st, Message: st.String()}
+	}
+	return FlushReport{
+		Expired: uint64(r.expired),
+		Pending: uint64(r.pending),
+		Alerts:  copyOut(r.alerts, r.alerts_len),
+	}, nil
+}
+
+// String summarizes the counters on one line.
+func (s Stats) String() string {
+	return fmt.Sprintf("records=%d annotated=%d stage1_matches=%d stage2_matches=%d sequences_completed=%d pending=%d",
+		s.Records, s.Annotated, s.Stage1Matches, s.Stage2Matches, s.SequencesCompleted, s.Pending)
+}

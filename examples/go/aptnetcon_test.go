@@ -1,0 +1,512 @@
+package aptnetcon
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+)
+
+const samplePath = "../../examples/data/sample.ndjson"
+
+// cliPath is the apt-netcon CLI whose output is the reference
+// (APT_NETCON_CLI overrides the debug build's).
+func cliPath(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("APT_NETCON_CLI")
+	if p == "" {
+		p = "../../target/debug/apt-netcon"
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("the CLI %s is needed for the expected alerts (run cargo build first, or set APT_NETCON_CLI): %v", p, err)
+	}
+	return p
+}
+
+// splitLines splits NDJSON into records (without terminators), keeping blank
+// lines out, and the terminators in ends (for byte-exact comparison).
+func splitLines(data []byte) (records [][]byte, ends [][]byte) {
+	for len(data) > 0 {
+		i := bytes.IndexByte(data, '\n')
+		var line, end []byte
+		if i < 0 {
+			line, end, data = data, nil, nil
+		} else {
+			line, end, data = data[:i], data[i:i+1], data[i+1:]
+		}
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line, end = line[:n-1], append([]byte{'\r'}, end...)
+		}
+		records = append(records, line)
+		ends = append(ends, end)
+	}
+	return records, ends
+}
+
+// field reads a dotted path from a decoded record, nested or dotted.
+func field(m map[string]interface{}, path string) interface{} {
+	if v, ok := m[path]; ok {
+		return v
+	}
+	parts := strings.SplitN(path, ".", 2)
+	sub, ok := m[parts[0]].(map[string]interface{})
+	if !ok || len(parts) == 1 {
+		if len(parts) == 1 {
+			return m[parts[0]]
+		}
+		return nil
+	}
+	return field(sub, parts[1])
+}
+
+type alert struct{ EventID, UUID string }
+
+func alertOf(t *testing.T, rec []byte) (alert, bool) {
+	t.Helper()
+	var m map[string]interface{}
+	if err := json.Unmarshal(rec, &m); err != nil {
+		return alert{}, false
+	}
+	uuid, ok := field(m, "kibana.alert.uuid").(string)
+	if !ok {
+		return alert{}, false
+	}
+	id, _ := field(m, "event.id").(string)
+	return alert{id, uuid}, true
+}
+
+// cliOutput runs `apt-netcon --quiet SAMPLE` and returns its output.
+func cliOutput(t *testing.T) []byte {
+	t.Helper()
+	out, err := exec.Command(cliPath(t), "--quiet", samplePath).Output()
+	if err != nil {
+		t.Fatalf("running the CLI: %v", err)
+	}
+	return out
+}
+
+func cliAlerts(t *testing.T, out []byte) []alert {
+	var alerts []alert
+	recs, _ := splitLines(out)
+	for _, r := range recs {
+		if a, ok := alertOf(t, r); ok {
+			alerts = append(alerts, a)
+		}
+	}
+	if len(alerts) == 0 {
+		t.Fatal("the CLI gives no alert on the sample: nothing to compare")
+	}
+	return alerts
+}
+
+func newDetector(t *testing.T, config string) *Detector {
+	t.Helper()
+	d, err := New(config)
+	if err != nil {
+		t.Fatalf("New(%q): %v", config, err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func TestVersion(t *testing.T) {
+	if ABIVersion() != HeaderABIVersion {
+		t.Errorf("library ABI %d, header ABI %d", ABIVersion(), HeaderABIVersion)
+	}
+	if v := Version(); v == "" || strings.Count(v, ".") != 2 {
+		t.Errorf("Version() = %q", v)
+	}
+	if s := StatusInvalidJSON.String(); !strings.Contains(strings.ToLower(s), "json") {
+		t.Errorf("StatusInvalidJSON.String() = %q", s)
+	}
+}
+
+// The sample through Filter gives the CLI's output byte for byte, so the same
+// alerts (event.id and kibana.alert.uuid).
+func TestSampleMatchesCLI(t *testing.T) {
+	want := cliOutput(t)
+	wantAlerts := cliAlerts(t, want)
+	data, err := os.ReadFile(samplePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDetector(t, "")
+	records, ends := splitLines(data)
+	var got bytes.Buffer
+	var gotAlerts []alert
+	for i, rec := range records {
+		if len(bytes.TrimSpace(rec)) == 0 {
+			got.Write(rec)
+			got.Write(ends[i])
+			continue
+		}
+		out, annotated, err := d.Filter(rec)
+		if err != nil {
+			t.Errorf("record %d: %v", i+1, err)
+		}
+		if annotated {
+			a, ok := alertOf(t, out)
+			if !ok {
+				t.Errorf("record %d: annotated without kibana.alert.uuid", i+1)
+			}
+			gotAlerts = append(gotAlerts, a)
+		} else if &out[0] != &rec[0] || len(out) != len(rec) {
+			t.Errorf("record %d: an unchanged record must come back as the input slice", i+1)
+		}
+		got.Write(out)
+		got.Write(ends[i])
+	}
+	t.Logf("CLI alerts %v, Go alerts %v", wantAlerts, gotAlerts)
+	if fmt.Sprint(gotAlerts) != fmt.Sprint(wantAlerts) {
+		t.Errorf("alerts: got %v, the CLI gives %v", gotAlerts, wantAlerts)
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		t.Errorf("output differs from the CLI's (%d vs %d bytes)", got.Len(), len(want))
+	}
+	st, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Records != uint64(len(records)) || st.Annotated != uint64(len(wantAlerts)) ||
+		st.SequencesCompleted != uint64(len(wantAlerts)) {
+		t.Errorf("stats: %v (records %d, alerts %d expected)", st, len(records), len(wantAlerts))
+	}
+	rep, err := d.Flush()
+	if err != nil || len(rep.Alerts) != 0 {
+		t.Errorf("Flush: %+v, %v", rep, err)
+	}
+}
+
+// What Filter returns is Go memory: the next call does not change it.
+func TestOutputIsCopied(t *testing.T) {
+	data, err := os.ReadFile(samplePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDetector(t, "")
+	records, _ := splitLines(data)
+	var kept [][]byte
+	var copies [][]byte
+	for _, rec := range records {
+		out, annotated, _ := d.Filter(rec)
+		if annotated {
+			kept = append(kept, out)
+			copies = append(copies, append([]byte(nil), out...))
+		}
+	}
+	// More calls, which reuse the library's output buffer.
+	for _, rec := range records {
+		d.Filter(rec)
+	}
+	if len(kept) == 0 {
+		t.Fatal("no alert")
+	}
+	for i := range kept {
+		if !bytes.Equal(kept[i], copies[i]) {
+			t.Errorf("alert %d changed after later calls", i)
+		}
+	}
+}
+
+func TestBadConfigNamesTheKey(t *testing.T) {
+	for _, tc := range []struct {
+		config string
+		key    string
+	}{
+		{`{"max_pending_sequence": 5}`, "max_pending_sequence"},
+		{`{"max_pending_sequences": "many"}`, "max_pending_sequences"},
+		{`{"kibana_fields": 1}`, "kibana_fields"},
+		{`{"rule": "no_such_rule"}`, ""},
+	} {
+		d, err := New(tc.config)
+		if err == nil {
+			d.Close()
+			t.Errorf("New(%s): no error", tc.config)
+			continue
+		}
+		var e *Error
+		if !errors.As(err, &e) {
+			t.Errorf("New(%s): %T is not *Error", tc.config, err)
+			continue
+		}
+		if e.Message == "" || !strings.Contains(err.Error(), e.Message) {
+			t.Errorf("New(%s): message %q / %q", tc.config, e.Message, err.Error())
+		}
+		if tc.key != "" && (e.Key != tc.key || e.Status != StatusConfigError || !strings.Contains(e.Message, tc.key)) {
+			t.Errorf("New(%s): status %v key %q message %q, want key %q", tc.config, e.Status, e.Key, e.Message, tc.key)
+		}
+		if tc.key == "" && e.Status != StatusConfigError && e.Status != StatusRuleError {
+			t.Errorf("New(%s): status %v", tc.config, e.Status)
+		}
+	}
+	if _, err := New(`{not json`); err == nil {
+		t.Error("New with invalid JSON: no error")
+	} else if e := (*Error)(nil); !errors.As(err, &e) || e.Status != StatusConfigError {
+		t.Errorf("New with invalid JSON: %v", err)
+	}
+}
+
+func TestRuleErrorHasLineAndColumn(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.eql")
+	rule := "process where process.name == \"sh\" and\n  cidrmatch(destination.ip, \"10.0.0.0/33\")\n"
+	if err := os.WriteFile(path, []byte(rule), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := json.Marshal(map[string]string{"rule_file": path})
+	_, err := New(string(cfg))
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("New(%s): %v", cfg, err)
+	}
+	if e.Status != StatusRuleError || e.Line != 2 || e.Column != 29 {
+		t.Errorf("rule error: status %v line %d column %d, want RULE_ERROR 2:29\n%s", e.Status, e.Line, e.Column, e.Message)
+	}
+}
+
+func TestConfigIsUsed(t *testing.T) {
+	data, err := os.ReadFile(samplePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDetector(t, `{"kibana_fields": false, "annotation_prefix": "sec.apt"}`)
+	records, _ := splitLines(data)
+	n := 0
+	for _, rec := range records {
+		out, annotated, _ := d.Filter(rec)
+		if !annotated {
+			continue
+		}
+		n++
+		var m map[string]interface{}
+		if err := json.Unmarshal(out, &m); err != nil {
+			t.Fatal(err)
+		}
+		id, _ := field(m, "sec.apt.apt_netcon.alert_id").(string)
+		if field(m, "kibana") != nil || field(m, "rule") != nil || id == "" || field(m, "sec.apt.rule.name") == nil {
+			t.Errorf("config not applied (want the alert under sec.apt, no kibana.*): %s", out)
+		}
+	}
+	if n == 0 {
+		t.Error("no alert with the config")
+	}
+}
+
+func TestUnreadableRecordsPassThrough(t *testing.T) {
+	d := newDetector(t, "")
+	for _, tc := range []struct {
+		rec  string
+		want Status
+	}{
+		{`{"a":`, StatusInvalidJSON},
+		{``, StatusInvalidJSON},
+		{"{\"a\":\"\xff\"}", StatusInvalidJSON},
+		{`[1,2]`, StatusNotAnObject},
+		{`"text"`, StatusNotAnObject},
+	} {
+		in := []byte(tc.rec)
+		out, annotated, err := d.Filter(in)
+		var e *Error
+		if annotated || !bytes.Equal(out, in) || !errors.As(err, &e) || e.Status != tc.want {
+			t.Errorf("Filter(%q) = %q, %v, %v; want the record back and %v", tc.rec, out, annotated, err, tc.want)
+		}
+	}
+	st, _ := d.Stats()
+	if st.InvalidJSON != 3 || st.NotAnObject != 2 {
+		t.Errorf("stats: invalid_json %d not_an_object %d", st.InvalidJSON, st.NotAnObject)
+	}
+}
+
+func TestClose(t *testing.T) {
+	d, err := New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal("second Close:", err)
+	}
+	in := []byte(`{}`)
+	if out, annotated, err := d.Filter(in); err != ErrClosed || annotated || !bytes.Equal(out, in) {
+		t.Errorf("Filter after Close: %q %v %v", out, annotated, err)
+	}
+	if _, err := d.Stats(); err != ErrClosed {
+		t.Errorf("Stats after Close: %v", err)
+	}
+}
+
+// Many goroutines on one detector: serialized by its mutex, every record
+// counted once, no crash (run with -race too).
+func TestConcurrentCalls(t *testing.T) {
+	data, err := os.ReadFile(samplePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	records, _ := splitLines(data)
+	d := newDetector(t, "")
+	var wg sync.WaitGroup
+	const workers = 8
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, rec := range records {
+				d.Filter(rec)
+				d.Stats()
+			}
+		}()
+	}
+	wg.Wait()
+	st, _ := d.Stats()
+	if st.Records != uint64(workers*len(records)) {
+		t.Errorf("records %d, want %d", st.Records, workers*len(records))
+	}
+}
+
+// ---------------------------------------------------------------------------
+// FilterChunk: the sample as Fluent Bit MessagePack chunks.
+
+// mpEncode writes a JSON value (decoded with UseNumber) as MessagePack.
+func mpEncode(buf *bytes.Buffer, v interface{}) {
+	switch x := v.(type) {
+	case nil:
+		buf.WriteByte(0xc0)
+	case bool:
+		if x {
+			buf.WriteByte(0xc3)
+		} else {
+			buf.WriteByte(0xc2)
+		}
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			buf.WriteByte(0xd3)
+			binary.Write(buf, binary.BigEndian, i)
+		} else {
+			f, _ := x.Float64()
+			buf.WriteByte(0xcb)
+			binary.Write(buf, binary.BigEndian, math.Float64bits(f))
+		}
+	case string:
+		buf.WriteByte(0xdb)
+		binary.Write(buf, binary.BigEndian, uint32(len(x)))
+		buf.WriteString(x)
+	case []interface{}:
+		buf.WriteByte(0xdd)
+		binary.Write(buf, binary.BigEndian, uint32(len(x)))
+		for _, e := range x {
+			mpEncode(buf, e)
+		}
+	case map[string]interface{}:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		buf.WriteByte(0xdf)
+		binary.Write(buf, binary.BigEndian, uint32(len(x)))
+		for _, k := range keys {
+			mpEncode(buf, k)
+			mpEncode(buf, x[k])
+		}
+	default:
+		panic(fmt.Sprintf("mpEncode: %T", v))
+	}
+}
+
+// fbRecord appends one Fluent Bit v2 record: [[EventTime, {}], body].
+func fbRecord(buf *bytes.Buffer, sec, nsec uint32, jsonRecord []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(jsonRecord))
+	dec.UseNumber()
+	var body map[string]interface{}
+	if err := dec.Decode(&body); err != nil {
+		return err
+	}
+	buf.Write([]byte{0x92, 0x92, 0xd7, 0x00}) // [[ ext8 type 0
+	binary.Write(buf, binary.BigEndian, sec)
+	binary.Write(buf, binary.BigEndian, nsec)
+	buf.WriteByte(0x80) // {} metadata
+	mpEncode(buf, body)
+	return nil
+}
+
+func TestFilterChunk(t *testing.T) {
+	wantAlerts := cliAlerts(t, cliOutput(t))
+	data, err := os.ReadFile(samplePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	records, _ := splitLines(data)
+
+	// One record per chunk: the annotated chunks are the CLI's alerts.
+	d := newDetector(t, "")
+	var got []alert
+	for i, rec := range records {
+		var chunk bytes.Buffer
+		if err := fbRecord(&chunk, 1773480600+uint32(i), 0, rec); err != nil {
+			t.Fatal(err)
+		}
+		in := chunk.Bytes()
+		out, annotated, err := d.FilterChunk(in)
+		if err != nil {
+			t.Fatalf("record %d: %v", i+1, err)
+		}
+		if !annotated {
+			if &out[0] != &in[0] {
+				t.Errorf("record %d: unchanged chunk must come back as the input", i+1)
+			}
+			continue
+		}
+		var m map[string]interface{}
+		json.Unmarshal(rec, &m)
+		id, _ := field(m, "event.id").(string)
+		uuid := ""
+		for _, w := range wantAlerts {
+			if w.EventID == id && bytes.Contains(out, []byte(w.UUID)) {
+				uuid = w.UUID
+			}
+		}
+		got = append(got, alert{id, uuid})
+	}
+	if fmt.Sprint(got) != fmt.Sprint(wantAlerts) {
+		t.Errorf("msgpack alerts %v, the CLI's %v", got, wantAlerts)
+	}
+
+	// The whole sample in one chunk.
+	d2 := newDetector(t, "")
+	var chunk bytes.Buffer
+	for i, rec := range records {
+		if err := fbRecord(&chunk, 1773480600+uint32(i), 0, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, annotated, err := d2.FilterChunk(chunk.Bytes())
+	if err != nil || !annotated {
+		t.Fatalf("whole-sample chunk: annotated %v, %v", annotated, err)
+	}
+	for _, w := range wantAlerts {
+		if !bytes.Contains(out, []byte(w.UUID)) {
+			t.Errorf("whole-sample chunk lacks alert %s", w.UUID)
+		}
+	}
+	if st, _ := d2.Stats(); st.Records != uint64(len(records)) || st.Annotated != uint64(len(wantAlerts)) {
+		t.Errorf("whole-sample chunk stats: %v", st)
+	}
+
+	// Not MessagePack.
+	bad := []byte{0xc1, 0x00}
+	out, annotated, err = d2.FilterChunk(bad)
+	var e *Error
+	if annotated || !bytes.Equal(out, bad) || !errors.As(err, &e) || e.Status != StatusInvalidMsgpack {
+		t.Errorf("FilterChunk(garbage) = %x %v %v", out, annotated, err)
+	}
+}

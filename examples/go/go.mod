@@ -1,0 +1,3 @@
+module example.com/aptnetcon
+
+go 1.19

@@ -1,0 +1,454 @@
+--[[
+tests/lua/driver.lua: runs examples/fluent-bit/apt_netcon.lua under Debian's
+LuaJIT the way Fluent Bit's filter_lua calls it, and checks that its alerts
+are exactly the CLI's.
+
+    APT_NETCON_LIB=target/debug/libapt_netcon.so \
+        luajit tests/lua/driver.lua GLUE SAMPLE CLI_BINARY
+
+Every sample line is turned into a Lua table as Fluent Bit hands it over
+(its own small JSON reader here, independent of the glue's: JSON null makes
+the key vanish, or becomes the `flb_null` sentinel with enable_flb_null),
+then given to the callback: the 3-argument form, the 5-argument form, each
+with a number timestamp and with `time_as_table`. The records returned with
+code 2 must be the CLI's annotated records (`CLI --quiet SAMPLE`): the same
+event.id and kibana.alert.uuid, in the same order, and the same fields.
+Prints `lua: N passed, M failed`; exits non-zero on any failure.
+]]
+
+local ffi = require("ffi")
+ffi.cdef [[
+int setenv(const char *name, const char *value, int overwrite);
+int unsetenv(const char *name);
+]]
+
+io.stdout:setvbuf("line")
+
+local GLUE, SAMPLE, CLI = arg[1], arg[2], arg[3]
+if not (GLUE and SAMPLE and CLI) then
+    io.stderr:write("usage: luajit driver.lua GLUE SAMPLE CLI_BINARY\n")
+    os.exit(2)
+end
+
+local passed, failed = 0, 0
+local function check(cond, what)
+    if cond then
+        passed = passed + 1
+    else
+        failed = failed + 1
+        io.stderr:write("FAIL: ", what, "\n")
+    end
+    return cond
+end
+
+---------------------------------------------------------------------------
+-- Fluent Bit's side: JSON text -> Lua table, as its parser + msgpack -> Lua
+-- conversion do (numbers are doubles; null is nil, so a null member vanishes
+-- and a null array element leaves a hole, unless a `null` sentinel is given).
+
+local function fb_decode(text, null)
+    local i = 1
+    local function ws()
+        while true do
+            local c = text:sub(i, i)
+            if c == " " or c == "\t" or c == "\n" or c == "\r" then i = i + 1 else return end
+        end
+    end
+    local function fail(msg) error(("fb_decode: %s at %d"):format(msg, i)) end
+    local value
+    local function str()
+        -- text:sub(i, i) == '"'
+        i = i + 1
+        local out = {}
+        while true do
+            local c = text:sub(i, i)
+            if c == "" then fail("unterminated string") end
+            if c == '"' then i = i + 1; return table.concat(out) end
+            if c == "\\" then
+                local e = text:sub(i + 1, i + 1)
+                local map = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
+                if map[e] then
+                    out[#out + 1] = map[e]; i = i + 2
+                elseif e == "u" then
+                    local cp = tonumber(text:sub(i + 2, i + 5), 16)
+                    i = i + 6
+                    if cp >= 0xD800 and cp < 0xDC00 and text:sub(i, i + 1) == "\\u" then
+                        local lo = tonumber(text:sub(i + 2, i + 5), 16)
+                        cp = 0x10000 + (cp - 0xD800) * 1024 + (lo - 0xDC00)
+                        i = i + 6
+                    end
+                    local bytes
+                    if cp < 0x80 then bytes = { cp }
+                    elseif cp < 0x800 then bytes = { 0xC0 + math.floor(cp / 64), 0x80 + cp % 64 }
+                    elseif cp < 0x10000 then
+                        bytes = { 0xE0 + math.floor(cp / 4096), 0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64 }
+                    else
+                        bytes = { 0xF0 + math.floor(cp / 262144), 0x80 + math.floor(cp / 4096) % 64,
+                            0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64 }
+                    end
+                    out[#out + 1] = string.char(unpack(bytes))
+                else
+                    fail("bad escape")
+                end
+            else
+                out[#out + 1] = c; i = i + 1
+            end
+        end
+    end
+    value = function()
+        ws()
+        local c = text:sub(i, i)
+        if c == "{" then
+            local t = {}
+            i = i + 1; ws()
+            if text:sub(i, i) == "}" then i = i + 1; return t end
+            while true do
+                ws()
+                if text:sub(i, i) ~= '"' then fail("name expected") end
+                local k = str()
+                ws()
+                if text:sub(i, i) ~= ":" then fail("':' expected") end
+                i = i + 1
+                t[k] = value() -- nil (null) leaves no key
+                ws()
+                c = text:sub(i, i); i = i + 1
+                if c == "}" then return t end
+                if c ~= "," then fail("',' expected") end
+            end
+        elseif c == "[" then
+            local t, n = {}, 0
+            i = i + 1; ws()
+            if text:sub(i, i) == "]" then i = i + 1; return t end
+            while true do
+                n = n + 1
+                t[n] = value() -- rawseti: a null leaves a hole, as in Fluent Bit
+                ws()
+                c = text:sub(i, i); i = i + 1
+                if c == "]" then return t end
+                if c ~= "," then fail("',' expected") end
+            end
+        elseif c == '"' then
+            return str()
+        elseif text:sub(i, i + 3) == "true" then i = i + 4; return true
+        elseif text:sub(i, i + 4) == "false" then i = i + 5; return false
+        elseif text:sub(i, i + 3) == "null" then i = i + 4; return null
+        else
+            local s, e = text:find("^-?[0-9]+%.?[0-9]*[eE]?[-+]?[0-9]*", i)
+            if not s then fail("value expected") end
+            i = e + 1
+            return assert(tonumber(text:sub(s, e)))
+        end
+    end
+    local v = value()
+    ws()
+    if i <= #text then fail("trailing text") end
+    return v
+end
+
+local function deep_equal(a, b, path)
+    path = path or "$"
+    if type(a) ~= type(b) then return false, path .. ": " .. type(a) .. " vs " .. type(b) end
+    if type(a) ~= "table" then
+        if a == b or rawequal(a, b) then return true end
+        return false, path .. ": " .. tostring(a) .. " vs " .. tostring(b)
+    end
+    for k, v in pairs(a) do
+        local ok, where = deep_equal(v, b[k], path .. "." .. tostring(k))
+        if not ok then return false, where end
+    end
+    for k in pairs(b) do
+        if a[k] == nil then return false, path .. "." .. tostring(k) .. ": missing on the left" end
+    end
+    return true
+end
+
+local function field(t, dotted)
+    if t[dotted] ~= nil then return t[dotted] end
+    local v = t
+    for part in dotted:gmatch("[^.]+") do
+        if type(v) ~= "table" then return nil end
+        v = v[part]
+    end
+    return v
+end
+
+local function read_lines(path)
+    local lines = {}
+    for line in io.lines(path) do
+        line = line:gsub("\r$", "")
+        if line:find("%S") then lines[#lines + 1] = line end
+    end
+    return lines
+end
+
+local function run_cli(path)
+    local p = assert(io.popen("'" .. CLI .. "' --quiet '" .. path .. "'"))
+    local lines = {}
+    for line in p:lines() do
+        if line:find("%S") then lines[#lines + 1] = line end
+    end
+    p:close()
+    return lines
+end
+
+-- The CLI's alerts: { id = event.id, uuid = kibana.alert.uuid, line = text }.
+local function cli_alerts(lines)
+    local alerts = {}
+    for _, line in ipairs(lines) do
+        local t = fb_decode(line)
+        local uuid = field(t, "kibana.alert.uuid")
+        if uuid then alerts[#alerts + 1] = { id = field(t, "event.id"), uuid = uuid, line = line } end
+    end
+    return alerts
+end
+
+-- Load the glue as a new filter instance (its own globals, like its own Lua state).
+local function load_glue(globals)
+    local env = setmetatable({}, { __index = _G })
+    for k, v in pairs(globals or {}) do env[k] = v end
+    local chunk = assert(loadfile(GLUE))
+    setfenv(chunk, env)
+    chunk()
+    return env
+end
+
+---------------------------------------------------------------------------
+-- The expected alerts.
+
+local sample_lines = read_lines(SAMPLE)
+local expected = cli_alerts(run_cli(SAMPLE))
+check(#sample_lines > 0, "the sample has records")
+check(#expected > 0, "the CLI alerts on the sample (else this test proves nothing)")
+local expect_desc = {}
+for _, a in ipairs(expected) do expect_desc[#expect_desc + 1] = a.id .. "=" .. a.uuid end
+print(("CLI: %d records, %d alerts: %s"):format(#sample_lines, #expected, table.concat(expect_desc, " ")))
+
+-- A variant of the sample with null members (top level and nested), and the
+-- CLI's output on it: nulls must change nothing in the alert set.
+local null_lines = {}
+for i, line in ipairs(sample_lines) do
+    null_lines[i] = line:gsub("^%s*{", '{"zz_null":null,"zz_nested":{"a":null,"b":1},', 1)
+end
+local null_path = os.tmpname()
+do
+    local f = assert(io.open(null_path, "w"))
+    f:write(table.concat(null_lines, "\n"), "\n")
+    f:close()
+end
+local null_cli = run_cli(null_path)
+os.remove(null_path)
+local expected_null = cli_alerts(null_cli)
+
+---------------------------------------------------------------------------
+-- One pass over a stream, as filter_lua does it.
+
+local TS0 = 1773480600
+
+local function make_ts(i, as_table)
+    if as_table then return { sec = TS0 + i, nsec = 123456789 } end
+    return TS0 + i + 0.25
+end
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+-- mode: "v1" (apt_netcon, 3 args), "v2" (apt_netcon_v2, 5 args),
+-- "v2_3args" (apt_netcon_v2 called the 3-argument way). Each pass is a new
+-- filter instance: a fresh glue and detector.
+local function run_pass(name, lines, want, opts)
+    local null = opts.null
+    local glue = load_glue({ flb_null = null })
+    local got, problems = {}, 0
+    local function problem(msg)
+        problems = problems + 1
+        if problems <= 3 then io.stderr:write("  ", name, ": ", msg, "\n") end
+    end
+    for i, line in ipairs(lines) do
+        local record = fb_decode(line, null)
+        local ts = make_ts(i, opts.time_as_table)
+        local code, ts_out, rec_out
+        if opts.mode == "v2" then
+            local group, metadata = {}, { source = "sample", line = i }
+            local r = pack(glue.apt_netcon_v2("endpoint.events", ts, group, metadata, record))
+            if r.n ~= 4 then problem("line " .. i .. ": 4 values expected, got " .. r.n) end
+            if not rawequal(r[3], metadata) then problem("line " .. i .. ": metadata not handed back") end
+            code, ts_out, rec_out = r[1], r[2], r[4]
+        else
+            local f = opts.mode == "v1" and glue.apt_netcon or glue.apt_netcon_v2
+            local r = pack(f("endpoint.events", ts, record))
+            if r.n ~= 3 then problem("line " .. i .. ": 3 values expected, got " .. r.n) end
+            code, ts_out, rec_out = r[1], r[2], r[3]
+        end
+        if not rawequal(ts_out, ts) then problem("line " .. i .. ": ts not handed back untouched") end
+        if code == 0 then
+            if not rawequal(rec_out, record) then problem("line " .. i .. ": code 0 with another record") end
+        elseif code == 2 then
+            if type(rec_out) ~= "table" then problem("line " .. i .. ": code 2 without a table") end
+            got[#got + 1] = { id = field(rec_out, "event.id"), uuid = field(rec_out, "kibana.alert.uuid"), record = rec_out }
+        else
+            problem("line " .. i .. ": return code " .. tostring(code))
+        end
+    end
+    check(problems == 0, name .. ": callback protocol (codes 0/2, ts and metadata untouched, record identity)")
+    local same = #got == #want
+    for k = 1, math.max(#got, #want) do
+        local g, w = got[k], want[k]
+        if not (g and w and g.id == w.id and g.uuid == w.uuid) then same = false end
+    end
+    local desc = {}
+    for _, g in ipairs(got) do desc[#desc + 1] = tostring(g.id) .. "=" .. tostring(g.uuid) end
+    check(same, name .. ": alerts (event.id=uuid) are the CLI's: got [" .. table.concat(desc, " ") .. "]")
+    for k = 1, math.min(#got, #want) do
+        local ok, where = deep_equal(got[k].record, fb_decode(want[k].line, null))
+        check(ok, name .. ": alert " .. k .. " has the CLI's fields" .. (where and (" (" .. where .. ")") or ""))
+    end
+    local st = glue.apt_netcon_glue.stats()
+    check(st.lua_errors == 0, name .. ": no Lua-side errors (" .. st.lua_errors .. ")")
+    check(st.records == #lines, name .. ": the library saw every record (" .. st.records .. ")")
+    check(st.annotated == #want, name .. ": library count of annotated records (" .. st.annotated .. ")")
+    print(("%s: %d alerts: %s"):format(name, #got, table.concat(desc, " ")))
+end
+
+ffi.C.unsetenv("APT_NETCON_CONFIG")
+run_pass("3-arg, ts number", sample_lines, expected, { mode = "v1" })
+run_pass("3-arg, time_as_table", sample_lines, expected, { mode = "v1", time_as_table = true })
+run_pass("5-arg, ts number", sample_lines, expected, { mode = "v2" })
+run_pass("5-arg, time_as_table", sample_lines, expected, { mode = "v2", time_as_table = true })
+run_pass("apt_netcon_v2 called with 3 args", sample_lines, expected, { mode = "v2_3args" })
+
+-- Nulls: without enable_flb_null the null members vanish before the glue sees
+-- them; with it they are `flb_null` and go through as JSON null. Either way
+-- the alerts are the CLI's on the original sample.
+local function same_ids(a, b)
+    if #a ~= #b then return false end
+    for k = 1, #a do
+        if a[k].id ~= b[k].id or a[k].uuid ~= b[k].uuid then return false end
+    end
+    return true
+end
+check(same_ids(expected_null, expected), "CLI: null members change no alert")
+run_pass("nulls vanish (3-arg)", null_lines, expected_null, { mode = "v1" })
+local FLB_NULL = setmetatable({}, { __tostring = function() return "flb_null" end })
+run_pass("enable_flb_null (5-arg)", null_lines, expected_null, { mode = "v2", null = FLB_NULL })
+
+---------------------------------------------------------------------------
+-- The glue's JSON encoder and decoder.
+
+local glue = load_glue()
+local json = glue.apt_netcon_glue
+local cases = {
+    { 0, "0" }, { -5, "-5" }, { 2311, "2311" }, { 2 ^ 53, "9007199254740992" },
+    { 2 ^ 53 - 1, "9007199254740991" }, { -(2 ^ 53), "-9007199254740992" },
+    { 2 ^ 60, "1152921504606846976" }, { 1.5, "1.5" }, { 0.1, "0.1" }, { -0.25, "-0.25" },
+    { 1 / 3, "0.33333333333333331" }, { 1e300, "1e+300" }, { 0 / 0, "null" }, { math.huge, "null" },
+    { true, "true" }, { false, "false" },
+    { "plain", '"plain"' }, { 'q"b\\s/', '"q\\"b\\\\s/"' },
+    { "\n\r\t\b\f\0\1\31\127", '"\\n\\r\\t\\b\\f\\u0000\\u0001\\u001f\\u007f"' },
+    { "é ✓ 😀", '"é ✓ 😀"' },
+    { {}, "{}" }, { { 1, "a", true }, '[1,"a",true]' }, { { b = 1, a = { c = {} } }, '{"a":{"c":{}},"b":1}' },
+    { { [1] = "x", [3] = "y" }, '{"1":"x","3":"y"}' }, { { 1, 2, x = 3 }, '{"1":1,"2":2,"x":3}' },
+    { { ["a.b"] = { 1, { 2 } } }, '{"a.b":[1,[2]]}' },
+}
+for _, c in ipairs(cases) do
+    local ok, out = pcall(json.encode, c[1])
+    check(ok and out == c[2], ("encode %s -> %s (got %s)"):format(tostring(c[1]), c[2], tostring(out)))
+end
+check(json.encode({ a = FLB_NULL }, FLB_NULL) == '{"a":null}', "encode flb_null -> null")
+local cyclic = {}
+cyclic.self = cyclic
+check(not pcall(json.encode, cyclic), "encode refuses a cycle")
+check(not pcall(json.encode, { f = print }), "encode refuses a function")
+
+-- Every sample record: Fluent Bit's table -> glue JSON -> Fluent Bit's reader
+-- gives the same table; the glue's decoder reads every CLI line like Fluent Bit's.
+local roundtrip_ok, decode_ok = true, true
+for _, line in ipairs(sample_lines) do
+    local t = fb_decode(line)
+    local ok, where = deep_equal(fb_decode(json.encode(t)), t)
+    if not ok then roundtrip_ok = false; io.stderr:write("  round trip: ", where, "\n") end
+end
+for _, line in ipairs(run_cli(SAMPLE)) do
+    local ok, where = deep_equal(json.decode(line), fb_decode(line))
+    if not ok then decode_ok = false; io.stderr:write("  decode: ", where, "\n") end
+end
+check(roundtrip_ok, "every sample record survives encode -> decode")
+check(decode_ok, "the glue's decoder reads every CLI output line as Fluent Bit does")
+do
+    local ok, v = pcall(json.decode, '{"s":"\\u00e9\\ud83d\\ude00\\/\\n","a":[1,null,2.5e1,-0.5],"n":null,"t":true,"e":{},"l":[]}')
+    check(ok and v.s == "é😀/\n" and v.a[1] == 1 and v.a[2] == 25 and v.a[3] == -0.5 and v.a[4] == nil
+        and v.n == nil and v.t == true and next(v.e) == nil and next(v.l) == nil,
+        "decode escapes, numbers, null, empty containers")
+    local ok2, v2 = pcall(json.decode, '{"n":null,"a":[null]}', FLB_NULL)
+    check(ok2 and rawequal(v2.n, FLB_NULL) and rawequal(v2.a[1], FLB_NULL), "decode null -> flb_null when enabled")
+    check(json.decode('"\127"') == "\127", "decode accepts a raw DEL in a string")
+    for _, bad in ipairs({ '{"a":1', '{"a" 1}', '[1,]', '"\1"', '{"a":tru}', '{} x' }) do
+        check(not pcall(json.decode, bad), "decode refuses " .. bad)
+    end
+end
+
+---------------------------------------------------------------------------
+-- Fail open: anything odd gives code 0 with the record unchanged, counted.
+
+print("fail-open checks (two \"record passed through\" lines on standard error are expected)")
+do
+    local g = load_glue()
+    local function call(rec)
+        local code, ts, out = g.apt_netcon("t", 1.5, rec)
+        return code == 0 and ts == 1.5 and rawequal(out, rec)
+    end
+    local before = g.apt_netcon_glue.stats()
+    local cyc = { ["@timestamp"] = "2026-03-14T09:30:00Z" }
+    cyc.loop = cyc
+    check(call(cyc), "fail open: a cyclic table")
+    check(call({ f = function() end }), "fail open: a function value")
+    check(call({ 1, 2, 3 }), "fail open: an array record (not an object)")
+    check(call({ msg = "bad utf-8 \255\254" }), "fail open: invalid UTF-8")
+    check(call("not a table"), "fail open: not a table")
+    local after = g.apt_netcon_glue.stats()
+    check(after.lua_errors - before.lua_errors == 2, "fail open: Lua-side errors counted (" .. after.lua_errors .. ")")
+    check(after.not_an_object - before.not_an_object == 1, "fail open: not_an_object counted by the library")
+    check(after.invalid_json - before.invalid_json == 1, "fail open: invalid_json counted by the library")
+end
+
+---------------------------------------------------------------------------
+-- Configuration from the environment.
+
+do
+    ffi.C.setenv("APT_NETCON_CONFIG", '{"kibana_fields": false}', 1)
+    local g = load_glue()
+    ffi.C.unsetenv("APT_NETCON_CONFIG")
+    local ids = {}
+    for i, line in ipairs(sample_lines) do
+        local code, _, rec = g.apt_netcon("t", make_ts(i), fb_decode(line))
+        if code == 2 then
+            check(rec.kibana == nil and field(rec, "apt_netcon.alert_id") ~= nil,
+                "APT_NETCON_CONFIG kibana_fields=false: alert under apt_netcon.*")
+            ids[#ids + 1] = field(rec, "event.id")
+        end
+    end
+    local want = {}
+    for _, a in ipairs(expected) do want[#want + 1] = a.id end
+    check(table.concat(ids, " ") == table.concat(want, " "), "APT_NETCON_CONFIG kibana_fields=false: same alerts")
+end
+
+local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local function load_in_child(env_assign)
+    local cmd = env_assign .. " luajit -e " .. sh_quote("dofile(" .. ("%q"):format(GLUE) .. ")")
+        .. " 2>&1; echo \"rc=$?\""
+    local p = assert(io.popen(cmd))
+    local out = p:read("*a")
+    p:close()
+    return out
+end
+do
+    local out = load_in_child("APT_NETCON_CONFIG=" .. sh_quote('{"max_pending_sequence": 5}'))
+    check(not out:find("rc=0\n", 1, true) and out:find("max_pending_sequence", 1, true) ~= nil,
+        "a bad APT_NETCON_CONFIG fails the load and names the key")
+    out = load_in_child("APT_NETCON_LIB=/nonexistent/libapt_netcon.so")
+    check(not out:find("rc=0\n", 1, true) and out:find("APT_NETCON_LIB", 1, true) ~= nil,
+        "a library that cannot be loaded fails the load and says how to set it")
+    out = load_in_child("APT_NETCON_CONFIG=" .. sh_quote('{"rule": "apt_netcon_v11"}'))
+    check(out:find("rc=0\n", 1, true) ~= nil, "a valid APT_NETCON_CONFIG loads")
+end
+
+print(("lua: %d passed, %d failed"):format(passed, failed))
+os.exit(failed == 0 and 0 or 1)
