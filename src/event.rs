@@ -13,15 +13,15 @@
 //!   ([`ExtractError`]).
 //! * [`FieldTable::scan`], the **fast scanner**, for deciding quickly that
 //!   a record matches nothing: a hand-written byte scanner that checks the
-//!   record's *structure* (a single top-level object, strings terminated,
-//!   valid UTF-8 with valid escapes and no raw control characters, brackets
-//!   balanced and matching, `:` and `,` between the members and elements it
-//!   reads, nothing after the object, at most [`SCAN_MAX_DEPTH`] levels of
-//!   nesting anywhere), but nothing else inside the members it skips: not
-//!   the spelling of numbers and literals, nor `:`/`,` punctuation, nor stray
-//!   bytes between values. It returns [`Unsure`]
-//!   instead of guessing whenever the record is unusual: an escape sequence
-//!   in a key or in a string it reads, anything malformed, deep nesting. The
+//!   record's *structure* (a single top-level object and nothing after it;
+//!   every string closed, valid UTF-8, with valid escapes and no raw control
+//!   character; brackets balanced and matching; at most [`SCAN_MAX_DEPTH`]
+//!   levels of nesting anywhere) and the full syntax of the members it
+//!   reads, but nothing else inside the members it skips: not the spelling
+//!   of numbers and literals, nor `:`/`,` punctuation, nor stray bytes
+//!   between values. It returns [`Unsure`] instead of guessing whenever the
+//!   record is unusual: an escape sequence in a key or in a string it reads,
+//!   anything malformed, deep nesting. The
 //!   contract: when `scan` succeeds on a record that `extract` also accepts,
 //!   both give the same values for every slot of the table; when `extract`
 //!   refuses a record as [`ExtractError::NotAnObject`] or
@@ -941,12 +941,13 @@ impl<'a> Scanner<'_, '_, 'a> {
             Some(c) if SCALAR[c as usize] => {
                 let start = self.i;
                 self.skip_scalar();
+                // On a path of the table even where no field ends, as the
+                // validating reader parses it there.
                 let v = match &self.b[start..self.i] {
                     b"true" => Scalar::Bool(true),
                     b"false" => Scalar::Bool(false),
                     b"null" => Scalar::Null,
-                    s if slot.is_some() => number(s)?,
-                    _ => return Ok(()),
+                    s => number(s)?,
                 };
                 if let Some(slot) = slot {
                     self.out.push((slot, v));
@@ -1207,6 +1208,8 @@ mod tests {
             "{\"b\":\"short \\u12\"}",
             "{\"a\":tru}",
             "{\"a\":nul}",
+            "{\"process\":tru}",
+            "{\"process\":[01]}",
             "{\"a\":1.2.3}",
             "{\"a\":-}",
             "{\"a\" 1}",
