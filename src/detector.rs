@@ -487,15 +487,23 @@ impl Detector {
                     continue;
                 }
             };
-            let ev = this_event.get_or_insert_with(|| self.stage_event(fields, t)).clone();
+            // The event's alert contribution (carried fields, digest) is built
+            // only when it is stored or completes a sequence: most stage-2
+            // matches find nothing waiting and never need it.
+            macro_rules! ev {
+                () => {
+                    this_event.get_or_insert_with(|| self.stage_event(fields, t)).clone()
+                };
+            }
             if n == 1 {
-                completed.push(Partial { events: vec![ev] });
+                completed.push(Partial { events: vec![ev!()] });
                 continue;
             }
             for parts in &keys {
                 if k == 0 {
+                    let ev = ev!();
                     encode_key(&mut self.key, 0, parts);
-                    match self.state.put(&self.key, Partial { events: vec![ev.clone()] }) {
+                    match self.state.put(&self.key, Partial { events: vec![ev] }) {
                         Put::Inserted => {}
                         Put::Replaced => self.stats.replaced += 1,
                         Put::KeptNewer => self.stats.out_of_order += 1,
@@ -509,7 +517,7 @@ impl Detector {
                     Take::NotBefore => self.stats.out_of_order += 1,
                     Take::TooLate => self.stats.rejected_by_maxspan += 1,
                     Take::Matched(mut p) => {
-                        p.events.push(ev.clone());
+                        p.events.push(ev!());
                         if k == n - 1 {
                             completed.push(p);
                         } else {
