@@ -88,12 +88,12 @@
 /**
  * The current layout version of aptnc_stats (see its `version` field).
  */
-#define APTNC_STATS_VERSION 1
+#define APTNC_STATS_VERSION 2
 
 /**
  * The current layout version of aptnc_flush_report (see its `version` field).
  */
-#define APTNC_FLUSH_REPORT_VERSION 1
+#define APTNC_FLUSH_REPORT_VERSION 2
 
 /**
  * The result of a call. A uint32_t in C; the numbers are fixed forever and
@@ -225,17 +225,29 @@ typedef struct aptnc_flush_report {
      */
     uint64_t pending;
     /**
-     * Alert records produced outside a filter call, as newline-delimited
-     * JSON (each record ends with '\n'), to be forwarded by the host. Always
-     * empty in this version (`alerts_len` is 0), kept so that rules able to
-     * alert on expiry can be added without an ABI change. Never NULL; owned
-     * by the detector, valid until the next call on it.
+     * Standalone alert records (only with max_lateness > 0: a sequence
+     * completed after its last record had gone on), to be forwarded by the
+     * host after the records it has: the alerts of JSON records as
+     * newline-delimited JSON (each ends with '\n'), those of aptnc_filter()
+     * calls; aptnc_filter_msgpack() appends its alerts to the next chunk
+     * itself, and only aptnc_finish() hands over those still waiting, here,
+     * as Fluent Bit records `[[time, {}], map]` (a detector normally sees
+     * one format; with both, the JSON ones come first). Handed over once: a later call does not repeat them. Never
+     * NULL; owned by the detector, valid until the next call on it.
      */
     const uint8_t *alerts;
     /**
      * Length of `alerts` in bytes.
      */
     size_t alerts_len;
+    /**
+     * Number of records in `alerts` (version 2 on).
+     */
+    uint64_t alert_count;
+    /**
+     * Events still held back for max_lateness.
+     */
+    uint64_t held;
 } aptnc_flush_report;
 
 /**
@@ -347,6 +359,34 @@ typedef struct aptnc_stats {
      * Events excluded by an exception item (all items together).
      */
     uint64_t excluded;
+    /**
+     * Partial sequences evicted by max_pending_per_host (version 2 on).
+     */
+    uint64_t evicted_by_host_cap;
+    /**
+     * Partial sequences evicted by max_state_bytes.
+     */
+    uint64_t evicted_by_bytes;
+    /**
+     * Stage events ignored: @timestamp more than max_future ahead of the clock.
+     */
+    uint64_t future_timestamp;
+    /**
+     * Events held back for max_lateness now.
+     */
+    uint64_t held;
+    /**
+     * Held events released early because a cap was reached.
+     */
+    uint64_t held_forced;
+    /**
+     * Alerts produced as standalone alert records.
+     */
+    uint64_t standalone_alerts;
+    /**
+     * Standalone alerts dropped because too many waited to be collected.
+     */
+    uint64_t alerts_dropped;
 } aptnc_stats;
 
 #ifdef __cplusplus
@@ -574,8 +614,10 @@ aptnc_status aptnc_filter_msgpack(struct aptnc_detector *detector,
 /**
  * Drop the partial sequences that can no longer complete at the current
  * event-time watermark (the latest `@timestamp` seen; never the wall
- * clock), and report. Safe to call at any time, e.g. from the host's
- * periodic flush.
+ * clock), hand over the standalone alerts waiting (`report->alerts`), and
+ * report. Safe to call at any time, e.g. from the host's periodic flush;
+ * with max_lateness > 0, call it after aptnc_filter() calls to collect
+ * alerts (aptnc_get_stats()'s `standalone_alerts` tells when some came).
  *
  * `report`: set `report->size = sizeof(aptnc_flush_report)` first; a size
  * below 8 gives APTNC_STATUS_INVALID_ARGUMENT and nothing is done. On
@@ -589,6 +631,19 @@ aptnc_status aptnc_filter_msgpack(struct aptnc_detector *detector,
  */
 aptnc_status aptnc_flush(struct aptnc_detector *detector,
                          struct aptnc_flush_report *report);
+
+/**
+ * End of stream: release every event held back for max_lateness (as if
+ * event time had moved past them all), then do what aptnc_flush() does, so
+ * `report->alerts` holds every alert still to come. Call it before
+ * aptnc_free() when the stream ends; nothing is lost. With max_lateness 0
+ * it is aptnc_flush(). The detector stays usable.
+ *
+ * # Safety
+ * As for aptnc_flush().
+ */
+aptnc_status aptnc_finish(struct aptnc_detector *detector,
+                          struct aptnc_flush_report *report);
 
 /**
  * Read the detector's counters into `*stats`.

@@ -34,6 +34,10 @@ pub struct CompiledQuery {
     pub category_slot: Slot,
     /// True for a `sequence` query.
     pub is_sequence: bool,
+    /// How many leading parts of every stage's join key come from the
+    /// sequence's own `by` fields (`sequence by host.id`: 1). They name the
+    /// "host" for per-host state caps and for partitioning.
+    pub host_keys: usize,
 }
 
 /// One stage of a query.
@@ -108,6 +112,10 @@ pub fn compile(query: &Query, source: &str) -> Result<CompiledQuery, RuleError> 
     for q in &event_queries {
         c.collect_ip_fields(&q.condition);
     }
+    let host_keys = match query {
+        Query::Event(_) => 0,
+        Query::Sequence(seq) => seq.by.len(),
+    };
     let (stages, maxspan_ms, is_sequence) = match query {
         Query::Event(q) => (vec![c.stage(q, &[], &[])?], None, false),
         Query::Sequence(seq) => {
@@ -147,6 +155,7 @@ pub fn compile(query: &Query, source: &str) -> Result<CompiledQuery, RuleError> 
         ip_slots: c.ip_slots,
         category_slot,
         is_sequence,
+        host_keys,
     })
 }
 

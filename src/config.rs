@@ -109,6 +109,36 @@ pub const KEYS: &[KeySpec] = &[
         description: "Cap on partial sequences held at once; beyond it the oldest (by event time) is evicted and counted.",
     },
     KeySpec {
+        key: "max_pending_per_host",
+        ty: KeyType::Integer,
+        default: "1000",
+        description: "Cap on partial sequences (and on held events) of one host (the rule's `sequence by` fields); beyond it that host's oldest is evicted (`evicted_by_host_cap`), so one flooding host cannot push out the others.",
+    },
+    KeySpec {
+        key: "max_state_bytes",
+        ty: KeyType::Integer,
+        default: "268435456",
+        description: "Cap on the estimated memory of the partial sequences, and separately of the held events (256 MiB each by default); beyond it the oldest is evicted (`evicted_by_bytes`) or released early (`held_forced`).",
+    },
+    KeySpec {
+        key: "max_lateness",
+        ty: KeyType::String,
+        default: "0s",
+        description: "How late (in event time) an event may arrive and still be matched as if the stream were time-sorted, e.g. `2s`. 0: arrival order, alerts inline. Above 0: events matching a stage are held back that long and a completed sequence leaves as a standalone alert record (see \"Streaming choices\").",
+    },
+    KeySpec {
+        key: "max_held_events",
+        ty: KeyType::Integer,
+        default: "100000",
+        description: "Cap on events held back for `max_lateness`; beyond it the oldest is released early and counted (`held_forced`).",
+    },
+    KeySpec {
+        key: "max_future",
+        ty: KeyType::String,
+        default: "1d",
+        description: "Stage events whose `@timestamp` is further than this ahead of the system clock are ignored and counted (`future_timestamp`), so that one bogus date cannot move event time past every real event.",
+    },
+    KeySpec {
         key: "max_record_bytes",
         ty: KeyType::Integer,
         default: "16777216",
@@ -157,6 +187,13 @@ pub struct Config {
     pub rule: String,
     pub rule_file: Option<String>,
     pub max_pending_sequences: usize,
+    pub max_pending_per_host: usize,
+    pub max_state_bytes: usize,
+    /// `max_lateness` in milliseconds.
+    pub max_lateness_ms: u64,
+    pub max_held_events: usize,
+    /// `max_future` in milliseconds.
+    pub max_future_ms: u64,
     pub max_record_bytes: usize,
     pub annotation_prefix: String,
     pub kibana_fields: bool,
@@ -193,6 +230,11 @@ impl Default for Config {
             rule: "apt_netcon_v5".into(),
             rule_file: None,
             max_pending_sequences: 100_000,
+            max_pending_per_host: 1000,
+            max_state_bytes: 256 * 1024 * 1024,
+            max_lateness_ms: 0,
+            max_held_events: 100_000,
+            max_future_ms: 86_400_000,
             max_record_bytes: 16 * 1024 * 1024,
             annotation_prefix: String::new(),
             kibana_fields: true,
@@ -290,6 +332,19 @@ impl Config {
                 }
                 self.max_pending_sequences = n.min(usize::MAX as u64) as usize
             }
+            (key @ ("max_pending_per_host" | "max_held_events" | "max_state_bytes"), Val::I(n)) => {
+                if n == 0 {
+                    return Err(bad("must be at least 1"));
+                }
+                let n = n.min(usize::MAX as u64) as usize;
+                match key {
+                    "max_pending_per_host" => self.max_pending_per_host = n,
+                    "max_held_events" => self.max_held_events = n,
+                    _ => self.max_state_bytes = n,
+                }
+            }
+            ("max_lateness", Val::S(s)) => self.max_lateness_ms = parse_duration_ms(&s).map_err(|m| bad(&m))?,
+            ("max_future", Val::S(s)) => self.max_future_ms = parse_duration_ms(&s).map_err(|m| bad(&m))?,
             ("max_record_bytes", Val::I(n)) => {
                 if n < 2 {
                     return Err(bad("must be at least 2"));

@@ -10,11 +10,22 @@
 //! }
 //! ```
 //!
-//! Records are processed in arrival order. Out-of-order events: a stage-2
-//! event earlier than the waiting stage-1 event of its key does not pair with
-//! it (`out_of_order`), a stage-1 event older than the one already waiting
-//! under its key is dropped (`out_of_order`), and a stage-1 event more than
-//! maxspan older than the latest event time seen is dropped (`late`).
+//! With `max_lateness` 0 (the default) records are processed in arrival
+//! order. Out-of-order events: a stage-2 event earlier than the waiting
+//! stage-1 event of its key does not pair with it (`out_of_order`), a stage-1
+//! event older than the one already waiting under its key is dropped
+//! (`out_of_order`), and a stage-1 event more than maxspan older than the
+//! latest event time seen is dropped (`late`).
+//!
+//! With `max_lateness` L > 0, every event that matches a stage is held back
+//! (a copy of the record) until the event-time watermark — the latest
+//! `@timestamp` of such events — is L past it, then released to the sequence
+//! engine in time order (ties: arrival order). The engine therefore sees the
+//! time-sorted stream whenever no event is more than L late, and gives the
+//! alerts Elasticsearch would. The record itself goes on at once, unchanged;
+//! a completed sequence leaves as a standalone alert record (the completing
+//! record with the alert fields), collected with [`Detector::take_alert`].
+//! An event more than L behind the watermark is counted `late` and ignored.
 
 use crate::annotate::{format_id, merge, with_prefix, Alert, AnnotationStyle};
 use crate::compile::{CompiledQuery, Pred};
@@ -22,7 +33,10 @@ use crate::config::{Config, LoadError};
 use crate::event::{ExtractError, FieldTable, Fields, FieldsBuf, Scalar, Slot};
 use crate::exceptions::Exceptions;
 use crate::rule::Rule;
-use crate::sequence::{Partial, Put, SequenceState, StageEvent, Take};
+use crate::hostq::{HostQueue, Id};
+use crate::sequence::{Caps, Partial, Put, SequenceState, StageEvent, Take};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use crate::time::parse_rfc3339_ms;
 use serde_json::{Map, Value};
 
@@ -143,6 +157,23 @@ pub struct Stats {
     /// [`Detector::exception_counts`]). Not in [`Stats::fields`] yet: the C
     /// ABI's stats struct mirrors that list.
     pub excluded: u64,
+    /// Partial sequences evicted, oldest first, by `max_pending_per_host`.
+    pub evicted_by_host_cap: u64,
+    /// Partial sequences evicted, oldest first, by `max_state_bytes`.
+    pub evicted_by_bytes: u64,
+    /// Stage events with a `@timestamp` more than `max_future` ahead of the
+    /// system clock: ignored, so that one cannot blind the detector.
+    pub future_timestamp: u64,
+    /// Events held back for lateness now (`max_lateness` > 0).
+    pub held: u64,
+    /// Held events released before their time because a cap was reached
+    /// (`max_held_events`, `max_pending_per_host` or `max_state_bytes`).
+    pub held_forced: u64,
+    /// Alerts produced as standalone alert records (see [`Detector::take_alert`]).
+    pub standalone_alerts: u64,
+    /// Standalone alerts dropped, oldest first, because more than
+    /// [`MAX_QUEUED_ALERTS`] were waiting to be collected.
+    pub alerts_dropped: u64,
 }
 
 impl Stats {
@@ -177,6 +208,13 @@ impl Stats {
             ("annotate_failed", self.annotate_failed),
             ("pending", self.pending),
             ("excluded", self.excluded),
+            ("evicted_by_host_cap", self.evicted_by_host_cap),
+            ("evicted_by_bytes", self.evicted_by_bytes),
+            ("future_timestamp", self.future_timestamp),
+            ("held", self.held),
+            ("held_forced", self.held_forced),
+            ("standalone_alerts", self.standalone_alerts),
+            ("alerts_dropped", self.alerts_dropped),
         ]
     }
 }
@@ -188,6 +226,36 @@ pub struct FlushReport {
     pub expired: u64,
     /// Partial sequences still held.
     pub pending: u64,
+    /// Standalone alerts waiting to be collected with [`Detector::take_alert`].
+    pub alerts: u64,
+}
+
+/// At most this many standalone alerts wait to be collected; beyond, the
+/// oldest is dropped and counted (`alerts_dropped`).
+pub const MAX_QUEUED_ALERTS: usize = 10_000;
+
+/// A standalone alert record: a held record that completed a sequence after
+/// it had gone on, with the alert fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandaloneAlert {
+    /// True when the record was given as MessagePack (the bytes are then a
+    /// MessagePack map); false for JSON.
+    pub msgpack: bool,
+    pub bytes: Vec<u8>,
+}
+
+/// A record held back for lateness.
+#[derive(Debug)]
+struct Held {
+    bytes: Box<[u8]>,
+    msgpack: bool,
+}
+
+/// The record being evaluated, when the caller has it.
+#[derive(Debug, Clone, Copy)]
+enum Rec<'r> {
+    Json(&'r [u8]),
+    Msgpack(&'r [u8]),
 }
 
 /// A streaming detector for one rule. One caller at a time; build one per
@@ -212,6 +280,17 @@ pub struct Detector {
     /// Buffers reused from record to record, and the fast path's field table
     /// (see [`Detector::process`]).
     scratch: Scratch,
+    lateness_ms: i64,
+    max_future_ms: i64,
+    /// Events held back for lateness, by time then arrival.
+    held: HostQueue<Held>,
+    held_caps: Caps,
+    /// The latest time of an accepted stage event (lateness watermark).
+    max_seen: Option<i64>,
+    /// The time of the last event released to the engine.
+    frontier: Option<i64>,
+    alerts: VecDeque<StandaloneAlert>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 /// What [`Detector::process`] and [`Detector::process_msgpack`] keep from one
@@ -273,7 +352,17 @@ impl Detector {
         let exceptions = Exceptions::compile(&config.exception_items(), &mut table, &rule.compiled().ip_slots);
         let q = rule.compiled();
         let maxspan_ms = if q.is_sequence { config.maxspan_ms.or(q.maxspan_ms) } else { q.maxspan_ms };
-        let state = SequenceState::new(maxspan_ms, config.max_pending_sequences);
+        let caps = Caps {
+            total: config.max_pending_sequences,
+            per_host: config.max_pending_per_host,
+            bytes: config.max_state_bytes,
+        };
+        let state = SequenceState::new(maxspan_ms, caps);
+        let held_caps = Caps {
+            total: config.max_held_events,
+            per_host: config.max_pending_per_host,
+            bytes: config.max_state_bytes,
+        };
         Detector {
             rule,
             table,
@@ -289,6 +378,14 @@ impl Detector {
             identity_slots,
             maxspan_ms,
             scratch: Scratch::default(),
+            lateness_ms: config.max_lateness_ms.min(i64::MAX as u64) as i64,
+            max_future_ms: config.max_future_ms.min(i64::MAX as u64) as i64,
+            held: HostQueue::default(),
+            held_caps,
+            max_seen: None,
+            frontier: None,
+            alerts: VecDeque::new(),
+            hasher: Default::default(),
         }
     }
 
@@ -312,9 +409,53 @@ impl Detector {
     pub fn stats(&self) -> Stats {
         let mut s = self.stats;
         s.expired_by_maxspan = self.state.expired;
-        s.evicted_by_cap = self.state.evicted;
+        s.evicted_by_cap = self.state.evicted.total;
+        s.evicted_by_host_cap = self.state.evicted.per_host;
+        s.evicted_by_bytes = self.state.evicted.bytes;
         s.pending = self.state.len() as u64;
+        s.held = self.held.len() as u64;
         s
+    }
+
+    /// Estimated bytes of the state held (partial sequences and held
+    /// events): what `max_state_bytes` limits, each part on its own.
+    pub fn state_bytes(&self) -> usize {
+        self.state.bytes() + self.held.bytes()
+    }
+
+    /// The next standalone alert record, oldest first. Standalone alerts
+    /// come only with `max_lateness` > 0: the completing record had already
+    /// gone on when the sequence completed. Collect them after each call
+    /// (and after [`Detector::finish`]) and forward them after the record.
+    pub fn take_alert(&mut self) -> Option<StandaloneAlert> {
+        self.alerts.pop_front()
+    }
+
+    /// Put alerts taken with [`Detector::take_alert`] back at the front of
+    /// the queue, in their order.
+    pub fn requeue_alerts(&mut self, alerts: Vec<StandaloneAlert>) {
+        for a in alerts.into_iter().rev() {
+            self.alerts.push_front(a);
+        }
+    }
+
+    /// Standalone alerts waiting to be collected.
+    pub fn queued_alerts(&self) -> usize {
+        self.alerts.len()
+    }
+
+    /// End of stream: release every held event to the engine, in time
+    /// order, as if the watermark had moved past them all. Returns how many
+    /// were released; their alerts are then waiting in [`Detector::take_alert`].
+    /// The detector stays usable (later events are judged against the
+    /// released ones' times).
+    pub fn finish(&mut self) -> u64 {
+        let mut n = 0;
+        while let Some((_, id)) = self.held.first() {
+            self.release(id, None);
+            n += 1;
+        }
+        n
     }
 
     /// The latest event time seen (ms since the epoch).
@@ -326,7 +467,7 @@ impl Detector {
     /// watermark. Safe at any time.
     pub fn flush(&mut self) -> FlushReport {
         let expired = self.state.expire();
-        FlushReport { expired, pending: self.state.len() as u64 }
+        FlushReport { expired, pending: self.state.len() as u64, alerts: self.alerts.len() as u64 }
     }
 
     /// Evaluate one JSON record.
@@ -358,7 +499,7 @@ impl Detector {
             return Ok(Verdict::Unchanged);
         }
         let evaluated = match self.table.extract(record, &mut fields) {
-            Ok(()) => self.evaluate(&fields),
+            Ok(()) => self.evaluate_rec(&fields, Some(Rec::Json(record))),
             Err(e) => Err(self.count_extract_error(e)),
         };
         self.scratch.fields.put_back(fields);
@@ -401,7 +542,7 @@ impl Detector {
             return Ok(Verdict::Unchanged);
         }
         let evaluated = match crate::msgpack::extract(&self.table, body, &mut fields) {
-            Ok(()) => self.evaluate(&fields),
+            Ok(()) => self.evaluate_rec(&fields, Some(Rec::Msgpack(body))),
             Err(e) => Err(self.count_extract_error(e)),
         };
         self.scratch.fields.put_back(fields);
@@ -442,14 +583,139 @@ impl Detector {
     /// The core: run the rule on one record's fields (read with
     /// [`Detector::field_table`]) and return the alert fields to write into it
     /// when it completes a sequence. Counts everything but `records`,
-    /// `annotated` and read errors, which belong to the caller.
+    /// `annotated` and read errors, which belong to the caller. Without the
+    /// record's bytes nothing can be held back, so this evaluates at once
+    /// even with `max_lateness` > 0; use [`Detector::process`] for that.
     pub fn evaluate(&mut self, fields: &Fields) -> Result<Option<Map<String, Value>>, RecordError> {
-        let q: &CompiledQuery = self.rule.compiled();
-        let matched: Vec<usize> =
-            (0..q.stages.len()).filter(|&i| q.stages[i].matches(fields, q.category_slot)).collect();
+        self.evaluate_rec(fields, None)
+    }
+
+    fn evaluate_rec(&mut self, fields: &Fields, rec: Option<Rec>) -> Result<Option<Map<String, Value>>, RecordError> {
+        let Some((matched, t)) = self.classify(fields)? else {
+            return Ok(None);
+        };
+        let rec = match rec {
+            Some(r) if self.lateness_ms > 0 && self.rule.compiled().stages.len() > 1 => r,
+            _ => {
+                self.state.observe(t);
+                let seq = self.engine(fields, t, &matched);
+                return Ok(seq.map(|seq| self.completed(&seq, fields)));
+            }
+        };
+        // Held back for lateness.
+        let late_by_frontier = self.frontier.is_some_and(|f| t < f);
+        let late_by_watermark = self.max_seen.is_some_and(|m| t < m.saturating_sub(self.lateness_ms));
+        if late_by_frontier || late_by_watermark {
+            self.stats.late += 1;
+            return Ok(None);
+        }
+        self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
+        let (bytes, msgpack) = match rec {
+            Rec::Json(b) => (b, false),
+            Rec::Msgpack(b) => (b, true),
+        };
+        let host = self.host_of(fields);
+        let size = bytes.len() + HELD_OVERHEAD_BYTES;
+        // Caps: release the oldest held events early (counted) to make room.
+        while self.held.host_count(host) >= self.held_caps.per_host {
+            let Some(id) = self.held.host_oldest(host) else { break };
+            self.stats.held_forced += 1;
+            self.release(id, None);
+        }
+        while self.held.len() >= self.held_caps.total
+            || (!self.held.is_empty() && self.held.bytes() + size > self.held_caps.bytes)
+        {
+            let Some((_, id)) = self.held.first() else { break };
+            self.stats.held_forced += 1;
+            self.release(id, None);
+        }
+        let this = self.held.insert(host, t, size, Held { bytes: bytes.into(), msgpack });
+        let ready = self.max_seen.unwrap_or(t).saturating_sub(self.lateness_ms);
+        let mut inline = None;
+        while let Some((tr, id)) = self.held.first() {
+            if tr > ready {
+                break;
+            }
+            let current = (id == this).then_some(fields);
+            if let Some(alert) = self.release(id, current) {
+                inline = Some(alert);
+            }
+        }
+        Ok(inline)
+    }
+
+    /// Release a held event to the engine. When it is the record being
+    /// evaluated (`current` holds its fields) its alert is returned, to be
+    /// written into it; otherwise an alert leaves as a standalone record.
+    fn release(&mut self, id: Id, current: Option<&Fields>) -> Option<Map<String, Value>> {
+        let (t, held) = self.held.remove(id)?;
+        self.frontier = Some(self.frontier.map_or(t, |f| f.max(t)));
+        if let Some(fields) = current {
+            let matched = self.stages_matching(fields);
+            self.state.observe(t);
+            let seq = self.engine(fields, t, &matched)?;
+            return Some(self.completed(&seq, fields));
+        }
+        let mut fields = Fields::new();
+        let read = if held.msgpack {
+            crate::msgpack::extract(&self.table, &held.bytes, &mut fields)
+        } else {
+            self.table.extract(&held.bytes, &mut fields)
+        };
+        read.ok()?;
+        let matched = self.stages_matching(&fields);
+        self.state.observe(t);
+        let seq = self.engine(&fields, t, &matched)?;
+        let alert = self.completed(&seq, &fields);
+        let mut out = Vec::new();
+        let merged = if held.msgpack {
+            crate::msgpack::merge(&held.bytes, alert, &mut out)
+        } else {
+            merge(&held.bytes, alert, &mut out)
+        };
+        if merged.is_err() {
+            self.stats.annotate_failed += 1;
+            return None;
+        }
+        if self.alerts.len() >= MAX_QUEUED_ALERTS {
+            self.alerts.pop_front();
+            self.stats.alerts_dropped += 1;
+        }
+        self.stats.standalone_alerts += 1;
+        self.alerts.push_back(StandaloneAlert { msgpack: held.msgpack, bytes: out });
+        None
+    }
+
+    fn stages_matching(&self, fields: &Fields) -> Vec<usize> {
+        let q = self.rule.compiled();
+        (0..q.stages.len()).filter(|&i| q.stages[i].matches(fields, q.category_slot)).collect()
+    }
+
+    /// A hash of the event's host (the sequence's own `by` fields, e.g.
+    /// `host.id`), for per-host caps; 0 when the rule has none.
+    fn host_of(&self, fields: &Fields) -> u64 {
+        let q = self.rule.compiled();
+        if q.host_keys == 0 {
+            return 0;
+        }
+        let mut h = Hasher::new();
+        for &slot in q.stages[0].keys.iter().take(q.host_keys) {
+            match fields.get(slot).find_map(|v| v.keyword()) {
+                Some(k) => h.write(k.as_bytes()),
+                None => h.write(&[0xff]),
+            }
+        }
+        self.hasher.hash_one(h.finish())
+    }
+
+    /// Which stages the event matches and its time, or `None` when it is to
+    /// be ignored (no stage, invalid IP, excluded, timestamp in the future).
+    fn classify(&mut self, fields: &Fields) -> Result<Option<(Vec<usize>, i64)>, RecordError> {
+        let matched = self.stages_matching(fields);
         if matched.is_empty() {
             return Ok(None);
         }
+        let q = self.rule.compiled();
         if !q.ips_valid(fields) {
             self.stats.invalid_ip += 1;
             return Ok(None);
@@ -466,10 +732,27 @@ impl Detector {
             self.stats.bad_timestamp += 1;
             return Err(RecordError::BadTimestamp);
         };
-        self.state.observe(t);
+        if t > now_ms().saturating_add(self.max_future_ms) {
+            self.stats.future_timestamp += 1;
+            return Ok(None);
+        }
+        Ok(Some((matched, t)))
+    }
+
+    /// A completed sequence's alert fields.
+    fn completed(&mut self, seq: &Partial, fields: &Fields) -> Map<String, Value> {
+        self.stats.sequences_completed += 1;
+        self.build_alert(seq, fields)
+    }
+
+    /// The sequence engine: apply one event (matching `matched` stages, at
+    /// time `t`, the watermark already advanced) to the state; the first
+    /// sequence it completes, if any.
+    fn engine(&mut self, fields: &Fields, t: i64, matched: &[usize]) -> Option<Partial> {
         let rule = self.rule.clone();
         let q = rule.compiled();
         let n = q.stages.len();
+        let host = if n > 1 { self.host_of(fields) } else { 0 };
         let mut completed: Vec<Partial> = Vec::new();
         let mut this_event: Option<StageEvent> = None;
         // Later stages first, so an event never pairs with itself.
@@ -503,7 +786,7 @@ impl Detector {
                 if k == 0 {
                     let ev = ev!();
                     encode_key(&mut self.key, 0, parts);
-                    match self.state.put(&self.key, Partial { events: vec![ev] }) {
+                    match self.state.put(&self.key, host, Partial { events: vec![ev] }) {
                         Put::Inserted => {}
                         Put::Replaced => self.stats.replaced += 1,
                         Put::KeptNewer => self.stats.out_of_order += 1,
@@ -522,7 +805,7 @@ impl Detector {
                             completed.push(p);
                         } else {
                             encode_key(&mut self.key, k, parts);
-                            if self.state.put(&self.key, p) == Put::Replaced {
+                            if self.state.put(&self.key, host, p) == Put::Replaced {
                                 self.stats.replaced += 1;
                             }
                         }
@@ -530,11 +813,7 @@ impl Detector {
                 }
             }
         }
-        let Some(seq) = completed.into_iter().next() else {
-            return Ok(None);
-        };
-        self.stats.sequences_completed += 1;
-        Ok(Some(self.build_alert(&seq, fields)))
+        completed.into_iter().next()
     }
 
     /// What this event contributes to an alert.
@@ -643,6 +922,16 @@ fn insert_path(m: &mut Map<String, Value>, path: &str, v: Value) {
         _ => {
             m.insert(path.to_string(), v);
         }
+    }
+}
+
+/// Estimated bytes of a held event beyond its record (for `max_state_bytes`).
+pub const HELD_OVERHEAD_BYTES: usize = 120;
+
+fn now_ms() -> i64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_millis().min(i64::MAX as u128) as i64,
+        Err(_) => 0,
     }
 }
 

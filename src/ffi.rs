@@ -71,7 +71,7 @@
 use crate::config::{Config, ConfigError, LoadError};
 use crate::detector::{Detector, RecordError, Stats, Verdict};
 use crate::eql::RuleError;
-use crate::msgpack::filter_chunk;
+use crate::standalone::{append_record, filter_chunk_and_alerts};
 use crate::rule::{meta_for_file, Rule};
 use std::any::Any;
 use std::ffi::{c_char, CStr, CString};
@@ -85,10 +85,10 @@ use std::ptr;
 pub const APTNC_ABI_VERSION: u32 = 1;
 
 /// The current layout version of aptnc_stats (see its `version` field).
-pub const APTNC_STATS_VERSION: u32 = 1;
+pub const APTNC_STATS_VERSION: u32 = 2;
 
 /// The current layout version of aptnc_flush_report (see its `version` field).
-pub const APTNC_FLUSH_REPORT_VERSION: u32 = 1;
+pub const APTNC_FLUSH_REPORT_VERSION: u32 = 2;
 
 /// The result of a call. A uint32_t in C; the numbers are fixed forever and
 /// new statuses are only ever added at the end. Use aptnc_status_str() for
@@ -146,6 +146,8 @@ pub struct aptnc_detector {
     det: Detector,
     /// The last annotated chunk from aptnc_filter_msgpack.
     chunk: Vec<u8>,
+    /// The standalone alerts last handed over by aptnc_flush / aptnc_finish.
+    alerts: Vec<u8>,
     /// Set when a call panicked: the state may be inconsistent.
     poisoned: bool,
 }
@@ -221,6 +223,20 @@ pub struct aptnc_stats {
     pub pending: u64,
     /// Events excluded by an exception item (all items together).
     pub excluded: u64,
+    /// Partial sequences evicted by max_pending_per_host (version 2 on).
+    pub evicted_by_host_cap: u64,
+    /// Partial sequences evicted by max_state_bytes.
+    pub evicted_by_bytes: u64,
+    /// Stage events ignored: @timestamp more than max_future ahead of the clock.
+    pub future_timestamp: u64,
+    /// Events held back for max_lateness now.
+    pub held: u64,
+    /// Held events released early because a cap was reached.
+    pub held_forced: u64,
+    /// Alerts produced as standalone alert records.
+    pub standalone_alerts: u64,
+    /// Standalone alerts dropped because too many waited to be collected.
+    pub alerts_dropped: u64,
 }
 
 /// What aptnc_flush() did. Extensible like aptnc_stats: set `size` to
@@ -237,14 +253,22 @@ pub struct aptnc_flush_report {
     pub expired: u64,
     /// Partial sequences still held.
     pub pending: u64,
-    /// Alert records produced outside a filter call, as newline-delimited
-    /// JSON (each record ends with '\n'), to be forwarded by the host. Always
-    /// empty in this version (`alerts_len` is 0), kept so that rules able to
-    /// alert on expiry can be added without an ABI change. Never NULL; owned
-    /// by the detector, valid until the next call on it.
+    /// Standalone alert records (only with max_lateness > 0: a sequence
+    /// completed after its last record had gone on), to be forwarded by the
+    /// host after the records it has: the alerts of JSON records as
+    /// newline-delimited JSON (each ends with '\n'), those of aptnc_filter()
+    /// calls; aptnc_filter_msgpack() appends its alerts to the next chunk
+    /// itself, and only aptnc_finish() hands over those still waiting, here,
+    /// as Fluent Bit records `[[time, {}], map]` (a detector normally sees
+    /// one format; with both, the JSON ones come first). Handed over once: a later call does not repeat them. Never
+    /// NULL; owned by the detector, valid until the next call on it.
     pub alerts: *const u8,
     /// Length of `alerts` in bytes.
     pub alerts_len: usize,
+    /// Number of records in `alerts` (version 2 on).
+    pub alert_count: u64,
+    /// Events still held back for max_lateness.
+    pub held: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -709,7 +733,7 @@ pub unsafe extern "C" fn aptnc_init(
             Some(r) => Detector::with_rule(r.rule.clone(), &cfg),
             None => Detector::new(&cfg)?,
         };
-        let boxed = Box::new(aptnc_detector { det, chunk: Vec::new(), poisoned: false });
+        let boxed = Box::new(aptnc_detector { det, chunk: Vec::new(), alerts: Vec::new(), poisoned: false });
         // SAFETY: `detector` is non-NULL and points to a writable `aptnc_detector *`.
         unsafe { *detector = Box::into_raw(boxed) };
         Ok(())
@@ -818,9 +842,9 @@ pub unsafe extern "C" fn aptnc_filter_msgpack(
             return aptnc_status::NullParameter;
         };
         d.chunk.clear();
-        match filter_chunk(&mut d.det, chunk, &mut d.chunk) {
+        match filter_chunk_and_alerts(&mut d.det, chunk, &mut d.chunk) {
             // An empty chunk handed back as "modified" would drop every record.
-            Ok(outcome) if outcome.annotated > 0 && !d.chunk.is_empty() => {
+            Ok((outcome, standalone)) if (outcome.annotated > 0 || standalone > 0) && !d.chunk.is_empty() => {
                 // SAFETY: both are non-NULL and writable (checked above).
                 unsafe {
                     *out = d.chunk.as_ptr();
@@ -836,8 +860,10 @@ pub unsafe extern "C" fn aptnc_filter_msgpack(
 
 /// Drop the partial sequences that can no longer complete at the current
 /// event-time watermark (the latest `@timestamp` seen; never the wall
-/// clock), and report. Safe to call at any time, e.g. from the host's
-/// periodic flush.
+/// clock), hand over the standalone alerts waiting (`report->alerts`), and
+/// report. Safe to call at any time, e.g. from the host's periodic flush;
+/// with max_lateness > 0, call it after aptnc_filter() calls to collect
+/// alerts (aptnc_get_stats()'s `standalone_alerts` tells when some came).
 ///
 /// `report`: set `report->size = sizeof(aptnc_flush_report)` first; a size
 /// below 8 gives APTNC_STATUS_INVALID_ARGUMENT and nothing is done. On
@@ -850,6 +876,25 @@ pub unsafe extern "C" fn aptnc_filter_msgpack(
 /// at least `report->size` writable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn aptnc_flush(detector: *mut aptnc_detector, report: *mut aptnc_flush_report) -> aptnc_status {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { flush_or_finish(detector, report, false) }
+}
+
+/// End of stream: release every event held back for max_lateness (as if
+/// event time had moved past them all), then do what aptnc_flush() does, so
+/// `report->alerts` holds every alert still to come. Call it before
+/// aptnc_free() when the stream ends; nothing is lost. With max_lateness 0
+/// it is aptnc_flush(). The detector stays usable.
+///
+/// # Safety
+/// As for aptnc_flush().
+#[no_mangle]
+pub unsafe extern "C" fn aptnc_finish(detector: *mut aptnc_detector, report: *mut aptnc_flush_report) -> aptnc_status {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { flush_or_finish(detector, report, true) }
+}
+
+unsafe fn flush_or_finish(detector: *mut aptnc_detector, report: *mut aptnc_flush_report, finish: bool) -> aptnc_status {
     with_detector(detector, |d| {
         if report.is_null() {
             return aptnc_status::NullParameter;
@@ -858,14 +903,38 @@ pub unsafe extern "C" fn aptnc_flush(detector: *mut aptnc_detector, report: *mut
         if (unsafe { ptr::read(report as *const u32) } as usize) < SIZED_HEADER {
             return aptnc_status::InvalidArgument;
         }
+        if finish {
+            d.det.finish();
+        }
         let r = d.det.flush();
+        d.alerts.clear();
+        let mut count = 0u64;
+        let mut keep = Vec::new();
+        let now = std::time::SystemTime::now();
+        while let Some(a) = d.det.take_alert() {
+            if a.msgpack {
+                if finish {
+                    append_record(&mut d.alerts, &a.bytes, now);
+                    count += 1;
+                } else {
+                    keep.push(a);
+                }
+                continue;
+            }
+            d.alerts.extend_from_slice(&a.bytes);
+            d.alerts.push(b'\n');
+            count += 1;
+        }
+        d.det.requeue_alerts(keep);
         let value = aptnc_flush_report {
             size: size_of::<aptnc_flush_report>() as u32,
             version: APTNC_FLUSH_REPORT_VERSION,
             expired: r.expired,
             pending: r.pending,
-            alerts: NO_ALERTS.as_ptr(),
-            alerts_len: 0,
+            alerts: if d.alerts.is_empty() { NO_ALERTS.as_ptr() } else { d.alerts.as_ptr() },
+            alerts_len: d.alerts.len(),
+            alert_count: count,
+            held: d.det.stats().held,
         };
         // SAFETY: as above.
         unsafe { write_sized(report, &value) }
@@ -921,6 +990,13 @@ fn stats_of(s: &Stats) -> aptnc_stats {
         annotate_failed: s.annotate_failed,
         pending: s.pending,
         excluded: s.excluded,
+        evicted_by_host_cap: s.evicted_by_host_cap,
+        evicted_by_bytes: s.evicted_by_bytes,
+        future_timestamp: s.future_timestamp,
+        held: s.held,
+        held_forced: s.held_forced,
+        standalone_alerts: s.standalone_alerts,
+        alerts_dropped: s.alerts_dropped,
     }
 }
 
@@ -1112,6 +1188,8 @@ mod tests {
             pending: 9,
             alerts: ptr::null(),
             alerts_len: 9,
+            alert_count: 9,
+            held: 9,
         };
         assert_eq!(unsafe { aptnc_flush(d, &mut r) }, aptnc_status::Ok);
         assert_eq!((r.version, r.expired, r.pending, r.alerts_len), (APTNC_FLUSH_REPORT_VERSION, 0, 0, 0));

@@ -57,7 +57,8 @@
 use crate::config::{Config, LoadError, KEYS};
 use crate::detector::Detector;
 use crate::ffi::{c_string, guard, Panicked};
-use crate::msgpack::{filter_chunk, ChunkError};
+use crate::msgpack::ChunkError;
+use crate::standalone::filter_chunk_and_alerts;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::io::Write;
 use std::ptr;
@@ -334,10 +335,12 @@ pub struct Counters {
     pub internal_errors: u64,
     /// Chunks passed on untouched because an earlier panic poisoned the instance.
     pub skipped_poisoned: u64,
+    /// Standalone alert records appended to chunks (`max_lateness` > 0).
+    pub standalone_alerts: u64,
 }
 
 impl Counters {
-    fn fields(&self) -> [(&'static str, u64); 8] {
+    fn fields(&self) -> [(&'static str, u64); 9] {
         [
             ("chunks", self.chunks),
             ("modified", self.modified),
@@ -347,6 +350,7 @@ impl Counters {
             ("alloc_failed", self.alloc_failed),
             ("internal_errors", self.internal_errors),
             ("skipped_poisoned", self.skipped_poisoned),
+            ("standalone_alerts", self.standalone_alerts),
         ]
     }
 }
@@ -408,7 +412,7 @@ impl Context {
             if force {
                 panic!("forced panic (test)");
             }
-            filter_chunk(det, chunk, out)
+            filter_chunk_and_alerts(det, chunk, out)
         });
         match result {
             Err(Panicked(msg)) => {
@@ -430,9 +434,10 @@ impl Context {
                 }
                 None
             }
-            Ok(Ok(outcome)) => {
+            Ok(Ok((outcome, standalone))) => {
                 st.counters.record_errors += outcome.errors;
-                if outcome.annotated == 0 || st.out.is_empty() {
+                st.counters.standalone_alerts += standalone;
+                if (outcome.annotated == 0 && standalone == 0) || st.out.is_empty() {
                     return None;
                 }
                 let len = st.out.len();
@@ -443,7 +448,7 @@ impl Context {
                     if worth_logging(st.counters.alloc_failed) {
                         self.log.error(&format!(
                             "cannot allocate {len} bytes for an annotated chunk: {} alert(s) lost, records passed through unchanged",
-                            outcome.annotated
+                            outcome.annotated + standalone
                         ));
                     }
                     None

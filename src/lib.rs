@@ -36,11 +36,13 @@ pub mod exceptions;
 pub mod ffi;
 #[allow(unsafe_code)]
 pub mod fluentbit;
+pub mod hostq;
 pub mod ip;
 pub mod msgpack;
 pub mod rule;
 pub mod rule_file;
 pub mod sequence;
+pub mod standalone;
 pub mod time;
 
 pub use config::{Config, ConfigError, LoadError};

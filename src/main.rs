@@ -164,7 +164,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    if let Err(e) = out.flush() {
+    // End of stream: events held back for max_lateness are released now;
+    // their alerts follow the last record.
+    det.finish();
+    if let Err(e) = write_alerts(&mut det, &mut out).and_then(|_| out.flush()) {
         eprintln!("apt-netcon: writing output: {e}");
         return ExitCode::from(1);
     }
@@ -174,6 +177,15 @@ fn main() -> ExitCode {
         run.report(&det);
     }
     status
+}
+
+/// Write the standalone alert records waiting, one JSON line each.
+fn write_alerts(det: &mut Detector, out: &mut impl Write) -> io::Result<()> {
+    while let Some(a) = det.take_alert() {
+        out.write_all(&a.bytes)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 struct Run {
@@ -224,6 +236,11 @@ impl Run {
                     out.write_all(&line)?;
                 }
             }
+            // Standalone alerts (max_lateness > 0) go right after the record
+            // whose arrival released them: in stream position.
+            if det.queued_alerts() > 0 {
+                write_alerts(det, out)?;
+            }
             if self.progress && lineno % 4096 == 0 && self.last_progress.elapsed() >= Duration::from_secs(1) {
                 self.last_progress = Instant::now();
                 let s = det.stats();
@@ -248,7 +265,11 @@ impl Run {
         let secs = self.started.elapsed().as_secs_f64();
         eprintln!(
             "apt-netcon: {} records ({} empty lines) in {:.2} s, {} alerts, {} passed through unread (errors)",
-            s.records, self.empty, secs, s.annotated, s.errors()
+            s.records,
+            self.empty,
+            secs,
+            s.annotated + s.standalone_alerts,
+            s.errors()
         );
         if self.bad > REPORT_FIRST_ERRORS {
             eprintln!("apt-netcon: {} more bad records not shown", self.bad - REPORT_FIRST_ERRORS);

@@ -15,7 +15,10 @@
 //!   complete and is dropped (`expired`); the number held is capped, the
 //!   oldest start being evicted first (`evicted`).
 
-use std::collections::{BTreeMap, HashMap};
+use crate::hostq::{HostQueue, Id};
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 /// What a completed stage contributes to the alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,13 +44,14 @@ impl Partial {
     pub fn last(&self) -> i64 {
         self.events.last().map(|e| e.time).unwrap_or(i64::MIN)
     }
+    fn bytes(&self) -> usize {
+        self.events.iter().map(|e| std::mem::size_of::<StageEvent>() + e.info.len()).sum()
+    }
 }
 
-#[derive(Debug)]
-struct Slot {
-    partial: Partial,
-    serial: u64,
-}
+/// Bookkeeping per partial sequence beyond its key and events (hash-table
+/// slots, time index, per-host links), for the `max_state_bytes` estimate.
+pub const ENTRY_OVERHEAD_BYTES: usize = 160;
 
 /// Result of [`SequenceState::take`].
 #[derive(Debug, PartialEq, Eq)]
@@ -74,42 +78,81 @@ pub enum Put {
     Stale,
 }
 
-/// Bounded partial-sequence state.
+/// Limits on what [`SequenceState`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Partial sequences in total.
+    pub total: usize,
+    /// Partial sequences of one host.
+    pub per_host: usize,
+    /// Estimated bytes of all partial sequences.
+    pub bytes: usize,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Caps { total: usize::MAX, per_host: usize::MAX, bytes: usize::MAX }
+    }
+}
+
+/// Why partial sequences were evicted, by cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evictions {
+    pub total: u64,
+    pub per_host: u64,
+    pub bytes: u64,
+}
+
+/// Bounded partial-sequence state. Each key is stored once (in its entry);
+/// the index maps a keyed hash of it to the entry.
 #[derive(Debug)]
 pub struct SequenceState {
     maxspan_ms: Option<i64>,
-    cap: usize,
-    slots: HashMap<Box<[u8]>, Slot>,
-    order: BTreeMap<(i64, u64), Box<[u8]>>,
-    serial: u64,
+    caps: Caps,
+    queue: HostQueue<(Box<[u8]>, Partial)>,
+    index: HashMap<u64, Id>,
+    /// Entries whose key hash collides with the one in `index`.
+    overflow: HashMap<u64, Vec<Id>>,
+    hasher: RandomState,
     watermark: Option<i64>,
     /// Dropped because they could no longer complete.
     pub expired: u64,
-    /// Evicted by the cap.
-    pub evicted: u64,
+    /// Evicted by a cap.
+    pub evicted: Evictions,
 }
 
 impl SequenceState {
-    pub fn new(maxspan_ms: Option<u64>, cap: usize) -> Self {
+    pub fn new(maxspan_ms: Option<u64>, caps: Caps) -> Self {
         SequenceState {
             maxspan_ms: maxspan_ms.map(|m| m.min(i64::MAX as u64) as i64),
-            cap: cap.max(1),
-            slots: HashMap::new(),
-            order: BTreeMap::new(),
-            serial: 0,
+            caps: Caps { total: caps.total.max(1), per_host: caps.per_host.max(1), bytes: caps.bytes },
+            queue: HostQueue::default(),
+            index: HashMap::new(),
+            overflow: HashMap::new(),
+            hasher: RandomState::new(),
             watermark: None,
             expired: 0,
-            evicted: 0,
+            evicted: Evictions::default(),
         }
     }
 
     /// Number of partial sequences held.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.queue.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.queue.is_empty()
+    }
+
+    /// Estimated bytes held (what `max_state_bytes` limits).
+    pub fn bytes(&self) -> usize {
+        self.queue.bytes()
+    }
+
+    /// Hosts with at least one partial sequence.
+    pub fn hosts(&self) -> usize {
+        self.queue.hosts()
     }
 
     /// The latest event time seen.
@@ -129,12 +172,11 @@ impl SequenceState {
     pub fn expire(&mut self) -> u64 {
         let (Some(span), Some(w)) = (self.maxspan_ms, self.watermark) else { return 0 };
         let mut n = 0;
-        while let Some((&(t0, _), _)) = self.order.first_key_value() {
+        while let Some((t0, id)) = self.queue.first() {
             if t0.saturating_add(span) >= w {
                 break;
             }
-            let (_, key) = self.order.pop_first().unwrap();
-            self.slots.remove(&key);
+            self.remove_id(id);
             n += 1;
         }
         self.expired += n;
@@ -145,46 +187,88 @@ impl SequenceState {
         matches!((self.maxspan_ms, self.watermark), (Some(s), Some(w)) if t0.saturating_add(s) < w)
     }
 
+    fn find(&self, h: u64, key: &[u8]) -> Option<Id> {
+        let id = *self.index.get(&h)?;
+        if self.queue.get(id).is_some_and(|(k, _)| &**k == key) {
+            return Some(id);
+        }
+        self.overflow.get(&h)?.iter().copied().find(|&id| self.queue.get(id).is_some_and(|(k, _)| &**k == key))
+    }
+
+    fn remove_id(&mut self, id: Id) -> Option<Partial> {
+        let (_, (key, partial)) = self.queue.remove(id)?;
+        let h = self.hasher.hash_one(&*key);
+        if self.index.get(&h) == Some(&id) {
+            match self.overflow.get_mut(&h).and_then(|v| v.pop()) {
+                Some(next) => {
+                    self.index.insert(h, next);
+                    if self.overflow.get(&h).is_some_and(|v| v.is_empty()) {
+                        self.overflow.remove(&h);
+                    }
+                }
+                None => {
+                    self.index.remove(&h);
+                }
+            }
+        } else if let Some(v) = self.overflow.get_mut(&h) {
+            v.retain(|&x| x != id);
+            if v.is_empty() {
+                self.overflow.remove(&h);
+            }
+        }
+        Some(partial)
+    }
+
     /// Take the partial sequence waiting under `key` for an event at time `t`.
     pub fn take(&mut self, key: &[u8], t: i64) -> Take {
-        match self.slots.get(key) {
-            None => return Take::Nothing,
-            Some(s) if s.partial.last() > t => return Take::NotBefore,
-            Some(_) => {}
+        let h = self.hasher.hash_one(key);
+        let Some(id) = self.find(h, key) else { return Take::Nothing };
+        if self.queue.get(id).is_some_and(|(_, p)| p.last() > t) {
+            return Take::NotBefore;
         }
-        let (key, slot) = self.slots.remove_entry(key).unwrap();
-        self.order.remove(&(slot.partial.start(), slot.serial));
-        drop(key);
+        let partial = self.remove_id(id).expect("indexed entry exists");
         match self.maxspan_ms {
-            Some(span) if t.saturating_sub(slot.partial.start()) > span => Take::TooLate,
-            _ => Take::Matched(slot.partial),
+            Some(span) if t.saturating_sub(partial.start()) > span => Take::TooLate,
+            _ => Take::Matched(partial),
         }
     }
 
-    /// Store `partial` under `key`.
-    pub fn put(&mut self, key: &[u8], partial: Partial) -> Put {
+    /// Store `partial` under `key`, for `host` (a hash of the key's host
+    /// part; see [`crate::compile::CompiledQuery::host_keys`]).
+    pub fn put(&mut self, key: &[u8], host: u64, partial: Partial) -> Put {
         if self.is_stale(partial.start()) {
             return Put::Stale;
         }
+        let h = self.hasher.hash_one(key);
         let mut result = Put::Inserted;
-        if let Some(old) = self.slots.get(key) {
-            if old.partial.last() > partial.last() {
+        if let Some(id) = self.find(h, key) {
+            if self.queue.get(id).is_some_and(|(_, old)| old.last() > partial.last()) {
                 return Put::KeptNewer;
             }
-            let k = (old.partial.start(), old.serial);
-            self.order.remove(&k);
-            self.slots.remove(key);
+            self.remove_id(id);
             result = Put::Replaced;
         }
-        while self.slots.len() >= self.cap {
-            let Some((_, k)) = self.order.pop_first() else { break };
-            self.slots.remove(&k);
-            self.evicted += 1;
+        let bytes = ENTRY_OVERHEAD_BYTES + key.len() + partial.bytes();
+        while self.queue.host_count(host) >= self.caps.per_host {
+            let Some(id) = self.queue.host_oldest(host) else { break };
+            self.remove_id(id);
+            self.evicted.per_host += 1;
         }
-        self.serial += 1;
-        let key: Box<[u8]> = key.into();
-        self.order.insert((partial.start(), self.serial), key.clone());
-        self.slots.insert(key, Slot { partial, serial: self.serial });
+        while self.queue.len() >= self.caps.total {
+            let Some((_, id)) = self.queue.first() else { break };
+            self.remove_id(id);
+            self.evicted.total += 1;
+        }
+        while !self.queue.is_empty() && self.queue.bytes() + bytes > self.caps.bytes {
+            let Some((_, id)) = self.queue.first() else { break };
+            self.remove_id(id);
+            self.evicted.bytes += 1;
+        }
+        let start = partial.start();
+        let id = self.queue.insert(host, start, bytes, (key.into(), partial));
+        if let Some(prev) = self.index.insert(h, id) {
+            self.overflow.entry(h).or_default().push(prev);
+        }
         result
     }
 }
@@ -193,49 +277,76 @@ impl SequenceState {
 mod tests {
     use super::*;
 
+    fn caps(total: usize) -> Caps {
+        Caps { total, ..Caps::default() }
+    }
+
     fn p(t: i64) -> Partial {
         Partial { events: vec![StageEvent { time: t, digest: t as u128, info: "{}".into() }] }
     }
 
     #[test]
     fn take_consumes_and_tests_span() {
-        let mut s = SequenceState::new(Some(5000), 10);
-        s.put(b"k", p(1000));
+        let mut s = SequenceState::new(Some(5000), caps(10));
+        s.put(b"k", 0, p(1000));
         assert_eq!(s.take(b"k", 6000), Take::Matched(p(1000)));
         assert_eq!(s.take(b"k", 6000), Take::Nothing);
-        s.put(b"k", p(1000));
+        s.put(b"k", 0, p(1000));
         assert_eq!(s.take(b"k", 6001), Take::TooLate);
         assert_eq!(s.take(b"k", 6001), Take::Nothing);
-        s.put(b"k", p(1000));
+        s.put(b"k", 0, p(1000));
         assert_eq!(s.take(b"k", 999), Take::NotBefore);
         assert_eq!(s.len(), 1);
     }
 
     #[test]
     fn newer_replaces_older_not_the_reverse() {
-        let mut s = SequenceState::new(Some(5000), 10);
-        assert_eq!(s.put(b"k", p(1000)), Put::Inserted);
-        assert_eq!(s.put(b"k", p(2000)), Put::Replaced);
-        assert_eq!(s.put(b"k", p(1500)), Put::KeptNewer);
-        assert_eq!(s.put(b"k", p(2000)), Put::Replaced);
+        let mut s = SequenceState::new(Some(5000), caps(10));
+        assert_eq!(s.put(b"k", 0, p(1000)), Put::Inserted);
+        assert_eq!(s.put(b"k", 0, p(2000)), Put::Replaced);
+        assert_eq!(s.put(b"k", 0, p(1500)), Put::KeptNewer);
+        assert_eq!(s.put(b"k", 0, p(2000)), Put::Replaced);
         assert_eq!(s.len(), 1);
         assert_eq!(s.take(b"k", 2000), Take::Matched(p(2000)));
     }
 
     #[test]
     fn expiry_and_cap() {
-        let mut s = SequenceState::new(Some(5000), 3);
+        let mut s = SequenceState::new(Some(5000), caps(3));
         for (i, t) in [1000, 2000, 3000, 4000].iter().enumerate() {
-            s.put(&[i as u8], p(*t));
+            s.put(&[i as u8], 0, p(*t));
         }
         assert_eq!(s.len(), 3);
-        assert_eq!(s.evicted, 1);
+        assert_eq!(s.evicted.total, 1);
         assert_eq!(s.take(&[0], 4000), Take::Nothing);
         s.observe(7000); // 2000 + 5000 = 7000: still able to complete
         assert_eq!(s.len(), 3);
         s.observe(7001);
         assert_eq!(s.len(), 2);
         assert_eq!(s.expired, 1);
-        assert_eq!(s.put(b"x", p(1000)), Put::Stale);
+        assert_eq!(s.put(b"x", 0, p(1000)), Put::Stale);
+    }
+
+    #[test]
+    fn per_host_and_byte_caps_evict_oldest_first() {
+        let mut s = SequenceState::new(Some(5000), Caps { total: 100, per_host: 2, bytes: usize::MAX });
+        s.put(b"a1", 1, p(1000));
+        s.put(b"b1", 2, p(1100));
+        s.put(b"a2", 1, p(1200));
+        s.put(b"a3", 1, p(1300));
+        assert_eq!(s.evicted.per_host, 1);
+        assert_eq!(s.take(b"a1", 2000), Take::Nothing);
+        assert!(matches!(s.take(b"b1", 2000), Take::Matched(_)));
+        assert!(matches!(s.take(b"a2", 2000), Take::Matched(_)));
+        let one = ENTRY_OVERHEAD_BYTES + 2 + std::mem::size_of::<StageEvent>() + 2;
+        let mut s = SequenceState::new(Some(5000), Caps { total: 100, per_host: 100, bytes: 3 * one });
+        for i in 0..5u8 {
+            s.put(&[b'k', i], 0, p(1000 + i as i64));
+        }
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.evicted.bytes, 2);
+        assert!(s.bytes() <= 3 * one);
+        assert_eq!(s.take(&[b'k', 0], 2000), Take::Nothing);
+        assert!(matches!(s.take(&[b'k', 4], 2000), Take::Matched(_)));
     }
 }

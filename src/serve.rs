@@ -529,6 +529,11 @@ fn filter_line(det: &mut Detector, sh: &Shared, conn: u64, lineno: u64, line: &[
         }
     }
     out.extend_from_slice(term);
+    // Standalone alerts (max_lateness > 0) follow the record that released them.
+    while let Some(a) = det.take_alert() {
+        out.extend_from_slice(&a.bytes);
+        out.push(b'\n');
+    }
 }
 
 fn read_connection(sh: Arc<Shared>, mut s: Stream, conn: u64) {

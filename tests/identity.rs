@@ -199,8 +199,8 @@ fn cli_changes_exactly_the_completing_lines() {
     let mut records = s.records;
     // A sequence after everything else, its exec on a CRLF line and the
     // connection last, without a final newline.
-    let exec = br#"{"@timestamp":"2031-06-01T00:00:00.0000000Z","event":{"id":"planted-exec","category":["process"],"type":["start"],"action":"exec"},"host":{"id":"ffffffffffffffffffffffffffffffff","os":{"type":"linux"}},"process":{"name":"dash","args":["sh","-c","curl http://x"],"entity_id":"cGxhbnRlZA==","parent":{"name":"apt"}}}"#;
-    let conn = br#"{"@timestamp":"2031-06-01T00:00:05.0009999Z","event.id":"planted-conn","event.category":["network"],"event.type":["start"],"event.action":"connection_attempted","host.id":"ffffffffffffffffffffffffffffffff","host.os.type":"linux","destination.ip":"2001:db8::1","process.parent.entity_id":"cGxhbnRlZA=="}"#;
+    let exec = br#"{"@timestamp":"2025-06-01T00:00:00.0000000Z","event":{"id":"planted-exec","category":["process"],"type":["start"],"action":"exec"},"host":{"id":"ffffffffffffffffffffffffffffffff","os":{"type":"linux"}},"process":{"name":"dash","args":["sh","-c","curl http://x"],"entity_id":"cGxhbnRlZA==","parent":{"name":"apt"}}}"#;
+    let conn = br#"{"@timestamp":"2025-06-01T00:00:05.0009999Z","event.id":"planted-conn","event.category":["network"],"event.type":["start"],"event.action":"connection_attempted","host.id":"ffffffffffffffffffffffffffffffff","host.os.type":"linux","destination.ip":"2001:db8::1","process.parent.entity_id":"cGxhbnRlZA=="}"#;
     records.push(exec.to_vec());
     records.push(conn.to_vec());
     let mut lines = to_lines(records, 0xC1C1);

@@ -1113,7 +1113,7 @@ impl Gen {
             0 => ms_of(2023, 12, 31, 23, 59, 50, 0),
             1 => ms_of(2024, 2, 28, 23, 59, 52, 0),
             2 => ms_of(2024, 12, 31, 21, 59, 55, 500), // local midnight at +02:00
-            _ => ms_of(2020, 1, 1, 0, 0, 0, 0) + r.below(10 * 365 * 86_400_000) as i64,
+            _ => ms_of(2020, 1, 1, 0, 0, 0, 0) + r.below(6 * 365 * 86_400_000) as i64,
         };
         let dotted = if r.chance(500) { 0 } else { 300 };
         Gen { r, hosts, execs: Vec::new(), now, next_id: 0, seq: 0, dotted, opts }
@@ -1758,4 +1758,25 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
         Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
         Err(_) => default,
     }
+}
+
+/// Generate a stream of `n` records from exactly `n_hosts` hosts, their
+/// events interleaved in time order as a fleet's shipper or aggregator sees
+/// them (for the scale-out and threads tests). The same kinds of records as
+/// [`gen_stream`]: sequences, near misses, cross-host links, `host.id`
+/// written as a one-element array, in another case, as an object, null,
+/// empty or missing.
+pub fn gen_fleet_stream(seed: u64, n: usize, n_hosts: usize, opts: GenOpts) -> Stream {
+    let mut g = Gen::new(seed, opts, n_hosts.max(1));
+    let mut records = Vec::with_capacity(n);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (rec, label) = g.next();
+        records.push(rec);
+        labels.push(label);
+        if g.execs.len() > 64 {
+            g.execs.drain(..32);
+        }
+    }
+    Stream { records, labels }
 }
