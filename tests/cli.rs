@@ -131,3 +131,37 @@ fn missing_input_file_is_an_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8(out.stderr).unwrap().contains("cannot open"));
 }
+
+/// With `max_lateness`, the sample reversed (every event out of order) gives
+/// the sample's alerts as standalone records: every input line comes out
+/// unchanged, and the alerts follow (in stream position or at the end).
+#[test]
+fn max_lateness_turns_a_reversed_stream_into_standalone_alerts() {
+    let sample = sample();
+    let mut lines: Vec<&[u8]> = sample.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let inline = run(&["-q"], &sample);
+    let want: Vec<serde_json::Value> = String::from_utf8_lossy(&inline.stdout)
+        .lines()
+        .filter(|l| l.contains("\"kibana\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(want.len(), 2);
+    lines.reverse();
+    let mut reversed = lines.join(&b'\n');
+    reversed.push(b'\n');
+    let cfg = tmp("late.json", r#"{"max_lateness":"1d"}"#);
+    let out = run(&["-q", "--config", &cfg], &reversed);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(got.len(), lines.len() + 2, "every record plus two standalone alerts");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(got[i].as_bytes(), *l, "line {i} unchanged");
+    }
+    let mut alerts: Vec<serde_json::Value> = got[lines.len()..].iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let id = |v: &serde_json::Value| v["kibana"]["alert"]["uuid"].as_str().unwrap().to_string();
+    alerts.sort_by_key(id);
+    let mut want = want;
+    want.sort_by_key(id);
+    assert_eq!(alerts, want, "the same alerts, documents and all, as the time-sorted sample inline");
+}

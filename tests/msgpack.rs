@@ -616,3 +616,76 @@ fn msgpack_fuzzed_chunks_never_panic() {
     assert!(ok > 100 && malformed > 100, "ok {ok}, malformed {malformed}");
     assert!(annotated > 0, "some mutations keep the sequence");
 }
+
+// ---------------------------------------------------------------------------
+// Standalone alerts (max_lateness > 0) in the chunk path
+
+fn c_detector(config: &str) -> *mut apt_netcon::ffi::aptnc_detector {
+    use apt_netcon::ffi::*;
+    let mut d = std::ptr::null_mut();
+    let st = unsafe { aptnc_init(config.as_ptr(), config.len(), std::ptr::null(), &mut d, std::ptr::null_mut()) };
+    assert_eq!(st, aptnc_status::Ok);
+    d
+}
+
+/// With lateness, the network event arriving before its shell goes on
+/// unchanged in its chunk; the alert is appended, as a record of its own,
+/// to the chunk whose events move time past the window.
+#[test]
+fn a_standalone_alert_is_appended_to_the_next_chunk() {
+    use apt_netcon::ffi::*;
+    let d = c_detector(r#"{"max_lateness":"3s"}"#);
+    let mut later = other(1);
+    later["@timestamp"] = json!("2024-05-01T10:00:09.000Z");
+    later["event"] = json!({"category": ["process"], "type": ["start"], "action": "exec"});
+    later["host"] = json!({"os": {"type": "linux"}, "id": "H2"});
+    later["process"] = json!({"name": "sh", "args": ["sh", "-c", "x"], "parent": {"name": "apt"}, "entity_id": "E9"});
+    let first = concat(&[v2(Time::Event(1, 0), &network()), v2(Time::Event(1, 0), &shell())]);
+    let (mut out, mut out_len) = (std::ptr::null(), 0usize);
+    let st = unsafe { aptnc_filter_msgpack(d, first.as_ptr(), first.len(), &mut out, &mut out_len) };
+    assert_eq!(st, aptnc_status::Unchanged, "nothing completes before the window passes");
+    let second = v2(Time::Event(2, 0), &later);
+    let st = unsafe { aptnc_filter_msgpack(d, second.as_ptr(), second.len(), &mut out, &mut out_len) };
+    assert_eq!(st, aptnc_status::Annotated);
+    let chunk = unsafe { std::slice::from_raw_parts(out, out_len) }.to_vec();
+    let recs = split_records(&chunk);
+    assert_eq!(recs.len(), 2, "the chunk's record, then the standalone alert");
+    assert_eq!(recs[0].0, &second[..], "the chunk's own record is untouched");
+    let alert = dec(&recs[1].0[recs[1].1..]);
+    // The network event's document plus the alert, as the JSON path writes it
+    // for the time-sorted stream.
+    let want = json_results(&[shell(), network()]).pop().unwrap().expect("sorted stream alerts");
+    assert_eq!(alert, want);
+    let mut st = aptnc_stats { size: std::mem::size_of::<aptnc_stats>() as u32, ..Default::default() };
+    assert_eq!(unsafe { aptnc_get_stats(d, &mut st) }, aptnc_status::Ok);
+    assert_eq!((st.standalone_alerts, st.annotated, st.late), (1, 0, 0));
+    unsafe { aptnc_free(d) };
+}
+
+/// aptnc_finish releases what is still held at the end of a stream: JSON
+/// alerts as NDJSON in the report, none lost.
+#[test]
+fn aptnc_finish_hands_over_every_alert_still_held() {
+    use apt_netcon::ffi::*;
+    let d = c_detector(r#"{"max_lateness":"1m"}"#);
+    for ev in [network(), shell()] {
+        let rec = ev.to_string();
+        let (mut out, mut out_len) = (std::ptr::null(), 0usize);
+        let st = unsafe { aptnc_filter(d, rec.as_ptr(), rec.len(), &mut out, &mut out_len) };
+        assert_eq!(st, aptnc_status::Unchanged);
+    }
+    let mut r = aptnc_flush_report { size: std::mem::size_of::<aptnc_flush_report>() as u32, ..unsafe { std::mem::zeroed() } };
+    assert_eq!(unsafe { aptnc_flush(d, &mut r) }, aptnc_status::Ok);
+    assert_eq!((r.alert_count, r.alerts_len, r.held), (0, 0, 2), "still held: the window has not passed");
+    assert_eq!(unsafe { aptnc_finish(d, &mut r) }, aptnc_status::Ok);
+    assert_eq!((r.alert_count, r.held), (1, 0));
+    let text = unsafe { std::slice::from_raw_parts(r.alerts, r.alerts_len) };
+    assert_eq!(text.last(), Some(&b'\n'));
+    let alert: Value = serde_json::from_slice(&text[..text.len() - 1]).unwrap();
+    let want = json_results(&[shell(), network()]).pop().unwrap().unwrap();
+    assert_eq!(alert, want);
+    // Handed over once.
+    assert_eq!(unsafe { aptnc_flush(d, &mut r) }, aptnc_status::Ok);
+    assert_eq!(r.alert_count, 0);
+    unsafe { aptnc_free(d) };
+}

@@ -836,6 +836,29 @@ static void test_flush(void) {
     aptnc_free(det);
 }
 
+/* max_lateness: the connection arrives before its shell; both go on
+ * unchanged, and aptnc_finish hands over the alert as a JSON line. */
+static void test_finish_releases_held_events(void) {
+    aptnc_detector *det = new_detector("{\"max_lateness\": \"1m\"}");
+    const uint8_t *out;
+    size_t out_len;
+    CHECK_STATUS(aptnc_filter(det, u8(STAGE2), strlen(STAGE2), &out, &out_len), APTNC_STATUS_UNCHANGED);
+    CHECK_STATUS(aptnc_filter(det, u8(STAGE1), strlen(STAGE1), &out, &out_len), APTNC_STATUS_UNCHANGED);
+    aptnc_flush_report rep = {.size = sizeof rep};
+    CHECK_STATUS(aptnc_flush(det, &rep), APTNC_STATUS_OK);
+    CHECK_U64(rep.alert_count, 0);
+    CHECK_U64(rep.held, 2);
+    CHECK_STATUS(aptnc_finish(det, &rep), APTNC_STATUS_OK);
+    CHECK_U64(rep.alert_count, 1);
+    CHECK_U64(rep.held, 0);
+    CHECK(rep.alerts_len > 0 && rep.alerts[rep.alerts_len - 1] == '\n');
+    CHECK(memmem(rep.alerts, rep.alerts_len, "\"kibana\"", 8) != NULL);
+    aptnc_stats st = get_stats(det);
+    CHECK_U64(st.standalone_alerts, 1);
+    CHECK_U64(st.annotated, 0);
+    aptnc_free(det);
+}
+
 static void test_panic_poisons_detector(void) {
     if (!aptnc_test_force_panic) {
         fprintf(stderr, "%s: skipped (the library is a release build without the test hook)\n", __func__);
@@ -965,6 +988,7 @@ static const struct {
     T(test_null_parameters),
     T(test_stats),
     T(test_flush),
+    T(test_finish_releases_held_events),
     T(test_panic_poisons_detector),
     T(test_annotated_output_equals_cli),
     T(test_threads_share_one_rule),
