@@ -1765,9 +1765,14 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
 /// them (for the scale-out and threads tests). The same kinds of records as
 /// [`gen_stream`]: sequences, near misses, cross-host links, `host.id`
 /// written as a one-element array, in another case, as an object, null,
-/// empty or missing.
+/// empty or missing. Streams are dated before 2025 (a later start is moved
+/// back ten years), so that no detector check against the system clock
+/// (`max_future`) can ever ignore their events.
 pub fn gen_fleet_stream(seed: u64, n: usize, n_hosts: usize, opts: GenOpts) -> Stream {
     let mut g = Gen::new(seed, opts, n_hosts.max(1));
+    if g.now >= ms_of(2025, 1, 1, 0, 0, 0, 0) {
+        g.now -= 3650 * 86_400_000;
+    }
     let mut records = Vec::with_capacity(n);
     let mut labels = Vec::with_capacity(n);
     for _ in 0..n {
