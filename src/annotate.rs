@@ -135,13 +135,12 @@ impl Alert<'_> {
         };
         let mut own = Map::new();
         if let Some(f) = first.filter(|_| self.events.len() > 1) {
-            let info: Value = serde_json::from_str(&f.info).unwrap_or(Value::Null);
-            own.insert("shell".into(), info);
+            own.insert("shell".into(), f.info.to_json());
         }
         if self.events.len() > 2 {
             let mids: Vec<Value> = self.events[1..self.events.len() - 1]
                 .iter()
-                .map(|e| serde_json::from_str(&e.info).unwrap_or(Value::Null))
+                .map(|e| e.info.to_json())
                 .collect();
             own.insert("stages".into(), Value::Array(mids));
         }

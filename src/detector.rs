@@ -28,6 +28,7 @@
 //! An event more than L behind the watermark is counted `late` and ignored.
 
 use crate::annotate::{format_id, merge, with_prefix, Alert, AnnotationStyle};
+use crate::carried::CarriedBuilder;
 use crate::compile::{CompiledQuery, Pred};
 use crate::config::{Config, LoadError};
 use crate::event::{ExtractError, FieldTable, Fields, FieldsBuf, Scalar, Slot};
@@ -818,21 +819,17 @@ impl Detector {
 
     /// What this event contributes to an alert.
     fn stage_event(&self, fields: &Fields, t: i64) -> StageEvent {
-        let mut info = Map::new();
-        for &slot in &self.carried {
+        let mut info = CarriedBuilder::default();
+        for (i, &slot) in self.carried.iter().enumerate() {
             let vals: Vec<Value> = fields.get(slot).filter(|v| !matches!(v, Scalar::Object)).map(|v| v.to_json()).collect();
             let v = match vals.len() {
                 0 => continue,
                 1 if !is_array_field(self.table.name(slot)) => vals.into_iter().next().unwrap(),
                 _ => Value::Array(vals),
             };
-            insert_path(&mut info, self.table.name(slot), v);
+            info.push(i, &v);
         }
-        StageEvent {
-            time: t,
-            digest: digest(fields, t, self.identity_slots),
-            info: Value::Object(info).to_string().into_boxed_str(),
-        }
+        StageEvent { time: t, digest: digest(fields, t, self.identity_slots), info: info.finish() }
     }
 
     fn build_alert(&self, seq: &Partial, fields: &Fields) -> Map<String, Value> {
@@ -878,7 +875,7 @@ impl Detector {
         let mut s = format!("{proc_}{pid} {action}{dest} on {host}");
         if seq.events.len() > 1 {
             let first = &seq.events[0];
-            let info: Value = serde_json::from_str(&first.info).unwrap_or(Value::Null);
+            let info = first.info.to_json();
             let pname = info["process"]["name"].as_str().unwrap_or("a process");
             let ppid = info["process"]["pid"].as_i64().map(|p| format!(" (pid {p})")).unwrap_or_default();
             let parent = info["process"]["parent"]["name"].as_str().map(|p| format!(" started by {p}")).unwrap_or_default();
@@ -908,21 +905,6 @@ fn truncate(s: &str, max: usize) -> String {
 
 fn is_array_field(name: &str) -> bool {
     name == "process.args"
-}
-
-fn insert_path(m: &mut Map<String, Value>, path: &str, v: Value) {
-    match path.split_once('.') {
-        Some((head, rest)) if head != "@timestamp" => {
-            let e = m.entry(head.to_string()).or_insert_with(|| Value::Object(Map::new()));
-            if !e.is_object() {
-                *e = Value::Object(Map::new());
-            }
-            insert_path(e.as_object_mut().unwrap(), rest, v);
-        }
-        _ => {
-            m.insert(path.to_string(), v);
-        }
-    }
 }
 
 /// Estimated bytes of a held event beyond its record (for `max_state_bytes`).

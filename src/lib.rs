@@ -26,6 +26,7 @@
 #![deny(unsafe_code)]
 
 pub mod annotate;
+pub mod carried;
 pub mod compile;
 pub mod config;
 pub mod detector;

@@ -15,6 +15,7 @@
 //!   complete and is dropped (`expired`); the number held is capped, the
 //!   oldest start being evicted first (`evicted`).
 
+use crate::carried::Carried;
 use crate::hostq::{HostQueue, Id};
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -27,8 +28,8 @@ pub struct StageEvent {
     pub time: i64,
     /// Digest of the event's identity fields (for deterministic alert ids).
     pub digest: u128,
-    /// The fields carried into the alert, as a JSON object.
-    pub info: Box<str>,
+    /// The fields carried into the alert.
+    pub info: Carried,
 }
 
 /// A partial sequence: the events of the stages matched so far.
@@ -282,7 +283,7 @@ mod tests {
     }
 
     fn p(t: i64) -> Partial {
-        Partial { events: vec![StageEvent { time: t, digest: t as u128, info: "{}".into() }] }
+        Partial { events: vec![StageEvent { time: t, digest: t as u128, info: Carried::default() }] }
     }
 
     #[test]
@@ -338,7 +339,7 @@ mod tests {
         assert_eq!(s.take(b"a1", 2000), Take::Nothing);
         assert!(matches!(s.take(b"b1", 2000), Take::Matched(_)));
         assert!(matches!(s.take(b"a2", 2000), Take::Matched(_)));
-        let one = ENTRY_OVERHEAD_BYTES + 2 + std::mem::size_of::<StageEvent>() + 2;
+        let one = ENTRY_OVERHEAD_BYTES + 2 + std::mem::size_of::<StageEvent>();
         let mut s = SequenceState::new(Some(5000), Caps { total: 100, per_host: 100, bytes: 3 * one });
         for i in 0..5u8 {
             s.put(&[b'k', i], 0, p(1000 + i as i64));
