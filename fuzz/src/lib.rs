@@ -363,6 +363,8 @@ pub const CONFIGS: &[&str] = &[
     r#"{"annotation_prefix":"process","trusted_destination_cidrs":["45.33.0.0/16"],"trusted_process_names":["zsh"]}"#,
     r#"{"exceptions":[{"name":"x","entries":[{"field":"process.args","operator":"matches","value":"*apt-listbugs*"},{"field":"host.id","operator":"exists"}]}],"trusted_executables":["/usr/bin/c?rl"]}"#,
     r#"{"annotation_prefix":"rule.name","kibana_fields":true,"max_pending_sequences":2}"#,
+    r#"{"max_lateness":"3s","max_held_events":4,"max_pending_per_host":2}"#,
+    r#"{"max_lateness":"1d","max_state_bytes":4096,"max_future":"0s"}"#,
 ];
 
 pub fn config(i: usize) -> Config {
@@ -779,7 +781,7 @@ pub mod msgpack_chunk {
 /// | 7 | `aptnc_filter`, a generated event |
 /// | 8 | `aptnc_filter_msgpack`, chunk bytes from the input |
 /// | 9 | `aptnc_filter_msgpack`, a chunk of generated events (and markers) |
-/// | 10 | `aptnc_flush` (sizes from 0 to larger than the struct) |
+/// | 10 | `aptnc_flush` or `aptnc_finish` (sizes from 0 to larger than the struct) |
 /// | 11 | `aptnc_get_stats` (the same sizes) |
 /// | 12 | error accessors, then `aptnc_error_free` |
 /// | 13 | `aptnc_status_str`, `aptnc_version`, `aptnc_abi_version` |
@@ -1124,12 +1126,27 @@ pub mod c_abi {
                     let full = size_of::<aptnc_flush_report>();
                     let size = size_choice(&mut r, full);
                     buf.0[..4].copy_from_slice(&size.to_ne_bytes());
-                    let s = unsafe { aptnc_flush(w.dets[slot], buf.0.as_mut_ptr() as *mut aptnc_flush_report) };
+                    let report = buf.0.as_mut_ptr() as *mut aptnc_flush_report;
+                    let finish = r.u8() % 2 == 0;
+                    let s = unsafe {
+                        if finish {
+                            aptnc_finish(w.dets[slot], report)
+                        } else {
+                            aptnc_flush(w.dets[slot], report)
+                        }
+                    };
                     check_sized(s, &buf.0, size, full, w.dets[slot].is_null());
                     if s == aptnc_status::Ok && size as usize >= full {
                         let rep = unsafe { &*(buf.0.as_ptr() as *const aptnc_flush_report) };
                         assert!(!rep.alerts.is_null());
-                        let _ = unsafe { std::slice::from_raw_parts(rep.alerts, rep.alerts_len) }.to_vec();
+                        let alerts = unsafe { std::slice::from_raw_parts(rep.alerts, rep.alerts_len) }.to_vec();
+                        if finish {
+                            assert_eq!(rep.held, 0, "aptnc_finish releases everything held");
+                        }
+                        assert_eq!(rep.alert_count == 0, alerts.is_empty(), "alert_count agrees with alerts_len");
+                        if !alerts.is_empty() && alerts[0] == b'{' {
+                            assert!(alerts.ends_with(b"\n"), "a JSON alert ends with a newline");
+                        }
                     }
                 }
                 11 => {
