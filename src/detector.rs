@@ -624,7 +624,7 @@ impl Detector {
             self.release(id, None);
         }
         while self.held.len() >= self.held_caps.total
-            || (!self.held.is_empty() && self.held.bytes() + size > self.held_caps.bytes)
+            || (!self.held.is_empty() && self.held.bytes() + self.held.entry_bytes() + size > self.held_caps.bytes)
         {
             let Some((_, id)) = self.held.first() else { break };
             self.stats.held_forced += 1;
@@ -907,8 +907,9 @@ fn is_array_field(name: &str) -> bool {
     name == "process.args"
 }
 
-/// Estimated bytes of a held event beyond its record (for `max_state_bytes`).
-pub const HELD_OVERHEAD_BYTES: usize = 120;
+/// Estimated bytes of a held event beyond its record and its index entries,
+/// for `max_state_bytes`.
+pub const HELD_OVERHEAD_BYTES: usize = 16;
 
 fn now_ms() -> i64 {
     match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {

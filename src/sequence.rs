@@ -16,9 +16,9 @@
 //!   oldest start being evicted first (`evicted`).
 
 use crate::carried::Carried;
-use crate::hostq::{HostQueue, Id};
+use crate::hostq::{btree_entry_bytes, HostQueue, Id};
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 
 /// What a completed stage contributes to the alert.
@@ -50,9 +50,11 @@ impl Partial {
     }
 }
 
-/// Bookkeeping per partial sequence beyond its key and events (hash-table
-/// slots, time index, per-host links), for the `max_state_bytes` estimate.
-pub const ENTRY_OVERHEAD_BYTES: usize = 160;
+/// Bytes per partial sequence beyond its key, its events and its index
+/// entries, for the `max_state_bytes` estimate (see [`SequenceState::bytes`]).
+pub const ENTRY_OVERHEAD_BYTES: usize = 32;
+
+const INDEX_ENTRY_BYTES: usize = btree_entry_bytes(8, 8);
 
 /// Result of [`SequenceState::take`].
 #[derive(Debug, PartialEq, Eq)]
@@ -111,9 +113,9 @@ pub struct SequenceState {
     maxspan_ms: Option<i64>,
     caps: Caps,
     queue: HostQueue<(Box<[u8]>, Partial)>,
-    index: HashMap<u64, Id>,
+    index: BTreeMap<u64, Id>,
     /// Entries whose key hash collides with the one in `index`.
-    overflow: HashMap<u64, Vec<Id>>,
+    overflow: BTreeMap<u64, Vec<Id>>,
     hasher: RandomState,
     watermark: Option<i64>,
     /// Dropped because they could no longer complete.
@@ -128,8 +130,8 @@ impl SequenceState {
             maxspan_ms: maxspan_ms.map(|m| m.min(i64::MAX as u64) as i64),
             caps: Caps { total: caps.total.max(1), per_host: caps.per_host.max(1), bytes: caps.bytes },
             queue: HostQueue::default(),
-            index: HashMap::new(),
-            overflow: HashMap::new(),
+            index: BTreeMap::new(),
+            overflow: BTreeMap::new(),
             hasher: RandomState::new(),
             watermark: None,
             expired: 0,
@@ -146,9 +148,11 @@ impl SequenceState {
         self.queue.is_empty()
     }
 
-    /// Estimated bytes held (what `max_state_bytes` limits).
+    /// Estimated bytes held (what `max_state_bytes` limits), an upper
+    /// bound: every entry's key, events and carried fields, and the indexes
+    /// (B-trees, counted at their least full).
     pub fn bytes(&self) -> usize {
-        self.queue.bytes()
+        self.queue.bytes() + self.index.len() * INDEX_ENTRY_BYTES + self.overflow.len() * 64
     }
 
     /// Hosts with at least one partial sequence.
@@ -260,7 +264,8 @@ impl SequenceState {
             self.remove_id(id);
             self.evicted.total += 1;
         }
-        while !self.queue.is_empty() && self.queue.bytes() + bytes > self.caps.bytes {
+        let added = bytes + self.queue.entry_bytes() + INDEX_ENTRY_BYTES;
+        while !self.queue.is_empty() && self.bytes() + added > self.caps.bytes {
             let Some((_, id)) = self.queue.first() else { break };
             self.remove_id(id);
             self.evicted.bytes += 1;
@@ -339,15 +344,17 @@ mod tests {
         assert_eq!(s.take(b"a1", 2000), Take::Nothing);
         assert!(matches!(s.take(b"b1", 2000), Take::Matched(_)));
         assert!(matches!(s.take(b"a2", 2000), Take::Matched(_)));
-        let one = ENTRY_OVERHEAD_BYTES + 2 + std::mem::size_of::<StageEvent>();
-        let mut s = SequenceState::new(Some(5000), Caps { total: 100, per_host: 100, bytes: 3 * one });
-        for i in 0..5u8 {
+        // A byte cap: whatever fits, the estimate (tables included) stays
+        // under it, and the oldest go first.
+        let cap = 4096;
+        let mut s = SequenceState::new(Some(5000), Caps { total: 1000, per_host: 1000, bytes: cap });
+        for i in 0..200u8 {
             s.put(&[b'k', i], 0, p(1000 + i as i64));
+            assert!(s.bytes() <= cap, "{} > {cap} after {i}", s.bytes());
         }
-        assert_eq!(s.len(), 3);
-        assert_eq!(s.evicted.bytes, 2);
-        assert!(s.bytes() <= 3 * one);
+        assert!(s.evicted.bytes > 0 && s.len() > 3, "{} held, {} evicted", s.len(), s.evicted.bytes);
+        assert_eq!(s.len() as u64 + s.evicted.bytes, 200);
         assert_eq!(s.take(&[b'k', 0], 2000), Take::Nothing);
-        assert!(matches!(s.take(&[b'k', 4], 2000), Take::Matched(_)));
+        assert!(matches!(s.take(&[b'k', 199], 2000), Take::Matched(_)));
     }
 }
