@@ -36,6 +36,7 @@ use crate::exceptions::Exceptions;
 use crate::rule::Rule;
 use crate::hostq::{HostQueue, Id};
 use crate::sequence::{Caps, Partial, Put, SequenceState, StageEvent, Take};
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use crate::time::parse_rfc3339_ms;
@@ -938,11 +939,18 @@ pub fn event_time(f: &Fields, slot: Slot) -> Option<i64> {
 }
 
 /// Every combination of the key fields' values, or `None` if one is missing.
-fn key_combinations(f: &Fields, slots: &[Slot]) -> Option<(Vec<Vec<String>>, bool)> {
-    let mut combos: Vec<Vec<String>> = vec![Vec::new()];
+fn key_combinations<'f>(f: &'f Fields, slots: &[Slot]) -> Option<(Vec<Vec<Cow<'f, str>>>, bool)> {
+    let mut combos: Vec<Vec<Cow<'f, str>>> = vec![Vec::with_capacity(slots.len())];
     let mut truncated = false;
+    // The usual case, one value per key field: no copies.
+    if slots.iter().all(|&s| f.get(s).filter(|v| v.keyword().is_some()).count() == 1) {
+        for &s in slots {
+            combos[0].push(f.get(s).find_map(|v| v.keyword())?);
+        }
+        return Some((combos, false));
+    }
     for &s in slots {
-        let vals: Vec<String> = f.get(s).filter_map(|v| v.keyword().map(|k| k.into_owned())).collect();
+        let vals: Vec<Cow<'f, str>> = f.get(s).filter_map(|v| v.keyword()).collect();
         if vals.is_empty() {
             return None;
         }
@@ -963,7 +971,7 @@ fn key_combinations(f: &Fields, slots: &[Slot]) -> Option<(Vec<Vec<String>>, boo
     Some((combos, truncated))
 }
 
-fn encode_key(buf: &mut Vec<u8>, stage: usize, parts: &[String]) {
+fn encode_key(buf: &mut Vec<u8>, stage: usize, parts: &[Cow<'_, str>]) {
     buf.clear();
     buf.push(stage as u8);
     for p in parts {
