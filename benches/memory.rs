@@ -94,7 +94,8 @@ fn shell_minimal(out: &mut Vec<u8>, i: u64, t_us: u64) {
 }
 
 fn pending_bytes(n: u64, make: fn(&mut Vec<u8>, u64, u64)) -> (f64, u64, usize) {
-    let cfg = Config { max_pending_sequences: 2 * n as usize, ..Config::default() };
+    // Caps raised so that nothing is evicted: the count, the byte estimate and the per-host cap.
+    let cfg = Config { max_pending_sequences: 2 * n as usize, max_state_bytes: usize::MAX, max_pending_per_host: 2 * n as usize, ..Config::default() };
     let mut det = Detector::new(&cfg).unwrap();
     let mut rec = Vec::with_capacity(4096);
     // Warm up the detector's own buffers on an event that pends nothing.

@@ -17,7 +17,11 @@
 //!
 //! Other modes (no timing):
 //! `cargo bench --bench throughput -- --write-corpus PATH|- [--events N | --bytes N] [--hosts N] [--dotted]`
-//! writes a corpus as NDJSON (used by `benches/rss.sh` and `benches/peers/`).
+//! writes a corpus as NDJSON (used by `benches/rss.sh` and `benches/peers/`);
+//! `… -- --chart` draws `BENCHMARKS.svg` again from the last run's results
+//! (and the Python peer's, once `benches/peers/eql_peer.py` has run);
+//! `… -- --profile api|c|msgpack|scan|extract|serde` runs one row in a loop
+//! for a profiler and prints its events per CPU second.
 
 #[path = "corpus/mod.rs"]
 mod corpus;
@@ -482,10 +486,60 @@ fn write_corpus_mode(args: &[String]) {
     eprintln!("corpus: {}", g.mix.summary());
 }
 
+/// `--chart`: draw `BENCHMARKS.svg` again from the last run's
+/// `target/bench/results.json` (no timing), with the Python peer's bar when
+/// `benches/peers/eql_peer.py` has run since.
+fn redraw_chart() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("bench");
+    let text = std::fs::read_to_string(dir.join("results.json")).expect("target/bench/results.json: run the benchmark first");
+    let r: Value = serde_json::from_str(&text).expect("results.json");
+    let mut bars: Vec<(String, f64, &str)> = Vec::new();
+    for row in r["rows"].as_array().expect("rows") {
+        let name = row["name"].as_str().unwrap_or("?").to_string();
+        let kind = if name.starts_with("diagnostic") {
+            "diag"
+        } else if row["floor"].as_bool() == Some(true) {
+            "floor"
+        } else {
+            "ours"
+        };
+        bars.push((name, row["events_per_s"].as_f64().unwrap_or(0.0), kind));
+    }
+    if let Ok(text) = std::fs::read_to_string(dir.join("peer-eql.json")) {
+        if let Ok(p) = serde_json::from_str::<Value>(&text) {
+            if let Some(e) = p["events_per_s"].as_f64() {
+                bars.push((format!("peer: Python eql {}", p["eql_version"].as_str().unwrap_or("")), e, "peer"));
+            }
+        }
+    }
+    let hosts: Vec<(usize, f64)> = r["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .map(|h| (h["hosts"].as_u64().unwrap_or(0) as usize, h["events_per_s"].as_f64().unwrap_or(0.0)))
+        .collect();
+    let m = &r["machine"];
+    let title = format!(
+        "{} events ({:.0} MB) of Elastic Defend Linux traffic from {} hosts; {} × {}; median of {} runs",
+        r["corpus"]["events"],
+        r["corpus"]["bytes"].as_f64().unwrap_or(0.0) / 1e6,
+        r["corpus"]["hosts"],
+        m["nproc"],
+        m["cpu"].as_str().unwrap_or("?"),
+        r["runs"]
+    );
+    let svg_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.svg");
+    std::fs::write(&svg_path, chart(&bars, &hosts, &title)).unwrap();
+    println!("chart: {}", svg_path.display());
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--write-corpus") {
         return write_corpus_mode(&args);
+    }
+    if args.iter().any(|a| a == "--chart") {
+        return redraw_chart();
     }
     if let Some(i) = args.iter().position(|a| a == "--profile") {
         // `perf record … throughput --profile api|msgpack`: one row in a loop.
@@ -503,13 +557,22 @@ fn main() {
         // A fixed number of passes (for callgrind), or 10 s.
         let passes = env_usize("APT_NETCON_PROFILE_PASSES", 0);
         let t = Instant::now();
+        let c = cpu_now();
         let mut n = 0;
         let mut pass = 0;
+        let mut best = f64::INFINITY;
         while if passes > 0 { pass < passes } else { t.elapsed().as_secs_f64() < 10.0 } {
+            let c1 = cpu_now();
             n += f().events;
+            best = best.min(cpu_now() - c1);
             pass += 1;
         }
-        println!("{:.0} events/s", n as f64 / t.elapsed().as_secs_f64());
+        println!(
+            "{:.0} events/s per CPU second ({:.0} in the fastest pass, {:.0} per wall second)",
+            n as f64 / (cpu_now() - c),
+            (n / pass.max(1) as u64) as f64 / best,
+            n as f64 / t.elapsed().as_secs_f64()
+        );
         return;
     }
     let events = env_usize("APT_NETCON_BENCH_EVENTS", 200_000);

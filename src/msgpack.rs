@@ -262,16 +262,61 @@ impl<'a> Cursor<'a> {
 
     /// Skip `n` whole values. Iterative: any nesting depth, no allocation.
     /// Terminates quickly on hostile counts, as every value takes a byte.
+    ///
+    /// Only the lengths are read: one table lookup per value for the
+    /// fixed-size formats, a length field for the others, and no [`Tok`]
+    /// built. The position may run past the end inside the loop (a length
+    /// pointing beyond the input); the next read, or the final check, then
+    /// reports the truncation, as reading each value whole would.
     fn skip_n(&mut self, n: u64) -> Result<(), Bad> {
+        let buf = self.buf;
+        let mut pos = self.pos;
         let mut remaining = n;
+        let len_at = |pos: usize, w: usize| -> Result<usize, Bad> {
+            let b = buf.get(pos..pos + w).ok_or(Bad::Truncated)?;
+            Ok(b.iter().fold(0usize, |a, &x| a << 8 | x as usize))
+        };
         while remaining > 0 {
             remaining -= 1;
-            match self.tok()? {
-                Tok::Array(k) => remaining += k as u64,
-                Tok::Map(k) => remaining += 2 * k as u64,
-                _ => {}
+            let m = *buf.get(pos).ok_or(Bad::Truncated)?;
+            pos += 1;
+            match SKIP[m as usize] {
+                // fixed size: the bytes after the marker
+                k @ 0..=17 => pos += k as usize,
+                FIXSTR => pos += (m & 0x1f) as usize,
+                FIXMAP => remaining += 2 * (m & 0x0f) as u64,
+                FIXARRAY => remaining += (m & 0x0f) as u64,
+                // str, bin: a length of 1, 2 or 4 bytes, then the data
+                LEN8 => pos += 1 + len_at(pos, 1)?,
+                LEN16 => pos += 2 + len_at(pos, 2)?,
+                LEN32 => pos += 4 + len_at(pos, 4)?,
+                // ext: a length, a type byte, then the data
+                EXT8 => pos += 2 + len_at(pos, 1)?,
+                EXT16 => pos += 3 + len_at(pos, 2)?,
+                EXT32 => pos += 5 + len_at(pos, 4)?,
+                ARRAY16 => {
+                    remaining += len_at(pos, 2)? as u64;
+                    pos += 2;
+                }
+                ARRAY32 => {
+                    remaining += len_at(pos, 4)? as u64;
+                    pos += 4;
+                }
+                MAP16 => {
+                    remaining += 2 * len_at(pos, 2)? as u64;
+                    pos += 2;
+                }
+                MAP32 => {
+                    remaining += 2 * len_at(pos, 4)? as u64;
+                    pos += 4;
+                }
+                _ => return Err(Bad::Reserved),
             }
         }
+        if pos > buf.len() {
+            return Err(Bad::Truncated);
+        }
+        self.pos = pos;
         Ok(())
     }
 
@@ -282,6 +327,61 @@ impl<'a> Cursor<'a> {
         Ok(start..self.pos)
     }
 }
+
+// What [`Cursor::skip_n`] does with each marker byte: a number up to 17 is
+// the count of bytes that follow the marker; the others name a variable
+// format.
+const FIXSTR: u8 = 0x20;
+const FIXMAP: u8 = 0x21;
+const FIXARRAY: u8 = 0x22;
+const LEN8: u8 = 0x23;
+const LEN16: u8 = 0x24;
+const LEN32: u8 = 0x25;
+const EXT8: u8 = 0x26;
+const EXT16: u8 = 0x27;
+const EXT32: u8 = 0x28;
+const ARRAY16: u8 = 0x29;
+const ARRAY32: u8 = 0x2a;
+const MAP16: u8 = 0x2b;
+const MAP32: u8 = 0x2c;
+const RESERVED: u8 = 0xff;
+
+static SKIP: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut m = 0usize;
+    while m < 256 {
+        t[m] = match m as u8 {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => 0,
+            0x80..=0x8f => FIXMAP,
+            0x90..=0x9f => FIXARRAY,
+            0xa0..=0xbf => FIXSTR,
+            0xc1 => RESERVED,
+            0xc4 | 0xd9 => LEN8,
+            0xc5 | 0xda => LEN16,
+            0xc6 | 0xdb => LEN32,
+            0xc7 => EXT8,
+            0xc8 => EXT16,
+            0xc9 => EXT32,
+            0xca => 4,
+            0xcb => 8,
+            0xcc | 0xd0 => 1,
+            0xcd | 0xd1 => 2,
+            0xce | 0xd2 => 4,
+            0xcf | 0xd3 => 8,
+            0xd4 => 2,
+            0xd5 => 3,
+            0xd6 => 5,
+            0xd7 => 9,
+            0xd8 => 17,
+            0xdc => ARRAY16,
+            0xdd => ARRAY32,
+            0xde => MAP16,
+            0xdf => MAP32,
+        };
+        m += 1;
+    }
+    t
+};
 
 // ---------------------------------------------------------------------------
 // Reading a body
@@ -325,16 +425,62 @@ impl<'t, 'f, 'a> Reader<'t, 'f, 'a> {
     /// `node`; `depth` counts the containers open, this map included.
     fn map(&mut self, node: u32, n: u32, depth: usize) -> Result<(), ExtractError> {
         for _ in 0..n {
-            let key = match self.cur.tok()? {
-                Tok::Str(k) => utf8(k)?,
-                _ => return Err(ExtractError::InvalidMsgpack),
-            };
-            match self.table.walk(node, key) {
+            let key = self.key()?;
+            // The key's bytes against the table: a key that leads somewhere
+            // equals the table's own (UTF-8) segments joined by dots, so
+            // only the others need their UTF-8 checked — an ASCII test,
+            // for nearly all.
+            match self.table.walk_bytes(node, key) {
                 Some(child) => self.value(child, depth)?,
-                None => self.cur.skip_n(1)?,
+                None => {
+                    if !key.is_ascii() {
+                        utf8(key)?;
+                    }
+                    self.skip_one()?
+                }
             }
         }
         Ok(())
+    }
+
+    /// A map key: a string's bytes. The fixstr format (keys of up to 31
+    /// bytes, nearly all) is read here, the others by [`Cursor::tok`].
+    #[inline(always)]
+    fn key(&mut self) -> Result<&'a [u8], ExtractError> {
+        let buf = self.cur.buf;
+        let pos = self.cur.pos;
+        if let Some(&m) = buf.get(pos) {
+            if m & 0xe0 == 0xa0 {
+                let end = pos + 1 + (m & 0x1f) as usize;
+                let k = buf.get(pos + 1..end).ok_or(ExtractError::InvalidMsgpack)?;
+                self.cur.pos = end;
+                return Ok(k);
+            }
+        }
+        match self.cur.tok()? {
+            Tok::Str(k) => Ok(k),
+            _ => Err(ExtractError::InvalidMsgpack),
+        }
+    }
+
+    /// Skip one value no field is read from: a fixstr or a one-byte value
+    /// here, anything else by [`Cursor::skip_n`].
+    #[inline(always)]
+    fn skip_one(&mut self) -> Result<(), ExtractError> {
+        let buf = self.cur.buf;
+        let pos = self.cur.pos;
+        if let Some(&m) = buf.get(pos) {
+            let next = match m {
+                0xa0..=0xbf => pos + 1 + (m & 0x1f) as usize,
+                0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 | 0x80 | 0x90 => pos + 1,
+                _ => return Ok(self.cur.skip_n(1)?),
+            };
+            if next <= buf.len() {
+                self.cur.pos = next;
+                return Ok(());
+            }
+        }
+        Ok(self.cur.skip_n(1)?)
     }
 
     fn push(&mut self, node: u32, v: Scalar<'a>) {
@@ -1187,6 +1333,69 @@ mod tests {
         assert_eq!(read_chunk(b""), Ok(vec![]));
         // body not a map is the detector's business, not the walk's
         assert_eq!(read_chunk(b"\x92\x01\x01").unwrap().len(), 1);
+    }
+
+    /// The length-only skip agrees with reading every value whole, on
+    /// mutated and truncated bodies: same end, or both refuse.
+    #[test]
+    fn skip_agrees_with_reading_values() {
+        fn reference(cur: &mut Cursor, n: u64) -> Result<(), Bad> {
+            let mut remaining = n;
+            while remaining > 0 {
+                remaining -= 1;
+                match cur.tok()? {
+                    Tok::Array(k) => remaining += k as u64,
+                    Tok::Map(k) => remaining += 2 * k as u64,
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        let mut body = enc(&json!({
+            "s": "x".repeat(40), "l": "y".repeat(300), "n": [0, -1, -33, 200, 70000, -70000, 5_000_000_000u64, -5_000_000_000i64, 1.5],
+            "m": {"a": [true, false, null, {"b": []}]}, "e": {}
+        }));
+        // bin 8/16/32, ext fix 1/2/4/8/16 and 8/16/32, float32, map16, array16
+        body.extend_from_slice(b"\xc4\x01\x00\xc5\x00\x01\x00\xc6\x00\x00\x00\x01\x00");
+        body.extend_from_slice(b"\xd4\x01\x00\xd5\x01\x00\x00\xd6\x01\x00\x00\x00\x00\xd7\x01\x00\x00\x00\x00\x00\x00\x00\x00");
+        body.extend_from_slice(b"\xd8\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00");
+        body.extend_from_slice(b"\xc7\x01\x01\x00\xc8\x00\x01\x01\x00\xc9\x00\x00\x00\x01\x01\x00\xca\x00\x00\x00\x00");
+        body.extend_from_slice(b"\xde\x00\x01\xa1k\xdc\x00\x02\x01\x02\xdd\x00\x00\x00\x01\xc0\xdf\x00\x00\x00\x00\xda\x00\x01z\xdb\x00\x00\x00\x01z");
+        let values = 1 + 17; // the map, and the values appended after it
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..50_000 {
+            let mut b = body.clone();
+            if round > 0 {
+                for _ in 0..1 + rnd() % 3 {
+                    let at = (rnd() % b.len() as u64) as usize;
+                    match rnd() % 3 {
+                        0 => b[at] ^= 1 << (rnd() % 8),
+                        1 => b[at] = rnd() as u8,
+                        _ => b.truncate(at),
+                    }
+                    if b.is_empty() {
+                        break;
+                    }
+                }
+            }
+            for n in [1, values as u64, 3 * values as u64] {
+                let (mut a, mut c) = (Cursor::new(&b), Cursor::new(&b));
+                let (ra, rc) = (reference(&mut a, n), c.skip_n(n));
+                assert_eq!(ra.is_ok(), rc.is_ok(), "{b:x?} {n}");
+                if ra.is_ok() {
+                    assert_eq!(a.pos, c.pos, "{b:x?}");
+                }
+                if round == 0 && n == values as u64 {
+                    assert_eq!(c.pos, b.len());
+                }
+            }
+        }
     }
 
     #[test]
