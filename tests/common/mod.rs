@@ -1737,7 +1737,11 @@ pub fn gen_stream(seed: u64, n: usize, max_hosts: u64, opts: GenOpts) -> Stream 
     // skewed towards few hosts, so that joins happen
     let spread = pre.below(max_hosts) + 1;
     let n_hosts = 1 + pre.below(spread) as usize;
-    let mut g = Gen::new(seed, opts, n_hosts);
+    run_gen(Gen::new(seed, opts, n_hosts), n)
+}
+
+/// `n` records from `g`.
+fn run_gen(mut g: Gen, n: usize) -> Stream {
     let mut records = Vec::with_capacity(n);
     let mut labels = Vec::with_capacity(n);
     for _ in 0..n {
@@ -1773,15 +1777,5 @@ pub fn gen_fleet_stream(seed: u64, n: usize, n_hosts: usize, opts: GenOpts) -> S
     if g.now >= ms_of(2025, 1, 1, 0, 0, 0, 0) {
         g.now -= 3650 * 86_400_000;
     }
-    let mut records = Vec::with_capacity(n);
-    let mut labels = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (rec, label) = g.next();
-        records.push(rec);
-        labels.push(label);
-        if g.execs.len() > 64 {
-            g.execs.drain(..32);
-        }
-    }
-    Stream { records, labels }
+    run_gen(g, n)
 }
