@@ -696,18 +696,19 @@ impl Detector {
     /// A hash of the event's host (the sequence's own `by` fields, e.g.
     /// `host.id`), for per-host caps; 0 when the rule has none.
     fn host_of(&self, fields: &Fields) -> u64 {
+        use std::hash::{Hash, Hasher as _};
         let q = self.rule.compiled();
         if q.host_keys == 0 {
             return 0;
         }
-        let mut h = Hasher::new();
+        let mut h = self.hasher.build_hasher();
         for &slot in q.stages[0].keys.iter().take(q.host_keys) {
             match fields.get(slot).find_map(|v| v.keyword()) {
-                Some(k) => h.write(k.as_bytes()),
-                None => h.write(&[0xff]),
+                Some(k) => k.as_bytes().hash(&mut h),
+                None => 0xffu8.hash(&mut h),
             }
         }
-        self.hasher.hash_one(h.finish())
+        h.finish()
     }
 
     /// Which stages the event matches and its time, or `None` when it is to
@@ -754,7 +755,8 @@ impl Detector {
         let rule = self.rule.clone();
         let q = rule.compiled();
         let n = q.stages.len();
-        let host = if n > 1 { self.host_of(fields) } else { 0 };
+        // The host (for per-host caps) is needed only to store.
+        let mut host: Option<u64> = None;
         let mut completed: Vec<Partial> = Vec::new();
         let mut this_event: Option<StageEvent> = None;
         // Later stages first, so an event never pairs with itself.
@@ -788,7 +790,8 @@ impl Detector {
                 if k == 0 {
                     let ev = ev!();
                     encode_key(&mut self.key, 0, parts);
-                    match self.state.put(&self.key, host, Partial { events: vec![ev] }) {
+                    let h = *host.get_or_insert_with(|| self.host_of(fields));
+                    match self.state.put(&self.key, h, Partial { events: vec![ev] }) {
                         Put::Inserted => {}
                         Put::Replaced => self.stats.replaced += 1,
                         Put::KeptNewer => self.stats.out_of_order += 1,
@@ -807,7 +810,8 @@ impl Detector {
                             completed.push(p);
                         } else {
                             encode_key(&mut self.key, k, parts);
-                            if self.state.put(&self.key, host, p) == Put::Replaced {
+                            let h = *host.get_or_insert_with(|| self.host_of(fields));
+                            if self.state.put(&self.key, h, p) == Put::Replaced {
                                 self.stats.replaced += 1;
                             }
                         }
