@@ -1001,12 +1001,29 @@ pub fn main(args: Vec<String>) -> ExitCode {
         opts.drain_timeout.as_secs_f64()
     ));
     let mut told = false;
+    let mut finished = false;
     let interrupted = loop {
         if signals() >= 2 {
             break true;
         }
         readers.retain(|h| !h.is_finished());
         if readers.is_empty() {
+            if !finished {
+                // End of input: events held back for max_lateness are
+                // released; their alerts go out before the queue closes.
+                finished = true;
+                let mut out = Vec::new();
+                if let Ok(mut d) = sh.det.lock() {
+                    d.finish();
+                    while let Some(a) = d.take_alert() {
+                        out.extend_from_slice(&a.bytes);
+                        out.push(b'\n');
+                    }
+                }
+                if !out.is_empty() {
+                    sh.queue.push(out);
+                }
+            }
             sh.queue.close();
             if forwarder.is_finished() {
                 break false;

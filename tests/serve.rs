@@ -737,3 +737,32 @@ fn a_second_signal_gives_up_on_a_forward_side_that_is_down() {
     assert_eq!(counter(&err, "not_forwarded"), n, "{err}");
     assert!(err.contains(&format!("second signal: exiting with {n} records read but not forwarded")), "{err}");
 }
+
+/// With `max_lateness`, the sample reversed (every event out of order) is
+/// forwarded unchanged, and the sample's two alerts follow as standalone
+/// records — at the latest when the sidecar drains on SIGTERM.
+#[test]
+fn with_max_lateness_held_alerts_go_out_before_the_drain_ends() {
+    let one = sample();
+    let mut recs: Vec<&[u8]> = one.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    recs.reverse();
+    let mut input = recs.join(&b'\n');
+    input.push(b'\n');
+    let dir = tmpdir("lateness");
+    let cfg = dir.join("late.json");
+    std::fs::write(&cfg, r#"{"max_lateness":"1d"}"#).unwrap();
+    let fwd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fport = fwd.local_addr().unwrap().port();
+    let lport = free_port();
+    let mut side = start(&tcp_args(lport, fport), &["--config", cfg.to_str().unwrap()]);
+    let recv = Receiver::tcp(fwd);
+    let mut c = connect_tcp(lport);
+    c.write_all(&input).unwrap();
+    recv.wait_for(recs.len(), &side);
+    drop(c);
+    let err = stop(&mut side);
+    let got = recv.finish();
+    assert_eq!(lines(&got), recs.len() + 2, "{err}");
+    assert_eq!(&got[..input.len()], &input[..], "every record unchanged, in order");
+    assert_eq!(annotated_lines(&got[input.len()..]), 2, "the two alerts follow");
+}
