@@ -520,7 +520,8 @@ void aptnc_rule_free(struct aptnc_rule *rule);
  * Create a detector.
  *
  * `config`/`config_len`: a JSON object of config keys (see the README's
- * "Configuration" table: rule, rule_file, max_pending_sequences,
+ * "Configuration" table: rule, rule_file, maxspan, exceptions, the
+ * trusted_* lists, the state caps, max_lateness, max_future,
  * max_record_bytes, annotation_prefix, kibana_fields); copied, so it may be
  * released after the call. NULL with length 0, an empty or an all-blank
  * text means the defaults (the embedded rule apt_netcon_v5). An unknown key
