@@ -313,17 +313,33 @@ func (d *Detector) Stats() (Stats, error) {
 	}, nil
 }
 
-// FlushReport is what Flush did.
+// FlushReport is what Flush or Finish did.
 type FlushReport struct {
 	Expired uint64 // partial sequences dropped because they can no longer complete
 	Pending uint64 // partial sequences still held
-	Alerts  []byte // alert records produced by the flush, NDJSON (none in this version)
+	Held    uint64 // events still held back for max_lateness
+	// Standalone alert records (only with max_lateness above 0), NDJSON;
+	// forward them after the records already forwarded. Handed over once.
+	Alerts     []byte
+	AlertCount uint64
 }
 
 // Flush drops the partial sequences that can no longer complete at the
-// current event-time watermark (never the wall clock), e.g. from a periodic
-// timer or at the end of a stream. Forward any Alerts it returns.
+// current event-time watermark (never the wall clock) and hands over the
+// standalone alerts waiting, e.g. from a periodic timer. Forward any Alerts
+// it returns.
 func (d *Detector) Flush() (FlushReport, error) {
+	return d.flush(false)
+}
+
+// Finish ends the stream: every event held back for max_lateness is
+// released, and every alert still to come is in Alerts. Call it before
+// Close when the input ends; nothing is lost.
+func (d *Detector) Finish() (FlushReport, error) {
+	return d.flush(true)
+}
+
+func (d *Detector) flush(finish bool) (FlushReport, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.det == nil {
@@ -331,13 +347,21 @@ func (d *Detector) Flush() (FlushReport, error) {
 	}
 	var r C.aptnc_flush_report
 	r.size = C.uint32_t(unsafe.Sizeof(r))
-	if st := Status(C.aptnc_flush(d.det, &r)); st != StatusOK {
+	var st Status
+	if finish {
+		st = Status(C.aptnc_finish(d.det, &r))
+	} else {
+		st = Status(C.aptnc_flush(d.det, &r))
+	}
+	if st != StatusOK {
 		return FlushReport{}, &Error{Status: st, Message: st.String()}
 	}
 	return FlushReport{
-		Expired: uint64(r.expired),
-		Pending: uint64(r.pending),
-		Alerts:  copyOut(r.alerts, r.alerts_len),
+		Expired:    uint64(r.expired),
+		Pending:    uint64(r.pending),
+		Held:       uint64(r.held),
+		Alerts:     copyOut(r.alerts, r.alerts_len),
+		AlertCount: uint64(r.alert_count),
 	}, nil
 }
 

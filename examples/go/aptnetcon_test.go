@@ -186,6 +186,52 @@ func TestSampleMatchesCLI(t *testing.T) {
 	}
 }
 
+// With max_lateness, the sample reversed (every event out of order) comes
+// back unchanged, and Finish hands over the CLI's alerts as standalone
+// records.
+func TestFinishReleasesHeldAlerts(t *testing.T) {
+	wantAlerts := cliAlerts(t, cliOutput(t))
+	data, err := os.ReadFile(samplePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDetector(t, `{"max_lateness":"1d"}`)
+	records, _ := splitLines(data)
+	for i := len(records) - 1; i >= 0; i-- {
+		if len(bytes.TrimSpace(records[i])) == 0 {
+			continue
+		}
+		if _, annotated, _ := d.Filter(records[i]); annotated {
+			t.Errorf("record %d annotated inline with max_lateness", i+1)
+		}
+	}
+	rep, err := d.Flush()
+	if err != nil || rep.AlertCount != 0 || rep.Held == 0 {
+		t.Fatalf("Flush before the end: %+v, %v", rep, err)
+	}
+	rep, err = d.Finish()
+	if err != nil || rep.Held != 0 || rep.AlertCount != uint64(len(wantAlerts)) {
+		t.Fatalf("Finish: %+v, %v", rep, err)
+	}
+	var got []string
+	for _, line := range bytes.Split(bytes.TrimSuffix(rep.Alerts, []byte("\n")), []byte("\n")) {
+		a, ok := alertOf(t, line)
+		if !ok {
+			t.Fatalf("a standalone alert without kibana.alert.uuid: %s", line)
+		}
+		got = append(got, fmt.Sprint(a))
+	}
+	var want []string
+	for _, a := range wantAlerts {
+		want = append(want, fmt.Sprint(a))
+	}
+	sort.Strings(got)
+	sort.Strings(want)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("standalone alerts %v, the CLI gives %v", got, want)
+	}
+}
+
 // What Filter returns is Go memory: the next call does not change it.
 func TestOutputIsCopied(t *testing.T) {
 	data, err := os.ReadFile(samplePath)
