@@ -253,11 +253,12 @@ struct Held {
     msgpack: bool,
 }
 
-/// The record being evaluated, when the caller has it.
+/// The record being evaluated, when the caller has it: its bytes, and
+/// whether they are MessagePack (else JSON).
 #[derive(Debug, Clone, Copy)]
-enum Rec<'r> {
-    Json(&'r [u8]),
-    Msgpack(&'r [u8]),
+struct Rec<'r> {
+    bytes: &'r [u8],
+    msgpack: bool,
 }
 
 /// A streaming detector for one rule. One caller at a time; build one per
@@ -433,12 +434,27 @@ impl Detector {
         self.alerts.pop_front()
     }
 
-    /// Put alerts taken with [`Detector::take_alert`] back at the front of
-    /// the queue, in their order.
-    pub fn requeue_alerts(&mut self, alerts: Vec<StandaloneAlert>) {
-        for a in alerts.into_iter().rev() {
-            self.alerts.push_front(a);
+    /// Take the standalone alerts of one format (`msgpack`: those of
+    /// MessagePack records), oldest first; the others stay queued.
+    pub fn take_alerts(&mut self, msgpack: bool) -> Vec<StandaloneAlert> {
+        if self.alerts.iter().all(|a| a.msgpack == msgpack) {
+            return self.alerts.drain(..).collect();
         }
+        let (take, keep): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.alerts).into_iter().partition(|a| a.msgpack == msgpack);
+        self.alerts = keep.into();
+        take
+    }
+
+    /// Append the standalone alerts of JSON records to `out`, one per line
+    /// (each followed by `\n`); returns how many.
+    pub fn take_json_alerts(&mut self, out: &mut Vec<u8>) -> u64 {
+        let alerts = self.take_alerts(false);
+        for a in &alerts {
+            out.extend_from_slice(&a.bytes);
+            out.push(b'\n');
+        }
+        alerts.len() as u64
     }
 
     /// Standalone alerts waiting to be collected.
@@ -501,7 +517,7 @@ impl Detector {
             return Ok(Verdict::Unchanged);
         }
         let evaluated = match self.table.extract(record, &mut fields) {
-            Ok(()) => self.evaluate_rec(&fields, Some(Rec::Json(record))),
+            Ok(()) => self.evaluate_rec(&fields, Some(Rec { bytes: record, msgpack: false })),
             Err(e) => Err(self.count_extract_error(e)),
         };
         self.scratch.fields.put_back(fields);
@@ -544,7 +560,7 @@ impl Detector {
             return Ok(Verdict::Unchanged);
         }
         let evaluated = match crate::msgpack::extract(&self.table, body, &mut fields) {
-            Ok(()) => self.evaluate_rec(&fields, Some(Rec::Msgpack(body))),
+            Ok(()) => self.evaluate_rec(&fields, Some(Rec { bytes: body, msgpack: true })),
             Err(e) => Err(self.count_extract_error(e)),
         };
         self.scratch.fields.put_back(fields);
@@ -612,12 +628,8 @@ impl Detector {
             return Ok(None);
         }
         self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
-        let (bytes, msgpack) = match rec {
-            Rec::Json(b) => (b, false),
-            Rec::Msgpack(b) => (b, true),
-        };
         let host = self.host_of(fields);
-        let size = bytes.len() + HELD_OVERHEAD_BYTES;
+        let size = rec.bytes.len() + HELD_OVERHEAD_BYTES;
         // Caps: release the oldest held events early (counted) to make room.
         while self.held.host_count(host) >= self.held_caps.per_host {
             let Some(id) = self.held.host_oldest(host) else { break };
@@ -631,7 +643,7 @@ impl Detector {
             self.stats.held_forced += 1;
             self.release(id, None);
         }
-        let this = self.held.insert(host, t, size, Held { bytes: bytes.into(), msgpack });
+        let this = self.held.insert(host, t, size, Held { bytes: rec.bytes.into(), msgpack: rec.msgpack });
         let ready = self.max_seen.unwrap_or(t).saturating_sub(self.lateness_ms);
         let mut inline = None;
         while let Some((tr, id)) = self.held.first() {
@@ -652,23 +664,26 @@ impl Detector {
     fn release(&mut self, id: Id, current: Option<&Fields>) -> Option<Map<String, Value>> {
         let (t, held) = self.held.remove(id)?;
         self.frontier = Some(self.frontier.map_or(t, |f| f.max(t)));
-        if let Some(fields) = current {
-            let matched = self.stages_matching(fields);
-            self.state.observe(t);
-            let seq = self.engine(fields, t, &matched)?;
-            return Some(self.completed(&seq, fields));
-        }
-        let mut fields = Fields::new();
-        let read = if held.msgpack {
-            crate::msgpack::extract(&self.table, &held.bytes, &mut fields)
-        } else {
-            self.table.extract(&held.bytes, &mut fields)
+        // A held copy is read again (it passed the same reader on arrival).
+        let mut read = Fields::new();
+        let fields = match current {
+            Some(f) => f,
+            None if held.msgpack => {
+                crate::msgpack::extract(&self.table, &held.bytes, &mut read).ok()?;
+                &read
+            }
+            None => {
+                self.table.extract(&held.bytes, &mut read).ok()?;
+                &read
+            }
         };
-        read.ok()?;
-        let matched = self.stages_matching(&fields);
+        let matched = self.stages_matching(fields);
         self.state.observe(t);
-        let seq = self.engine(&fields, t, &matched)?;
-        let alert = self.completed(&seq, &fields);
+        let seq = self.engine(fields, t, &matched)?;
+        let alert = self.completed(&seq, fields);
+        if current.is_some() {
+            return Some(alert);
+        }
         let mut out = Vec::new();
         let merged = if held.msgpack {
             crate::msgpack::merge(&held.bytes, alert, &mut out)
@@ -946,18 +961,17 @@ pub fn event_time(f: &Fields, slot: Slot) -> Option<i64> {
 fn key_combinations<'f>(f: &'f Fields, slots: &[Slot]) -> Option<(Vec<Vec<Cow<'f, str>>>, bool)> {
     let mut combos: Vec<Vec<Cow<'f, str>>> = vec![Vec::with_capacity(slots.len())];
     let mut truncated = false;
-    // The usual case, one value per key field: no copies.
-    if slots.iter().all(|&s| f.get(s).filter(|v| v.keyword().is_some()).count() == 1) {
-        for &s in slots {
-            combos[0].push(f.get(s).find_map(|v| v.keyword())?);
-        }
-        return Some((combos, false));
-    }
     for &s in slots {
-        let vals: Vec<Cow<'f, str>> = f.get(s).filter_map(|v| v.keyword()).collect();
-        if vals.is_empty() {
-            return None;
-        }
+        let mut vals = f.get(s).filter_map(|v| v.keyword());
+        let first = vals.next()?;
+        let Some(second) = vals.next() else {
+            // One value (the usual case): every combination takes it.
+            for c in &mut combos {
+                c.push(first.clone());
+            }
+            continue;
+        };
+        let vals: Vec<Cow<'f, str>> = [first, second].into_iter().chain(vals).collect();
         let mut next = Vec::new();
         'outer: for c in &combos {
             for v in &vals {

@@ -909,24 +909,14 @@ unsafe fn flush_or_finish(detector: *mut aptnc_detector, report: *mut aptnc_flus
         }
         let r = d.det.flush();
         d.alerts.clear();
-        let mut count = 0u64;
-        let mut keep = Vec::new();
-        let now = std::time::SystemTime::now();
-        while let Some(a) = d.det.take_alert() {
-            if a.msgpack {
-                if finish {
-                    append_record(&mut d.alerts, &a.bytes, now);
-                    count += 1;
-                } else {
-                    keep.push(a);
-                }
-                continue;
+        let mut count = d.det.take_json_alerts(&mut d.alerts);
+        if finish {
+            let now = std::time::SystemTime::now();
+            for a in d.det.take_alerts(true) {
+                append_record(&mut d.alerts, &a.bytes, now);
+                count += 1;
             }
-            d.alerts.extend_from_slice(&a.bytes);
-            d.alerts.push(b'\n');
-            count += 1;
         }
-        d.det.requeue_alerts(keep);
         let value = aptnc_flush_report {
             size: size_of::<aptnc_flush_report>() as u32,
             version: APTNC_FLUSH_REPORT_VERSION,

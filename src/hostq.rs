@@ -96,11 +96,6 @@ impl<T> HostQueue<T> {
         self.hosts.get(&host).map_or(0, |h| h.count as usize)
     }
 
-    /// Hosts with at least one entry.
-    pub fn hosts(&self) -> usize {
-        self.hosts.len()
-    }
-
     pub fn insert(&mut self, host: u64, time: i64, bytes: usize, value: T) -> Id {
         let id = self.next_id;
         self.next_id += 1;
@@ -124,10 +119,6 @@ impl<T> HostQueue<T> {
 
     pub fn get(&self, id: Id) -> Option<&T> {
         self.nodes.get(&id).map(|n| &n.value)
-    }
-
-    pub fn time(&self, id: Id) -> Option<i64> {
-        self.nodes.get(&id).map(|n| n.time)
     }
 
     pub fn remove(&mut self, id: Id) -> Option<(i64, T)> {
@@ -197,10 +188,10 @@ mod tests {
         assert_eq!(q.host_oldest(1), Some(e));
         assert_eq!(q.remove(e), Some((5, "e")));
         assert_eq!(q.host_count(1), 0);
-        assert_eq!(q.hosts(), 1);
+        assert_eq!(q.host_count(2), 1);
         assert_eq!(q.remove(b), Some((10, "b")));
         assert!(q.is_empty());
-        assert_eq!(q.hosts(), 0);
+        assert_eq!(q.host_count(2), 0);
         assert_eq!(q.bytes(), 0);
         assert_eq!(q.remove(b), None);
     }

@@ -181,11 +181,9 @@ fn main() -> ExitCode {
 
 /// Write the standalone alert records waiting, one JSON line each.
 fn write_alerts(det: &mut Detector, out: &mut impl Write) -> io::Result<()> {
-    while let Some(a) = det.take_alert() {
-        out.write_all(&a.bytes)?;
-        out.write_all(b"\n")?;
-    }
-    Ok(())
+    let mut lines = Vec::new();
+    det.take_json_alerts(&mut lines);
+    out.write_all(&lines)
 }
 
 struct Run {

@@ -463,16 +463,17 @@ impl<'t, 'f, 'a> Reader<'t, 'f, 'a> {
         }
     }
 
-    /// Skip one value no field is read from: a fixstr or a one-byte value
-    /// here, anything else by [`Cursor::skip_n`].
+    /// Skip one value no field is read from: a scalar of fixed size, a
+    /// fixstr or an empty container here, anything else by [`Cursor::skip_n`].
     #[inline(always)]
     fn skip_one(&mut self) -> Result<(), ExtractError> {
         let buf = self.cur.buf;
         let pos = self.cur.pos;
         if let Some(&m) = buf.get(pos) {
-            let next = match m {
-                0xa0..=0xbf => pos + 1 + (m & 0x1f) as usize,
-                0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 | 0x80 | 0x90 => pos + 1,
+            let next = match SKIP[m as usize] {
+                k @ 0..=17 => pos + 1 + k as usize,
+                FIXSTR => pos + 1 + (m & 0x1f) as usize,
+                FIXMAP | FIXARRAY if m & 0x0f == 0 => pos + 1,
                 _ => return Ok(self.cur.skip_n(1)?),
             };
             if next <= buf.len() {
@@ -1335,6 +1336,32 @@ mod tests {
         assert_eq!(read_chunk(b"\x92\x01\x01").unwrap().len(), 1);
     }
 
+    /// A deterministic xorshift64 generator.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
+    /// One to three random mutations of `b`: a bit flipped, a byte
+    /// replaced, or the body truncated.
+    fn mutate(b: &mut Vec<u8>, rnd: &mut impl FnMut() -> u64) {
+        for _ in 0..1 + rnd() % 3 {
+            if b.is_empty() {
+                break;
+            }
+            let at = (rnd() % b.len() as u64) as usize;
+            match rnd() % 3 {
+                0 => b[at] ^= 1 << (rnd() % 8),
+                1 => b[at] = rnd() as u8,
+                _ => b.truncate(at),
+            }
+        }
+    }
+
     /// The length-only skip agrees with reading every value whole, on
     /// mutated and truncated bodies: same end, or both refuse.
     #[test]
@@ -1362,27 +1389,11 @@ mod tests {
         body.extend_from_slice(b"\xc7\x01\x01\x00\xc8\x00\x01\x01\x00\xc9\x00\x00\x00\x01\x01\x00\xca\x00\x00\x00\x00");
         body.extend_from_slice(b"\xde\x00\x01\xa1k\xdc\x00\x02\x01\x02\xdd\x00\x00\x00\x01\xc0\xdf\x00\x00\x00\x00\xda\x00\x01z\xdb\x00\x00\x00\x01z");
         let values = 1 + 17; // the map, and the values appended after it
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rnd = xorshift(0x9E37_79B9_7F4A_7C15);
         for round in 0..50_000 {
             let mut b = body.clone();
             if round > 0 {
-                for _ in 0..1 + rnd() % 3 {
-                    let at = (rnd() % b.len() as u64) as usize;
-                    match rnd() % 3 {
-                        0 => b[at] ^= 1 << (rnd() % 8),
-                        1 => b[at] = rnd() as u8,
-                        _ => b.truncate(at),
-                    }
-                    if b.is_empty() {
-                        break;
-                    }
-                }
+                mutate(&mut b, &mut rnd);
             }
             for n in [1, values as u64, 3 * values as u64] {
                 let (mut a, mut c) = (Cursor::new(&b), Cursor::new(&b));
@@ -1406,28 +1417,12 @@ mod tests {
             "host.id": "h", "rule": {"name": "old", "k": [1.5, -3]}, "rule.name": "x",
             "a": {"b": [true, false, 70000, -70000, u64::MAX]}, "z": "s"
         }));
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut rnd = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rnd = xorshift(0x2545_F491_4F6C_DD1D);
         let mut out = Vec::new();
         for _ in 0..20_000 {
             let mut f = Fields::new();
             let mut b = body.clone();
-            for _ in 0..1 + rnd() % 3 {
-                let at = (rnd() % b.len() as u64) as usize;
-                match rnd() % 3 {
-                    0 => b[at] ^= 1 << (rnd() % 8),
-                    1 => b[at] = rnd() as u8,
-                    _ => b.truncate(at),
-                }
-                if b.is_empty() {
-                    break;
-                }
-            }
+            mutate(&mut b, &mut rnd);
             let read = extract(&t, &b, &mut f).is_ok();
             let merged = merge(&b, roots(), &mut out).is_ok();
             if read {

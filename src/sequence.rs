@@ -155,11 +155,6 @@ impl SequenceState {
         self.queue.bytes() + self.index.len() * INDEX_ENTRY_BYTES + self.overflow.len() * 64
     }
 
-    /// Hosts with at least one partial sequence.
-    pub fn hosts(&self) -> usize {
-        self.queue.hosts()
-    }
-
     /// The latest event time seen.
     pub fn watermark(&self) -> Option<i64> {
         self.watermark

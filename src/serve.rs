@@ -530,10 +530,7 @@ fn filter_line(det: &mut Detector, sh: &Shared, conn: u64, lineno: u64, line: &[
     }
     out.extend_from_slice(term);
     // Standalone alerts (max_lateness > 0) follow the record that released them.
-    while let Some(a) = det.take_alert() {
-        out.extend_from_slice(&a.bytes);
-        out.push(b'\n');
-    }
+    det.take_json_alerts(out);
 }
 
 fn read_connection(sh: Arc<Shared>, mut s: Stream, conn: u64) {
@@ -1015,10 +1012,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
                 let mut out = Vec::new();
                 if let Ok(mut d) = sh.det.lock() {
                     d.finish();
-                    while let Some(a) = d.take_alert() {
-                        out.extend_from_slice(&a.bytes);
-                        out.push(b'\n');
-                    }
+                    d.take_json_alerts(&mut out);
                 }
                 if !out.is_empty() {
                     sh.queue.push(out);

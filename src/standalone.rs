@@ -32,7 +32,8 @@ pub fn filter_chunk_and_alerts(
     out: &mut Vec<u8>,
 ) -> Result<(ChunkOutcome, u64), ChunkError> {
     let outcome = filter_chunk(det, chunk, out)?;
-    if det.queued_alerts() == 0 {
+    let alerts = det.take_alerts(true);
+    if alerts.is_empty() {
         return Ok((outcome, 0));
     }
     if outcome.annotated == 0 {
@@ -40,19 +41,8 @@ pub fn filter_chunk_and_alerts(
         out.extend_from_slice(chunk);
     }
     let now = SystemTime::now();
-    let mut appended = 0;
-    let mut keep = Vec::new();
-    while let Some(a) = det.take_alert() {
-        if a.msgpack {
-            append_record(out, &a.bytes, now);
-            appended += 1;
-        } else {
-            keep.push(a);
-        }
+    for a in &alerts {
+        append_record(out, &a.bytes, now);
     }
-    det.requeue_alerts(keep);
-    if appended == 0 && outcome.annotated == 0 {
-        out.clear();
-    }
-    Ok((outcome, appended))
+    Ok((outcome, alerts.len() as u64))
 }
