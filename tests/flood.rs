@@ -31,88 +31,14 @@
 use apt_netcon::detector::HELD_OVERHEAD_BYTES;
 use apt_netcon::{Config, Detector, Stats, Verdict};
 use serde_json::Value;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Instant;
 
-// ---------------------------------------------------------------------------
-// Live heap bytes, per thread (so the tests of this file may run in
-// parallel): what this thread allocated and has not freed, and its peak.
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn add_live(n: isize) {
-    let _ = LIVE.try_with(|live| {
-        let now = live.get() + n;
-        live.set(now);
-        let _ = PEAK.try_with(|peak| {
-            if now > peak.get() {
-                peak.set(now);
-            }
-        });
-    });
-}
-
-struct Counting;
-
-// SAFETY: defers to the system allocator; only counts (const-initialised
-// thread-local Cells, which never allocate).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            add_live(l.size() as isize);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        // SAFETY: as above.
-        let p = unsafe { System.alloc_zeroed(l) };
-        if !p.is_null() {
-            add_live(l.size() as isize);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        add_live(-(l.size() as isize));
-        // SAFETY: as above.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        // SAFETY: as above.
-        let q = unsafe { System.realloc(p, l, new) };
-        if !q.is_null() {
-            add_live(new as isize - l.size() as isize);
-        }
-        q
-    }
-}
+#[path = "common/heap.rs"]
+mod heap;
+use heap::Meter;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Live heap bytes of this thread, relative to the last [`Meter::start`].
-struct Meter {
-    base: isize,
-}
-
-impl Meter {
-    fn start() -> Meter {
-        let base = LIVE.with(Cell::get);
-        PEAK.with(|p| p.set(base));
-        Meter { base }
-    }
-    fn live(&self) -> usize {
-        (LIVE.with(Cell::get) - self.base).max(0) as usize
-    }
-    fn peak(&self) -> usize {
-        (PEAK.with(Cell::get) - self.base).max(0) as usize
-    }
-}
+static GLOBAL: heap::Counting = heap::Counting;
 
 // ---------------------------------------------------------------------------
 // Records, written into a reused buffer.
@@ -201,26 +127,22 @@ impl Caps {
     }
 
     /// What the detector's live heap may reach: the estimated bytes the caps
-    /// allow, times [`UNDERCOUNT`], plus [`SLACK_BYTES`]. The partial
+    /// allow (an upper bound: the estimate counts every entry's key, events
+    /// and carried fields, and its B-tree index entries at their least
+    /// full), plus [`SLACK_BYTES`]. The partial
     /// sequences are capped at `max_state_bytes`; with `max_lateness` the
     /// held events are capped on their own (`max_held_events`, and
     /// `max_state_bytes` again), each estimated as the record plus
     /// `HELD_OVERHEAD_BYTES`.
     fn heap_bound(&self, longest_record: usize) -> usize {
-        // A held event: its record, HELD_OVERHEAD_BYTES, and its share of
-        // the held-event tables (a slot of under 100 bytes in a table at
-        // most twice as large as needed, and its time index entry).
+        // A held event: its record, HELD_OVERHEAD_BYTES, and its entries in
+        // the held events' B-tree indexes (under 256 bytes at their least
+        // full).
         let per_held = longest_record + HELD_OVERHEAD_BYTES + 256;
         let held = if self.lateness { (self.held * per_held).min(self.bytes) } else { 0 };
-        ((self.bytes + held) as f64 * UNDERCOUNT) as usize + SLACK_BYTES
+        self.bytes + held + SLACK_BYTES
     }
 }
-
-/// How far the live heap may exceed the estimate the caps limit: not at
-/// all. The estimate counts every entry's key, events and carried fields,
-/// every table at its capacity, and the transient doubling of a table that
-/// grows (it evicts rather than grow past the cap).
-const UNDERCOUNT: f64 = 1.0;
 
 /// Fixed slack on top: the detector's own buffers (the standalone alerts are
 /// collected after every record, so their queue stays empty).

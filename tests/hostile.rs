@@ -24,71 +24,17 @@ use apt_netcon::ffi::*;
 use apt_netcon::msgpack::filter_chunk;
 use apt_netcon::{Config, Detector, RecordError, Verdict};
 use serde_json::{json, Value};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::ptr;
 
-// ---------------------------------------------------------------------------
-// A counting allocator: live and peak bytes of the current thread.
-
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn account(delta: isize) {
-    let _ = LIVE.try_with(|live| {
-        let now = live.get() + delta;
-        live.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-    });
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = System.alloc(l);
-        if !p.is_null() {
-            account(l.size() as isize);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(l);
-        if !p.is_null() {
-            account(l.size() as isize);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l);
-        account(-(l.size() as isize));
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        let q = System.realloc(p, l, new);
-        if !q.is_null() {
-            account(new as isize - l.size() as isize);
-        }
-        q
-    }
-}
+#[path = "common/heap.rs"]
+mod heap;
+use heap::peak_during;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
-
-/// Run `f`, returning its result and the most bytes this thread held at
-/// once during it beyond what it held before.
-fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = LIVE.with(|l| l.get());
-    PEAK.with(|p| p.set(base));
-    let r = f();
-    let peak = PEAK.with(|p| p.get());
-    (r, (peak - base).max(0) as usize)
-}
+static ALLOC: heap::Counting = heap::Counting;
 
 // ---------------------------------------------------------------------------
 // The sample's hook sequence, and variants of it.
