@@ -522,7 +522,7 @@ void aptnc_rule_free(struct aptnc_rule *rule);
  * `config`/`config_len`: a JSON object of config keys (see the README's
  * "Configuration" table: rule, rule_file, maxspan, exceptions, the
  * trusted_* lists, the state caps, max_lateness, max_future,
- * max_record_bytes, annotation_prefix, kibana_fields); copied, so it may be
+ * max_record_bytes, annotation_prefix, kibana_fields, prefilter); copied, so it may be
  * released after the call. NULL with length 0, an empty or an all-blank
  * text means the defaults (the embedded rule apt_netcon_v5). An unknown key
  * or a bad value gives APTNC_STATUS_CONFIG_ERROR, and the error names the

@@ -156,6 +156,12 @@ pub const KEYS: &[KeySpec] = &[
         default: "true",
         description: "Write the `kibana.alert.*` fields; when false, the alert id, group id, reason, severity and risk score go under `apt_netcon.*`.",
     },
+    KeySpec {
+        key: "prefilter",
+        ty: KeyType::Boolean,
+        default: "true",
+        description: "Decide most records from a few bytes and fields: pass a record unread when none of the strings every stage requires (e.g. `\"apt\"`, `\"connection_attempted\"`) appears in it, and a record that matches only a later stage and finds nothing waiting after a syntax check. false: read every record that may match whole, so that every malformed one is counted (README, \"Prefilter\").",
+    },
 ];
 
 /// A configuration problem, naming the key.
@@ -197,6 +203,8 @@ pub struct Config {
     pub max_record_bytes: usize,
     pub annotation_prefix: String,
     pub kibana_fields: bool,
+    /// Rule out records by their bytes before scanning them.
+    pub prefilter: bool,
     /// `maxspan` override in milliseconds.
     pub maxspan_ms: Option<u64>,
     /// Exception items from `exceptions` and `exceptions_file`, in order.
@@ -238,6 +246,7 @@ impl Default for Config {
             max_record_bytes: 16 * 1024 * 1024,
             annotation_prefix: String::new(),
             kibana_fields: true,
+            prefilter: true,
             maxspan_ms: None,
             exceptions: Vec::new(),
             exceptions_file: None,
@@ -358,6 +367,7 @@ impl Config {
                 self.annotation_prefix = s
             }
             ("kibana_fields", Val::B(b)) => self.kibana_fields = b,
+            ("prefilter", Val::B(b)) => self.prefilter = b,
             ("maxspan", Val::S(s)) => self.maxspan_ms = Some(parse_duration_ms(&s).map_err(|m| bad(&m))?),
             ("exceptions", Val::A(a)) => {
                 let items = parse_items(&serde_json::Value::Array(a)).map_err(|m| bad(&m))?;

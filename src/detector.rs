@@ -33,6 +33,7 @@ use crate::compile::{CompiledQuery, Pred};
 use crate::config::{Config, LoadError};
 use crate::event::{ExtractError, FieldTable, Fields, FieldsBuf, Scalar, Slot};
 use crate::exceptions::Exceptions;
+use crate::prefilter::Prefilter;
 use crate::rule::Rule;
 use crate::hostq::{HostQueue, Id};
 use crate::sequence::{Caps, Partial, Put, SequenceState, StageEvent, Take};
@@ -40,6 +41,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use crate::time::parse_rfc3339_ms;
+use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
 /// Fields of each earlier-stage event carried into the alert (when present).
@@ -283,6 +285,8 @@ pub struct Detector {
     /// Buffers reused from record to record, and the fast path's field table
     /// (see [`Detector::process`]).
     scratch: Scratch,
+    /// Rules out most records by their bytes (see [`crate::prefilter`]).
+    prefilter: Prefilter,
     lateness_ms: i64,
     max_future_ms: i64,
     /// Events held back for lateness, by time then arrival.
@@ -310,13 +314,19 @@ struct Scratch {
 impl Scratch {
     /// The table of the fields that decide whether a record can match a
     /// stage: `event.category` and every field of every stage's predicate.
-    fn decide(&mut self, rule: &Rule, table: &FieldTable) -> &FieldTable {
+    ///
+    /// With them, the join keys, the IP-typed fields and `@timestamp`: enough
+    /// to tell that a record matching only a later stage finds nothing
+    /// waiting (see [`Detector::nothing_waiting`]).
+    fn decide(&mut self, rule: &Rule, table: &FieldTable, ts_slot: Slot) -> &FieldTable {
         self.decide.get_or_insert_with(|| {
             let q = rule.compiled();
-            let mut slots = vec![q.category_slot];
+            let mut slots = vec![q.category_slot, ts_slot];
             for stage in &q.stages {
                 pred_slots(&stage.predicate, &mut slots);
+                slots.extend_from_slice(&stage.keys);
             }
+            slots.extend_from_slice(&q.ip_slots);
             table.subset(&slots)
         })
     }
@@ -361,6 +371,7 @@ impl Detector {
             bytes: config.max_state_bytes,
         };
         let state = SequenceState::new(maxspan_ms, caps);
+        let prefilter = Prefilter::new(q, config.prefilter);
         let held_caps = Caps {
             total: config.max_held_events,
             per_host: config.max_pending_per_host,
@@ -381,6 +392,7 @@ impl Detector {
             identity_slots,
             maxspan_ms,
             scratch: Scratch::default(),
+            prefilter,
             lateness_ms: config.max_lateness_ms.min(i64::MAX as u64) as i64,
             max_future_ms: config.max_future_ms.min(i64::MAX as u64) as i64,
             held: HostQueue::default(),
@@ -510,11 +522,18 @@ impl Detector {
             self.stats.too_large += 1;
             return Err(RecordError::TooLarge);
         }
-        let mut fields = self.scratch.fields.take();
-        let decide = self.scratch.decide(&self.rule, &self.table);
-        if decide.scan(record, &mut fields).is_ok() && !any_stage_matches(self.rule.compiled(), &fields) {
-            self.scratch.fields.put_back(fields);
+        if self.prefilter.rules_out_json(record) {
             return Ok(Verdict::Unchanged);
+        }
+        let mut fields = self.scratch.fields.take();
+        let decide = self.scratch.decide(&self.rule, &self.table, self.ts_slot);
+        if decide.scan(record, &mut fields).is_ok() {
+            let decided = !any_stage_matches(self.rule.compiled(), &fields)
+                || self.nothing_waiting(&fields, || serde_json::from_slice::<IgnoredAny>(record).is_ok());
+            if decided {
+                self.scratch.fields.put_back(fields);
+                return Ok(Verdict::Unchanged);
+            }
         }
         let evaluated = match self.table.extract(record, &mut fields) {
             Ok(()) => self.evaluate_rec(&fields, Some(Rec { bytes: record, msgpack: false })),
@@ -553,11 +572,21 @@ impl Detector {
             self.stats.too_large += 1;
             return Err(RecordError::TooLarge);
         }
-        let mut fields = self.scratch.fields.take();
-        let decide = self.scratch.decide(&self.rule, &self.table);
-        if crate::msgpack::extract(decide, body, &mut fields).is_ok() && !any_stage_matches(self.rule.compiled(), &fields) {
-            self.scratch.fields.put_back(fields);
+        if self.prefilter.rules_out_msgpack(body) {
             return Ok(Verdict::Unchanged);
+        }
+        let mut fields = self.scratch.fields.take();
+        let decide = self.scratch.decide(&self.rule, &self.table, self.ts_slot);
+        if crate::msgpack::extract(decide, body, &mut fields).is_ok() {
+            // The reader has checked the whole body's framing already; what
+            // a full read adds (UTF-8 of the other fields it reads) is not
+            // needed to apply a record that finds nothing waiting.
+            let decided =
+                !any_stage_matches(self.rule.compiled(), &fields) || self.nothing_waiting(&fields, || true);
+            if decided {
+                self.scratch.fields.put_back(fields);
+                return Ok(Verdict::Unchanged);
+            }
         }
         let evaluated = match crate::msgpack::extract(&self.table, body, &mut fields) {
             Ok(()) => self.evaluate_rec(&fields, Some(Rec { bytes: body, msgpack: true })),
@@ -577,6 +606,57 @@ impl Detector {
                 Err(RecordError::AnnotateFailed)
             }
         }
+    }
+
+    /// The short way for a record that matches only later stages (it can
+    /// start nothing) and finds no partial sequence waiting under any of its
+    /// join keys: it is applied as the engine would apply it (its time
+    /// advances the watermark, its stage matches are counted) from the fields
+    /// the scanner read, without reading the record whole. `valid` checks the
+    /// record's syntax first. Off with `prefilter = false`. False, with
+    /// nothing changed, whenever the
+    /// engine could do anything else with it (exceptions, `max_lateness`, a
+    /// one-stage query, a missing or odd key, time or address): the record
+    /// is then read whole and evaluated.
+    fn nothing_waiting(&mut self, fields: &Fields, valid: impl FnOnce() -> bool) -> bool {
+        let rule = self.rule.clone();
+        let q = rule.compiled();
+        if !self.prefilter.enabled() || q.stages.len() < 2 || self.lateness_ms > 0 || !self.exceptions.is_empty() {
+            return false;
+        }
+        let mut matched = [false; 4];
+        for (k, stage) in q.stages.iter().enumerate() {
+            if stage.matches(fields, q.category_slot) {
+                if k == 0 || k >= matched.len() {
+                    return false;
+                }
+                matched[k] = true;
+            }
+        }
+        if !q.ips_valid(fields) {
+            return false;
+        }
+        let Some(t) = event_time(fields, self.ts_slot) else { return false };
+        if t > now_ms().saturating_add(self.max_future_ms) {
+            return false;
+        }
+        for k in (1..q.stages.len()).filter(|&k| matched[k]) {
+            let Some((keys, false)) = key_combinations(fields, &q.stages[k].keys) else { return false };
+            for parts in &keys {
+                encode_key(&mut self.key, k - 1, parts);
+                if self.state.contains(&self.key) {
+                    return false;
+                }
+            }
+        }
+        if !valid() {
+            return false;
+        }
+        self.state.observe(t);
+        for (k, _) in matched.iter().enumerate().filter(|(_, m)| **m) {
+            self.stats.stage_matches[k] += 1;
+        }
+        true
     }
 
     /// The field table records are read with (the rule's fields plus those

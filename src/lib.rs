@@ -40,6 +40,7 @@ pub mod fluentbit;
 pub mod hostq;
 pub mod ip;
 pub mod msgpack;
+mod prefilter;
 pub mod rule;
 pub mod rule_file;
 pub mod sequence;

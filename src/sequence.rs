@@ -219,6 +219,11 @@ impl SequenceState {
         Some(partial)
     }
 
+    /// True when a partial sequence is stored under `key`.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.find(self.hasher.hash_one(key), key).is_some()
+    }
+
     /// Take the partial sequence waiting under `key` for an event at time `t`.
     pub fn take(&mut self, key: &[u8], t: i64) -> Take {
         let h = self.hasher.hash_one(key);
