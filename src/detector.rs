@@ -641,7 +641,14 @@ impl Detector {
             return false;
         }
         for k in (1..q.stages.len()).filter(|&k| matched[k]) {
-            let Some((keys, false)) = key_combinations(fields, &q.stages[k].keys) else { return false };
+            let slots = &q.stages[k].keys;
+            if single_key(&mut self.key, k - 1, fields, slots) {
+                if self.state.contains(&self.key) {
+                    return false;
+                }
+                continue;
+            }
+            let Some((keys, false)) = key_combinations(fields, slots) else { return false };
             for parts in &keys {
                 encode_key(&mut self.key, k - 1, parts);
                 if self.state.contains(&self.key) {
@@ -1069,6 +1076,21 @@ fn key_combinations<'f>(f: &'f Fields, slots: &[Slot]) -> Option<(Vec<Vec<Cow<'f
     Some((combos, truncated))
 }
 
+/// Encode the join key as [`encode_key`] does, without allocating, when
+/// every key field has exactly one string value (the usual case); false
+/// otherwise (`buf` is then to be ignored).
+fn single_key(buf: &mut Vec<u8>, stage: usize, f: &Fields, slots: &[Slot]) -> bool {
+    buf.clear();
+    buf.push(stage as u8);
+    for &slot in slots {
+        let mut vals = f.get(slot).filter(|v| !matches!(v, Scalar::Null | Scalar::Object));
+        let (Some(Scalar::Str(v)), None) = (vals.next(), vals.next()) else { return false };
+        buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        buf.extend_from_slice(v.as_bytes());
+    }
+    true
+}
+
 fn encode_key(buf: &mut Vec<u8>, stage: usize, parts: &[Cow<'_, str>]) {
     buf.clear();
     buf.push(stage as u8);
@@ -1118,4 +1140,36 @@ fn digest(f: &Fields, t: i64, limit: usize) -> u128 {
         }
     }
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_key_encodes_as_encode_key_or_declines() {
+        let mut table = FieldTable::new();
+        let (a, b) = (table.intern("host.id"), table.intern("process.parent.entity_id"));
+        let records = [
+            (r#"{"host":{"id":"h1"},"process":{"parent":{"entity_id":"e1"}}}"#, true),
+            (r#"{"host":{"id":["h1"]},"process.parent.entity_id":"e\u00e9"}"#, true),
+            (r#"{"host":{"id":["h1",null]},"process":{"parent":{"entity_id":"e1"}}}"#, true),
+            (r#"{"host":{"id":["h1","h2"]},"process":{"parent":{"entity_id":"e1"}}}"#, false),
+            (r#"{"host":{"id":7},"process":{"parent":{"entity_id":"e1"}}}"#, false),
+            (r#"{"host":{"id":"h1"}}"#, false),
+        ];
+        for (rec, single) in records {
+            let mut f = Fields::new();
+            table.extract(rec.as_bytes(), &mut f).unwrap();
+            let mut got = Vec::new();
+            assert_eq!(single_key(&mut got, 1, &f, &[a, b]), single, "{rec}");
+            if single {
+                let (keys, _) = key_combinations(&f, &[a, b]).unwrap();
+                assert_eq!(keys.len(), 1, "{rec}");
+                let mut want = Vec::new();
+                encode_key(&mut want, 1, &keys[0]);
+                assert_eq!(got, want, "{rec}");
+            }
+        }
+    }
 }

@@ -16,10 +16,10 @@
 //!   oldest start being evicted first (`evicted`).
 
 use crate::carried::Carried;
-use crate::hostq::{btree_entry_bytes, HostQueue, Id};
+use crate::hostq::{Blocks, HostQueue, Id};
 use std::collections::hash_map::RandomState;
-use std::collections::BTreeMap;
 use std::hash::BuildHasher;
+use std::mem::size_of;
 
 /// What a completed stage contributes to the alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,16 +45,14 @@ impl Partial {
     pub fn last(&self) -> i64 {
         self.events.last().map(|e| e.time).unwrap_or(i64::MIN)
     }
-    fn bytes(&self) -> usize {
-        self.events.iter().map(|e| std::mem::size_of::<StageEvent>() + e.info.len()).sum()
+    /// Heap bytes of the events (their buffer and carried fields).
+    pub fn bytes(&self) -> usize {
+        self.events.capacity() * size_of::<StageEvent>() + self.events.iter().map(|e| e.info.len()).sum::<usize>()
     }
 }
 
-/// Bytes per partial sequence beyond its key, its events and its index
-/// entries, for the `max_state_bytes` estimate (see [`SequenceState::bytes`]).
-pub const ENTRY_OVERHEAD_BYTES: usize = 32;
-
-const INDEX_ENTRY_BYTES: usize = btree_entry_bytes(8, 8);
+/// Buckets per block of the key index.
+const BUCKET_BLOCK: usize = 256;
 
 /// Result of [`SequenceState::take`].
 #[derive(Debug, PartialEq, Eq)]
@@ -106,22 +104,95 @@ pub struct Evictions {
     pub bytes: u64,
 }
 
-/// Bounded partial-sequence state. Each key is stored once (in its entry);
-/// the index maps a keyed hash of it to the entry.
+/// A partial sequence as held: the digest of its key, its bucket chain
+/// link, and its events. The common one-event partial sequence is held
+/// inline (its time is the queue entry's); longer ones in `many`.
+#[derive(Debug)]
+struct Entry {
+    /// The two 64-bit halves of the key's digest (see [`SequenceState`]).
+    key: [u64; 2],
+    /// The next entry in the same index bucket (0: none).
+    next: Id,
+    /// The only event's digest and carried fields, when `many` is `None`.
+    digest: u128,
+    info: Carried,
+    /// All the events, when there are not exactly one.
+    many: Option<Box<Partial>>,
+}
+
+impl Entry {
+    fn new(key: [u64; 2], mut partial: Partial) -> Entry {
+        if partial.events.len() == 1 {
+            let e = partial.events.pop().expect("one event");
+            Entry { key, next: 0, digest: e.digest, info: e.info, many: None }
+        } else {
+            Entry { key, next: 0, digest: 0, info: Carried::default(), many: Some(Box::new(partial)) }
+        }
+    }
+
+    /// Heap bytes beyond the entry itself.
+    fn bytes(&self) -> usize {
+        // `many`: the box, and the events' buffer and fields.
+        self.info.len() + self.many.as_ref().map_or(0, |p| size_of::<Partial>() + p.bytes())
+    }
+
+    fn last(&self, start: i64) -> i64 {
+        match &self.many {
+            None => start,
+            Some(p) => p.last(),
+        }
+    }
+
+    fn into_partial(self, start: i64) -> Partial {
+        match self.many {
+            Some(p) => *p,
+            None => {
+                // Room for the event that extends or completes it.
+                let mut events = Vec::with_capacity(2);
+                events.push(StageEvent { time: start, digest: self.digest, info: self.info });
+                Partial { events }
+            }
+        }
+    }
+}
+
+/// Bounded partial-sequence state.
+///
+/// A join key is not stored: an entry holds a 128-bit digest of it, two
+/// SipHash-1-3 values of the key bytes under two secret keys (two
+/// [`RandomState`]s: std seeds them from the operating system's randomness,
+/// once per thread, and gives each a different key). Two distinct keys are
+/// taken for one only when both 64-bit halves agree: for keys chosen
+/// without knowledge of the secret keys, a chance of about 2^-128 per pair
+/// (n²/2^129 for n keys held, ~1.5·10^-27 at a million; a lookup of a key
+/// not held finds another key's entry with a chance of n/2^128). The index
+/// is a linear hash table on the first half: buckets (grown and shrunk one
+/// at a time, kept between one and two per entry, stored in blocks) chain
+/// the entries through their `next` links.
 #[derive(Debug)]
 pub struct SequenceState {
     maxspan_ms: Option<i64>,
     caps: Caps,
-    queue: HostQueue<(Box<[u8]>, Partial)>,
-    index: BTreeMap<u64, Id>,
-    /// Entries whose key hash collides with the one in `index`.
-    overflow: BTreeMap<u64, Vec<Id>>,
-    hasher: RandomState,
+    queue: HostQueue<Entry>,
+    /// Bucket heads (ids; 0: empty).
+    buckets: Blocks<Id, BUCKET_BLOCK>,
+    hashers: [RandomState; 2],
     watermark: Option<i64>,
     /// Dropped because they could no longer complete.
     pub expired: u64,
     /// Evicted by a cap.
     pub evicted: Evictions,
+}
+
+/// The bucket of hash `h` among `n` (≥ 1) buckets of a linear hash table.
+fn bucket(h: u64, n: usize) -> usize {
+    let level = usize::BITS - 1 - n.leading_zeros();
+    let b = (h & 2u64.wrapping_shl(level).wrapping_sub(1)) as usize;
+    if b < n {
+        b
+    } else {
+        (h & ((1u64 << level) - 1)) as usize
+    }
 }
 
 impl SequenceState {
@@ -130,9 +201,8 @@ impl SequenceState {
             maxspan_ms: maxspan_ms.map(|m| m.min(i64::MAX as u64) as i64),
             caps: Caps { total: caps.total.max(1), per_host: caps.per_host.max(1), bytes: caps.bytes },
             queue: HostQueue::default(),
-            index: BTreeMap::new(),
-            overflow: BTreeMap::new(),
-            hasher: RandomState::new(),
+            buckets: Blocks::default(),
+            hashers: [RandomState::new(), RandomState::new()],
             watermark: None,
             expired: 0,
             evicted: Evictions::default(),
@@ -148,11 +218,11 @@ impl SequenceState {
         self.queue.is_empty()
     }
 
-    /// Estimated bytes held (what `max_state_bytes` limits), an upper
-    /// bound: every entry's key, events and carried fields, and the indexes
-    /// (B-trees, counted at their least full).
+    /// Estimated bytes held (what `max_state_bytes` limits), an upper bound
+    /// of the heap held: every entry's events and carried fields, the
+    /// queue's slab, heap and per-host map, and the index's buckets.
     pub fn bytes(&self) -> usize {
-        self.queue.bytes() + self.index.len() * INDEX_ENTRY_BYTES + self.overflow.len() * 64
+        self.queue.bytes() + self.buckets.heap_bytes()
     }
 
     /// The latest event time seen.
@@ -187,73 +257,146 @@ impl SequenceState {
         matches!((self.maxspan_ms, self.watermark), (Some(s), Some(w)) if t0.saturating_add(s) < w)
     }
 
-    fn find(&self, h: u64, key: &[u8]) -> Option<Id> {
-        let id = *self.index.get(&h)?;
-        if self.queue.get(id).is_some_and(|(k, _)| &**k == key) {
-            return Some(id);
+    /// The entry for `key`, whose first digest half is `h1`. The second half
+    /// is computed (into `h2`) only when an entry's first half agrees.
+    fn find(&self, h1: u64, h2: &mut Option<u64>, key: &[u8]) -> Option<Id> {
+        if self.buckets.is_empty() {
+            return None;
         }
-        self.overflow.get(&h)?.iter().copied().find(|&id| self.queue.get(id).is_some_and(|(k, _)| &**k == key))
+        let mut id = *self.buckets.get(bucket(h1, self.buckets.len()));
+        while id != 0 {
+            let e = self.queue.get(id).expect("indexed entry exists");
+            if e.key[0] == h1 && e.key[1] == *h2.get_or_insert_with(|| self.hashers[1].hash_one(key)) {
+                return Some(id);
+            }
+            id = e.next;
+        }
+        None
     }
 
-    fn remove_id(&mut self, id: Id) -> Option<Partial> {
-        let (_, (key, partial)) = self.queue.remove(id)?;
-        let h = self.hasher.hash_one(&*key);
-        if self.index.get(&h) == Some(&id) {
-            match self.overflow.get_mut(&h).and_then(|v| v.pop()) {
-                Some(next) => {
-                    self.index.insert(h, next);
-                    if self.overflow.get(&h).is_some_and(|v| v.is_empty()) {
-                        self.overflow.remove(&h);
-                    }
-                }
-                None => {
-                    self.index.remove(&h);
-                }
+    /// Add entry `id` (digest half `h1`) to the index; grow it to at least
+    /// one bucket per entry.
+    fn link(&mut self, id: Id, h1: u64) {
+        if self.buckets.is_empty() {
+            self.buckets.push(0);
+        }
+        let b = bucket(h1, self.buckets.len());
+        let head = std::mem::replace(self.buckets.get_mut(b), id);
+        self.queue.get_mut(id).expect("entry exists").next = head;
+        if self.queue.len() > self.buckets.len() {
+            self.split();
+        }
+    }
+
+    /// Add bucket n, taking the entries of bucket n - 2^level that now
+    /// belong to it.
+    fn split(&mut self) {
+        let n = self.buckets.len();
+        let level = usize::BITS - 1 - n.leading_zeros();
+        let from = n - (1usize << level);
+        self.buckets.push(0);
+        let mut id = std::mem::replace(self.buckets.get_mut(from), 0);
+        while id != 0 {
+            let e = self.queue.get_mut(id).expect("indexed entry exists");
+            let next = e.next;
+            let b = bucket(e.key[0], n + 1);
+            debug_assert!(b == from || b == n);
+            e.next = std::mem::replace(self.buckets.get_mut(b), id);
+            id = next;
+        }
+    }
+
+    /// Drop the last bucket, its entries joining its buddy's chain.
+    fn merge(&mut self) {
+        let Some(mut id) = self.buckets.pop() else { return };
+        let n = self.buckets.len();
+        if id == 0 || n == 0 {
+            return;
+        }
+        let level = usize::BITS - 1 - n.leading_zeros();
+        let into = n - (1usize << level);
+        let head = *self.buckets.get(into);
+        *self.buckets.get_mut(into) = id;
+        loop {
+            let e = self.queue.get_mut(id).expect("indexed entry exists");
+            if e.next == 0 {
+                e.next = head;
+                break;
             }
-        } else if let Some(v) = self.overflow.get_mut(&h) {
-            v.retain(|&x| x != id);
-            if v.is_empty() {
-                self.overflow.remove(&h);
+            id = e.next;
+        }
+    }
+
+    /// Remove entry `id` from the index and the queue.
+    fn remove_id(&mut self, id: Id) -> Option<(i64, Entry)> {
+        let e = self.queue.get(id)?;
+        let (h1, next) = (e.key[0], e.next);
+        let b = bucket(h1, self.buckets.len());
+        if *self.buckets.get(b) == id {
+            *self.buckets.get_mut(b) = next;
+        } else {
+            let mut prev = *self.buckets.get(b);
+            loop {
+                let p = self.queue.get_mut(prev).expect("indexed entry exists");
+                if p.next == id {
+                    p.next = next;
+                    break;
+                }
+                prev = p.next;
             }
         }
-        Some(partial)
+        let removed = self.queue.remove(id);
+        if self.queue.is_empty() {
+            self.buckets.clear();
+        } else {
+            while self.buckets.len() > 1 && self.queue.len() * 2 < self.buckets.len() {
+                self.merge();
+            }
+        }
+        removed
     }
 
     /// True when a partial sequence is stored under `key`.
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.find(self.hasher.hash_one(key), key).is_some()
+        self.find(self.hashers[0].hash_one(key), &mut None, key).is_some()
     }
 
     /// Take the partial sequence waiting under `key` for an event at time `t`.
     pub fn take(&mut self, key: &[u8], t: i64) -> Take {
-        let h = self.hasher.hash_one(key);
-        let Some(id) = self.find(h, key) else { return Take::Nothing };
-        if self.queue.get(id).is_some_and(|(_, p)| p.last() > t) {
+        let h1 = self.hashers[0].hash_one(key);
+        let Some(id) = self.find(h1, &mut None, key) else { return Take::Nothing };
+        let start = self.queue.time(id).expect("indexed entry exists");
+        if self.queue.get(id).is_some_and(|e| e.last(start) > t) {
             return Take::NotBefore;
         }
-        let partial = self.remove_id(id).expect("indexed entry exists");
+        let (start, entry) = self.remove_id(id).expect("indexed entry exists");
         match self.maxspan_ms {
-            Some(span) if t.saturating_sub(partial.start()) > span => Take::TooLate,
-            _ => Take::Matched(partial),
+            Some(span) if t.saturating_sub(start) > span => Take::TooLate,
+            _ => Take::Matched(entry.into_partial(start)),
         }
     }
 
     /// Store `partial` under `key`, for `host` (a hash of the key's host
     /// part; see [`crate::compile::CompiledQuery::host_keys`]).
     pub fn put(&mut self, key: &[u8], host: u64, partial: Partial) -> Put {
-        if self.is_stale(partial.start()) {
+        let start = partial.start();
+        if self.is_stale(start) {
             return Put::Stale;
         }
-        let h = self.hasher.hash_one(key);
+        let h1 = self.hashers[0].hash_one(key);
+        let mut h2 = None;
         let mut result = Put::Inserted;
-        if let Some(id) = self.find(h, key) {
-            if self.queue.get(id).is_some_and(|(_, old)| old.last() > partial.last()) {
+        if let Some(id) = self.find(h1, &mut h2, key) {
+            let old_start = self.queue.time(id).expect("indexed entry exists");
+            if self.queue.get(id).is_some_and(|old| old.last(old_start) > partial.last()) {
                 return Put::KeptNewer;
             }
             self.remove_id(id);
             result = Put::Replaced;
         }
-        let bytes = ENTRY_OVERHEAD_BYTES + key.len() + partial.bytes();
+        let h2 = h2.unwrap_or_else(|| self.hashers[1].hash_one(key));
+        let entry = Entry::new([h1, h2], partial);
+        let bytes = entry.bytes();
         while self.queue.host_count(host) >= self.caps.per_host {
             let Some(id) = self.queue.host_oldest(host) else { break };
             self.remove_id(id);
@@ -264,17 +407,16 @@ impl SequenceState {
             self.remove_id(id);
             self.evicted.total += 1;
         }
-        let added = bytes + self.queue.entry_bytes() + INDEX_ENTRY_BYTES;
-        while !self.queue.is_empty() && self.bytes() + added > self.caps.bytes {
+        // What storing it adds at most (an eviction may free a slot or a
+        // block, so this is recomputed).
+        let added = |s: &Self| bytes + s.queue.entry_bytes() + s.buckets.grow_bytes();
+        while !self.queue.is_empty() && self.bytes() + added(self) > self.caps.bytes {
             let Some((_, id)) = self.queue.first() else { break };
             self.remove_id(id);
             self.evicted.bytes += 1;
         }
-        let start = partial.start();
-        let id = self.queue.insert(host, start, bytes, (key.into(), partial));
-        if let Some(prev) = self.index.insert(h, id) {
-            self.overflow.entry(h).or_default().push(prev);
-        }
+        let id = self.queue.insert(host, start, bytes, entry);
+        self.link(id, h1);
         result
     }
 }
@@ -356,5 +498,105 @@ mod tests {
         assert_eq!(s.len() as u64 + s.evicted.bytes, 200);
         assert_eq!(s.take(&[b'k', 0], 2000), Take::Nothing);
         assert!(matches!(s.take(&[b'k', 199], 2000), Take::Matched(_)));
+    }
+
+    fn carried(n: usize) -> Carried {
+        let mut b = crate::carried::CarriedBuilder::default();
+        b.push(1, &serde_json::Value::String("x".repeat(n)));
+        b.finish()
+    }
+
+    /// Against a model (a map from key to partial sequence), over enough
+    /// keys that the index splits and merges its buckets many times.
+    #[test]
+    fn matches_a_model_through_index_growth_and_shrinkage() {
+        use std::collections::HashMap;
+        let mut s = SequenceState::new(None, Caps::default());
+        let mut model: HashMap<Vec<u8>, Partial> = HashMap::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..4 {
+            // Grow to a few thousand keys, then shrink to a few.
+            let (keys, steps) = if round % 2 == 0 { (6000, 20_000) } else { (50, 20_000) };
+            for _ in 0..steps {
+                let k = (rand() % keys).to_le_bytes().to_vec();
+                let t = (rand() % 1000) as i64;
+                match rand() % 3 {
+                    0 | 1 if round % 2 == 0 => {
+                        let events = (0..1 + rand() % 3)
+                            .map(|i| StageEvent {
+                                time: t + i as i64,
+                                digest: rand() as u128,
+                                info: carried(i as usize),
+                            })
+                            .collect();
+                        let partial = Partial { events };
+                        let want = match model.get(&k) {
+                            Some(old) if old.last() > partial.last() => Put::KeptNewer,
+                            Some(_) => Put::Replaced,
+                            None => Put::Inserted,
+                        };
+                        if want != Put::KeptNewer {
+                            model.insert(k.clone(), partial.clone());
+                        }
+                        assert_eq!(s.put(&k, rand() % 5, partial), want);
+                    }
+                    _ => {
+                        let want = match model.get(&k) {
+                            None => Take::Nothing,
+                            Some(p) if p.last() > t => Take::NotBefore,
+                            Some(_) => Take::Matched(model.remove(&k).unwrap()),
+                        };
+                        assert_eq!(s.contains(&k), model.contains_key(&k) || matches!(want, Take::Matched(_)));
+                        assert_eq!(s.take(&k, t), want);
+                    }
+                }
+                assert_eq!(s.len(), model.len());
+                let n = s.buckets.len();
+                assert!(s.is_empty() || (n >= s.len() && n <= 2 * s.len() + 1), "{n} buckets for {}", s.len());
+            }
+            for k in model.keys() {
+                assert!(s.contains(k));
+            }
+        }
+        // Emptied, the state gives its memory back but a block or two.
+        let keys: Vec<Vec<u8>> = model.keys().cloned().collect();
+        for k in keys {
+            assert!(matches!(s.take(&k, i64::MAX), Take::Matched(_)));
+        }
+        assert!(s.is_empty());
+        assert!(s.bytes() < 4096, "{}", s.bytes());
+    }
+
+    /// The estimate counts what each entry holds: its carried fields, and
+    /// for several events their buffer.
+    #[test]
+    fn estimate_follows_the_entries() {
+        let mut s = SequenceState::new(None, Caps::default());
+        let ev = |t: i64, n: usize| StageEvent { time: t, digest: 7, info: carried(n) };
+        for k in [b"a", b"b", b"c"] {
+            s.put(k, 0, p(1));
+        }
+        s.take(b"b", 1);
+        s.take(b"c", 1);
+        // The slab keeps its slots: from here on, only the entries change.
+        let base = s.bytes();
+        s.put(b"b", 0, Partial { events: vec![ev(1, 1000)] });
+        let with_b = s.bytes();
+        assert!(with_b >= base + 1000, "{base} {with_b}");
+        let mut events = Vec::with_capacity(8);
+        events.extend([ev(1, 100), ev(2, 200)]);
+        let want = events.clone();
+        s.put(b"c", 0, Partial { events });
+        assert!(s.bytes() >= with_b + 300 + 8 * size_of::<StageEvent>() + size_of::<Vec<StageEvent>>());
+        assert_eq!(s.take(b"c", 2), Take::Matched(Partial { events: want }));
+        assert_eq!(s.bytes(), with_b);
+        assert_eq!(s.take(b"b", 2), Take::Matched(Partial { events: vec![ev(1, 1000)] }));
+        assert_eq!(s.bytes(), base);
     }
 }

@@ -127,17 +127,17 @@ impl Caps {
     }
 
     /// What the detector's live heap may reach: the estimated bytes the caps
-    /// allow (an upper bound: the estimate counts every entry's key, events
-    /// and carried fields, and its B-tree index entries at their least
-    /// full), plus [`SLACK_BYTES`]. The partial
+    /// allow (an upper bound: the estimate counts every entry's slot, key
+    /// digest, events and carried fields, and the blocks of the slab, heap
+    /// and hash index at their capacity), plus [`SLACK_BYTES`]. The partial
     /// sequences are capped at `max_state_bytes`; with `max_lateness` the
     /// held events are capped on their own (`max_held_events`, and
     /// `max_state_bytes` again), each estimated as the record plus
     /// `HELD_OVERHEAD_BYTES`.
     fn heap_bound(&self, longest_record: usize) -> usize {
-        // A held event: its record, HELD_OVERHEAD_BYTES, and its entries in
-        // the held events' B-tree indexes (under 256 bytes at their least
-        // full).
+        // A held event: its record, HELD_OVERHEAD_BYTES, and its share of
+        // the held events' queue (slot, heap and index blocks: well under
+        // 256 bytes).
         let per_held = longest_record + HELD_OVERHEAD_BYTES + 256;
         let held = if self.lateness { (self.held * per_held).min(self.bytes) } else { 0 };
         self.bytes + held + SLACK_BYTES
