@@ -30,6 +30,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Everything an alert says.
 #[derive(Debug)]
@@ -106,14 +107,25 @@ fn kibana_threat(meta: &RuleMeta) -> Value {
     )
 }
 
-impl Alert<'_> {
-    /// The alert object (before any prefix).
-    pub fn to_json(&self, style: &AnnotationStyle) -> Map<String, Value> {
-        let m = self.meta;
-        let mut out = Map::new();
-        out.insert(
-            "rule".into(),
-            json!({
+/// The alert members that depend only on the rule's metadata: built once
+/// per metadata (see [`rule_parts`]) and cloned into every alert.
+#[derive(Debug)]
+struct RuleParts {
+    /// The metadata they were built from.
+    meta: RuleMeta,
+    /// ECS `rule`.
+    rule: Value,
+    /// ECS `threat` (flattened).
+    threat: Value,
+    /// `kibana.alert.rule`.
+    kibana_rule: Value,
+}
+
+impl RuleParts {
+    fn new(m: &RuleMeta) -> RuleParts {
+        RuleParts {
+            meta: m.clone(),
+            rule: json!({
                 "id": m.rule_id,
                 "uuid": m.rule_id,
                 "name": m.name,
@@ -125,8 +137,57 @@ impl Alert<'_> {
                 "reference": m.references.first().cloned().unwrap_or_default(),
                 "ruleset": "apt-netcon",
             }),
-        );
-        out.insert("threat".into(), flat_threat(m));
+            threat: flat_threat(m),
+            kibana_rule: json!({
+                "rule_id": m.rule_id,
+                "uuid": m.rule_id,
+                "name": m.name,
+                "version": m.version,
+                "type": "eql",
+                "severity": m.severity,
+                "risk_score": m.risk_score,
+                "tags": m.tags,
+                "references": m.references,
+                "author": m.author,
+                "license": m.license,
+                "threat": kibana_threat(m),
+            }),
+        }
+    }
+}
+
+/// Most metadata sets whose [`RuleParts`] are kept; beyond it the oldest
+/// entry is dropped.
+const RULE_PARTS_KEPT: usize = 16;
+
+/// Built [`RuleParts`], found by comparing the metadata itself (its fields
+/// are public and may change between alerts; an entry is used only for
+/// metadata equal to the one it was built from).
+static RULE_PARTS: Mutex<Vec<Arc<RuleParts>>> = Mutex::new(Vec::new());
+
+/// The [`RuleParts`] of `meta`, built on first use.
+fn rule_parts(meta: &RuleMeta) -> Arc<RuleParts> {
+    // The lock guards no invariant a panic could break: use it even poisoned.
+    let mut kept = RULE_PARTS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(p) = kept.iter().rev().find(|p| p.meta == *meta) {
+        return Arc::clone(p);
+    }
+    let p = Arc::new(RuleParts::new(meta));
+    if kept.len() >= RULE_PARTS_KEPT {
+        kept.remove(0);
+    }
+    kept.push(Arc::clone(&p));
+    p
+}
+
+impl Alert<'_> {
+    /// The alert object (before any prefix).
+    pub fn to_json(&self, style: &AnnotationStyle) -> Map<String, Value> {
+        let m = self.meta;
+        let parts = rule_parts(m);
+        let mut out = Map::with_capacity(4);
+        out.insert("rule".into(), parts.rule.clone());
+        out.insert("threat".into(), parts.threat.clone());
         let first = self.events.first();
         let last = self.events.last();
         let span = match (first, last) {
@@ -149,37 +210,31 @@ impl Alert<'_> {
             let ancestors: Vec<Value> = self
                 .events
                 .iter()
-                .map(|e| json!({"type": "event", "id": format_id(e.digest), "depth": 0}))
+                .map(|e| {
+                    let mut a = Map::with_capacity(3);
+                    a.insert("type".into(), Value::from("event"));
+                    a.insert("id".into(), Value::String(format_id(e.digest)));
+                    a.insert("depth".into(), Value::from(0));
+                    Value::Object(a)
+                })
                 .collect();
-            out.insert(
-                "kibana".into(),
-                json!({"alert": {
-                    "uuid": self.alert_id,
-                    "group": {"id": self.group_id},
-                    "rule": {
-                        "rule_id": m.rule_id,
-                        "uuid": m.rule_id,
-                        "name": m.name,
-                        "version": m.version,
-                        "type": "eql",
-                        "severity": m.severity,
-                        "risk_score": m.risk_score,
-                        "tags": m.tags,
-                        "references": m.references,
-                        "author": m.author,
-                        "license": m.license,
-                        "threat": kibana_threat(m),
-                    },
-                    "severity": m.severity,
-                    "risk_score": m.risk_score,
-                    "reason": self.reason,
-                    "original_time": self.original_time,
-                    "status": "active",
-                    "workflow_status": "open",
-                    "depth": 1,
-                    "ancestors": ancestors,
-                }}),
-            );
+            let mut group = Map::with_capacity(1);
+            group.insert("id".into(), Value::String(self.group_id.clone()));
+            let mut alert = Map::with_capacity(11);
+            alert.insert("uuid".into(), Value::String(self.alert_id.clone()));
+            alert.insert("group".into(), Value::Object(group));
+            alert.insert("rule".into(), parts.kibana_rule.clone());
+            alert.insert("severity".into(), Value::String(m.severity.clone()));
+            alert.insert("risk_score".into(), Value::from(m.risk_score));
+            alert.insert("reason".into(), Value::String(self.reason.clone()));
+            alert.insert("original_time".into(), Value::String(self.original_time.clone()));
+            alert.insert("status".into(), Value::from("active"));
+            alert.insert("workflow_status".into(), Value::from("open"));
+            alert.insert("depth".into(), Value::from(1));
+            alert.insert("ancestors".into(), Value::Array(ancestors));
+            let mut kibana = Map::with_capacity(1);
+            kibana.insert("alert".into(), Value::Object(alert));
+            out.insert("kibana".into(), Value::Object(kibana));
         } else {
             own.insert("alert_id".into(), Value::from(self.alert_id.clone()));
             own.insert("group_id".into(), Value::from(self.group_id.clone()));
@@ -273,10 +328,26 @@ fn deep_merge(into: &mut Value, from: Value) {
     }
 }
 
+/// Write the JSON string `k` (escaped as serde_json writes it).
+fn write_key(out: &mut Vec<u8>, k: &str) -> Result<(), MergeError> {
+    serde_json::to_writer(&mut *out, k).map_err(|e| MergeError(e.to_string()))
+}
+
 /// Write `roots` into the JSON object `record` (see the module docs).
 pub fn merge(record: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Result<(), MergeError> {
     let members: Members = serde_json::from_slice(record).map_err(|e| MergeError(e.to_string()))?;
-    let all = roots.clone();
+    // The dotted members the alert covers, read before any root is taken
+    // out of `roots` (indices into `members`, ascending).
+    let covered: Vec<usize> = members
+        .0
+        .iter()
+        .enumerate()
+        .filter(|(_, (k, _))| k.contains('.') && alert_covers(&roots, k))
+        .map(|(i, _)| i)
+        .collect();
+    let mut covered = covered.into_iter().peekable();
+    // The roots merged into a member so far.
+    let mut merged_roots: Vec<&str> = Vec::new();
     let mut roots = roots;
     out.clear();
     // The record once, plus room for a typical alert: no doubling of a large record.
@@ -289,30 +360,31 @@ pub fn merge(record: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Res
         }
         first = false;
     };
-    let key_json = |k: &str| serde_json::to_string(k).expect("a string serialises");
-    for (k, raw) in &members.0 {
+    for (i, (k, raw)) in members.0.iter().enumerate() {
+        let is_covered = covered.next_if_eq(&i).is_some();
         if let Some(ann) = roots.remove(k.as_ref()) {
             let mut merged: Value = serde_json::from_str(raw.get()).map_err(|e| MergeError(e.to_string()))?;
             deep_merge(&mut merged, ann);
+            merged_roots.push(k.as_ref());
             sep(out);
-            out.extend_from_slice(key_json(k).as_bytes());
+            write_key(out, k)?;
             out.push(b':');
             serde_json::to_writer(&mut *out, &merged).map_err(|e| MergeError(e.to_string()))?;
             continue;
         }
         // A second member named like a root (a duplicate key) was merged
         // already; a dotted member the alert covers is replaced by it.
-        if all.contains_key(k.as_ref()) || (k.contains('.') && alert_covers(&all, k)) {
+        if is_covered || merged_roots.contains(&k.as_ref()) {
             continue;
         }
         sep(out);
-        out.extend_from_slice(key_json(k).as_bytes());
+        write_key(out, k)?;
         out.push(b':');
         out.extend_from_slice(raw.get().as_bytes());
     }
     for (k, v) in roots {
         sep(out);
-        out.extend_from_slice(key_json(&k).as_bytes());
+        write_key(out, &k)?;
         out.push(b':');
         serde_json::to_writer(&mut *out, &v).map_err(|e| MergeError(e.to_string()))?;
     }
@@ -362,6 +434,40 @@ mod tests {
         assert!(v.get("rule.name").is_none());
         assert_eq!(v["rule.other"], 2);
         assert!(v.get("threat.framework.x").is_none());
+    }
+
+    #[test]
+    fn rule_parts_follow_the_metadata() {
+        let mut meta = crate::rule::Rule::builtin("v5").unwrap().meta().clone();
+        let style = AnnotationStyle { prefix: String::new(), kibana: true };
+        let alert_json = |meta: &RuleMeta| {
+            let alert = Alert {
+                meta,
+                events: &[],
+                alert_id: "a".into(),
+                group_id: "g".into(),
+                reason: "r".into(),
+                original_time: "t".into(),
+            };
+            Value::Object(alert.to_json(&style))
+        };
+        let v = alert_json(&meta);
+        assert_eq!(v["rule"]["version"], "5");
+        assert_eq!(v["kibana"]["alert"]["rule"]["version"], 5);
+        assert_eq!(v["threat"]["technique"]["subtechnique"]["id"][0], "T1546.016");
+        assert_eq!(v["kibana"]["alert"]["rule"]["threat"][0]["technique"][1]["subtechnique"][0]["id"], "T1546.016");
+        // Changed metadata gets parts of its own; the first ones stay as they were.
+        meta.version = 6;
+        meta.threat.clear();
+        let w = alert_json(&meta);
+        assert_eq!(w["rule"]["version"], "6");
+        assert_eq!(w["kibana"]["alert"]["rule"]["version"], 6);
+        assert_eq!(w["threat"]["tactic"]["id"], json!([]));
+        assert!(w["threat"]["technique"].get("subtechnique").is_none());
+        assert_eq!(w["kibana"]["alert"]["rule"]["threat"], json!([]));
+        meta.version = 5;
+        meta.threat = crate::rule::Rule::builtin("v5").unwrap().meta().threat.clone();
+        assert_eq!(alert_json(&meta).to_string(), v.to_string());
     }
 
     #[test]
