@@ -30,7 +30,6 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
 
 /// Everything an alert says.
 #[derive(Debug)]
@@ -107,12 +106,11 @@ fn kibana_threat(meta: &RuleMeta) -> Value {
     )
 }
 
-/// The alert members that depend only on the rule's metadata: built once
-/// per metadata (see [`rule_parts`]) and cloned into every alert.
+/// The alert members that depend only on the rule's metadata, built once
+/// (a [`crate::Detector`] keeps them) and cloned into every alert by
+/// [`Alert::to_json_with`].
 #[derive(Debug)]
-struct RuleParts {
-    /// The metadata they were built from.
-    meta: RuleMeta,
+pub struct RuleParts {
     /// ECS `rule`.
     rule: Value,
     /// ECS `threat` (flattened).
@@ -122,9 +120,8 @@ struct RuleParts {
 }
 
 impl RuleParts {
-    fn new(m: &RuleMeta) -> RuleParts {
+    pub fn new(m: &RuleMeta) -> RuleParts {
         RuleParts {
-            meta: m.clone(),
             rule: json!({
                 "id": m.rule_id,
                 "uuid": m.rule_id,
@@ -156,35 +153,16 @@ impl RuleParts {
     }
 }
 
-/// Most metadata sets whose [`RuleParts`] are kept; beyond it the oldest
-/// entry is dropped.
-const RULE_PARTS_KEPT: usize = 16;
-
-/// Built [`RuleParts`], found by comparing the metadata itself (its fields
-/// are public and may change between alerts; an entry is used only for
-/// metadata equal to the one it was built from).
-static RULE_PARTS: Mutex<Vec<Arc<RuleParts>>> = Mutex::new(Vec::new());
-
-/// The [`RuleParts`] of `meta`, built on first use.
-fn rule_parts(meta: &RuleMeta) -> Arc<RuleParts> {
-    // The lock guards no invariant a panic could break: use it even poisoned.
-    let mut kept = RULE_PARTS.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(p) = kept.iter().rev().find(|p| p.meta == *meta) {
-        return Arc::clone(p);
-    }
-    let p = Arc::new(RuleParts::new(meta));
-    if kept.len() >= RULE_PARTS_KEPT {
-        kept.remove(0);
-    }
-    kept.push(Arc::clone(&p));
-    p
-}
-
 impl Alert<'_> {
     /// The alert object (before any prefix).
     pub fn to_json(&self, style: &AnnotationStyle) -> Map<String, Value> {
+        self.to_json_with(style, &RuleParts::new(self.meta))
+    }
+
+    /// [`Alert::to_json`], with the rule's parts built beforehand from the
+    /// same metadata.
+    pub fn to_json_with(&self, style: &AnnotationStyle, parts: &RuleParts) -> Map<String, Value> {
         let m = self.meta;
-        let parts = rule_parts(m);
         let mut out = Map::with_capacity(4);
         out.insert("rule".into(), parts.rule.clone());
         out.insert("threat".into(), parts.threat.clone());
@@ -452,11 +430,21 @@ mod tests {
             Value::Object(alert.to_json(&style))
         };
         let v = alert_json(&meta);
+        let prebuilt = RuleParts::new(&meta);
+        let alert = Alert {
+            meta: &meta,
+            events: &[],
+            alert_id: "a".into(),
+            group_id: "g".into(),
+            reason: "r".into(),
+            original_time: "t".into(),
+        };
+        assert_eq!(Value::Object(alert.to_json_with(&style, &prebuilt)).to_string(), v.to_string());
         assert_eq!(v["rule"]["version"], "5");
         assert_eq!(v["kibana"]["alert"]["rule"]["version"], 5);
         assert_eq!(v["threat"]["technique"]["subtechnique"]["id"][0], "T1546.016");
         assert_eq!(v["kibana"]["alert"]["rule"]["threat"][0]["technique"][1]["subtechnique"][0]["id"], "T1546.016");
-        // Changed metadata gets parts of its own; the first ones stay as they were.
+        // Parts follow the metadata they are built from.
         meta.version = 6;
         meta.threat.clear();
         let w = alert_json(&meta);

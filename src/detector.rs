@@ -27,7 +27,7 @@
 //! record with the alert fields), collected with [`Detector::take_alert`].
 //! An event more than L behind the watermark is counted `late` and ignored.
 
-use crate::annotate::{format_id, merge, with_prefix, Alert, AnnotationStyle};
+use crate::annotate::{format_id, merge, with_prefix, Alert, AnnotationStyle, RuleParts};
 use crate::carried::CarriedBuilder;
 use crate::compile::{CompiledQuery, Pred};
 use crate::config::{Config, LoadError};
@@ -273,6 +273,8 @@ pub struct Detector {
     carried: Vec<Slot>,
     state: SequenceState,
     style: AnnotationStyle,
+    /// The alert members that depend only on the rule, built once.
+    alert_parts: RuleParts,
     max_record_bytes: usize,
     stats: Stats,
     out: Vec<u8>,
@@ -372,6 +374,7 @@ impl Detector {
         };
         let state = SequenceState::new(maxspan_ms, caps);
         let prefilter = Prefilter::new(q, config.prefilter);
+        let alert_parts = RuleParts::new(rule.meta());
         let held_caps = Caps {
             total: config.max_held_events,
             per_host: config.max_pending_per_host,
@@ -384,6 +387,7 @@ impl Detector {
             carried,
             state,
             style: AnnotationStyle { prefix: config.annotation_prefix.clone(), kibana: config.kibana_fields },
+            alert_parts,
             max_record_bytes: config.max_record_bytes,
             stats: Stats::default(),
             out: Vec::new(),
@@ -965,7 +969,7 @@ impl Detector {
             reason,
             original_time,
         };
-        with_prefix(alert.to_json(&self.style), &self.style.prefix)
+        with_prefix(alert.to_json_with(&self.style, &self.alert_parts), &self.style.prefix)
     }
 
     fn reason(&self, seq: &Partial, f: &Fields, get: &dyn Fn(&Fields, &str) -> Option<String>) -> String {

@@ -27,7 +27,7 @@ cargo test
 # million hosts) is too slow unoptimised: its tests are ignored above and run
 # here, in release (about 3 minutes on 2 cores).
 echo "== flood test, full size (release)"
-cargo test --release --test flood -- --ignored
+cargo test --release --test flood -- --ignored --nocapture
 # The benchmarks are compiled here (so they cannot rot) but run by `cargo bench`.
 cargo build --benches
 
