@@ -343,8 +343,23 @@ fn pred_slots(p: &Pred, out: &mut Vec<Slot>) {
     }
 }
 
-fn any_stage_matches(q: &CompiledQuery, fields: &Fields) -> bool {
-    q.stages.iter().any(|s| s.matches(fields, q.category_slot))
+/// What [`Detector::admit`] decides about an event that matches a stage.
+enum Admit {
+    /// It takes part, at this time.
+    At(i64),
+    InvalidIp,
+    Excluded,
+    NoTime,
+    /// More than `max_future` ahead of the system clock.
+    Future,
+}
+
+/// The stages the event matches, one bit each (a query has at most
+/// [`crate::eql::parser::MAX_STAGES`] stages).
+fn stage_bits(q: &CompiledQuery, fields: &Fields) -> u32 {
+    const _: () = assert!(crate::eql::parser::MAX_STAGES <= 32);
+    let matching = q.stages.iter().enumerate().filter(|(_, s)| s.matches(fields, q.category_slot));
+    matching.fold(0, |bits, (k, _)| bits | 1 << k)
 }
 
 impl Detector {
@@ -532,8 +547,9 @@ impl Detector {
         let mut fields = self.scratch.fields.take();
         let decide = self.scratch.decide(&self.rule, &self.table, self.ts_slot);
         if decide.scan(record, &mut fields).is_ok() {
-            let decided = !any_stage_matches(self.rule.compiled(), &fields)
-                || self.nothing_waiting(&fields, || serde_json::from_slice::<IgnoredAny>(record).is_ok());
+            let matched = stage_bits(self.rule.compiled(), &fields);
+            let decided = matched == 0
+                || self.nothing_waiting(&fields, matched, || serde_json::from_slice::<IgnoredAny>(record).is_ok());
             if decided {
                 self.scratch.fields.put_back(fields);
                 return Ok(Verdict::Unchanged);
@@ -585,8 +601,8 @@ impl Detector {
             // The reader has checked the whole body's framing already; what
             // a full read adds (UTF-8 of the other fields it reads) is not
             // needed to apply a record that finds nothing waiting.
-            let decided =
-                !any_stage_matches(self.rule.compiled(), &fields) || self.nothing_waiting(&fields, || true);
+            let matched = stage_bits(self.rule.compiled(), &fields);
+            let decided = matched == 0 || self.nothing_waiting(&fields, matched, || true);
             if decided {
                 self.scratch.fields.put_back(fields);
                 return Ok(Verdict::Unchanged);
@@ -622,29 +638,17 @@ impl Detector {
     /// engine could do anything else with it (exceptions, `max_lateness`, a
     /// one-stage query, a missing or odd key, time or address): the record
     /// is then read whole and evaluated.
-    fn nothing_waiting(&mut self, fields: &Fields, valid: impl FnOnce() -> bool) -> bool {
+    fn nothing_waiting(&mut self, fields: &Fields, matched: u32, valid: impl FnOnce() -> bool) -> bool {
         let rule = self.rule.clone();
         let q = rule.compiled();
-        if !self.prefilter.enabled() || q.stages.len() < 2 || self.lateness_ms > 0 || !self.exceptions.is_empty() {
+        let eligible = self.prefilter.enabled() && self.lateness_ms == 0 && self.exceptions.is_empty();
+        // A first-stage match starts a sequence; a one-stage query completes.
+        if !eligible || q.stages.len() < 2 || matched & 1 != 0 {
             return false;
         }
-        let mut matched = [false; 4];
-        for (k, stage) in q.stages.iter().enumerate() {
-            if stage.matches(fields, q.category_slot) {
-                if k == 0 || k >= matched.len() {
-                    return false;
-                }
-                matched[k] = true;
-            }
-        }
-        if !q.ips_valid(fields) {
-            return false;
-        }
-        let Some(t) = event_time(fields, self.ts_slot) else { return false };
-        if t > now_ms().saturating_add(self.max_future_ms) {
-            return false;
-        }
-        for k in (1..q.stages.len()).filter(|&k| matched[k]) {
+        let Admit::At(t) = self.admit(fields) else { return false };
+        let later = || (1..q.stages.len()).filter(|&k| matched & 1 << k != 0);
+        for k in later() {
             let slots = &q.stages[k].keys;
             if single_key(&mut self.key, k - 1, fields, slots) {
                 if self.state.contains(&self.key) {
@@ -664,8 +668,8 @@ impl Detector {
             return false;
         }
         self.state.observe(t);
-        for (k, _) in matched.iter().enumerate().filter(|(_, m)| **m) {
-            self.stats.stage_matches[k] += 1;
+        for k in later() {
+            self.stats.stage_matches[k.min(3)] += 1;
         }
         true
     }
@@ -824,28 +828,37 @@ impl Detector {
         if matched.is_empty() {
             return Ok(None);
         }
-        let q = self.rule.compiled();
-        if !q.ips_valid(fields) {
-            self.stats.invalid_ip += 1;
-            return Ok(None);
+        let counter = match self.admit(fields) {
+            Admit::At(t) => return Ok(Some((matched, t))),
+            Admit::NoTime => {
+                self.stats.bad_timestamp += 1;
+                return Err(RecordError::BadTimestamp);
+            }
+            Admit::InvalidIp => &mut self.stats.invalid_ip,
+            Admit::Excluded => &mut self.stats.excluded,
+            Admit::Future => &mut self.stats.future_timestamp,
+        };
+        *counter += 1;
+        Ok(None)
+    }
+
+    /// Whether an event that matches a stage takes part, and its time.
+    fn admit(&mut self, fields: &Fields) -> Admit {
+        if !self.rule.compiled().ips_valid(fields) {
+            return Admit::InvalidIp;
         }
         // Exceptions work as Kibana's exception filter in the EQL request's
         // `filter`, which Elasticsearch applies to every stage's query: an
         // excluded event is invisible. It starts, replaces, consumes and
         // completes nothing, and does not move the watermark.
         if !self.exceptions.is_empty() && self.exceptions.exclude(fields) {
-            self.stats.excluded += 1;
-            return Ok(None);
+            return Admit::Excluded;
         }
-        let Some(t) = event_time(fields, self.ts_slot) else {
-            self.stats.bad_timestamp += 1;
-            return Err(RecordError::BadTimestamp);
-        };
+        let Some(t) = event_time(fields, self.ts_slot) else { return Admit::NoTime };
         if t > now_ms().saturating_add(self.max_future_ms) {
-            self.stats.future_timestamp += 1;
-            return Ok(None);
+            return Admit::Future;
         }
-        Ok(Some((matched, t)))
+        Admit::At(t)
     }
 
     /// A completed sequence's alert fields.

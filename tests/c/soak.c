@@ -651,10 +651,23 @@ static void ts(text *b, int64_t ms) {
     w(b, tmp);
 }
 
-static void ent(text *b, char c, uint64_t n, const host_info *h) {
+static void ent_id(text *b, char c, uint64_t n, const host_info *h) {
     char tmp[64];
     snprintf(tmp, sizeof tmp, "\"%.8s-%c%" PRIu64 "\"", h->id, c, n);
     w(b, tmp);
+}
+
+/* `"pid":…,"name":…,"executable":…,"entity_id":…` of a process. */
+static void proc_ids(text *b, uint64_t pid, const char *name, const char *exe, char ent_c, uint64_t ent,
+                     const host_info *h) {
+    w(b, "\"pid\":");
+    u(b, pid);
+    w(b, ",\"name\":");
+    q(b, name);
+    w(b, ",\"executable\":");
+    q(b, exe);
+    w(b, ",\"entity_id\":");
+    ent_id(b, ent_c, ent, h);
 }
 
 static void render(const gen *g, const ev *e, uint64_t seq, text *b) {
@@ -730,17 +743,11 @@ static void render(const gen *g, const ev *e, uint64_t seq, text *b) {
         w(b, ",\"command_line\":");
         q(b, cmdline);
         w(b, ",\"entity_id\":");
-        ent(b, e->ent_c, e->ent, h);
+        ent_id(b, e->ent_c, e->ent, h);
         w(b, ",\"working_directory\":\"/\",\"start\":");
         ts(b, e->t);
-        w(b, ",\"parent\":{\"pid\":");
-        u(b, e->ppid);
-        w(b, ",\"name\":");
-        q(b, e->pname);
-        w(b, ",\"executable\":");
-        q(b, e->pexe);
-        w(b, ",\"entity_id\":");
-        ent(b, e->pent_c, e->pent, h);
+        w(b, ",\"parent\":{");
+        proc_ids(b, e->ppid, e->pname, e->pexe, e->pent_c, e->pent, h);
         w(b, "}}}");
         break;
     }
@@ -755,14 +762,8 @@ static void render(const gen *g, const ev *e, uint64_t seq, text *b) {
             w(b, ",\"extension\":");
             q(b, dot + 1);
         }
-        w(b, "},\"process\":{\"pid\":");
-        u(b, e->pid);
-        w(b, ",\"name\":");
-        q(b, e->name);
-        w(b, ",\"executable\":");
-        q(b, e->exe);
-        w(b, ",\"entity_id\":");
-        ent(b, e->ent_c, e->ent, h);
+        w(b, "},\"process\":{");
+        proc_ids(b, e->pid, e->name, e->exe, e->ent_c, e->ent, h);
         w(b, "}}");
         break;
     }
@@ -780,32 +781,20 @@ static void render(const gen *g, const ev *e, uint64_t seq, text *b) {
         q(b, v6 ? "ipv6" : "ipv4");
         w(b, ",\"direction\":");
         q(b, strcmp(e->action, "connection_accepted") == 0 ? "ingress" : "egress");
-        w(b, "},\"process\":{\"pid\":");
-        u(b, e->pid);
-        w(b, ",\"name\":");
-        q(b, e->name);
-        w(b, ",\"executable\":");
-        q(b, e->exe);
-        w(b, ",\"entity_id\":");
-        ent(b, e->ent_c, e->ent, h);
+        w(b, "},\"process\":{");
+        proc_ids(b, e->pid, e->name, e->exe, e->ent_c, e->ent, h);
         w(b, ",\"parent\":{\"pid\":");
         u(b, e->ppid);
         w(b, ",\"entity_id\":");
-        ent(b, e->pent_c, e->pent, h);
+        ent_id(b, e->pent_c, e->pent, h);
         w(b, "}}}");
         break;
     }
     case K_DNS:
         w(b, ",\"dns\":{\"question\":{\"name\":");
         q(b, e->path);
-        w(b, ",\"type\":\"A\"},\"resolved_ip\":[\"151.101.2.132\"]},\"process\":{\"pid\":");
-        u(b, e->pid);
-        w(b, ",\"name\":");
-        q(b, e->name);
-        w(b, ",\"executable\":");
-        q(b, e->exe);
-        w(b, ",\"entity_id\":");
-        ent(b, e->ent_c, e->ent, h);
+        w(b, ",\"type\":\"A\"},\"resolved_ip\":[\"151.101.2.132\"]},\"process\":{");
+        proc_ids(b, e->pid, e->name, e->exe, e->ent_c, e->ent, h);
         w(b, "}}");
         break;
     }
