@@ -41,7 +41,6 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use crate::time::parse_rfc3339_ms;
-use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
 /// Fields of each earlier-stage event carried into the alert (when present).
@@ -549,7 +548,7 @@ impl Detector {
         if decide.scan(record, &mut fields).is_ok() {
             let matched = stage_bits(self.rule.compiled(), &fields);
             let decided = matched == 0
-                || self.nothing_waiting(&fields, matched, || serde_json::from_slice::<IgnoredAny>(record).is_ok());
+                || self.nothing_waiting(&fields, matched, || crate::syntax::valid(record));
             if decided {
                 self.scratch.fields.put_back(fields);
                 return Ok(Verdict::Unchanged);

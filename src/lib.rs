@@ -45,6 +45,7 @@ pub mod rule;
 pub mod rule_file;
 pub mod sequence;
 pub mod standalone;
+pub mod syntax;
 pub mod time;
 
 pub use config::{Config, ConfigError, LoadError};

@@ -694,6 +694,8 @@ pub mod rule_parser {
 /// off: until a record it counts as an error passes as unchanged with the
 /// default, the default must give its verdict and bytes on every record,
 /// and the same stage matches, completions and pending count at the end.
+/// Every record also goes to `apt_netcon::syntax::valid`, whose verdict must
+/// be serde_json's.
 pub mod json_record {
     use super::{detector, hook_shell, process_checked, sample_lines, Outcome, CONFIGS, STRICT};
 
@@ -706,6 +708,11 @@ pub mod json_record {
         let prefix = [hook_shell(), sample_lines()[0]];
         let lines = prefix.into_iter().chain(data.split(|&x| x == b'\n')).chain(std::iter::once(data));
         for rec in lines {
+            assert_eq!(
+                apt_netcon::syntax::valid(rec),
+                serde_json::from_slice::<serde::de::IgnoredAny>(rec).is_ok(),
+                "the syntax check and serde_json disagree"
+            );
             let va = process_checked(&mut a, rec);
             let vb = process_checked(&mut b, rec);
             assert_eq!(va, vb, "two identical detectors disagree");
