@@ -264,7 +264,7 @@ impl<'de> serde::Deserialize<'de> for Members<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut v = Vec::new();
-                while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(k) = map.next_key_seed(crate::event::MemberName)? {
                     let raw: &'de RawValue = map.next_value()?;
                     v.push((k, raw));
                 }

@@ -24,6 +24,7 @@
 //!   the elements (scalars).
 
 use crate::detector::CARRIED_FIELDS;
+use crate::event::Scalar;
 use serde_json::{Map, Number, Value};
 
 const STR: u8 = 0;
@@ -76,7 +77,9 @@ const fn index_of(name: &str) -> usize {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Carried(Box<[u8]>);
 
-/// Builds a [`Carried`].
+/// Builds a [`Carried`]. One builder can be reused ([`CarriedBuilder::reset`],
+/// [`CarriedBuilder::finish_copy`]) so that, warmed up, building allocates
+/// only the result.
 #[derive(Debug)]
 pub struct CarriedBuilder {
     out: Vec<u8>,
@@ -85,8 +88,54 @@ pub struct CarriedBuilder {
     /// `out` (start, length).
     strs: [([u8; MIN_PREFIX], usize, usize); MAX_SOURCES],
     n_strs: usize,
-    /// `process.args` joined by single spaces, once added (all strings).
-    args_joined: Option<String>,
+    /// `process.args` joined by single spaces, valid once added (when all
+    /// its values are strings).
+    args_joined: String,
+    args_valid: bool,
+}
+
+/// A scalar as the encoding sees it (from a JSON value or a scanned
+/// [`Scalar`]).
+#[derive(Clone, Copy)]
+enum View<'s> {
+    Str(&'s str),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Bare(u8),
+}
+
+impl<'s> View<'s> {
+    /// A nested value is written as null.
+    fn of_value(v: &'s Value) -> View<'s> {
+        match v {
+            Value::String(s) => View::Str(s),
+            Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => View::Int(i),
+                (None, Some(u)) => View::Uint(u),
+                (None, None) => View::Float(n.as_f64().unwrap_or(0.0)),
+            },
+            Value::Bool(true) => View::Bare(TRUE),
+            Value::Bool(false) => View::Bare(FALSE),
+            Value::Null | Value::Array(_) | Value::Object(_) => View::Bare(NULL),
+        }
+    }
+
+    /// As [`View::of_value`] of [`Scalar::to_json`], without building it.
+    fn of_scalar(v: &'s Scalar<'_>) -> View<'s> {
+        match v {
+            Scalar::Str(s) => View::Str(s),
+            Scalar::Int(i) => View::Int(*i),
+            Scalar::UInt(u) => match i64::try_from(*u) {
+                Ok(i) => View::Int(i),
+                Err(_) => View::Uint(*u),
+            },
+            Scalar::Float(f) if f.is_finite() => View::Float(*f),
+            Scalar::Bool(true) => View::Bare(TRUE),
+            Scalar::Bool(false) => View::Bare(FALSE),
+            Scalar::Float(_) | Scalar::Null | Scalar::Object => View::Bare(NULL),
+        }
+    }
 }
 
 /// How a scalar is written: its tag and what follows it.
@@ -106,7 +155,8 @@ impl Default for CarriedBuilder {
             out: Vec::with_capacity(128),
             strs: [([0; MIN_PREFIX], 0, 0); MAX_SOURCES],
             n_strs: 0,
-            args_joined: None,
+            args_joined: String::new(),
+            args_valid: false,
         }
     }
 }
@@ -115,31 +165,79 @@ impl CarriedBuilder {
     /// Add field `CARRIED_FIELDS[index]` with value `v` (a scalar or an
     /// array of scalars; anything else is written as null).
     pub fn push(&mut self, index: usize, v: &Value) {
-        if index == COMMAND_LINE {
-            if let (Value::String(s), Some(joined)) = (v, &self.args_joined) {
-                if s == joined {
+        match v {
+            Value::Array(a) => self.push_views(index, true, a.len(), a.iter().map(View::of_value)),
+            _ => self.push_views(index, false, 1, std::iter::once(View::of_value(v))),
+        }
+    }
+
+    /// Add field `CARRIED_FIELDS[index]` with the scanned values `vals`
+    /// (`len` of them; not objects), written exactly as [`CarriedBuilder::push`]
+    /// writes their [`Scalar::to_json`]: as an array when `array`, else the
+    /// one value.
+    pub fn push_scalars<'s, 'a: 's>(
+        &mut self,
+        index: usize,
+        array: bool,
+        len: usize,
+        vals: impl Iterator<Item = &'s Scalar<'a>> + Clone,
+    ) {
+        self.push_views(index, array, len, vals.map(View::of_scalar));
+    }
+
+    fn push_views<'s>(&mut self, index: usize, array: bool, len: usize, vals: impl Iterator<Item = View<'s>> + Clone) {
+        if index == COMMAND_LINE && !array && self.args_valid {
+            if let Some(View::Str(s)) = vals.clone().next() {
+                if s == self.args_joined {
                     self.header(index, JOINED);
                     return;
                 }
             }
         }
         if index == ARGS {
-            self.args_joined = joined_strings(v);
-        }
-        match v {
-            Value::Array(a) => {
-                self.header(index, ARRAY);
-                write_u64(&mut self.out, a.len() as u64);
-                for x in a {
-                    self.scalar(None, x);
+            self.args_joined.clear();
+            self.args_valid = true;
+            for (i, v) in vals.clone().enumerate() {
+                let View::Str(s) = v else {
+                    self.args_valid = false;
+                    break;
+                };
+                if i > 0 {
+                    self.args_joined.push(' ');
                 }
+                self.args_joined.push_str(s);
             }
-            _ => self.scalar(Some(index), v),
+        }
+        if array {
+            self.header(index, ARRAY);
+            write_u64(&mut self.out, len as u64);
+            for x in vals {
+                self.scalar(None, x);
+            }
+        } else if let Some(v) = vals.clone().next() {
+            self.scalar(Some(index), v);
         }
     }
 
     pub fn finish(self) -> Carried {
         Carried(self.out.into_boxed_slice())
+    }
+
+    /// The encoding so far, copied out; the builder is then [reset].
+    ///
+    /// [reset]: CarriedBuilder::reset
+    pub fn finish_copy(&mut self) -> Carried {
+        let c = Carried(self.out.as_slice().into());
+        self.reset();
+        c
+    }
+
+    /// Start a new set of fields, keeping the buffers.
+    pub fn reset(&mut self) {
+        self.out.clear();
+        self.n_strs = 0;
+        self.args_joined.clear();
+        self.args_valid = false;
     }
 
     fn header(&mut self, index: usize, tag: u8) {
@@ -151,23 +249,19 @@ impl CarriedBuilder {
         }
     }
 
-    /// Write a scalar (a nested value as null): with the field header for
-    /// `index`, or (an array element) with a tag byte.
-    fn scalar(&mut self, index: Option<usize>, v: &Value) {
+    /// Write a scalar: with the field header for `index`, or (an array
+    /// element) with a tag byte.
+    fn scalar(&mut self, index: Option<usize>, v: View<'_>) {
         let form = match v {
-            Value::String(s) => match (time_parts(s), self.best_prefix(s.as_bytes())) {
+            View::Str(s) => match (time_parts(s), self.best_prefix(s.as_bytes())) {
                 (Some((digits, frac)), _) => Form::Time { digits, frac },
                 (None, Some((from, shared))) => Form::Prefix { from, shared },
                 (None, None) => Form::Str,
             },
-            Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-                (Some(i), _) => Form::Int(i),
-                (None, Some(u)) => Form::Uint(u),
-                (None, None) => Form::Float(n.as_f64().unwrap_or(0.0)),
-            },
-            Value::Bool(true) => Form::Bare(TRUE),
-            Value::Bool(false) => Form::Bare(FALSE),
-            Value::Null | Value::Array(_) | Value::Object(_) => Form::Bare(NULL),
+            View::Int(i) => Form::Int(i),
+            View::Uint(u) => Form::Uint(u),
+            View::Float(f) => Form::Float(f),
+            View::Bare(tag) => Form::Bare(tag),
         };
         let tag = match form {
             Form::Str => STR,
@@ -184,7 +278,7 @@ impl CarriedBuilder {
         }
         let out = &mut self.out;
         match (form, v) {
-            (Form::Str, Value::String(s)) => {
+            (Form::Str, View::Str(s)) => {
                 write_u64(out, s.len() as u64);
                 if let (Some(head), true) = (head(s.as_bytes()), self.n_strs < MAX_SOURCES) {
                     self.strs[self.n_strs] = (head, out.len(), s.len());
@@ -192,7 +286,7 @@ impl CarriedBuilder {
                 }
                 out.extend_from_slice(s.as_bytes());
             }
-            (Form::Prefix { from, shared }, Value::String(s)) => {
+            (Form::Prefix { from, shared }, View::Str(s)) => {
                 write_u64(out, from as u64);
                 write_u64(out, shared as u64);
                 write_u64(out, (s.len() - shared) as u64);
@@ -209,7 +303,7 @@ impl CarriedBuilder {
         }
     }
 
-    /// The earlier prefix source (a `STR` string of at least [`MIN_PREFIX`]
+/// The earlier prefix source (a `STR` string of at least [`MIN_PREFIX`]
     /// bytes) sharing the longest prefix with `s`, when it shares at least
     /// [`MIN_PREFIX`] bytes: (its ordinal, the length shared).
     fn best_prefix(&self, s: &[u8]) -> Option<(usize, usize)> {
@@ -494,6 +588,50 @@ mod tests {
         assert_eq!(c.to_json(), Value::Object(want.clone()), "{vals:?}");
         assert_eq!(c.to_json().to_string(), Value::Object(want).to_string());
         c.len()
+    }
+
+    /// Scanned scalars encode exactly as their JSON (what the detector used
+    /// to build), and a reused builder as a new one.
+    #[test]
+    fn scalars_encode_as_their_json() {
+        use std::borrow::Cow;
+        let str_ = |s: &'static str| Scalar::Str(Cow::Borrowed(s));
+        let sets: Vec<Vec<(&str, bool, Vec<Scalar>)>> = vec![
+            vec![
+                ("process.args", true, vec![str_("sh"), str_("-c"), str_("curl x | sh")]),
+                ("process.command_line", false, vec![str_("sh -c curl x | sh")]),
+                ("@timestamp", false, vec![str_("2026-03-14T09:30:00.123Z")]),
+                ("process.pid", false, vec![Scalar::Int(-7)]),
+            ],
+            vec![
+                ("process.args", true, vec![str_("sh"), Scalar::Int(3)]),
+                ("process.command_line", false, vec![str_("sh 3")]),
+                ("process.pid", false, vec![Scalar::UInt(u64::MAX)]),
+                ("process.parent.pid", false, vec![Scalar::UInt(12)]),
+                ("process.name", true, vec![Scalar::Null, Scalar::Bool(true), Scalar::Float(1.5)]),
+                ("process.executable", false, vec![Scalar::Float(f64::NAN)]),
+                ("host.name", false, vec![Scalar::Bool(false)]),
+            ],
+            vec![
+                ("process.args", false, vec![str_("sh -c x")]),
+                ("process.command_line", false, vec![str_("sh -c x")]),
+                ("process.entity_id", true, vec![]),
+                ("process.parent.entity_id", false, vec![Scalar::Null]),
+            ],
+        ];
+        let mut reused = CarriedBuilder::default();
+        for set in &sets {
+            let mut fresh = CarriedBuilder::default();
+            for (name, array, vals) in set {
+                let v = match (array, vals.len()) {
+                    (false, 1) => vals[0].to_json(),
+                    _ => Value::Array(vals.iter().map(Scalar::to_json).collect()),
+                };
+                fresh.push(index(name), &v);
+                reused.push_scalars(index(name), *array, vals.len(), vals.iter());
+            }
+            assert_eq!(reused.finish_copy(), fresh.finish(), "{set:?}");
+        }
     }
 
     #[test]

@@ -278,6 +278,10 @@ pub struct Detector {
     stats: Stats,
     out: Vec<u8>,
     key: Vec<u8>,
+    /// Reused to encode a stage event's carried fields, and to sort the
+    /// values of its identity digest.
+    carried_builder: CarriedBuilder,
+    digest_order: Vec<(Slot, u32)>,
     exceptions: Exceptions,
     /// Slots below this one make an event's identity (the alert ids); the
     /// fields only exceptions read come after, so tuning never changes ids.
@@ -406,6 +410,8 @@ impl Detector {
             stats: Stats::default(),
             out: Vec::new(),
             key: Vec::new(),
+            carried_builder: CarriedBuilder::default(),
+            digest_order: Vec::new(),
             exceptions,
             identity_slots,
             maxspan_ms,
@@ -710,7 +716,7 @@ impl Detector {
             Some(r) if self.lateness_ms > 0 && self.rule.compiled().stages.len() > 1 => r,
             _ => {
                 self.state.observe(t);
-                let seq = self.engine(fields, t, &matched);
+                let seq = self.engine(fields, t, matched);
                 return Ok(seq.map(|seq| self.completed(&seq, fields)));
             }
         };
@@ -771,9 +777,9 @@ impl Detector {
                 &read
             }
         };
-        let matched = self.stages_matching(fields);
+        let matched = stage_bits(self.rule.compiled(), fields);
         self.state.observe(t);
-        let seq = self.engine(fields, t, &matched)?;
+        let seq = self.engine(fields, t, matched)?;
         let alert = self.completed(&seq, fields);
         if current.is_some() {
             return Some(alert);
@@ -797,11 +803,6 @@ impl Detector {
         None
     }
 
-    fn stages_matching(&self, fields: &Fields) -> Vec<usize> {
-        let q = self.rule.compiled();
-        (0..q.stages.len()).filter(|&i| q.stages[i].matches(fields, q.category_slot)).collect()
-    }
-
     /// A hash of the event's host (the sequence's own `by` fields, e.g.
     /// `host.id`), for per-host caps; 0 when the rule has none.
     fn host_of(&self, fields: &Fields) -> u64 {
@@ -822,9 +823,9 @@ impl Detector {
 
     /// Which stages the event matches and its time, or `None` when it is to
     /// be ignored (no stage, invalid IP, excluded, timestamp in the future).
-    fn classify(&mut self, fields: &Fields) -> Result<Option<(Vec<usize>, i64)>, RecordError> {
-        let matched = self.stages_matching(fields);
-        if matched.is_empty() {
+    fn classify(&mut self, fields: &Fields) -> Result<Option<(u32, i64)>, RecordError> {
+        let matched = stage_bits(self.rule.compiled(), fields);
+        if matched == 0 {
             return Ok(None);
         }
         let counter = match self.admit(fields) {
@@ -869,45 +870,56 @@ impl Detector {
     /// The sequence engine: apply one event (matching `matched` stages, at
     /// time `t`, the watermark already advanced) to the state; the first
     /// sequence it completes, if any.
-    fn engine(&mut self, fields: &Fields, t: i64, matched: &[usize]) -> Option<Partial> {
+    fn engine(&mut self, fields: &Fields, t: i64, matched: u32) -> Option<Partial> {
         let rule = self.rule.clone();
         let q = rule.compiled();
         let n = q.stages.len();
         // The host (for per-host caps) is needed only to store.
         let mut host: Option<u64> = None;
         let mut completed: Vec<Partial> = Vec::new();
-        let mut this_event: Option<StageEvent> = None;
         // Later stages first, so an event never pairs with itself.
-        for &k in matched.iter().rev() {
+        for k in (0..n).rev().filter(|&k| matched & 1 << k != 0) {
             self.stats.stage_matches[k.min(3)] += 1;
-            let keys = match key_combinations(fields, &q.stages[k].keys) {
-                Some((keys, truncated)) => {
-                    if truncated {
-                        self.stats.key_combinations_truncated += 1;
+            // The join keys: one, encoded without allocating, when every key
+            // field has one string value (the usual case; only the stage
+            // byte then changes from key to key); else every combination.
+            let combinations = if single_key(&mut self.key, 0, fields, &q.stages[k].keys) {
+                None
+            } else {
+                match key_combinations(fields, &q.stages[k].keys) {
+                    Some((keys, truncated)) => {
+                        if truncated {
+                            self.stats.key_combinations_truncated += 1;
+                        }
+                        Some(keys)
                     }
-                    keys
+                    None => {
+                        self.stats.missing_key += 1;
+                        continue;
+                    }
                 }
-                None => {
-                    self.stats.missing_key += 1;
-                    continue;
-                }
+            };
+            let encode = |key: &mut Vec<u8>, c: usize, stage: usize| match &combinations {
+                None => key[0] = stage as u8,
+                Some(keys) => encode_key(key, stage, &keys[c]),
             };
             // The event's alert contribution (carried fields, digest) is built
             // only when it is stored or completes a sequence: most stage-2
-            // matches find nothing waiting and never need it.
+            // matches find nothing waiting and never need it. Built for each
+            // use rather than cloned: an event is nearly always used once.
             macro_rules! ev {
                 () => {
-                    this_event.get_or_insert_with(|| self.stage_event(fields, t)).clone()
+                    self.stage_event(fields, t)
                 };
             }
             if n == 1 {
                 completed.push(Partial { events: vec![ev!()] });
                 continue;
             }
-            for parts in &keys {
+            for c in 0..combinations.as_ref().map_or(1, Vec::len) {
                 if k == 0 {
                     let ev = ev!();
-                    encode_key(&mut self.key, 0, parts);
+                    encode(&mut self.key, c, 0);
                     let h = *host.get_or_insert_with(|| self.host_of(fields));
                     match self.state.put(&self.key, h, Partial { events: vec![ev] }) {
                         Put::Inserted => {}
@@ -917,7 +929,7 @@ impl Detector {
                     }
                     continue;
                 }
-                encode_key(&mut self.key, k - 1, parts);
+                encode(&mut self.key, c, k - 1);
                 match self.state.take(&self.key, t) {
                     Take::Nothing => {}
                     Take::NotBefore => self.stats.out_of_order += 1,
@@ -927,7 +939,7 @@ impl Detector {
                         if k == n - 1 {
                             completed.push(p);
                         } else {
-                            encode_key(&mut self.key, k, parts);
+                            encode(&mut self.key, c, k);
                             let h = *host.get_or_insert_with(|| self.host_of(fields));
                             if self.state.put(&self.key, h, p) == Put::Replaced {
                                 self.stats.replaced += 1;
@@ -941,18 +953,18 @@ impl Detector {
     }
 
     /// What this event contributes to an alert.
-    fn stage_event(&self, fields: &Fields, t: i64) -> StageEvent {
-        let mut info = CarriedBuilder::default();
+    fn stage_event(&mut self, fields: &Fields, t: i64) -> StageEvent {
+        let info = &mut self.carried_builder;
+        info.reset();
         for (i, &slot) in self.carried.iter().enumerate() {
-            let vals: Vec<Value> = fields.get(slot).filter(|v| !matches!(v, Scalar::Object)).map(|v| v.to_json()).collect();
-            let v = match vals.len() {
-                0 => continue,
-                1 if !is_array_field(self.table.name(slot)) => vals.into_iter().next().unwrap(),
-                _ => Value::Array(vals),
-            };
-            info.push(i, &v);
+            let vals = fields.get(slot).filter(|v| !matches!(v, Scalar::Object));
+            let len = vals.clone().count();
+            if len > 0 {
+                info.push_scalars(i, len > 1 || is_array_field(self.table.name(slot)), len, vals);
+            }
         }
-        StageEvent { time: t, digest: digest(fields, t, self.identity_slots), info: info.finish() }
+        let info = info.finish_copy();
+        StageEvent { time: t, digest: digest(fields, t, self.identity_slots, &mut self.digest_order), info }
     }
 
     fn build_alert(&self, seq: &Partial, fields: &Fields) -> Map<String, Value> {
@@ -1142,17 +1154,39 @@ impl Hasher {
 /// Digest of an event's identity: its time and every value read from it in
 /// a slot below `limit` (the rule's and the alert's fields), slot by slot
 /// (independent of key order and of nested/dotted layout).
-fn digest(f: &Fields, t: i64, limit: usize) -> u128 {
-    let mut items: Vec<(Slot, usize, &Scalar)> =
-        f.iter().enumerate().filter(|(_, (s, _))| (*s as usize) < limit).map(|(i, (s, v))| (*s, i, v)).collect();
-    items.sort_by_key(|(s, i, _)| (*s, *i));
+///
+/// `order` is scratch space (kept by the caller so that this allocates
+/// nothing once it has grown).
+fn digest(f: &Fields, t: i64, limit: usize, order: &mut Vec<(Slot, u32)>) -> u128 {
+    order.clear();
+    order.extend(f.iter().enumerate().filter(|(_, (s, _))| (*s as usize) < limit).map(|(i, (s, _))| (*s, i as u32)));
+    // By slot, then record order (the pairs are distinct).
+    order.sort_unstable();
     let mut h = Hasher::new();
     h.write(&t.to_le_bytes());
-    for (s, _, v) in items {
+    let mut digits = [0u8; 24];
+    for &(s, i) in order.iter() {
         h.write(&s.to_le_bytes());
-        match v.keyword() {
-            Some(k) => h.write(k.as_bytes()),
-            None => h.write(&[0xff]),
+        // The value as `keyword()` writes it; integers on the stack.
+        let int = |n: &dyn std::fmt::Display, buf: &mut [u8; 24]| -> usize {
+            use std::io::Write as _;
+            let mut w = &mut buf[..];
+            let _ = write!(w, "{n}");
+            24 - w.len()
+        };
+        match &f.at(i as usize).1 {
+            Scalar::Int(n) => {
+                let len = int(n, &mut digits);
+                h.write(&digits[..len]);
+            }
+            Scalar::UInt(n) => {
+                let len = int(n, &mut digits);
+                h.write(&digits[..len]);
+            }
+            v => match v.keyword() {
+                Some(k) => h.write(k.as_bytes()),
+                None => h.write(&[0xff]),
+            },
         }
     }
     h.finish()
@@ -1161,6 +1195,44 @@ fn digest(f: &Fields, t: i64, limit: usize) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The digest hashes each value as `keyword()` spells it, slot by slot
+    /// in record order, whatever the scratch buffer held before.
+    #[test]
+    fn digest_is_the_keyword_form() {
+        fn by_keyword(f: &Fields, t: i64, limit: usize) -> u128 {
+            let mut items: Vec<(Slot, usize, &Scalar)> =
+                f.iter().enumerate().filter(|(_, (s, _))| (*s as usize) < limit).map(|(i, (s, v))| (*s, i, v)).collect();
+            items.sort_by_key(|(s, i, _)| (*s, *i));
+            let mut h = Hasher::new();
+            h.write(&t.to_le_bytes());
+            for (s, _, v) in items {
+                h.write(&s.to_le_bytes());
+                match v.keyword() {
+                    Some(k) => h.write(k.as_bytes()),
+                    None => h.write(&[0xff]),
+                }
+            }
+            h.finish()
+        }
+        let mut table = FieldTable::new();
+        for name in ["process.pid", "process.args", "host.id", "x.n", "x.u", "x.f", "x.b", "x.o"] {
+            table.intern(name);
+        }
+        let records = [
+            r#"{"process":{"pid":4242,"args":["sh","-c","x"]},"host":{"id":"h"}}"#,
+            r#"{"x":{"n":-9223372036854775808,"u":18446744073709551615,"f":1.5e300,"b":true,"o":{"k":1}},"process.pid":null}"#,
+            r#"{"host.id":["b","a",7],"process":{"args":[]},"x.n":0,"x.f":-0.25}"#,
+        ];
+        let mut scratch = vec![(9, 9); 40];
+        for rec in records {
+            let mut f = Fields::new();
+            table.extract(rec.as_bytes(), &mut f).unwrap();
+            for limit in [0, 3, 8] {
+                assert_eq!(digest(&f, 17, limit, &mut scratch), by_keyword(&f, 17, limit), "{rec} {limit}");
+            }
+        }
+    }
 
     #[test]
     fn single_key_encodes_as_encode_key_or_declines() {

@@ -386,13 +386,18 @@ impl<'a> Fields<'a> {
     }
 
     /// All values of `slot` (empty when absent).
-    pub fn get(&self, slot: Slot) -> impl Iterator<Item = &Scalar<'a>> + '_ {
+    pub fn get(&self, slot: Slot) -> impl Iterator<Item = &Scalar<'a>> + Clone + '_ {
         self.values.iter().filter(move |(s, _)| *s == slot).map(|(_, v)| v)
     }
 
     /// True when `slot` is absent, null, or an empty array (`== null`).
     pub fn is_null(&self, slot: Slot) -> bool {
         !self.get(slot).any(|v| !matches!(v, Scalar::Null))
+    }
+
+    /// The `i`th `(slot, value)` pair read (in [`Fields::iter`] order).
+    pub fn at(&self, i: usize) -> &(Slot, Scalar<'a>) {
+        &self.values[i]
     }
 
     /// Every `(slot, value)` pair.
@@ -447,13 +452,41 @@ impl<'de, 't, 'f> Visitor<'de> for TopVisitor<'t, 'f, 'de> {
     }
 }
 
+/// A member name, borrowed from the record unless it holds an escape.
+/// (`next_key::<Cow<str>>` would copy every name: serde's `Cow` impl always
+/// deserializes to `Owned`.)
+pub(crate) struct MemberName;
+
+impl<'de> DeserializeSeed<'de> for MemberName {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MemberName {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
 fn visit_object<'de, A: MapAccess<'de>>(
     table: &FieldTable,
     node: u32,
     out: &mut Fields<'de>,
     mut map: A,
 ) -> Result<(), A::Error> {
-    while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+    while let Some(key) = map.next_key_seed(MemberName)? {
         match table.walk(node, &key) {
             Some(n) => map.next_value_seed(ValueSeed { table, node: n, out })?,
             None => {
