@@ -1128,6 +1128,20 @@ fn encode_key(buf: &mut Vec<u8>, stage: usize, parts: &[Cow<'_, str>]) {
     }
 }
 
+/// An integer as `keyword()` spells it, written into `buf` (no allocation):
+/// its length; `None` for any other value.
+fn int_digits(v: &Scalar, buf: &mut [u8; 24]) -> Option<usize> {
+    use std::io::Write as _;
+    let mut w = &mut buf[..];
+    match v {
+        Scalar::Int(n) => write!(w, "{n}"),
+        Scalar::UInt(n) => write!(w, "{n}"),
+        _ => return None,
+    }
+    .ok()?;
+    Some(24 - w.len())
+}
+
 /// A 128-bit FNV-1a hash (stable across runs, platforms and releases).
 struct Hasher(u128);
 
@@ -1167,23 +1181,10 @@ fn digest(f: &Fields, t: i64, limit: usize, order: &mut Vec<(Slot, u32)>) -> u12
     let mut digits = [0u8; 24];
     for &(s, i) in order.iter() {
         h.write(&s.to_le_bytes());
-        // The value as `keyword()` writes it; integers on the stack.
-        let int = |n: &dyn std::fmt::Display, buf: &mut [u8; 24]| -> usize {
-            use std::io::Write as _;
-            let mut w = &mut buf[..];
-            let _ = write!(w, "{n}");
-            24 - w.len()
-        };
-        match &f.at(i as usize).1 {
-            Scalar::Int(n) => {
-                let len = int(n, &mut digits);
-                h.write(&digits[..len]);
-            }
-            Scalar::UInt(n) => {
-                let len = int(n, &mut digits);
-                h.write(&digits[..len]);
-            }
-            v => match v.keyword() {
+        let v = &f.at(i as usize).1;
+        match int_digits(v, &mut digits) {
+            Some(len) => h.write(&digits[..len]),
+            None => match v.keyword() {
                 Some(k) => h.write(k.as_bytes()),
                 None => h.write(&[0xff]),
             },

@@ -1100,6 +1100,23 @@ mod tests {
         }
     }
 
+    /// Member names are borrowed, or unescaped when they hold an escape.
+    #[test]
+    fn escaped_member_names() {
+        let t = table(&["process.parent.name", "host.id"]);
+        for rec in [
+            r#"{"proc\u0065ss":{"par\u0065nt":{"name":"apt"}},"host\u002eid":"h"}"#,
+            r#"{"process":{"parent":{"n\u0061me":"apt"}},"host":{"\u0069d":"h"}}"#,
+        ] {
+            let mut f = Fields::new();
+            t.extract(rec.as_bytes(), &mut f).unwrap();
+            assert_eq!(strings(&f, 0), vec!["apt"], "{rec}");
+            assert_eq!(strings(&f, 1), vec!["h"], "{rec}");
+        }
+        let mut f = Fields::new();
+        assert!(t.extract(br#"{"host\ud800":1}"#, &mut f).is_err(), "a lone surrogate in a name");
+    }
+
     #[test]
     fn arrays_flatten_and_duplicates_accumulate() {
         let t = table(&["process.args", "a.b"]);
