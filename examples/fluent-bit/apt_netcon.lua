@@ -28,7 +28,12 @@ Callbacks (configure one with `call`):
 
   code 0: the record is left alone (Fluent Bit keeps its original bytes);
   code 2: the record completed the rule's sequence and is returned as a new
-          table with the alert fields (the same fields as the native path).
+          table with the alert fields (the same fields as the native path);
+          or, with max_lateness above 0 in the config, standalone alert
+          records came out during this call: an array is returned, this
+          call's record (annotated or as it came) followed by the alerts.
+          Fluent Bit emits each with this call's timestamp and metadata,
+          and re-encodes this call's record from its table.
   `ts` (a number, or {sec=..., nsec=...} with `time_as_table true`) and
   `metadata` are always handed back untouched. Never -1: no record is dropped.
 
@@ -106,6 +111,24 @@ struct aptnc_stats {
     uint64_t bad_timestamp;
     uint64_t annotate_failed;
     uint64_t pending;
+    uint64_t excluded;
+    uint64_t evicted_by_host_cap;
+    uint64_t evicted_by_bytes;
+    uint64_t future_timestamp;
+    uint64_t held;
+    uint64_t held_forced;
+    uint64_t standalone_alerts;
+    uint64_t alerts_dropped;
+};
+struct aptnc_flush_report {
+    uint32_t size;
+    uint32_t version;
+    uint64_t expired;
+    uint64_t pending;
+    const uint8_t *alerts;
+    size_t alerts_len;
+    uint64_t alert_count;
+    uint64_t held;
 };
 const char *aptnc_version(void);
 uint32_t aptnc_abi_version(void);
@@ -119,6 +142,7 @@ void aptnc_free(aptnc_detector *detector);
 uint32_t aptnc_filter(aptnc_detector *detector, const uint8_t *record, size_t record_len,
                       const uint8_t **out, size_t *out_len);
 uint32_t aptnc_get_stats(aptnc_detector *detector, struct aptnc_stats *stats);
+uint32_t aptnc_flush(aptnc_detector *detector, struct aptnc_flush_report *report);
 ]]
 end
 
@@ -129,7 +153,8 @@ local STAT_FIELDS = {
     "rejected_by_maxspan", "expired_by_maxspan", "evicted_by_cap", "replaced", "out_of_order",
     "late", "missing_key", "key_combinations_truncated", "invalid_ip", "too_large",
     "invalid_json", "invalid_msgpack", "not_an_object", "too_deep", "bad_timestamp",
-    "annotate_failed", "pending",
+    "annotate_failed", "pending", "excluded", "evicted_by_host_cap", "evicted_by_bytes",
+    "future_timestamp", "held", "held_forced", "standalone_alerts", "alerts_dropped",
 }
 
 local function fatal(msg)
@@ -171,6 +196,8 @@ end
 -- Reused out-parameters (one caller at a time: a Lua state is single-threaded).
 local out_ptr = ffi.new("const uint8_t *[1]")
 local out_len = ffi.new("size_t[1]")
+local stats_buf = ffi.new("struct aptnc_stats")
+local report_buf = ffi.new("struct aptnc_flush_report")
 
 ---------------------------------------------------------------------------
 -- JSON encoding of a record table.
@@ -491,20 +518,54 @@ end
 local lua_errors, errors_reported = 0, 0
 local MAX_REPORTED = 5
 
--- Returns the annotated record as a table, or nil to leave the record alone.
+-- Standalone alert records (max_lateness above 0: a sequence completed by an
+-- event held back earlier) that the library produced since the last look,
+-- as tables; nil when none came. One counter read per record; the alerts
+-- are collected only when the counter moved.
+local standalone_seen = 0
+local function standalone_alerts(null)
+    stats_buf.size = ffi.sizeof(stats_buf)
+    if lib.aptnc_get_stats(detector, stats_buf) ~= STATUS_OK then return nil end
+    local n = tonumber(stats_buf.standalone_alerts)
+    if n == standalone_seen then return nil end
+    standalone_seen = n
+    report_buf.size = ffi.sizeof(report_buf)
+    if lib.aptnc_flush(detector, report_buf) ~= STATUS_OK or report_buf.alerts_len == 0 then
+        return nil
+    end
+    local alerts = {}
+    local text = ffi.string(report_buf.alerts, report_buf.alerts_len)
+    for line in text:gmatch("[^\n]+") do alerts[#alerts + 1] = decode(line, null) end
+    return alerts
+end
+
+-- The annotated record as a table (nil to leave the record alone), and the
+-- standalone alerts that came out (nil when none).
 local function evaluate(record)
     local null = flb_null -- set by Fluent Bit when enable_flb_null is on
     local json = encode(record, null)
     local st = lib.aptnc_filter(detector, json, #json, out_ptr, out_len)
-    if st ~= STATUS_ANNOTATED then return nil end -- UNCHANGED, or counted by the library
-    -- The output belongs to the detector until its next call: copy it now.
-    return decode(ffi.string(out_ptr[0], out_len[0]), null)
+    local annotated
+    if st == STATUS_ANNOTATED then
+        -- The output belongs to the detector until its next call: copy it now.
+        annotated = decode(ffi.string(out_ptr[0], out_len[0]), null)
+    end -- else UNCHANGED, or counted by the library
+    return annotated, standalone_alerts(null)
+end
+
+-- The records to return: the annotated one, or (when alerts came out) an
+-- array of the record, annotated or as it came, followed by the alerts.
+local function results(record, annotated, alerts)
+    if not alerts then return annotated end
+    local out = { annotated or record }
+    for i = 1, #alerts do out[i + 1] = alerts[i] end
+    return out
 end
 
 local function safe_evaluate(record)
     if type(record) ~= "table" then return nil end
-    local ok, result = pcall(evaluate, record)
-    if ok then return result end
+    local ok, result, alerts = pcall(evaluate, record)
+    if ok then return results(record, result, alerts) end
     lua_errors = lua_errors + 1
     if errors_reported < MAX_REPORTED then
         errors_reported = errors_reported + 1

@@ -13,7 +13,11 @@ then given to the callback: the 3-argument form, the 5-argument form, each
 with a number timestamp and with `time_as_table`. The records returned with
 code 2 must be the CLI's annotated records (`CLI --quiet SAMPLE`): the same
 event.id and kibana.alert.uuid, in the same order, and the same fields.
-Prints `lua: N passed, M failed`; exits non-zero on any failure.
+With max_lateness, the standalone alerts returned in arrays must be the
+CLI's on the same out-of-order stream. Also: the JSON encoder and decoder,
+against the interpreter once the JIT has compiled them; fail-open cases;
+config errors. Prints `lua: N passed, M failed`; exits non-zero on any
+failure.
 ]]
 
 local ffi = require("ffi")
@@ -181,8 +185,9 @@ local function read_lines(path)
     return lines
 end
 
-local function run_cli(path)
-    local p = assert(io.popen("'" .. CLI .. "' --quiet '" .. path .. "'"))
+local function run_cli(path, config_path)
+    local config = config_path and ("--config '" .. config_path .. "' ") or ""
+    local p = assert(io.popen("'" .. CLI .. "' --quiet " .. config .. "'" .. path .. "'"))
     local lines = {}
     for line in p:lines() do
         if line:find("%S") then lines[#lines + 1] = line end
@@ -484,6 +489,99 @@ do
     check(after.lua_errors - before.lua_errors == 2, "fail open: Lua-side errors counted (" .. after.lua_errors .. ")")
     check(after.not_an_object - before.not_an_object == 1, "fail open: not_an_object counted by the library")
     check(after.invalid_json - before.invalid_json == 1, "fail open: invalid_json counted by the library")
+end
+
+---------------------------------------------------------------------------
+-- max_lateness: alerts completed by held events come out later, as
+-- standalone records; the callback returns them in an array after the
+-- record of the call that saw them come out. The stream: the sample in
+-- reverse order (out of order by up to 38 s, within the 60 s window), then
+-- one unrelated connection 5 minutes later, which moves event time past
+-- every held event. They must be the CLI's standalone alerts on the same
+-- stream and config, in the same order, with the same fields.
+
+do
+    local LATE_CONFIG = '{"max_lateness":"60s"}'
+    local lines = {}
+    for i = #sample_lines, 1, -1 do lines[#lines + 1] = sample_lines[i] end
+    local conn
+    for _, line in ipairs(sample_lines) do
+        -- A connection to a public address: it matches the second stage, so
+        -- its time moves the watermark (a record that matches no stage does not).
+        if not conn and line:find('"connection_attempted"', 1, true) and line:find('"93.184.216.34"', 1, true) then
+            conn = line
+        end
+    end
+    local tail = conn:gsub('"@timestamp":"[^"]*"', '"@timestamp":"2026-03-14T09:35:00.0000000Z"')
+        :gsub('"entity_id":"', '"entity_id":"tail-'):gsub('"id":"([^"]*)","kind"', '"id":"tail-%%1","kind"')
+    lines[#lines + 1] = tail
+    local stream_path, config_path = os.tmpname(), os.tmpname()
+    local f = assert(io.open(stream_path, "w"))
+    f:write(table.concat(lines, "\n"), "\n")
+    f:close()
+    f = assert(io.open(config_path, "w"))
+    f:write(LATE_CONFIG)
+    f:close()
+    local want = cli_alerts(run_cli(stream_path, config_path))
+    os.remove(stream_path)
+    os.remove(config_path)
+    check(#want == #expected, "max_lateness: the CLI gives the sample's alerts (" .. #want .. ")")
+
+    for _, mode in ipairs({ "v1", "v2" }) do
+        ffi.C.setenv("APT_NETCON_CONFIG", LATE_CONFIG, 1)
+        local glue = load_glue()
+        ffi.C.unsetenv("APT_NETCON_CONFIG")
+        local got, problems, arrays = {}, 0, 0
+        local function problem(msg)
+            problems = problems + 1
+            if problems <= 3 then io.stderr:write("  max_lateness ", mode, ": ", msg, "\n") end
+        end
+        for i, line in ipairs(lines) do
+            local record = fb_decode(line)
+            local ts = make_ts(i)
+            local code, out
+            if mode == "v2" then
+                local metadata = { line = i }
+                local r = pack(glue.apt_netcon_v2("endpoint.events", ts, {}, metadata, record))
+                if not rawequal(r[3], metadata) then problem("line " .. i .. ": metadata not handed back") end
+                code, out = r[1], r[4]
+            else
+                local r = pack(glue.apt_netcon("endpoint.events", ts, record))
+                code, out = r[1], r[3]
+            end
+            if code == 2 and type(out) == "table" and type(out[1]) == "table" then
+                -- An array: this call's record, then the alerts that came out.
+                arrays = arrays + 1
+                if not (rawequal(out[1], record) or field(out[1], "kibana.alert.uuid")) then
+                    problem("line " .. i .. ": the array does not start with the record")
+                end
+                for k = 1, #out do
+                    local uuid = field(out[k], "kibana.alert.uuid")
+                    if uuid then got[#got + 1] = { id = field(out[k], "event.id"), uuid = uuid, record = out[k] } end
+                end
+            elseif code == 2 then
+                got[#got + 1] = { id = field(out, "event.id"), uuid = field(out, "kibana.alert.uuid"), record = out }
+            elseif code ~= 0 or not rawequal(out, record) then
+                problem("line " .. i .. ": code " .. tostring(code))
+            end
+        end
+        local name = "max_lateness (" .. mode .. ")"
+        check(problems == 0, name .. ": callback protocol")
+        check(arrays > 0, name .. ": alerts came out in arrays (" .. arrays .. ")")
+        local desc = {}
+        for _, g in ipairs(got) do desc[#desc + 1] = tostring(g.id) .. "=" .. tostring(g.uuid) end
+        check(same_ids(got, want), name .. ": standalone alerts are the CLI's: got [" .. table.concat(desc, " ") .. "]")
+        for k = 1, math.min(#got, #want) do
+            local ok, where = deep_equal(got[k].record, fb_decode(want[k].line))
+            check(ok, name .. ": alert " .. k .. " has the CLI's fields" .. (where and (" (" .. where .. ")") or ""))
+        end
+        local st = glue.apt_netcon_glue.stats()
+        -- Still held: the last connection only (nothing later moves past it).
+        check(st.lua_errors == 0 and st.standalone_alerts == #want and st.held == 1,
+            name .. ": counters (lua_errors " .. st.lua_errors .. ", standalone " .. st.standalone_alerts
+            .. ", held " .. st.held .. ")")
+        print(("%s: %d alerts: %s"):format(name, #got, table.concat(desc, " ")))
+    end
 end
 
 ---------------------------------------------------------------------------
