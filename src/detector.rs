@@ -654,16 +654,9 @@ impl Detector {
         let Admit::At(t) = self.admit(fields) else { return false };
         let later = || (1..q.stages.len()).filter(|&k| matched & 1 << k != 0);
         for k in later() {
-            let slots = &q.stages[k].keys;
-            if single_key(&mut self.key, k - 1, fields, slots) {
-                if self.state.contains(&self.key) {
-                    return false;
-                }
-                continue;
-            }
-            let Some((keys, false)) = key_combinations(fields, slots) else { return false };
-            for parts in &keys {
-                encode_key(&mut self.key, k - 1, parts);
+            let Some((keys, false)) = JoinKeys::of(&mut self.key, fields, &q.stages[k].keys) else { return false };
+            for c in 0..keys.len() {
+                keys.encode(&mut self.key, c, k - 1);
                 if self.state.contains(&self.key) {
                     return false;
                 }
@@ -880,46 +873,25 @@ impl Detector {
         // Later stages first, so an event never pairs with itself.
         for k in (0..n).rev().filter(|&k| matched & 1 << k != 0) {
             self.stats.stage_matches[k.min(3)] += 1;
-            // The join keys: one, encoded without allocating, when every key
-            // field has one string value (the usual case; only the stage
-            // byte then changes from key to key); else every combination.
-            let combinations = if single_key(&mut self.key, 0, fields, &q.stages[k].keys) {
-                None
-            } else {
-                match key_combinations(fields, &q.stages[k].keys) {
-                    Some((keys, truncated)) => {
-                        if truncated {
-                            self.stats.key_combinations_truncated += 1;
-                        }
-                        Some(keys)
-                    }
-                    None => {
-                        self.stats.missing_key += 1;
-                        continue;
-                    }
-                }
+            let Some((keys, truncated)) = JoinKeys::of(&mut self.key, fields, &q.stages[k].keys) else {
+                self.stats.missing_key += 1;
+                continue;
             };
-            let encode = |key: &mut Vec<u8>, c: usize, stage: usize| match &combinations {
-                None => key[0] = stage as u8,
-                Some(keys) => encode_key(key, stage, &keys[c]),
-            };
-            // The event's alert contribution (carried fields, digest) is built
-            // only when it is stored or completes a sequence: most stage-2
-            // matches find nothing waiting and never need it. Built for each
-            // use rather than cloned: an event is nearly always used once.
-            macro_rules! ev {
-                () => {
-                    self.stage_event(fields, t)
-                };
+            if truncated {
+                self.stats.key_combinations_truncated += 1;
             }
+            // The event's alert contribution (carried fields, digest) is built
+            // only when it is stored or completes a sequence (most stage-2
+            // matches find nothing waiting and never need it), and built for
+            // each use rather than cloned: an event is nearly always used once.
             if n == 1 {
-                completed.push(Partial { events: vec![ev!()] });
+                completed.push(Partial { events: vec![self.stage_event(fields, t)] });
                 continue;
             }
-            for c in 0..combinations.as_ref().map_or(1, Vec::len) {
+            for c in 0..keys.len() {
                 if k == 0 {
-                    let ev = ev!();
-                    encode(&mut self.key, c, 0);
+                    let ev = self.stage_event(fields, t);
+                    keys.encode(&mut self.key, c, 0);
                     let h = *host.get_or_insert_with(|| self.host_of(fields));
                     match self.state.put(&self.key, h, Partial { events: vec![ev] }) {
                         Put::Inserted => {}
@@ -929,17 +901,17 @@ impl Detector {
                     }
                     continue;
                 }
-                encode(&mut self.key, c, k - 1);
+                keys.encode(&mut self.key, c, k - 1);
                 match self.state.take(&self.key, t) {
                     Take::Nothing => {}
                     Take::NotBefore => self.stats.out_of_order += 1,
                     Take::TooLate => self.stats.rejected_by_maxspan += 1,
                     Take::Matched(mut p) => {
-                        p.events.push(ev!());
+                        p.events.push(self.stage_event(fields, t));
                         if k == n - 1 {
                             completed.push(p);
                         } else {
-                            encode(&mut self.key, c, k);
+                            keys.encode(&mut self.key, c, k);
                             let h = *host.get_or_insert_with(|| self.host_of(fields));
                             if self.state.put(&self.key, h, p) == Put::Replaced {
                                 self.stats.replaced += 1;
@@ -1069,6 +1041,42 @@ pub fn event_time(f: &Fields, slot: Slot) -> Option<i64> {
         Scalar::Int(i) => Some(*i),
         Scalar::Float(x) if x.is_finite() && x.abs() < 9.0e15 => Some(x.trunc() as i64),
         _ => None,
+    }
+}
+
+/// The join keys of one stage's key fields: the usual single key, encoded in
+/// place without allocating (only its stage byte changes from use to use),
+/// or every combination of the values of multi-valued fields.
+enum JoinKeys<'f> {
+    Single,
+    Combinations(Vec<Vec<Cow<'f, str>>>),
+}
+
+impl<'f> JoinKeys<'f> {
+    /// The keys of `slots` in `f` (the single key already in `buf`), and
+    /// whether combinations were truncated; `None` when a key field is
+    /// missing.
+    fn of(buf: &mut Vec<u8>, f: &'f Fields, slots: &[Slot]) -> Option<(JoinKeys<'f>, bool)> {
+        if single_key(buf, 0, f, slots) {
+            return Some((JoinKeys::Single, false));
+        }
+        key_combinations(f, slots).map(|(keys, truncated)| (JoinKeys::Combinations(keys), truncated))
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            JoinKeys::Single => 1,
+            JoinKeys::Combinations(keys) => keys.len(),
+        }
+    }
+
+    /// Put key `c`, for `stage`, into `buf` (where [`JoinKeys::of`] left the
+    /// single key).
+    fn encode(&self, buf: &mut Vec<u8>, c: usize, stage: usize) {
+        match self {
+            JoinKeys::Single => buf[0] = stage as u8,
+            JoinKeys::Combinations(keys) => encode_key(buf, stage, &keys[c]),
+        }
     }
 }
 
