@@ -72,7 +72,7 @@ impl<T, const B: usize> Blocks<T, B> {
         if j == 0 {
             return (0, i);
         }
-        let k = (usize::BITS - 1 - j.leading_zeros()) as usize;
+        let k = j.ilog2() as usize;
         (k + 1, i - (Self::SMALL << k))
     }
 
@@ -311,10 +311,11 @@ impl<T> HostQueue<T> {
         self.slots.get_mut(s as usize).prev = prev;
         // Heap: append and sift up.
         let pos = self.heap.len();
-        self.heap.push(HeapEntry { time, seq: self.seq, slot: s });
-        self.sift_up(pos);
+        let e = HeapEntry { time, seq: self.seq, slot: s };
+        self.heap.push(e);
+        self.sift_up(pos, e);
         self.bytes += bytes;
-        (tag as u64) << 32 | s as u64
+        self.id_of(s)
     }
 
     fn slot(&self, id: Id) -> Option<&Slot<T>> {
@@ -349,12 +350,10 @@ impl<T> HostQueue<T> {
         // Heap: move the last entry into the hole, then restore the order.
         let last = self.heap.pop().expect("a held entry is in the heap");
         if pos < self.heap.len() {
-            *self.heap.get_mut(pos) = last;
-            self.slots.get_mut(last.slot as usize).pos = pos as u32;
             if pos > 0 && last.before(self.heap.get((pos - 1) / 2)) {
-                self.sift_up(pos);
+                self.sift_up(pos, last);
             } else {
-                self.sift_down(pos);
+                self.sift_down(pos, last);
             }
         }
         // Host list: unlink.
@@ -408,26 +407,30 @@ impl<T> HostQueue<T> {
         (self.slots.get(s as usize).tag as u64) << 32 | s as u64
     }
 
-    /// Move the heap entry at `pos` up to its place (a hole moves down the
-    /// path; each entry moved has its slot's position updated).
-    fn sift_up(&mut self, mut pos: usize) {
-        let e = *self.heap.get(pos);
+    /// Write heap entry `e` at `pos`, and its slot's position.
+    fn place(&mut self, pos: usize, e: HeapEntry) {
+        *self.heap.get_mut(pos) = e;
+        self.slots.get_mut(e.slot as usize).pos = pos as u32;
+    }
+
+    /// Put `e` into the hole at `pos`, or above it: the hole moves up past
+    /// every parent that `e` comes before.
+    fn sift_up(&mut self, mut pos: usize, e: HeapEntry) {
         while pos > 0 {
             let parent = (pos - 1) / 2;
             let p = *self.heap.get(parent);
             if !e.before(&p) {
                 break;
             }
-            *self.heap.get_mut(pos) = p;
-            self.slots.get_mut(p.slot as usize).pos = pos as u32;
+            self.place(pos, p);
             pos = parent;
         }
-        *self.heap.get_mut(pos) = e;
-        self.slots.get_mut(e.slot as usize).pos = pos as u32;
+        self.place(pos, e);
     }
 
-    fn sift_down(&mut self, mut pos: usize) {
-        let e = *self.heap.get(pos);
+    /// Put `e` into the hole at `pos`, or below it: the hole moves down past
+    /// every smaller child that comes before `e`.
+    fn sift_down(&mut self, mut pos: usize, e: HeapEntry) {
         let n = self.heap.len();
         loop {
             let mut child = 2 * pos + 1;
@@ -441,12 +444,10 @@ impl<T> HostQueue<T> {
             if !c.before(&e) {
                 break;
             }
-            *self.heap.get_mut(pos) = c;
-            self.slots.get_mut(c.slot as usize).pos = pos as u32;
+            self.place(pos, c);
             pos = child;
         }
-        *self.heap.get_mut(pos) = e;
-        self.slots.get_mut(e.slot as usize).pos = pos as u32;
+        self.place(pos, e);
     }
 }
 
@@ -473,6 +474,13 @@ mod tests {
         let e = q.insert(1, 5, 10, "e");
         assert_ne!(e, a);
         assert_eq!(q.get(a), None);
+        // `e` took `d`'s slot (the free list is last in, first out): `d`'s
+        // id names it no more.
+        assert_eq!(e & 0xffff_ffff, d & 0xffff_ffff, "the test expects slot reuse");
+        assert_ne!(e, d);
+        assert_eq!(q.get(d), None);
+        assert_eq!(q.time(d), None);
+        assert_eq!(q.remove(d), None);
         assert_eq!(q.first(), Some((5, e)));
         assert_eq!(q.remove(c), Some((20, "c")));
         assert_eq!(q.host_oldest(1), Some(e));

@@ -184,9 +184,15 @@ pub struct SequenceState {
     pub evicted: Evictions,
 }
 
+/// The bucket that bucket `n` (≥ 1) of a linear hash table splits from and
+/// merges into: `n` less its highest bit.
+fn buddy(n: usize) -> usize {
+    n - (1usize << n.ilog2())
+}
+
 /// The bucket of hash `h` among `n` (≥ 1) buckets of a linear hash table.
 fn bucket(h: u64, n: usize) -> usize {
-    let level = usize::BITS - 1 - n.leading_zeros();
+    let level = n.ilog2();
     let b = (h & 2u64.wrapping_shl(level).wrapping_sub(1)) as usize;
     if b < n {
         b
@@ -292,8 +298,7 @@ impl SequenceState {
     /// belong to it.
     fn split(&mut self) {
         let n = self.buckets.len();
-        let level = usize::BITS - 1 - n.leading_zeros();
-        let from = n - (1usize << level);
+        let from = buddy(n);
         self.buckets.push(0);
         let mut id = std::mem::replace(self.buckets.get_mut(from), 0);
         while id != 0 {
@@ -313,8 +318,7 @@ impl SequenceState {
         if id == 0 || n == 0 {
             return;
         }
-        let level = usize::BITS - 1 - n.leading_zeros();
-        let into = n - (1usize << level);
+        let into = buddy(n);
         let head = *self.buckets.get(into);
         *self.buckets.get_mut(into) = id;
         loop {
