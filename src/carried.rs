@@ -195,18 +195,7 @@ impl CarriedBuilder {
             }
         }
         if index == ARGS {
-            self.args_joined.clear();
-            self.args_valid = true;
-            for (i, v) in vals.clone().enumerate() {
-                let View::Str(s) = v else {
-                    self.args_valid = false;
-                    break;
-                };
-                if i > 0 {
-                    self.args_joined.push(' ');
-                }
-                self.args_joined.push_str(s);
-            }
+            self.args_valid = join_strings(vals.clone(), &mut self.args_joined);
         }
         if array {
             self.header(index, ARRAY);
@@ -253,10 +242,12 @@ impl CarriedBuilder {
     /// element) with a tag byte.
     fn scalar(&mut self, index: Option<usize>, v: View<'_>) {
         let form = match v {
-            View::Str(s) => match (time_parts(s), self.best_prefix(s.as_bytes())) {
-                (Some((digits, frac)), _) => Form::Time { digits, frac },
-                (None, Some((from, shared))) => Form::Prefix { from, shared },
-                (None, None) => Form::Str,
+            View::Str(s) => match time_parts(s) {
+                Some((digits, frac)) => Form::Time { digits, frac },
+                None => match self.best_prefix(s.as_bytes()) {
+                    Some((from, shared)) => Form::Prefix { from, shared },
+                    None => Form::Str,
+                },
             },
             View::Int(i) => Form::Int(i),
             View::Uint(u) => Form::Uint(u),
@@ -328,24 +319,19 @@ fn head(s: &[u8]) -> Option<[u8; MIN_PREFIX]> {
     s.get(..MIN_PREFIX)?.try_into().ok()
 }
 
-/// The strings of `v` (an array of strings, or a string) joined by single
-/// spaces; `None` when an element is not a string.
-fn joined_strings(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Array(a) => {
-            let len = a.iter().map(|x| x.as_str().map_or(0, |s| s.len() + 1)).sum();
-            let mut out = String::with_capacity(len);
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(' ');
-                }
-                out.push_str(x.as_str()?);
-            }
-            Some(out)
+/// The `process.args` values joined by single spaces into `out` (what a
+/// `JOINED` command line equals), for the builder and the reader alike;
+/// false when a value is not a string.
+fn join_strings<'s>(vals: impl Iterator<Item = View<'s>>, out: &mut String) -> bool {
+    out.clear();
+    for (i, v) in vals.enumerate() {
+        let View::Str(s) = v else { return false };
+        if i > 0 {
+            out.push(' ');
         }
-        _ => None,
+        out.push_str(s);
     }
+    true
 }
 
 /// `YYYY-MM-DDThh:mm:ss[.f…]Z` (1 to 9 fractional digits) as
@@ -542,7 +528,12 @@ impl Carried {
                 break;
             };
             if index == ARGS {
-                r.args_joined = joined_strings(&v);
+                let mut joined = String::new();
+                let ok = match &v {
+                    Value::Array(a) => join_strings(a.iter().map(View::of_value), &mut joined),
+                    _ => join_strings(std::iter::once(View::of_value(&v)), &mut joined),
+                };
+                r.args_joined = ok.then_some(joined);
             }
             insert_path(&mut m, name, v);
         }
