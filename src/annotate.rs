@@ -277,7 +277,7 @@ impl<'de> serde::Deserialize<'de> for Members<'de> {
 
 /// True when the alert writes `path` (dotted) or a path above it is one of
 /// the alert's leaves.
-pub(crate) fn alert_covers(roots: &Map<String, Value>, path: &str) -> bool {
+fn alert_covers(roots: &Map<String, Value>, path: &str) -> bool {
     let mut cur = roots;
     let mut segs = path.split('.').peekable();
     while let Some(seg) = segs.next() {
@@ -306,6 +306,42 @@ fn deep_merge(into: &mut Value, from: Value) {
     }
 }
 
+/// The members a merge leaves out of a record (for JSON and MessagePack
+/// alike): a dotted member the alert covers (the alert's value replaces
+/// it), and a second member named like a root merged already (a duplicate
+/// key).
+pub(crate) struct Skips<'k> {
+    /// Indices of the covered dotted members, ascending: found before any
+    /// root is taken out of the alert's roots.
+    covered: std::iter::Peekable<std::vec::IntoIter<usize>>,
+    /// The roots merged into a member so far.
+    merged: Vec<&'k str>,
+}
+
+impl<'k> Skips<'k> {
+    /// `names`: the record's member names in order (`None`: not a string).
+    pub(crate) fn new<'n>(names: impl Iterator<Item = Option<&'n str>>, roots: &Map<String, Value>) -> Self {
+        let covered: Vec<usize> = names
+            .enumerate()
+            .filter(|(_, k)| k.is_some_and(|k| k.contains('.') && alert_covers(roots, k)))
+            .map(|(i, _)| i)
+            .collect();
+        Skips { covered: covered.into_iter().peekable(), merged: Vec::new() }
+    }
+
+    /// Whether member `i`, named `k`, is left out (unless it is merged
+    /// itself). Ask for every member, in order.
+    pub(crate) fn skip(&mut self, i: usize, k: &str) -> bool {
+        let covered = self.covered.next_if_eq(&i).is_some();
+        covered || self.merged.contains(&k)
+    }
+
+    /// Member `k` was merged with the alert's root of that name.
+    pub(crate) fn merged(&mut self, k: &'k str) {
+        self.merged.push(k);
+    }
+}
+
 /// Write the JSON string `k` (escaped as serde_json writes it).
 fn write_key(out: &mut Vec<u8>, k: &str) -> Result<(), MergeError> {
     serde_json::to_writer(&mut *out, k).map_err(|e| MergeError(e.to_string()))
@@ -314,18 +350,7 @@ fn write_key(out: &mut Vec<u8>, k: &str) -> Result<(), MergeError> {
 /// Write `roots` into the JSON object `record` (see the module docs).
 pub fn merge(record: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Result<(), MergeError> {
     let members: Members = serde_json::from_slice(record).map_err(|e| MergeError(e.to_string()))?;
-    // The dotted members the alert covers, read before any root is taken
-    // out of `roots` (indices into `members`, ascending).
-    let covered: Vec<usize> = members
-        .0
-        .iter()
-        .enumerate()
-        .filter(|(_, (k, _))| k.contains('.') && alert_covers(&roots, k))
-        .map(|(i, _)| i)
-        .collect();
-    let mut covered = covered.into_iter().peekable();
-    // The roots merged into a member so far.
-    let mut merged_roots: Vec<&str> = Vec::new();
+    let mut skips = Skips::new(members.0.iter().map(|(k, _)| Some(k.as_ref())), &roots);
     let mut roots = roots;
     out.clear();
     // The record once, plus room for a typical alert: no doubling of a large record.
@@ -339,20 +364,18 @@ pub fn merge(record: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Res
         first = false;
     };
     for (i, (k, raw)) in members.0.iter().enumerate() {
-        let is_covered = covered.next_if_eq(&i).is_some();
+        let skip = skips.skip(i, k);
         if let Some(ann) = roots.remove(k.as_ref()) {
             let mut merged: Value = serde_json::from_str(raw.get()).map_err(|e| MergeError(e.to_string()))?;
             deep_merge(&mut merged, ann);
-            merged_roots.push(k.as_ref());
+            skips.merged(k);
             sep(out);
             write_key(out, k)?;
             out.push(b':');
             serde_json::to_writer(&mut *out, &merged).map_err(|e| MergeError(e.to_string()))?;
             continue;
         }
-        // A second member named like a root (a duplicate key) was merged
-        // already; a dotted member the alert covers is replaced by it.
-        if is_covered || merged_roots.contains(&k.as_ref()) {
+        if skip {
             continue;
         }
         sep(out);
@@ -412,6 +435,30 @@ mod tests {
         assert!(v.get("rule.name").is_none());
         assert_eq!(v["rule.other"], 2);
         assert!(v.get("threat.framework.x").is_none());
+    }
+
+    /// The alert members, in order, byte for byte as the version before
+    /// `RuleParts` wrote them (`tests/data/alert_v5.ndjson`: the built-in v5
+    /// rule with Kibana fields, then without).
+    #[test]
+    fn alert_bytes_are_the_recorded_ones() {
+        let meta = crate::rule::Rule::builtin("v5").unwrap().meta().clone();
+        let parts = RuleParts::new(&meta);
+        let recorded = include_str!("../tests/data/alert_v5.ndjson");
+        let mut lines = recorded.lines();
+        for kibana in [true, false] {
+            let style = AnnotationStyle { prefix: String::new(), kibana };
+            let alert = Alert {
+                meta: &meta,
+                events: &[],
+                alert_id: "a".into(),
+                group_id: "g".into(),
+                reason: "r".into(),
+                original_time: "t".into(),
+            };
+            let got = Value::Object(alert.to_json_with(&style, &parts)).to_string();
+            assert_eq!(got, lines.next().unwrap(), "kibana {kibana}");
+        }
     }
 
     #[test]

@@ -88,7 +88,7 @@
 //! input, except the bodies of the annotated records (whose outer array,
 //! time and metadata stay the original bytes).
 
-use crate::annotate::{alert_covers, MergeError};
+use crate::annotate::{MergeError, Skips};
 use crate::event::{ExtractError, FieldTable, Fields, Scalar};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -770,17 +770,7 @@ pub fn merge(body: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Resul
     if !cur.at_end() {
         return Err(MergeError("bytes after the MessagePack body".into()));
     }
-    // The dotted members the alert covers, read before any root is taken
-    // out of `roots` (indices into `entries`, ascending).
-    let covered: Vec<usize> = entries
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.key.is_some_and(|k| k.contains('.') && alert_covers(&roots, k)))
-        .map(|(i, _)| i)
-        .collect();
-    let mut covered = covered.into_iter().peekable();
-    // The roots merged into a member so far.
-    let mut merged_roots: Vec<&str> = Vec::new();
+    let mut skips = Skips::new(entries.iter().map(|e| e.key), &roots);
     let mut roots = roots;
     out.clear();
     // The body once, plus room for a typical alert: no doubling of a large body.
@@ -789,15 +779,15 @@ pub fn merge(body: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Resul
     let mut count = 0usize;
     for (i, e) in entries.iter().enumerate() {
         let k = e.key.ok_or_else(|| MergeError("MessagePack body has a key that is not a UTF-8 string".into()))?;
-        let is_covered = covered.next_if_eq(&i).is_some();
+        let skip = skips.skip(i, k);
         if let Some(ann) = roots.remove(k) {
             out.extend_from_slice(&body[e.raw_key.clone()]);
             merge_value(body, e.value.clone(), ann, out)?;
-            merged_roots.push(k);
+            skips.merged(k);
             count += 1;
             continue;
         }
-        if is_covered || merged_roots.contains(&k) {
+        if skip {
             continue;
         }
         out.extend_from_slice(&body[e.raw_key.start..e.value.end]);
