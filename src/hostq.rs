@@ -336,10 +336,10 @@ impl<T> HostQueue<T> {
         self.slots.get_mut(slot_of(id)).value.as_mut()
     }
 
-    /// An entry's time.
-    pub fn time(&self, id: Id) -> Option<i64> {
+    /// An entry's time and value.
+    pub fn timed(&self, id: Id) -> Option<(i64, &T)> {
         let slot = self.slot(id)?;
-        Some(self.heap.get(slot.pos as usize).time)
+        Some((self.heap.get(slot.pos as usize).time, slot.value.as_ref()?))
     }
 
     pub fn remove(&mut self, id: Id) -> Option<(i64, T)> {
@@ -479,7 +479,7 @@ mod tests {
         assert_eq!(e & 0xffff_ffff, d & 0xffff_ffff, "the test expects slot reuse");
         assert_ne!(e, d);
         assert_eq!(q.get(d), None);
-        assert_eq!(q.time(d), None);
+        assert!(q.timed(d).is_none());
         assert_eq!(q.remove(d), None);
         assert_eq!(q.first(), Some((5, e)));
         assert_eq!(q.remove(c), Some((20, "c")));

@@ -369,8 +369,8 @@ impl SequenceState {
     pub fn take(&mut self, key: &[u8], t: i64) -> Take {
         let h1 = self.hashers[0].hash_one(key);
         let Some(id) = self.find(h1, &mut None, key) else { return Take::Nothing };
-        let start = self.queue.time(id).expect("indexed entry exists");
-        if self.queue.get(id).is_some_and(|e| e.last(start) > t) {
+        let (start, e) = self.queue.timed(id).expect("indexed entry exists");
+        if e.last(start) > t {
             return Take::NotBefore;
         }
         let (start, entry) = self.remove_id(id).expect("indexed entry exists");
@@ -391,8 +391,8 @@ impl SequenceState {
         let mut h2 = None;
         let mut result = Put::Inserted;
         if let Some(id) = self.find(h1, &mut h2, key) {
-            let old_start = self.queue.time(id).expect("indexed entry exists");
-            if self.queue.get(id).is_some_and(|old| old.last(old_start) > partial.last()) {
+            let (old_start, old) = self.queue.timed(id).expect("indexed entry exists");
+            if old.last(old_start) > partial.last() {
                 return Put::KeptNewer;
             }
             self.remove_id(id);
