@@ -40,6 +40,24 @@ pub struct CompiledQuery {
     pub host_keys: usize,
 }
 
+impl CompiledQuery {
+    /// A query with no stages (it matches nothing): the fast engine's part
+    /// of a rule that the generic engine runs.
+    pub fn empty() -> CompiledQuery {
+        let mut fields = FieldTable::new();
+        let category_slot = fields.intern("event.category");
+        CompiledQuery {
+            fields,
+            stages: Vec::new(),
+            maxspan_ms: None,
+            ip_slots: Vec::new(),
+            category_slot,
+            is_sequence: false,
+            host_keys: 0,
+        }
+    }
+}
+
 /// One stage of a query.
 #[derive(Debug, Clone)]
 pub struct CompiledStage {
@@ -86,6 +104,10 @@ pub enum Test {
     Bool(bool),
 }
 
+/// The most stages the fast engine runs (one bit each); longer sequences
+/// run on the generic engine.
+pub const MAX_FAST_STAGES: usize = 32;
+
 /// Limits on the size of a compiled query.
 pub const MAX_FIELDS: usize = 1024;
 
@@ -102,12 +124,21 @@ fn is_ecs_ip_field(name: &str) -> bool {
 
 /// Compile a parsed query. `source` is the query text, for error positions.
 pub fn compile(query: &Query, source: &str) -> Result<CompiledQuery, RuleError> {
+    if let Some((what, span)) = beyond_fast_path(query) {
+        return Err(RuleError::at(
+            RuleErrorKind::Unsupported,
+            format!("{what} is not supported by the fast engine"),
+            source,
+            span,
+        ));
+    }
     let mut c = Compiler { source, fields: FieldTable::new(), ip_slots: Vec::new() };
     let category_slot = c.fields.intern("event.category");
     // First pass: every field given to cidrmatch is an IP field.
     let event_queries: Vec<&EventQuery> = match query {
         Query::Event(q) => vec![q],
         Query::Sequence(s) => s.stages.iter().map(|st| &st.query).collect(),
+        Query::Sample(_) => Vec::new(),
     };
     for q in &event_queries {
         c.collect_ip_fields(&q.condition);
@@ -115,6 +146,7 @@ pub fn compile(query: &Query, source: &str) -> Result<CompiledQuery, RuleError> 
     let host_keys = match query {
         Query::Event(_) => 0,
         Query::Sequence(seq) => seq.by.len(),
+        Query::Sample(_) => 0,
     };
     let (stages, maxspan_ms, is_sequence) = match query {
         Query::Event(q) => (vec![c.stage(q, &[], &[])?], None, false),
@@ -140,6 +172,9 @@ pub fn compile(query: &Query, source: &str) -> Result<CompiledQuery, RuleError> 
                 stages.push(cs);
             }
             (stages, seq.maxspan_ms, true)
+        }
+        Query::Sample(s) => {
+            return Err(c.err(RuleErrorKind::Unsupported, "samples are not supported by the fast engine", s.span))
         }
     };
     if c.fields.len() > MAX_FIELDS {
@@ -202,6 +237,11 @@ impl<'s> Compiler<'s> {
             Expr::Field(f) => {
                 self.slot(f);
             }
+            Expr::Arith { left, right, .. } => {
+                self.collect_ip_fields(left);
+                self.collect_ip_fields(right);
+            }
+            Expr::Neg(x, _) => self.collect_ip_fields(x),
             Expr::Literal(..) => {}
         }
     }
@@ -239,6 +279,9 @@ impl<'s> Compiler<'s> {
             }
             Expr::Literal(_, span) => {
                 return Err(self.err(RuleErrorKind::BadArgument, "a literal is not a condition", *span))
+            }
+            Expr::Arith { span, .. } | Expr::Neg(_, span) => {
+                return Err(self.err(RuleErrorKind::Unsupported, "arithmetic is not supported by the fast engine", *span))
             }
         })
     }
@@ -361,6 +404,9 @@ impl<'s> Compiler<'s> {
                 alts.push(Pred::Any(slot, Test::Wildcard { patterns: strings.iter().map(|s| fold(s)).collect(), fold: true }))
             }
             MatchOp::Like => alts.push(Pred::Any(slot, Test::Wildcard { patterns: strings, fold: false })),
+            MatchOp::Regex | MatchOp::RegexInsensitive => {
+                return Err(self.err(RuleErrorKind::Unsupported, "regex is not supported by the fast engine", span))
+            }
         }
         for n in numbers {
             alts.push(Pred::Any(slot, Test::Num(CmpOp::Eq, n)));
@@ -420,6 +466,48 @@ impl<'s> Compiler<'s> {
             _ => Test::Contains { needles: strs_f(strs), fold: ci },
         };
         Ok(Pred::Any(slot, test))
+    }
+}
+
+/// The first construct of `query` that only the generic engine
+/// ([`crate::eql::Engine`]) runs, and where it is.
+pub fn beyond_fast_path(query: &Query) -> Option<(&'static str, Span)> {
+    fn expr(e: &Expr) -> Option<(&'static str, Span)> {
+        match e {
+            Expr::And(v, _) | Expr::Or(v, _) => v.iter().find_map(expr),
+            Expr::Not(x, _) => expr(x),
+            Expr::Compare { left, right, .. } => expr(left).or_else(|| expr(right)),
+            Expr::Match { op: MatchOp::Regex | MatchOp::RegexInsensitive, span, .. } => Some(("regex", *span)),
+            Expr::Match { subject, values, .. } => expr(subject).or_else(|| values.iter().find_map(expr)),
+            Expr::Call { args, .. } => args.iter().find_map(expr),
+            Expr::Arith { span, .. } | Expr::Neg(_, span) => Some(("arithmetic", *span)),
+            Expr::Field(f) if f.optional => Some(("an optional field", f.span)),
+            Expr::Field(_) | Expr::Literal(..) => None,
+        }
+    }
+    let keys = |fs: &[crate::eql::Field]| fs.iter().find(|f| f.optional).map(|f| ("an optional field", f.span));
+    match query {
+        Query::Event(q) => expr(&q.condition),
+        Query::Sample(s) => Some(("sample", s.span)),
+        Query::Sequence(s) => {
+            if let Some(u) = &s.until {
+                return Some(("until", u.span));
+            }
+            if s.stages.len() > MAX_FAST_STAGES {
+                return Some(("a sequence of more than 32 stages", s.span));
+            }
+            keys(&s.by).or_else(|| {
+                s.stages.iter().find_map(|st| {
+                    if st.missing {
+                        Some(("a missing-event stage", st.span))
+                    } else if st.runs > 1 {
+                        Some(("with runs", st.span))
+                    } else {
+                        keys(&st.by).or_else(|| expr(&st.query.condition))
+                    }
+                })
+            })
+        }
     }
 }
 

@@ -357,10 +357,10 @@ enum Admit {
     Future,
 }
 
-/// The stages the event matches, one bit each (a query has at most
-/// [`crate::eql::parser::MAX_STAGES`] stages).
+/// The stages the event matches, one bit each (the fast engine takes at
+/// most [`crate::compile::MAX_FAST_STAGES`] stages).
 fn stage_bits(q: &CompiledQuery, fields: &Fields) -> u32 {
-    const _: () = assert!(crate::eql::parser::MAX_STAGES <= 32);
+    const _: () = assert!(crate::compile::MAX_FAST_STAGES <= 32);
     let matching = q.stages.iter().enumerate().filter(|(_, s)| s.matches(fields, q.category_slot));
     matching.fold(0, |bits, (k, _)| bits | 1 << k)
 }

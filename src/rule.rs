@@ -7,8 +7,8 @@
 //! `apt-listbugs` exclusion to the first stage; versions 10 and 11 only changed
 //! the threat mapping) with the version 11 mapping.
 
-use crate::compile::{compile, CompiledQuery};
-use crate::eql::{parse, ParseLimits, RuleError, RuleErrorKind};
+use crate::compile::{beyond_fast_path, compile, CompiledQuery};
+use crate::eql::{parse, Engine, EngineOptions, ParseLimits, Query, RuleError, RuleErrorKind};
 use std::sync::Arc;
 
 /// A MITRE ATT&CK technique (or sub-technique).
@@ -45,6 +45,9 @@ pub struct RuleMeta {
     /// Always "MITRE ATT&CK" for the built-in rules.
     pub framework: String,
     pub threat: Vec<Tactic>,
+    /// The rule's look-back (`from = "now-9m"` in a detection-rules file):
+    /// the default window of a `sample` query.
+    pub look_back_ms: Option<u64>,
 }
 
 /// A loaded rule: immutable, cheap to clone, shareable across threads.
@@ -57,15 +60,41 @@ pub struct Rule {
 struct RuleInner {
     meta: RuleMeta,
     query_text: String,
+    /// The fast engine's form; empty (no stages) for a generic rule.
     compiled: CompiledQuery,
+    /// The parsed query, when only the generic engine
+    /// ([`crate::eql::Engine`]) runs it.
+    generic: Option<Query>,
 }
 
 impl Rule {
     /// Parse and compile `query` with the given metadata.
+    ///
+    /// Queries within the fast engine's subset ([`crate::compile`]) run
+    /// there; every other valid query (optional fields, `regex`,
+    /// arithmetic, functions on any value, `runs`, `until`, missing-event
+    /// stages, `sample`, …) runs on the generic engine. Both are checked
+    /// here, so a rule that loads runs.
     pub fn from_eql(query: &str, meta: RuleMeta) -> Result<Rule, RuleError> {
         let ast = parse(query, ParseLimits::default())?;
-        let compiled = compile(&ast, query)?;
-        Ok(Rule { inner: Arc::new(RuleInner { meta, query_text: query.to_string(), compiled }) })
+        let fast = match beyond_fast_path(&ast) {
+            None => compile(&ast, query).ok(),
+            Some(_) => None,
+        };
+        let (compiled, generic) = match fast {
+            Some(c) => (c, None),
+            None => {
+                // Compile once to report errors at load time.
+                Engine::from_ast(&ast, query, EngineOptions::default())?;
+                (CompiledQuery::empty(), Some(ast))
+            }
+        };
+        Ok(Rule { inner: Arc::new(RuleInner { meta, query_text: query.to_string(), compiled, generic }) })
+    }
+
+    /// The parsed query when the generic engine runs this rule.
+    pub fn generic_query(&self) -> Option<&Query> {
+        self.inner.generic.as_ref()
     }
 
     /// A built-in rule by name (`apt_netcon_v5`, `default`, `v5`,
@@ -204,6 +233,7 @@ has a child process attempt a network connection to a public address: the patter
             tactic("TA0011", "Command and Control", vec![]),
             tactic("TA0005", "Defense Evasion", vec![]),
         ],
+        look_back_ms: None,
     }
 }
 
@@ -238,6 +268,7 @@ pub fn meta_for_file(name: &str) -> RuleMeta {
         tags: vec![],
         framework: "MITRE ATT&CK".into(),
         threat: vec![],
+        look_back_ms: None,
     }
 }
 

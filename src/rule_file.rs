@@ -86,6 +86,8 @@ struct TomlRule {
     version: Option<i64>,
     #[serde(default)]
     threat: Vec<TomlThreat>,
+    /// The look-back, `now-9m`.
+    from: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -195,7 +197,22 @@ pub fn load_toml(text: &str, path: &str) -> Result<Rule, RuleError> {
                 .collect(),
         })
         .collect();
+    let look_back_ms = match r.from.as_deref() {
+        None => None,
+        Some(f) => match f.trim().strip_prefix("now-").map(crate::config::parse_duration_ms) {
+            Some(Ok(ms)) => Some(ms),
+            _ => {
+                return Err(invalid(
+                    text,
+                    path,
+                    format!("[rule] from \"{f}\" is not a look-back such as \"now-9m\""),
+                    None,
+                ))
+            }
+        },
+    };
     let meta = RuleMeta {
+        look_back_ms,
         name: r.name,
         rule_id: r.rule_id,
         version: version as u32,

@@ -22,8 +22,21 @@ pub struct Span {
 pub enum Query {
     /// `category where cond`
     Event(EventQuery),
-    /// `sequence [by f, …] [with maxspan=N] [stage] [by …] …`
+    /// `sequence [by f, …] [with maxspan=N] [stage] [by …] … [until [stage]]`
     Sequence(Sequence),
+    /// `sample [by f, …] [stage] [by …] …`
+    Sample(Sample),
+}
+
+/// `sample [by f, …] stages…`: unordered, no maxspan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Fields after `sample by` (shared join keys), possibly empty.
+    pub by: Vec<Field>,
+    /// The stages; at least two.
+    pub stages: Vec<Stage>,
+    /// Span of the `sample` keyword.
+    pub span: Span,
 }
 
 /// `sequence [by f, …] [with maxspan=N(ms|s|m|h)] stages…`
@@ -33,8 +46,11 @@ pub struct Sequence {
     pub by: Vec<Field>,
     /// `with maxspan=…` converted to milliseconds, if present.
     pub maxspan_ms: Option<u64>,
-    /// The stages, in order; at least two.
+    /// The stages, in order; at least two (counting `runs` repetitions).
     pub stages: Vec<Stage>,
+    /// `until [query] [by …]`: a matching event drops the partial sequences
+    /// of its key.
+    pub until: Option<Stage>,
     /// Span of the `sequence` keyword.
     pub span: Span,
 }
@@ -45,8 +61,12 @@ pub struct Stage {
     pub query: EventQuery,
     /// Fields after the stage's `by`, possibly empty.
     pub by: Vec<Field>,
-    /// Span of the opening `[`.
+    /// Span of the opening `[` (of the `!` for a missing-event stage).
     pub span: Span,
+    /// `with runs=N`: the stage repeated N times (1 without it).
+    pub runs: u32,
+    /// `![…]`: a missing-event stage.
+    pub missing: bool,
 }
 
 /// `category where cond`
@@ -64,6 +84,8 @@ pub struct Field {
     /// The full dotted name as written, e.g. `process.parent.name`.
     pub name: String,
     pub span: Span,
+    /// `?field`: an optional field (null where no event has it).
+    pub optional: bool,
 }
 
 /// A literal value.
@@ -103,6 +125,20 @@ pub enum MatchOp {
     Like,
     /// `like~`: case-insensitive wildcards.
     LikeInsensitive,
+    /// `regex`: a Lucene regular expression on the whole value.
+    Regex,
+    /// `regex~`: the same, case-insensitive.
+    RegexInsensitive,
+}
+
+/// An arithmetic operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
 }
 
 /// An expression.
@@ -136,6 +172,15 @@ pub enum Expr {
         args: Vec<Expr>,
         span: Span,
     },
+    /// `left op right`, arithmetic.
+    Arith {
+        op: ArithOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+        span: Span,
+    },
+    /// `-x`.
+    Neg(Box<Expr>, Span),
     Field(Field),
     Literal(Literal, Span),
 }
@@ -144,10 +189,11 @@ impl Expr {
     /// The source span of this expression.
     pub fn span(&self) -> Span {
         match self {
-            Expr::And(_, s) | Expr::Or(_, s) | Expr::Not(_, s) | Expr::Literal(_, s) => *s,
-            Expr::Compare { span, .. } | Expr::Match { span, .. } | Expr::Call { span, .. } => {
-                *span
-            }
+            Expr::And(_, s) | Expr::Or(_, s) | Expr::Not(_, s) | Expr::Neg(_, s) | Expr::Literal(_, s) => *s,
+            Expr::Compare { span, .. }
+            | Expr::Match { span, .. }
+            | Expr::Call { span, .. }
+            | Expr::Arith { span, .. } => *span,
             Expr::Field(f) => f.span,
         }
     }

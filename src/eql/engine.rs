@@ -1,7 +1,54 @@
-//! The streaming EQL engine (STUB: being written).
+//! The generic streaming EQL engine: any Elasticsearch EQL query (event
+//! queries, sequences with any number of stages, `by` keys, `maxspan`,
+//! `with runs=N`, `until`, missing-event stages `![…]`, and `sample`) over a
+//! stream of events in time order.
+//!
+//! Conditions are compiled by [`super::eval`]; this module keeps the state
+//! between events. Its semantics are Elasticsearch's (`TumblingWindow`,
+//! `SequenceMatcher`, `KeyToSequences`, `SampleIterator`), read for a
+//! stream:
+//!
+//! * **Order.** Events are pushed in time order (`@timestamp`, then the
+//!   caller's tiebreaker); the push order is the ordinal order, so "strictly
+//!   earlier" means "pushed before".
+//! * **Join keys.** The sequence's `by` fields then the stage's own. An
+//!   event joins under every combination of its keys' non-null values (one
+//!   sequence per key value: `sequenceWithMultivalue_*`); a non-optional key
+//!   field without a value keeps the event out of that stage
+//!   (`AddMandatoryJoinKeyFilter`), an optional one (`?f`) joins as null.
+//! * **Advancing.** A stage-n event extends the LATEST partial sequence of
+//!   stage n−1 under its key that ended strictly earlier; that partial and
+//!   every older one of the key at stage n−1 are removed (`trimBefore`),
+//!   whether or not the maxspan test then passes. `maxspan` rejects when
+//!   `last − first > maxspan` (inclusive bound). A sequence completes when
+//!   its last positive stage is matched.
+//! * **`until [q]`**: a partial is dropped when an until event of its key
+//!   lies in [its last event, the current event).
+//! * **`with runs=N`**: the stage repeated N times.
+//! * **Missing-event stages `![q]`**: the positive stages match as above;
+//!   then a completed candidate is kept only if no event matching `q` with
+//!   the same key lies strictly between the neighbouring positive events (a
+//!   missing stage in the middle), or within `maxspan` of the first positive
+//!   event before it (leading) / of the last one after it (trailing). A
+//!   trailing check needs the future: the result is held until the event-time
+//!   watermark passes `last + maxspan` (or the stream ends), then released.
+//! * **`sample by k [q1] [q2] …`**: for each key combination, the first
+//!   events of each stage (arrival order), combined into one sample of
+//!   distinct events; one sample per key. A stream has no end, so candidates
+//!   are kept for a window of event time ([`EngineOptions::sample_window_ms`],
+//!   a rule's look-back) after the key's first candidate, then dropped.
+//!
+//! State is bounded: at most [`EngineOptions::max_partials`] partial
+//! sequences, sample candidates and missing-event records in all; past it
+//! the oldest are evicted and counted ([`EngineStats`]).
 
-use super::types::TypeMap;
-use super::RuleError;
+use super::ast::{Field, Query, Stage};
+use super::eval::{test, CondCompiler, Cond, Doc, FieldSet};
+use super::types::{FieldInfo, FieldType, TypeMap};
+use super::value::Val;
+use super::{parse, ParseLimits, RuleError, RuleErrorKind};
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
 
 /// How an [`Engine`] reads events.
 #[derive(Debug, Clone)]
@@ -15,6 +62,16 @@ pub struct EngineOptions {
     pub sample_window_ms: Option<u64>,
     /// At most this many partial sequences / sample candidates in all.
     pub max_partials: usize,
+    /// Fields copied out of each event that takes part in a result
+    /// ([`Match::carried`]); empty: nothing is copied.
+    pub carry_fields: Vec<String>,
+    /// The type map lists every field of the data, as an index mapping does
+    /// (user mapping plus the fields dynamic mapping would add). Then an
+    /// optional field `?f` it lacks is null in every event, as Elasticsearch
+    /// folds it at compile time (`?x == ?y` is true). Off by default: a
+    /// stream's fields are not known in advance, so an optional field is
+    /// read from each event like any other.
+    pub mapping_complete: bool,
 }
 
 impl Default for EngineOptions {
@@ -24,6 +81,8 @@ impl Default for EngineOptions {
             timestamp_field: "@timestamp".to_string(),
             sample_window_ms: None,
             max_partials: 100_000,
+            carry_fields: Vec::new(),
+            mapping_complete: false,
         }
     }
 }
@@ -38,26 +97,965 @@ pub struct Match {
     pub events: Vec<Option<u64>>,
     /// The join key values, as Elasticsearch prints them (`None` for null).
     pub keys: Vec<Option<String>>,
+    /// Per result position, the [`EngineOptions::carry_fields`] of the event
+    /// (an object of dotted names), `None` for a missing-event stage or
+    /// when nothing is carried.
+    pub carried: Vec<Option<std::sync::Arc<serde_json::Map<String, Value>>>>,
+    /// Event time of each position (`None`: missing stage or no time).
+    pub times: Vec<Option<i64>>,
+}
+
+/// Counters of one engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub events: u64,
+    /// Events that matched at least one stage.
+    pub stage_matches: u64,
+    pub results: u64,
+    /// Values dropped as malformed for their field type (`ignore_malformed`).
+    pub malformed_values: u64,
+    /// Events that matched a stage of a sequence or sample without a usable
+    /// time; ignored by it.
+    pub no_timestamp: u64,
+    /// Partials dropped because their maxspan (or sample window) passed.
+    pub expired: u64,
+    /// Partials dropped to stay under `max_partials`.
+    pub evicted: u64,
+    /// Candidates rejected by a missing-event stage.
+    pub missing_rejected: u64,
+    /// Partials dropped by an `until` event.
+    pub until_dropped: u64,
+    /// Key combinations beyond the per-event limit, not joined.
+    pub keys_truncated: u64,
+}
+
+/// Most key combinations one event joins under.
+pub const MAX_KEY_COMBINATIONS: usize = 256;
+
+#[derive(Debug, Clone)]
+struct KeySpec {
+    slot: usize,
+    optional: bool,
+}
+
+#[derive(Debug, Clone)]
+struct CStage {
+    cond: Cond,
+    keys: Vec<KeySpec>,
+    missing: bool,
+}
+
+type Key = Vec<Option<String>>;
+type Carried = Option<std::sync::Arc<serde_json::Map<String, Value>>>;
+
+#[derive(Debug, Clone)]
+struct Ev {
+    ordinal: u64,
+    pos: u64,
+    time: Option<i64>,
+    carried: Carried,
+}
+
+#[derive(Debug, Clone)]
+struct Partial {
+    events: Vec<Ev>,
+}
+
+impl Partial {
+    fn last_pos(&self) -> u64 {
+        self.events.last().map_or(0, |e| e.pos)
+    }
+    fn start_time(&self) -> i64 {
+        self.events.first().and_then(|e| e.time).unwrap_or(i64::MIN)
+    }
+}
+
+#[derive(Debug)]
+enum Kind {
+    Event,
+    Sequence,
+    Sample,
+}
+
+/// A result held for a trailing missing-event stage.
+#[derive(Debug)]
+struct Held {
+    key: Key,
+    events: Vec<Ev>,
+    /// The trailing window: a matching event with `after_t < t <= deadline`
+    /// rejects the result; past the deadline it is released.
+    deadline: i64,
+    after_t: i64,
+    last_pos: u64,
+}
+
+/// Per key, per stage: sample candidates.
+#[derive(Debug, Default)]
+struct SampleSlot {
+    cands: Vec<Vec<Ev>>,
+    done: bool,
 }
 
 /// A compiled query over a stream of events in time order.
 pub struct Engine {
-    _opts: EngineOptions,
+    kind: Kind,
+    fields: FieldSet,
+    ts_slot: usize,
+    /// Every stage, positive and missing, `runs` expanded, in order.
+    stages: Vec<CStage>,
+    /// Indexes into `stages` of the positive stages.
+    positive: Vec<usize>,
+    until: Option<CStage>,
+    maxspan: Option<i64>,
+    opts: EngineOptions,
+    carry: Vec<Vec<String>>,
+    doc: Doc,
+    pos: u64,
+    watermark: i64,
+    /// key → per positive stage (but the last), partials ordered by last pos.
+    partials: HashMap<Key, Vec<Vec<Partial>>>,
+    n_partials: usize,
+    until_last: HashMap<Key, u64>,
+    /// Per stage index (missing stages only): key → (pos, time) of events.
+    missing_hist: Vec<HashMap<Key, VecDeque<(u64, i64)>>>,
+    n_missing: usize,
+    held: VecDeque<Held>,
+    samples: HashMap<Key, SampleSlot>,
+    sample_order: VecDeque<(i64, Key)>,
+    n_sample: usize,
+    stats: EngineStats,
 }
 
 impl Engine {
     /// Parse and compile `query`.
     pub fn new(query: &str, options: EngineOptions) -> Result<Engine, RuleError> {
-        let _ = super::parse(query, super::ParseLimits::default())?;
-        Ok(Engine { _opts: options })
+        let mut ast = parse(query, ParseLimits::default())?;
+        if options.mapping_complete {
+            fold_unmapped_optional(&mut ast, &options.types);
+        }
+        Engine::from_ast(&ast, query, options)
+    }
+
+    /// Compile a parsed query; `source` is its text (for error positions).
+    pub fn from_ast(ast: &Query, source: &str, mut options: EngineOptions) -> Result<Engine, RuleError> {
+        if options.types.get(&options.timestamp_field).is_none() {
+            let tf = options.timestamp_field.clone();
+            options.types.set(&tf, FieldType::Date);
+        }
+        let types = options.types.clone();
+        let mut cc = CondCompiler::new(source, &types);
+        let ts_slot = cc.fields.intern(&options.timestamp_field, &types);
+        // The event time is read as a date whatever the mapping says.
+        cc.fields.infos[ts_slot] = Some(FieldInfo { ty: FieldType::Date, null_value: None, ignore_above: None, format: None });
+        let mut stages = Vec::new();
+        let mut until = None;
+        let mut maxspan = None;
+        let kind = match ast {
+            Query::Event(q) => {
+                let cond = cc.event_query(q)?;
+                stages.push(CStage { cond, keys: Vec::new(), missing: false });
+                Kind::Event
+            }
+            Query::Sequence(seq) => {
+                maxspan = seq.maxspan_ms.map(|m| m.min(i64::MAX as u64) as i64);
+                let propagated = propagate_key_constraints(&seq.by, &seq.stages);
+                let nkeys = compile_stages(&mut cc, &seq.by, &propagated, &mut stages)?;
+                if let Some(u) = &seq.until {
+                    let mut v = Vec::new();
+                    let n = compile_stages(&mut cc, &seq.by, std::slice::from_ref(u), &mut v)?;
+                    if n != nkeys {
+                        return Err(key_count_error(source, u, nkeys, n));
+                    }
+                    until = v.pop();
+                }
+                let first_pos = stages.iter().position(|s| !s.missing);
+                let last_pos = stages.iter().rposition(|s| !s.missing);
+                let edge_missing = first_pos != Some(0) || last_pos != Some(stages.len() - 1);
+                if edge_missing && maxspan.is_none() {
+                    let st = seq.stages.iter().find(|s| s.missing).map(|s| s.span).unwrap_or(seq.span);
+                    return Err(RuleError::at(
+                        RuleErrorKind::BadArgument,
+                        "a missing-event stage at the start or end of a sequence needs 'with maxspan=…'",
+                        source,
+                        st,
+                    ));
+                }
+                Kind::Sequence
+            }
+            Query::Sample(s) => {
+                compile_stages(&mut cc, &s.by, &s.stages, &mut stages)?;
+                Kind::Sample
+            }
+        };
+        let positive = stages.iter().enumerate().filter(|(_, s)| !s.missing).map(|(i, _)| i).collect();
+        let n_stages = stages.len();
+        let carry = options.carry_fields.iter().map(|f| f.split('.').map(str::to_string).collect()).collect();
+        Ok(Engine {
+            kind,
+            fields: cc.fields,
+            ts_slot,
+            stages,
+            positive,
+            until,
+            maxspan,
+            opts: options,
+            carry,
+            doc: Doc::default(),
+            pos: 0,
+            watermark: i64::MIN,
+            partials: HashMap::new(),
+            n_partials: 0,
+            until_last: HashMap::new(),
+            missing_hist: (0..n_stages).map(|_| HashMap::new()).collect(),
+            n_missing: 0,
+            held: VecDeque::new(),
+            samples: HashMap::new(),
+            sample_order: VecDeque::new(),
+            n_sample: 0,
+            stats: EngineStats::default(),
+        })
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// The fields the query reads (after alias resolution).
+    pub fn fields(&self) -> &[String] {
+        &self.fields.names
+    }
+
+    /// Partial sequences, held results and sample candidates now kept.
+    pub fn state_len(&self) -> usize {
+        self.n_partials + self.n_missing + self.held.len() + self.n_sample
+    }
+
+    /// The number of result positions (stages after `runs`).
+    pub fn positions(&self) -> usize {
+        self.stages.len()
+    }
+
+    /// Whether position `i` is a missing-event stage.
+    pub fn is_missing_stage(&self, i: usize) -> bool {
+        self.stages.get(i).is_some_and(|s| s.missing)
     }
 
     /// The next event, in time order (`@timestamp`, then the caller's
     /// tiebreaker); `ordinal` is the caller's name for it. Results completed
     /// by it are appended to `out`.
-    pub fn push(&mut self, _ordinal: u64, _event: &serde_json::Value, _out: &mut Vec<Match>) {}
+    pub fn push(&mut self, ordinal: u64, event: &Value, out: &mut Vec<Match>) {
+        self.stats.events += 1;
+        self.pos += 1;
+        let mut doc = std::mem::take(&mut self.doc);
+        self.fields.read(event, &mut doc);
+        self.stats.malformed_values += doc.malformed as u64;
+        let time = match doc.values[self.ts_slot].first() {
+            Some(Val::Date(t)) => Some(*t),
+            _ => None,
+        };
+        match self.kind {
+            Kind::Event => {
+                if test(&self.stages[0].cond, &doc) {
+                    self.stats.stage_matches += 1;
+                    self.stats.results += 1;
+                    let carried = self.carried(event);
+                    out.push(Match { events: vec![Some(ordinal)], keys: Vec::new(), carried: vec![carried], times: vec![time] });
+                }
+            }
+            Kind::Sequence => self.sequence_event(ordinal, event, &doc, time, out),
+            Kind::Sample => self.sample_event(ordinal, event, &doc, time, out),
+        }
+        self.doc = doc;
+    }
 
     /// The end of the stream: results that were waiting for more events
     /// (a trailing missing-event stage) are appended to `out`.
-    pub fn finish(&mut self, _out: &mut Vec<Match>) {}
+    pub fn finish(&mut self, out: &mut Vec<Match>) {
+        while let Some(h) = self.held.pop_front() {
+            self.emit(h.key, &h.events, out);
+        }
+    }
+
+    /// Advance event time without an event (e.g. a shipper's clock): held
+    /// results whose trailing window has passed are released.
+    pub fn advance_time(&mut self, t: i64, out: &mut Vec<Match>) {
+        if t > self.watermark {
+            self.watermark = t;
+            self.release_held(out);
+        }
+    }
+
+    fn carried(&self, event: &Value) -> Carried {
+        if self.carry.is_empty() {
+            return None;
+        }
+        let mut m = serde_json::Map::new();
+        let mut raw = Vec::new();
+        for (name, segs) in self.opts.carry_fields.iter().zip(&self.carry) {
+            raw.clear();
+            super::eval::collect(event, segs, &mut raw);
+            match raw.len() {
+                0 => {}
+                1 => {
+                    m.insert(name.clone(), raw[0].clone());
+                }
+                _ => {
+                    m.insert(name.clone(), Value::Array(raw.iter().map(|v| (*v).clone()).collect()));
+                }
+            }
+        }
+        Some(std::sync::Arc::new(m))
+    }
+
+    /// Every key combination of `stage` for this event; `None` if a
+    /// non-optional key has no value.
+    fn keys_of(&mut self, stage: &CStage, doc: &Doc) -> Option<Vec<Key>> {
+        let mut combos: Vec<Key> = vec![Vec::new()];
+        for k in &stage.keys {
+            let vals: Vec<Option<String>> = {
+                let mut v: Vec<Option<String>> = Vec::new();
+                for x in &doc.values[k.slot] {
+                    // A sample's keys come from a composite aggregation,
+                    // which prints dates as epoch milliseconds.
+                    let t = match (x, &self.kind) {
+                        (Val::Date(ms), Kind::Sample) => Some(ms.to_string()),
+                        _ => x.text(),
+                    };
+                    if let Some(t) = t {
+                        if !v.contains(&Some(t.clone())) {
+                            v.push(Some(t));
+                        }
+                    }
+                }
+                v
+            };
+            let vals = if vals.is_empty() {
+                if k.optional {
+                    vec![None]
+                } else {
+                    return None;
+                }
+            } else {
+                vals
+            };
+            let mut next = Vec::with_capacity(combos.len() * vals.len());
+            'outer: for c in &combos {
+                for v in &vals {
+                    if next.len() >= MAX_KEY_COMBINATIONS {
+                        self.stats.keys_truncated += 1;
+                        break 'outer;
+                    }
+                    let mut c2 = c.clone();
+                    c2.push(v.clone());
+                    next.push(c2);
+                }
+            }
+            combos = next;
+        }
+        Some(combos)
+    }
+
+    fn sequence_event(&mut self, ordinal: u64, event: &Value, doc: &Doc, time: Option<i64>, out: &mut Vec<Match>) {
+        let matched: Vec<bool> = self.stages.iter().map(|s| test(&s.cond, doc)).collect();
+        let until_hit = self.until.as_ref().is_some_and(|u| test(&u.cond, doc));
+        if !matched.iter().any(|m| *m) && !until_hit {
+            return;
+        }
+        self.stats.stage_matches += matched.iter().any(|m| *m) as u64;
+        let Some(t) = time else {
+            self.stats.no_timestamp += 1;
+            return;
+        };
+        if t > self.watermark {
+            self.watermark = t;
+        }
+        let pos = self.pos;
+        let carried = if matched.iter().enumerate().any(|(i, m)| *m && !self.stages[i].missing) {
+            self.carried(event)
+        } else {
+            None
+        };
+        let ev = Ev { ordinal, pos, time, carried };
+        // Trailing missing events cancel held results first (an event at
+        // the deadline still counts).
+        for (si, m) in matched.iter().enumerate() {
+            if *m && self.stages[si].missing {
+                if let Some(keys) = self.keys_of(&self.stages[si].clone(), doc) {
+                    for k in keys {
+                        self.note_missing(si, k, pos, t);
+                    }
+                }
+            }
+        }
+        if matched.iter().enumerate().any(|(si, m)| *m && self.stages[si].missing) {
+            self.cancel_held();
+        }
+        self.release_held(out);
+        // Positive stages, last first, so an event never extends a partial
+        // it started.
+        let npos = self.positive.len();
+        for pi in (0..npos).rev() {
+            let si = self.positive[pi];
+            if !matched[si] {
+                continue;
+            }
+            let stage = self.stages[si].clone();
+            let Some(keys) = self.keys_of(&stage, doc) else { continue };
+            for key in keys {
+                if pi == 0 {
+                    let p = Partial { events: vec![ev.clone()] };
+                    if npos == 1 {
+                        self.complete(key, p.events, out);
+                    } else {
+                        self.add_partial(key, 0, p);
+                    }
+                    continue;
+                }
+                let Some(p) = self.take_before(&key, pi - 1, pos) else { continue };
+                if let Some(ms) = self.maxspan {
+                    if t.saturating_sub(p.start_time()) > ms {
+                        self.stats.expired += 1;
+                        continue;
+                    }
+                }
+                if self.until.is_some() && self.until_last.get(&key).is_some_and(|u| *u >= p.last_pos()) {
+                    self.stats.until_dropped += 1;
+                    continue;
+                }
+                let mut p = p;
+                p.events.push(ev.clone());
+                if pi == npos - 1 {
+                    self.complete(key, p.events, out);
+                } else {
+                    self.add_partial(key, pi, p);
+                }
+            }
+        }
+        if until_hit {
+            let u = self.until.clone();
+            if let Some(u) = u {
+                if let Some(keys) = self.keys_of(&u, doc) {
+                    for k in keys {
+                        self.until_last.insert(k, pos);
+                    }
+                }
+            }
+        }
+        if self.pos % 1024 == 0 || self.state_len() > self.opts.max_partials {
+            self.sweep();
+        }
+    }
+
+    fn add_partial(&mut self, key: Key, stage: usize, p: Partial) {
+        let n = self.positive.len() - 1;
+        let groups = self.partials.entry(key).or_insert_with(|| vec![Vec::new(); n]);
+        groups[stage].push(p);
+        self.n_partials += 1;
+    }
+
+    /// The latest partial of `stage` under `key` that ended before `pos`;
+    /// it and every older one are removed.
+    fn take_before(&mut self, key: &Key, stage: usize, pos: u64) -> Option<Partial> {
+        let groups = self.partials.get_mut(key)?;
+        let g = &mut groups[stage];
+        let idx = g.iter().rposition(|p| p.last_pos() < pos)?;
+        let mut removed: Vec<Partial> = g.drain(..=idx).collect();
+        self.n_partials -= removed.len();
+        let p = removed.pop();
+        if groups.iter().all(|g| g.is_empty()) {
+            self.partials.remove(key);
+        }
+        p
+    }
+
+    fn note_missing(&mut self, si: usize, key: Key, pos: u64, t: i64) {
+        let h = self.missing_hist[si].entry(key).or_default();
+        h.push_back((pos, t));
+        self.n_missing += 1;
+    }
+
+    /// A sequence whose positive stages all matched: check its missing
+    /// stages (`TumblingWindow.doCheckMissingEvents`); hold it while a
+    /// trailing one still needs future events.
+    ///
+    /// * middle: rejected by a matching event strictly between the
+    ///   neighbouring positive events' timestamps;
+    /// * leading only: rejected by the latest matching event before the
+    ///   first positive one unless `last − it > maxspan`;
+    /// * trailing only: rejected by the first matching event after the last
+    ///   positive one unless `it − first > maxspan`;
+    /// * both: rejected only when both exist and
+    ///   `first trailing − last leading <= maxspan`.
+    ///
+    /// Timestamps compare strictly: an event in the same millisecond as a
+    /// neighbouring positive event is not in the gap.
+    fn complete(&mut self, key: Key, positives: Vec<Ev>, out: &mut Vec<Match>) {
+        if self.positive.len() == self.stages.len() {
+            self.emit(key, &positives, out);
+            return;
+        }
+        let mut full: Vec<Option<&Ev>> = vec![None; self.stages.len()];
+        for (pi, si) in self.positive.iter().enumerate() {
+            full[*si] = Some(&positives[pi]);
+        }
+        let first_t = positives[0].time.unwrap_or(i64::MIN);
+        let last_t = positives[positives.len() - 1].time.unwrap_or(i64::MIN);
+        let ms = self.maxspan.unwrap_or(i64::MAX);
+        let (mut has_lead, mut has_trail) = (false, false);
+        let mut last_leading: Option<i64> = None;
+        for (si, st) in self.stages.iter().enumerate() {
+            if !st.missing {
+                continue;
+            }
+            let before = (0..si).rev().find_map(|j| full[j]);
+            let after = (si + 1..self.stages.len()).find_map(|j| full[j]);
+            let hist = self.missing_hist[si].get(&key);
+            match (before, after) {
+                (Some(b), Some(a)) => {
+                    let (bt, at) = (b.time.unwrap_or(i64::MIN), a.time.unwrap_or(i64::MIN));
+                    if hist.is_some_and(|h| h.iter().any(|(_, t)| *t > bt && *t < at)) {
+                        self.stats.missing_rejected += 1;
+                        return;
+                    }
+                }
+                (None, Some(_)) => {
+                    has_lead = true;
+                    if let Some(h) = hist {
+                        for (_, t) in h.iter() {
+                            if *t < first_t && last_leading.map_or(true, |l| *t > l) {
+                                last_leading = Some(*t);
+                            }
+                        }
+                    }
+                }
+                (Some(_), None) => has_trail = true,
+                (None, None) => {}
+            }
+        }
+        let deadline = match (has_lead, has_trail, last_leading) {
+            (true, false, Some(l)) => {
+                if last_t.saturating_sub(l) > ms {
+                    None
+                } else {
+                    self.stats.missing_rejected += 1;
+                    return;
+                }
+            }
+            (true, true, None) | (_, false, _) => None,
+            (true, true, Some(l)) => Some(l.saturating_add(ms)),
+            (false, true, _) => Some(first_t.saturating_add(ms)),
+        };
+        match deadline {
+            Some(d) if d > last_t => {
+                let last_pos = positives[positives.len() - 1].pos;
+                self.held.push_back(Held { key, events: positives, deadline: d, after_t: last_t, last_pos });
+            }
+            _ => self.emit(key, &positives, out),
+        }
+    }
+
+    /// Drop held results that a newly seen trailing missing event cancels.
+    fn cancel_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let trailing: Vec<usize> = {
+            let last_pos = self.positive.last().copied().unwrap_or(0);
+            (last_pos + 1..self.stages.len()).filter(|i| self.stages[*i].missing).collect()
+        };
+        let hist = &self.missing_hist;
+        let before = self.held.len();
+        self.held.retain(|h| {
+            !trailing.iter().any(|si| {
+                hist[*si].get(&h.key).is_some_and(|q| {
+                    q.iter().any(|(p, t)| *p > h.last_pos && *t > h.after_t && *t <= h.deadline)
+                })
+            })
+        });
+        self.stats.missing_rejected += (before - self.held.len()) as u64;
+    }
+
+    fn release_held(&mut self, out: &mut Vec<Match>) {
+        // Deadlines are not in order in general: release every passed one.
+        if self.held.iter().any(|h| h.deadline < self.watermark) {
+            let held = std::mem::take(&mut self.held);
+            for h in held {
+                if h.deadline < self.watermark {
+                    self.emit(h.key, &h.events, out);
+                } else {
+                    self.held.push_back(h);
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self, key: Key, positives: &[Ev], out: &mut Vec<Match>) {
+        let mut events = Vec::with_capacity(self.stages.len());
+        let mut carried = Vec::with_capacity(self.stages.len());
+        let mut times = Vec::with_capacity(self.stages.len());
+        let mut it = positives.iter();
+        for st in &self.stages {
+            if st.missing {
+                events.push(None);
+                carried.push(None);
+                times.push(None);
+            } else if let Some(e) = it.next() {
+                events.push(Some(e.ordinal));
+                carried.push(e.carried.clone());
+                times.push(e.time);
+            }
+        }
+        self.stats.results += 1;
+        out.push(Match { events, keys: key, carried, times });
+    }
+
+    /// Drop what can no longer complete; evict the oldest over the cap.
+    fn sweep(&mut self) {
+        if let Some(ms) = self.maxspan {
+            let horizon = self.watermark.saturating_sub(ms);
+            let mut expired = 0u64;
+            self.partials.retain(|_, groups| {
+                for g in groups.iter_mut() {
+                    let before = g.len();
+                    g.retain(|p| p.start_time() >= horizon);
+                    expired += (before - g.len()) as u64;
+                }
+                groups.iter().any(|g| !g.is_empty())
+            });
+            self.stats.expired += expired;
+            self.n_partials -= expired as usize;
+            // Missing-event records older than any partial could need.
+            let mut dropped = 0usize;
+            for h in self.missing_hist.iter_mut() {
+                h.retain(|_, q| {
+                    while q.front().is_some_and(|(_, t)| *t < horizon.saturating_sub(ms)) {
+                        q.pop_front();
+                        dropped += 1;
+                    }
+                    !q.is_empty()
+                });
+            }
+            self.n_missing -= dropped;
+            if self.until.is_some() && self.partials.is_empty() {
+                self.until_last.clear();
+            }
+        }
+        let cap = self.opts.max_partials;
+        if self.n_partials > cap {
+            // Evict the partials that started first.
+            let mut starts: Vec<u64> = self
+                .partials
+                .values()
+                .flat_map(|g| g.iter().flat_map(|x| x.iter().map(|p| p.events[0].pos)))
+                .collect();
+            starts.sort_unstable();
+            let cut = starts[self.n_partials - cap / 2 - 1];
+            let mut evicted = 0usize;
+            self.partials.retain(|_, groups| {
+                for g in groups.iter_mut() {
+                    let before = g.len();
+                    g.retain(|p| p.events[0].pos > cut);
+                    evicted += before - g.len();
+                }
+                groups.iter().any(|g| !g.is_empty())
+            });
+            self.n_partials -= evicted;
+            self.stats.evicted += evicted as u64;
+        }
+        if self.n_missing > cap {
+            let mut dropped = 0usize;
+            for h in self.missing_hist.iter_mut() {
+                for q in h.values_mut() {
+                    while q.len() > 1 {
+                        q.pop_front();
+                        dropped += 1;
+                    }
+                }
+            }
+            self.n_missing -= dropped;
+            self.stats.evicted += dropped as u64;
+        }
+        while self.held.len() > cap {
+            self.held.pop_front();
+            self.stats.evicted += 1;
+        }
+        if self.until_last.len() > cap {
+            self.until_last.clear();
+        }
+    }
+
+    fn sample_event(&mut self, ordinal: u64, event: &Value, doc: &Doc, time: Option<i64>, out: &mut Vec<Match>) {
+        let matched: Vec<bool> = self.stages.iter().map(|s| test(&s.cond, doc)).collect();
+        if !matched.iter().any(|m| *m) {
+            return;
+        }
+        self.stats.stage_matches += 1;
+        let t = time.unwrap_or(i64::MIN);
+        if t > self.watermark {
+            self.watermark = t;
+        }
+        self.expire_samples();
+        let carried = self.carried(event);
+        let ev = Ev { ordinal, pos: self.pos, time, carried };
+        let n = self.stages.len();
+        let mut touched: Vec<Key> = Vec::new();
+        for si in 0..n {
+            if !matched[si] {
+                continue;
+            }
+            let st = self.stages[si].clone();
+            let Some(keys) = self.keys_of(&st, doc) else { continue };
+            for key in keys {
+                let slot = self.samples.entry(key.clone()).or_insert_with(|| SampleSlot {
+                    cands: vec![Vec::new(); n],
+                    done: false,
+                });
+                if slot.done || slot.cands[si].len() >= n {
+                    continue;
+                }
+                if slot.cands.iter().all(|c| c.is_empty()) {
+                    self.sample_order.push_back((t, key.clone()));
+                }
+                slot.cands[si].push(ev.clone());
+                self.n_sample += 1;
+                if !touched.contains(&key) {
+                    touched.push(key);
+                }
+            }
+        }
+        for key in touched {
+            let Some(slot) = self.samples.get_mut(&key) else { continue };
+            if let Some(pick) = assign_distinct(&slot.cands) {
+                slot.done = true;
+                let evs: Vec<Ev> = pick.iter().enumerate().map(|(si, ci)| slot.cands[si][*ci].clone()).collect();
+                self.n_sample -= slot.cands.iter().map(Vec::len).sum::<usize>();
+                slot.cands.iter_mut().for_each(Vec::clear);
+                self.emit(key, &evs, out);
+            }
+        }
+        if self.n_sample > self.opts.max_partials {
+            while self.n_sample > self.opts.max_partials / 2 {
+                let Some((_, k)) = self.sample_order.pop_front() else { break };
+                if let Some(s) = self.samples.remove(&k) {
+                    let c: usize = s.cands.iter().map(Vec::len).sum();
+                    self.n_sample -= c;
+                    self.stats.evicted += c as u64;
+                }
+            }
+        }
+    }
+
+    fn expire_samples(&mut self) {
+        let Some(w) = self.opts.sample_window_ms else { return };
+        let horizon = self.watermark.saturating_sub(w as i64);
+        while self.sample_order.front().is_some_and(|(t, _)| *t < horizon) {
+            let Some((_, k)) = self.sample_order.pop_front() else { break };
+            if let Some(s) = self.samples.remove(&k) {
+                let c: usize = s.cands.iter().map(Vec::len).sum();
+                self.n_sample -= c;
+                self.stats.expired += c as u64;
+            }
+        }
+    }
+}
+
+/// One distinct candidate per stage, preferring earlier candidates and
+/// earlier stages (a small backtracking search: at most `n` candidates per
+/// stage).
+fn assign_distinct(cands: &[Vec<Ev>]) -> Option<Vec<usize>> {
+    fn go(cands: &[Vec<Ev>], si: usize, used: &mut Vec<u64>, pick: &mut Vec<usize>) -> bool {
+        if si == cands.len() {
+            return true;
+        }
+        for (ci, e) in cands[si].iter().enumerate() {
+            if used.contains(&e.pos) {
+                continue;
+            }
+            used.push(e.pos);
+            pick.push(ci);
+            if go(cands, si + 1, used, pick) {
+                return true;
+            }
+            used.pop();
+            pick.pop();
+        }
+        false
+    }
+    if cands.iter().any(|c| c.is_empty()) {
+        return None;
+    }
+    let mut used = Vec::new();
+    let mut pick = Vec::new();
+    go(cands, 0, &mut used, &mut pick).then_some(pick)
+}
+
+fn key_count_error(source: &str, st: &Stage, want: usize, got: usize) -> RuleError {
+    RuleError::at(
+        RuleErrorKind::BadArgument,
+        format!("every stage must join on the same number of keys: the first stage has {want}, this one has {got}"),
+        source,
+        st.span,
+    )
+}
+
+/// Replace every optional field the type map does not know by `null`.
+fn fold_unmapped_optional(q: &mut Query, types: &TypeMap) {
+    use super::ast::{Expr, Literal};
+    fn walk(e: &mut Expr, types: &TypeMap) {
+        match e {
+            Expr::Field(f) if f.optional && !types.is_known(&f.name) => {
+                *e = Expr::Literal(Literal::Null, f.span);
+            }
+            Expr::And(v, _) | Expr::Or(v, _) => v.iter_mut().for_each(|x| walk(x, types)),
+            Expr::Not(x, _) | Expr::Neg(x, _) => walk(x, types),
+            Expr::Compare { left, right, .. } | Expr::Arith { left, right, .. } => {
+                walk(left, types);
+                walk(right, types);
+            }
+            Expr::Match { subject, values, .. } => {
+                walk(subject, types);
+                values.iter_mut().for_each(|x| walk(x, types));
+            }
+            Expr::Call { args, .. } => args.iter_mut().for_each(|x| walk(x, types)),
+            Expr::Field(_) | Expr::Literal(..) => {}
+        }
+    }
+    let stages: Vec<&mut Stage> = match q {
+        Query::Event(ev) => return walk(&mut ev.condition, types),
+        Query::Sequence(s) => s.stages.iter_mut().chain(s.until.as_mut()).collect(),
+        Query::Sample(s) => s.stages.iter_mut().collect(),
+    };
+    for st in stages {
+        walk(&mut st.query.condition, types);
+    }
+}
+
+/// The optimizer's `PropagateJoinKeyConstraints`: a conjunct of a stage's
+/// condition that contains no `or` and reads one of the stage's join keys is
+/// copied to every other stage, with that key replaced by the other stage's
+/// key at the same position (only the first key found is replaced). It
+/// matters for multi-valued keys: the copy filters the other stages' events.
+fn propagate_key_constraints(by: &[Field], stages: &[Stage]) -> Vec<Stage> {
+    use super::ast::Expr;
+    fn has_or(e: &Expr) -> bool {
+        match e {
+            Expr::Or(..) => true,
+            Expr::And(v, _) => v.iter().any(has_or),
+            Expr::Not(x, _) | Expr::Neg(x, _) => has_or(x),
+            Expr::Compare { left, right, .. } | Expr::Arith { left, right, .. } => has_or(left) || has_or(right),
+            Expr::Match { subject, values, .. } => has_or(subject) || values.iter().any(has_or),
+            Expr::Call { args, .. } => args.iter().any(has_or),
+            Expr::Field(_) | Expr::Literal(..) => false,
+        }
+    }
+    fn fields_of<'e>(e: &'e Expr, out: &mut Vec<&'e str>) {
+        match e {
+            Expr::Field(f) => out.push(&f.name),
+            Expr::And(v, _) | Expr::Or(v, _) => v.iter().for_each(|x| fields_of(x, out)),
+            Expr::Not(x, _) | Expr::Neg(x, _) => fields_of(x, out),
+            Expr::Compare { left, right, .. } | Expr::Arith { left, right, .. } => {
+                fields_of(left, out);
+                fields_of(right, out);
+            }
+            Expr::Match { subject, values, .. } => {
+                fields_of(subject, out);
+                values.iter().for_each(|x| fields_of(x, out));
+            }
+            Expr::Call { args, .. } => args.iter().for_each(|x| fields_of(x, out)),
+            Expr::Literal(..) => {}
+        }
+    }
+    fn rename(e: &Expr, from: &str, to: &Field) -> Expr {
+        let r = |x: &Expr| rename(x, from, to);
+        match e {
+            Expr::Field(f) if f.name == from => Expr::Field(Field { name: to.name.clone(), span: f.span, optional: to.optional }),
+            Expr::And(v, s) => Expr::And(v.iter().map(r).collect(), *s),
+            Expr::Or(v, s) => Expr::Or(v.iter().map(r).collect(), *s),
+            Expr::Not(x, s) => Expr::Not(Box::new(r(x)), *s),
+            Expr::Neg(x, s) => Expr::Neg(Box::new(r(x)), *s),
+            Expr::Compare { op, left, right, span } => {
+                Expr::Compare { op: *op, left: Box::new(r(left)), right: Box::new(r(right)), span: *span }
+            }
+            Expr::Arith { op, left, right, span } => {
+                Expr::Arith { op: *op, left: Box::new(r(left)), right: Box::new(r(right)), span: *span }
+            }
+            Expr::Match { op, negated, subject, values, span } => Expr::Match {
+                op: *op,
+                negated: *negated,
+                subject: Box::new(r(subject)),
+                values: values.iter().map(r).collect(),
+                span: *span,
+            },
+            Expr::Call { name, case_insensitive, args, span } => Expr::Call {
+                name: name.clone(),
+                case_insensitive: *case_insensitive,
+                args: args.iter().map(r).collect(),
+                span: *span,
+            },
+            other => other.clone(),
+        }
+    }
+    let keys_of = |st: &Stage| -> Vec<Field> { by.iter().chain(&st.by).cloned().collect() };
+    let mut extra: Vec<Vec<Expr>> = vec![Vec::new(); stages.len()];
+    for (i, st) in stages.iter().enumerate() {
+        let keys = keys_of(st);
+        let conjuncts: Vec<&Expr> = match &st.query.condition {
+            Expr::And(v, _) => v.iter().collect(),
+            e => vec![e],
+        };
+        for c in conjuncts {
+            if has_or(c) {
+                continue;
+            }
+            let mut fs = Vec::new();
+            fields_of(c, &mut fs);
+            let Some(kpos) = keys.iter().position(|k| fs.contains(&k.name.as_str())) else { continue };
+            for (j, other) in stages.iter().enumerate() {
+                if j == i {
+                    continue;
+                }
+                let okeys = keys_of(other);
+                if let Some(to) = okeys.get(kpos) {
+                    extra[j].push(rename(c, &keys[kpos].name, to));
+                }
+            }
+        }
+    }
+    stages
+        .iter()
+        .zip(extra)
+        .map(|(st, add)| {
+            let mut st = st.clone();
+            if !add.is_empty() {
+                let span = st.query.condition.span();
+                let mut items = vec![st.query.condition.clone()];
+                items.extend(add);
+                st.query.condition = Expr::And(items, span);
+            }
+            st
+        })
+        .collect()
+}
+
+/// Compile stages (expanding `runs`), returning the key count.
+fn compile_stages(cc: &mut CondCompiler<'_>, by: &[Field], stages: &[Stage], out: &mut Vec<CStage>) -> Result<usize, RuleError> {
+    let mut nkeys: Option<usize> = None;
+    for st in stages {
+        let cond = cc.event_query(&st.query)?;
+        let keys: Vec<KeySpec> = by
+            .iter()
+            .chain(&st.by)
+            .map(|f| KeySpec { slot: cc.fields.intern(&f.name, cc.types), optional: f.optional })
+            .collect();
+        match nkeys {
+            None => nkeys = Some(keys.len()),
+            Some(n) if n != keys.len() => return Err(key_count_error(cc.source, st, n, keys.len())),
+            _ => {}
+        }
+        for _ in 0..st.runs {
+            out.push(CStage { cond: cond.clone(), keys: keys.clone(), missing: st.missing });
+        }
+    }
+    Ok(nkeys.unwrap_or(0))
 }

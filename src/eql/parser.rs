@@ -61,7 +61,9 @@
 //! The parser never panics: all input is a `&str`, every slice is taken at a
 //! character boundary, and recursion is bounded by the depth limit.
 
-use super::ast::{CmpOp, EventQuery, Expr, Field, Literal, MatchOp, Query, Sequence, Span, Stage};
+use super::ast::{
+    ArithOp, CmpOp, EventQuery, Expr, Field, Literal, MatchOp, Query, Sample, Sequence, Span, Stage,
+};
 use super::error::{RuleError, RuleErrorKind};
 
 /// Limits that bound the parser's work.
@@ -87,7 +89,10 @@ impl Default for ParseLimits {
 pub const HARD_MAX_DEPTH: usize = 128;
 
 /// The most stages a sequence may have.
-pub const MAX_STAGES: usize = 32;
+pub const MAX_STAGES: usize = 256;
+
+/// The largest `with runs=N`.
+pub const MAX_RUNS: i64 = 100;
 
 /// Parse a whole query (an event query or a sequence) from `text`.
 ///
@@ -150,6 +155,10 @@ enum Tok {
     Bang,
     /// A lone `=`.
     Assign,
+    /// `?` directly before a field name: an optional field.
+    Question,
+    /// `+ - * / %` (a `-` directly before a digit starts a number instead).
+    Arith(ArithOp),
     Cmp(CmpOp),
     Eof,
 }
@@ -360,14 +369,7 @@ impl<'a> Lexer<'a> {
             '"' => self.string(start),
             '?' => match self.peek_at(1) {
                 Some('"') => self.raw_string(start),
-                Some(n) if is_ident_start(n) => {
-                    self.bump();
-                    Err(self.error(
-                        RuleErrorKind::Unsupported,
-                        "optional fields ('?field') are not supported",
-                        self.close(start),
-                    ))
-                }
+                Some(n) if is_ident_start(n) || n == '`' => single(self, Tok::Question),
                 _ => {
                     self.bump();
                     Err(self.error(
@@ -388,14 +390,11 @@ impl<'a> Lexer<'a> {
             '`' => self.quoted_ident(start),
             '-' if self.peek_at(1).is_some_and(|d| d.is_ascii_digit()) => self.number(start),
             '0'..='9' => self.number(start),
-            '+' | '-' | '*' | '/' | '%' => {
-                self.bump();
-                Err(self.error(
-                    RuleErrorKind::Unsupported,
-                    format!("arithmetic operator '{c}' is not supported"),
-                    self.close(start),
-                ))
-            }
+            '+' => single(self, Tok::Arith(ArithOp::Add)),
+            '-' => single(self, Tok::Arith(ArithOp::Sub)),
+            '*' => single(self, Tok::Arith(ArithOp::Mul)),
+            '/' => single(self, Tok::Arith(ArithOp::Div)),
+            '%' => single(self, Tok::Arith(ArithOp::Mod)),
             c if is_ident_start(c) => {
                 while self.peek().is_some_and(is_ident_char) {
                     self.bump();
@@ -849,12 +848,6 @@ impl<'a> Parser<'a> {
 
     #[cold]
     #[inline(never)]
-    fn until_error(&self, span: Span) -> RuleError {
-        self.error(RuleErrorKind::Unsupported, "'until' is not supported in sequences", span)
-    }
-
-    #[cold]
-    #[inline(never)]
     fn pipe_error(&self) -> RuleError {
         let cmd = self.ident_name(self.peek_nth(1)).unwrap_or("");
         let msg = if cmd.is_empty() {
@@ -886,14 +879,15 @@ impl<'a> Parser<'a> {
         if self.at_kw("sequence") {
             return self.parse_sequence().map(Query::Sequence);
         }
-        for kw in ["sample", "join"] {
-            if self.at_kw(kw) {
-                return Err(self.error(
-                    RuleErrorKind::Unsupported,
-                    format!("'{kw}' queries are not supported"),
-                    self.span(),
-                ));
-            }
+        if self.at_kw("sample") {
+            return self.parse_sample().map(Query::Sample);
+        }
+        if self.at_kw("join") {
+            return Err(self.error(
+                RuleErrorKind::Unsupported,
+                "'join' queries are not supported (Elasticsearch refuses them too)",
+                self.span(),
+            ));
         }
         self.parse_event_query().map(Query::Event)
     }
@@ -903,7 +897,11 @@ impl<'a> Parser<'a> {
         match self.tok() {
             Tok::Eof => Ok(()),
             Tok::Pipe => Err(self.pipe_error()),
-            _ if self.at_kw("until") => Err(self.until_error(self.span())),
+            _ if self.at_kw("until") => Err(self.error(
+                RuleErrorKind::Syntax,
+                "'until' belongs to a sequence, after its last stage",
+                self.span(),
+            )),
             _ => Err(self.error(
                 RuleErrorKind::Syntax,
                 format!("unexpected {} after the end of the query", self.describe(self.peek())),
@@ -941,42 +939,89 @@ impl<'a> Parser<'a> {
                 break;
             }
         }
+        let stages = self.parse_stages("sequence", true)?;
+        let until = if self.at_kw("until") {
+            self.advance();
+            if *self.tok() != Tok::LBracket {
+                return Err(self.expected("'[' to start the 'until' stage"));
+            }
+            let st = self.parse_stage(false, false)?;
+            Some(st)
+        } else {
+            None
+        };
+        Ok(Sequence { by: by.unwrap_or_default(), maxspan_ms, stages, until, span: kw_span })
+    }
 
-        let mut stages = Vec::new();
+    /// `sample [by fields] stage stage+`
+    fn parse_sample(&mut self) -> PResult<Sample> {
+        let kw_span = self.advance();
+        let by = if self.eat_kw("by") { self.parse_field_list("'by'")? } else { Vec::new() };
+        if self.at_kw("with") {
+            return Err(self.error(
+                RuleErrorKind::Syntax,
+                "'with' is not allowed on a sample (samples have no maxspan)",
+                self.span(),
+            ));
+        }
+        let stages = self.parse_stages("sample", false)?;
+        if self.at_kw("until") {
+            return Err(self.error(
+                RuleErrorKind::Syntax,
+                "'until' is only allowed in a sequence",
+                self.span(),
+            ));
+        }
+        Ok(Sample { by, stages, span: kw_span })
+    }
+
+    /// The stages of a sequence (`seq`: `![…]` and `with runs=` allowed) or
+    /// a sample.
+    fn parse_stages(&mut self, what: &str, seq: bool) -> PResult<Vec<Stage>> {
+        let mut stages: Vec<Stage> = Vec::new();
+        let mut count: usize = 0;
         loop {
-            match self.tok() {
-                Tok::LBracket => {
-                    if stages.len() >= MAX_STAGES {
+            let missing = match self.tok() {
+                Tok::LBracket => false,
+                Tok::Bang if self.peek_nth(1).tok == Tok::LBracket => {
+                    if !seq {
                         return Err(self.error(
-                            RuleErrorKind::Limit,
-                            format!("a sequence may have at most {MAX_STAGES} stages"),
+                            RuleErrorKind::Syntax,
+                            format!("missing-event stages ('![…]') are only allowed in a sequence, not in a {what}"),
                             self.span(),
                         ));
                     }
-                    stages.push(self.parse_stage()?);
-                }
-                Tok::Bang if self.peek_nth(1).tok == Tok::LBracket => {
-                    return Err(self.error(
-                        RuleErrorKind::Unsupported,
-                        "missing-event stages ('![…]') are not supported",
-                        self.span(),
-                    ));
+                    true
                 }
                 _ => break,
-            }
-        }
-        if stages.len() < 2 {
-            let what = if stages.is_empty() {
-                "'[' to start the first sequence stage"
-            } else {
-                "'[' to start the second sequence stage (a sequence needs at least two)"
             };
-            return Err(self.expected(what));
+            let st = self.parse_stage(missing, seq)?;
+            count += st.runs as usize;
+            if count > MAX_STAGES {
+                return Err(self.error(
+                    RuleErrorKind::Limit,
+                    format!("a {what} may have at most {MAX_STAGES} stages (counting 'runs' repetitions)"),
+                    st.span,
+                ));
+            }
+            stages.push(st);
         }
-        if self.at_kw("until") {
-            return Err(self.until_error(self.span()));
+        if count < 2 {
+            let what = if stages.is_empty() {
+                format!("'[' to start the first {what} stage")
+            } else {
+                format!("'[' to start the second {what} stage (a {what} needs at least two)")
+            };
+            return Err(self.expected(&what));
         }
-        Ok(Sequence { by: by.unwrap_or_default(), maxspan_ms, stages, span: kw_span })
+        if seq && stages.iter().all(|s| s.missing) {
+            return Err(self.error(
+                RuleErrorKind::Syntax,
+                "a sequence needs at least one stage that is not a missing-event stage",
+                stages[0].span,
+            ));
+        }
+        Ok(stages)
     }
 
     /// `maxspan = N unit` after `with`, in milliseconds.
@@ -1035,8 +1080,10 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// `[ event_query ] [by fields]`; `with runs=N` after it is unsupported.
-    fn parse_stage(&mut self) -> PResult<Stage> {
+    /// `[ event_query ] [by fields] [with runs=N]` (with `![` for a
+    /// missing-event stage); `runs` only when `allow_runs`.
+    fn parse_stage(&mut self, missing: bool, allow_runs: bool) -> PResult<Stage> {
+        let first = if missing { self.advance() } else { self.span() };
         let open = self.advance();
         let query = self.parse_event_query()?;
         match self.tok() {
@@ -1052,21 +1099,43 @@ impl<'a> Parser<'a> {
             }
         }
         let by = if self.eat_kw("by") { self.parse_field_list("'by'")? } else { Vec::new() };
+        let mut runs = 1u32;
         if self.at_kw("with") {
-            if self.is_kw_tok(self.peek_nth(1), "runs") {
+            if !self.is_kw_tok(self.peek_nth(1), "runs") {
                 return Err(self.error(
-                    RuleErrorKind::Unsupported,
-                    "'with runs=…' stage modifiers are not supported",
+                    RuleErrorKind::Syntax,
+                    "unexpected 'with' after a stage (only 'with runs=N' may follow a stage; 'with maxspan=…' belongs right after 'sequence')",
                     self.span(),
                 ));
             }
-            return Err(self.error(
-                RuleErrorKind::Syntax,
-                "unexpected 'with' after a stage ('with maxspan=…' belongs right after 'sequence')",
-                self.span(),
-            ));
+            if !allow_runs {
+                return Err(self.error(
+                    RuleErrorKind::Syntax,
+                    "'with runs=…' is only allowed on sequence stages",
+                    self.span(),
+                ));
+            }
+            self.advance();
+            self.advance();
+            if *self.tok() != Tok::Assign {
+                return Err(self.expected("'=' after 'runs'"));
+            }
+            self.advance();
+            let num = self.span();
+            runs = match *self.tok() {
+                Tok::Int(v) if (1..=MAX_RUNS).contains(&v) => v as u32,
+                Tok::Int(_) => {
+                    return Err(self.error(
+                        RuleErrorKind::Syntax,
+                        format!("runs must be between 1 and {MAX_RUNS}"),
+                        num,
+                    ))
+                }
+                _ => return Err(self.expected("a whole number after 'runs='")),
+            };
+            self.advance();
         }
-        Ok(Stage { query, by, span: open })
+        Ok(Stage { query, by, span: first, runs, missing })
     }
 
     /// `category where expr`
@@ -1108,10 +1177,15 @@ impl<'a> Parser<'a> {
     /// A dotted field name; `after` names what precedes it, for messages.
     fn parse_field(&mut self, after: &str) -> PResult<Field> {
         let start = self.span();
+        let optional = *self.tok() == Tok::Question;
+        if optional {
+            self.advance();
+        }
+        let first = self.span();
         let mut name = match self.tok() {
             Tok::QuotedIdent(s) => s.clone(),
-            Tok::Ident { tilde: false } if !is_reserved(self.text_of(start)) => {
-                self.text_of(start).to_string()
+            Tok::Ident { tilde: false } if !is_reserved(self.text_of(first)) => {
+                self.text_of(first).to_string()
             }
             _ => return Err(self.expected(&format!("a field name after {after}"))),
         };
@@ -1137,7 +1211,7 @@ impl<'a> Parser<'a> {
                 self.span(),
             ));
         }
-        Ok(Field { name, span: self.span_from(start) })
+        Ok(Field { name, span: self.span_from(start), optional })
     }
 
     // ----- expressions (the recursion path) ----------------------------------
@@ -1186,14 +1260,22 @@ impl<'a> Parser<'a> {
         make(items, self.span_from(start))
     }
 
-    /// An operand, optionally followed by a comparison or match operator.
+    /// An arithmetic expression, optionally followed by a comparison or
+    /// match operator.
     fn parse_predicate(&mut self) -> PResult<Expr> {
         let start = self.span();
-        let left = self.parse_operand()?;
+        let left = self.parse_arith()?;
         match *self.tok() {
             Tok::Cmp(op) => {
                 self.advance();
-                let right = self.parse_operand()?;
+                let right = self.parse_arith()?;
+                if let Tok::Cmp(_) = self.tok() {
+                    return Err(self.error(
+                        RuleErrorKind::Syntax,
+                        "comparisons cannot be chained; join them with 'and'",
+                        self.span(),
+                    ));
+                }
                 Ok(Expr::Compare {
                     op,
                     left: Box::new(left),
@@ -1202,6 +1284,11 @@ impl<'a> Parser<'a> {
                 })
             }
             Tok::Assign => Err(self.assign_error()),
+            Tok::Bang if self.peek_nth(1).tok == Tok::Colon => Err(self.error(
+                RuleErrorKind::Syntax,
+                "'!:' is not an EQL operator; write 'not field : \"value\"' (or '!=' for an exact comparison)",
+                self.span(),
+            )),
             Tok::Colon | Tok::Ident { .. } => match self.match_operator()? {
                 Some((op, negated, op_span)) => {
                     let values = self.parse_match_values(op, op_span)?;
@@ -1213,6 +1300,90 @@ impl<'a> Parser<'a> {
                 None => Ok(left),
             },
             _ => Ok(left),
+        }
+    }
+
+    /// `term (('+' | '-') term)*`, left-associative. A negative number
+    /// literal directly after an operand (`a -1`) is a subtraction.
+    fn parse_arith(&mut self) -> PResult<Expr> {
+        let start = self.span();
+        let mut left = self.parse_term()?;
+        loop {
+            let op = match *self.tok() {
+                Tok::Arith(op @ (ArithOp::Add | ArithOp::Sub)) => {
+                    self.advance();
+                    op
+                }
+                Tok::Int(_) | Tok::Float(_) if self.text_of(self.span()).starts_with('-') => {
+                    // `a -1`: the lexer read `-1` as one number.
+                    ArithOp::Sub
+                }
+                _ => return Ok(left),
+            };
+            let right = if op == ArithOp::Sub && matches!(self.tok(), Tok::Int(_) | Tok::Float(_))
+                && self.text_of(self.span()).starts_with('-')
+                && self.tokens[self.pos - 1].tok != Tok::Arith(ArithOp::Sub)
+            {
+                let sp = self.advance();
+                let lit = match self.tokens[self.pos - 1].tok {
+                    Tok::Int(v) => match v.checked_neg() {
+                        Some(n) => Literal::Int(n),
+                        None => Literal::Float(-(v as f64)),
+                    },
+                    Tok::Float(v) => Literal::Float(-v),
+                    _ => unreachable_literal(),
+                };
+                let mut e = Expr::Literal(lit, sp);
+                // Then any `*`, `/`, `%` that follow bind tighter.
+                e = self.parse_term_rest(e, sp)?;
+                e
+            } else {
+                self.parse_term()?
+            };
+            left = Expr::Arith { op, left: Box::new(left), right: Box::new(right), span: self.span_from(start) };
+        }
+    }
+
+    /// `unary (('*' | '/' | '%') unary)*`
+    fn parse_term(&mut self) -> PResult<Expr> {
+        let start = self.span();
+        let first = self.parse_unary()?;
+        self.parse_term_rest(first, start)
+    }
+
+    fn parse_term_rest(&mut self, mut left: Expr, start: Span) -> PResult<Expr> {
+        while let Tok::Arith(op @ (ArithOp::Mul | ArithOp::Div | ArithOp::Mod)) = *self.tok() {
+            self.advance();
+            let right = self.parse_unary()?;
+            left = Expr::Arith { op, left: Box::new(left), right: Box::new(right), span: self.span_from(start) };
+        }
+        Ok(left)
+    }
+
+    /// `'-' unary | '+' unary | operand`: one nesting level per sign.
+    fn parse_unary(&mut self) -> PResult<Expr> {
+        match *self.tok() {
+            Tok::Arith(ArithOp::Sub) => {
+                self.enter()?;
+                let sp = self.advance();
+                let inner = self.parse_unary()?;
+                self.leave();
+                Ok(match inner {
+                    Expr::Literal(Literal::Int(v), _) if v.checked_neg().is_some() => {
+                        Expr::Literal(Literal::Int(-v), self.span_from(sp))
+                    }
+                    Expr::Literal(Literal::Float(v), _) => Expr::Literal(Literal::Float(-v), self.span_from(sp)),
+                    other => Expr::Neg(Box::new(other), self.span_from(sp)),
+                })
+            }
+            Tok::Arith(ArithOp::Add) => {
+                self.enter()?;
+                self.advance();
+                let inner = self.parse_unary()?;
+                self.leave();
+                Ok(inner)
+            }
+            _ => self.parse_operand(),
         }
     }
 
@@ -1242,18 +1413,20 @@ impl<'a> Parser<'a> {
                         MatchOp::Like
                     }
                 } else if name.eq_ignore_ascii_case("regex") {
-                    return Err(self.error(
-                        RuleErrorKind::Unsupported,
-                        format!("the '{}' operator is not supported", self.text_of(op_span)),
-                        op_span,
-                    ));
+                    if tilde {
+                        MatchOp::RegexInsensitive
+                    } else {
+                        MatchOp::Regex
+                    }
                 } else if negated {
-                    return Err(self.expected("'in', 'in~', 'like' or 'like~' after 'not'"));
+                    return Err(self.expected("'in', 'in~', 'like', 'like~', 'regex' or 'regex~' after 'not'"));
                 } else {
                     return Ok(None);
                 }
             }
-            _ if negated => return Err(self.expected("'in', 'in~', 'like' or 'like~' after 'not'")),
+            _ if negated => {
+                return Err(self.expected("'in', 'in~', 'like', 'like~', 'regex' or 'regex~' after 'not'"))
+            }
             _ => return Ok(None),
         };
         self.advance();
@@ -1326,6 +1499,18 @@ impl<'a> Parser<'a> {
                 if tilde {
                     return Err(self.tilde_error());
                 }
+                if self.is_kw_tok(self.peek_nth(1), "of")
+                    && ["descendant", "child", "event"].iter().any(|k| name.eq_ignore_ascii_case(k))
+                {
+                    return Err(self.error(
+                        RuleErrorKind::Unsupported,
+                        format!(
+                            "lineage ('{} of [...]') is not supported (Elasticsearch's EQL refuses it too)",
+                            name.to_ascii_lowercase()
+                        ),
+                        span,
+                    ));
+                }
                 if name.eq_ignore_ascii_case("true") {
                     Literal::Bool(true)
                 } else if name.eq_ignore_ascii_case("false") {
@@ -1338,7 +1523,7 @@ impl<'a> Parser<'a> {
                     return self.parse_field("").map(Expr::Field);
                 }
             }
-            Tok::QuotedIdent(_) => return self.parse_field("").map(Expr::Field),
+            Tok::QuotedIdent(_) | Tok::Question => return self.parse_field("").map(Expr::Field),
             Tok::Str(s) => Literal::Str(s.clone()),
             Tok::Int(v) => Literal::Int(*v),
             Tok::Float(v) => Literal::Float(*v),
@@ -1395,6 +1580,11 @@ impl<'a> Parser<'a> {
             span: self.span_from(name_span),
         })
     }
+}
+
+#[cold]
+fn unreachable_literal() -> Literal {
+    Literal::Null
 }
 
 #[cfg(test)]
@@ -1770,7 +1960,7 @@ mod tests {
         assert!(p(&ok).is_ok());
         let bad = format!("sequence {}", "[a where true] ".repeat(MAX_STAGES + 1));
         let col = 10 + 15 * MAX_STAGES as u32;
-        assert_err(&bad, RuleErrorKind::Limit, 1, col, "at most 32 stages");
+        assert_err(&bad, RuleErrorKind::Limit, 1, col, "at most 256 stages");
     }
 
     #[test]
@@ -1826,7 +2016,7 @@ mod tests {
             Syntax,
             1,
             17,
-            "'in', 'in~', 'like' or 'like~' after 'not'",
+            "'in', 'in~', 'like', 'like~', 'regex' or 'regex~' after 'not'",
         );
         assert_err("any where a = 1", Syntax, 1, 13, "use '=='");
         assert_err("any where a == = 1", Syntax, 1, 16, "use '=='");
@@ -1860,7 +2050,7 @@ mod tests {
             Syntax,
             1,
             18,
-            "unexpected '==' after the end of the query",
+            "comparisons cannot be chained",
         );
         assert_err("any where a == 1)", Syntax, 1, 17, "unexpected ')'");
         assert_err("any where a.", Syntax, 1, 13, "a field name part after '.'");
@@ -1990,15 +2180,7 @@ mod tests {
 
     #[test]
     fn unsupported_constructs() {
-        use RuleErrorKind::Unsupported;
-        assert_err(
-            "sequence by a\n  [x where true]\n  [y where true]\n  until [z where true]",
-            Unsupported,
-            4,
-            3,
-            "'until'",
-        );
-        assert_err("sample by a [x where true] [y where true]", Unsupported, 1, 1, "'sample'");
+        use RuleErrorKind::{Syntax, Unsupported};
         assert_err("join [x where true] [y where true]", Unsupported, 1, 1, "'join'");
         assert_err("any where true | head 5", Unsupported, 1, 16, "'| head'");
         assert_err(
@@ -2009,34 +2191,46 @@ mod tests {
             "'| tail'",
         );
         assert_err("sequence [x where true | head 1] [y where true]", Unsupported, 1, 24, "pipes");
-        assert_err(
-            "sequence [x where true] with runs=3 [y where true]",
-            Unsupported,
-            1,
-            25,
-            "runs",
-        );
-        assert_err(
-            "sequence [x where true] by a with runs=3 [y where true]",
-            Unsupported,
-            1,
-            30,
-            "runs",
-        );
-        assert_err(
-            "sequence [x where true] ![y where true] [z where true]",
-            Unsupported,
-            1,
-            25,
-            "missing-event",
-        );
-        assert_err("any where a regex \"x.*\"", Unsupported, 1, 13, "'regex'");
-        assert_err("any where a regex~ (\"x.*\")", Unsupported, 1, 13, "'regex~'");
-        assert_err("any where a not regex \"x\"", Unsupported, 1, 17, "'regex'");
-        assert_err("any where a + 1 == 2", Unsupported, 1, 13, "arithmetic");
-        assert_err("any where a == b * 2", Unsupported, 1, 18, "arithmetic");
-        assert_err("any where ?a == 1", Unsupported, 1, 11, "optional fields");
         assert_err("any where a[0] == 1", Unsupported, 1, 12, "array indexing");
+        assert_err("process where descendant of [process where true]", Unsupported, 1, 15, "descendant of");
+        assert_err("process where child of [process where true]", Unsupported, 1, 15, "child of");
+        assert_err("process where event of [process where true]", Unsupported, 1, 15, "event of");
+        assert_err("any where a !: \"x\"", Syntax, 1, 13, "'!:'");
+        assert_err("any where a < b < c", Syntax, 1, 17, "chained");
+        assert_err("sample by a [x where true] with runs=2 [y where true]", Syntax, 1, 28, "runs");
+        assert_err("sample by a [x where true] ![y where true]", Syntax, 1, 28, "only allowed in a sequence");
+        assert_err("sequence [x where true] [y where true] with runs=101", Syntax, 1, 50, "between 1 and 100");
+        assert_err("sequence ![x where true] ![y where true]", Syntax, 1, 10, "not a missing-event stage");
+        assert_err("any where true until [x where true]", Syntax, 1, 16, "'until'");
+    }
+
+    #[test]
+    fn full_eql_constructs() {
+        let Query::Sequence(s) = p("sequence by a with maxspan=1s [x where true] by b with runs=3 ![y where ?c == 1] [z where true] until [u where true] by d").unwrap() else { panic!() };
+        assert_eq!((s.stages.len(), s.stages[0].runs, s.stages[1].missing, s.stages[2].missing), (3, 3, true, false));
+        assert_eq!(s.until.as_ref().map(|u| u.by[0].name.as_str()), Some("d"));
+        let Query::Sample(sm) = p("sample by ?h [x where true] by k [y where true] by k").unwrap() else { panic!() };
+        assert!(sm.by[0].optional && sm.by[0].name == "h");
+        // `?field` anywhere a field may stand.
+        let Expr::Compare { left, .. } = cond("any where ?process.parent.name == \"x\"") else { panic!() };
+        assert!(matches!(&*left, Expr::Field(f) if f.optional && f.name == "process.parent.name"));
+        // regex operators.
+        assert!(matches!(cond("any where a regex~ (\"x.*\", \"y\")"), Expr::Match { op: MatchOp::RegexInsensitive, .. }));
+        assert!(matches!(cond("any where a not regex \"x\""), Expr::Match { op: MatchOp::Regex, negated: true, .. }));
+        // Arithmetic: precedence, `a -1` as a subtraction, unary minus.
+        let Expr::Compare { left, .. } = cond("any where a + b * 2 - 1 == 3") else { panic!() };
+        let Expr::Arith { op: ArithOp::Sub, left: sum, .. } = &*left else { panic!("{left:?}") };
+        let Expr::Arith { op: ArithOp::Add, right: prod, .. } = &**sum else { panic!() };
+        assert!(matches!(&**prod, Expr::Arith { op: ArithOp::Mul, .. }));
+        let Expr::Compare { left, .. } = cond("any where a -1 == 3") else { panic!() };
+        assert!(matches!(&*left, Expr::Arith { op: ArithOp::Sub, right, .. } if matches!(**right, Expr::Literal(Literal::Int(1), _))));
+        let Expr::Compare { right, .. } = cond("any where a == -(b % 2)") else { panic!() };
+        assert!(matches!(&*right, Expr::Neg(..)));
+        let Expr::Compare { right, .. } = cond("any where a == -5") else { panic!() };
+        assert!(matches!(&*right, Expr::Literal(Literal::Int(-5), _)));
+        // Functions left of ':' and in comparisons.
+        assert!(matches!(cond("any where concat(a, b) : \"x*\""), Expr::Match { op: MatchOp::Colon, .. }));
+        assert!(matches!(cond("any where length(a) > 3"), Expr::Compare { op: CmpOp::Gt, .. }));
     }
 
     #[test]
