@@ -120,6 +120,19 @@ pub struct RuleParts {
 }
 
 impl RuleParts {
+    /// The `rule` and `threat` roots of an alert.
+    pub fn roots(&self, _style: &AnnotationStyle) -> Map<String, Value> {
+        let mut out = Map::with_capacity(4);
+        out.insert("rule".into(), self.rule.clone());
+        out.insert("threat".into(), self.threat.clone());
+        out
+    }
+
+    /// `kibana.alert.rule`.
+    pub fn kibana_rule(&self) -> Value {
+        self.kibana_rule.clone()
+    }
+
     pub fn new(m: &RuleMeta) -> RuleParts {
         RuleParts {
             rule: json!({

@@ -511,6 +511,110 @@ pub fn beyond_fast_path(query: &Query) -> Option<(&'static str, Span)> {
     }
 }
 
+/// Whether the fast engine, which reads no mapping, compares every value of
+/// `query` as Elasticsearch would given ECS's types: only equality, `in`,
+/// `:`, `like`, and the string functions, on keyword or IP fields (or
+/// fields outside ECS) with string literals, and on numeric fields with
+/// number literals. Anything else (an ordering comparison, a date, version
+/// or boolean field) runs on the generic engine, which types values.
+pub fn typed_like_elasticsearch(query: &Query) -> bool {
+    use crate::eql::{FieldType, TypeMap};
+    let types = TypeMap::ecs();
+    fn field_ok(types: &TypeMap, e: &Expr, lit: Option<&Literal>) -> bool {
+        let Expr::Field(f) = e else { return true };
+        let ty = types.get(&f.name).map(|i| i.ty);
+        match (ty, lit) {
+            (_, Some(Literal::Null)) => true,
+            (None | Some(FieldType::Keyword | FieldType::Text), Some(Literal::Str(_)) | None) => true,
+            // An address field only where the fast engine's handling of an
+            // unreadable address (the event is set aside, `invalid_ip`) gives
+            // Elasticsearch's result (the value ignored as malformed, so the
+            // field is absent): see `ip_guarded`.
+            (Some(FieldType::Ip), Some(Literal::Str(_)) | None) => true,
+            (Some(FieldType::Long | FieldType::Double), Some(Literal::Int(_) | Literal::Float(_))) => true,
+            _ => false,
+        }
+    }
+    fn expr(types: &TypeMap, e: &Expr) -> bool {
+        match e {
+            Expr::And(v, _) | Expr::Or(v, _) => v.iter().all(|x| expr(types, x)),
+            Expr::Not(x, _) => expr(types, x),
+            Expr::Compare { op, left, right, .. } => {
+                if !matches!(op, CmpOp::Eq | CmpOp::Ne) {
+                    return false;
+                }
+                match (&**left, &**right) {
+                    (f @ Expr::Field(_), Expr::Literal(l, _)) | (Expr::Literal(l, _), f @ Expr::Field(_)) => {
+                        field_ok(types, f, Some(l))
+                    }
+                    (Expr::Literal(..), Expr::Literal(..)) => true,
+                    _ => false,
+                }
+            }
+            Expr::Match { subject, values, .. } => values.iter().all(|v| match v {
+                Expr::Literal(l, _) => field_ok(types, subject, Some(l)),
+                _ => false,
+            }),
+            Expr::Call { args, .. } => args.first().map_or(true, |a| field_ok(types, a, None)),
+            Expr::Field(_) => false,
+            Expr::Literal(..) | Expr::Arith { .. } | Expr::Neg(..) => true,
+        }
+    }
+    let ok = |e: &Expr| expr(&types, e) && ip_guarded(&types, e, &[]);
+    match query {
+        Query::Event(q) => ok(&q.condition),
+        Query::Sequence(s) => s.stages.iter().all(|st| ok(&st.query.condition)),
+        Query::Sample(_) => false,
+    }
+}
+
+/// Every address field of `e` is read only inside `not (f == null or …)`:
+/// there an event whose `f` is unreadable matches in neither engine (the
+/// fast engine sets it aside; for Elasticsearch the field is absent, so
+/// `f == null` holds and the `not` fails). Elsewhere (`not cidrMatch(f, …)`
+/// alone, say) an absent field could match, so such a query runs on the
+/// generic engine.
+fn ip_guarded(types: &crate::eql::TypeMap, e: &Expr, guarded: &[&str]) -> bool {
+    use crate::eql::FieldType;
+    let is_ip = |f: &Field| types.get(&f.name).is_some_and(|i| i.ty == FieldType::Ip);
+    match e {
+        Expr::Not(inner, _) => {
+            if let Expr::Or(items, _) = &**inner {
+                let mut g: Vec<&str> = guarded.to_vec();
+                for it in items {
+                    if let Expr::Compare { op: CmpOp::Eq, left, right, .. } = it {
+                        if let (Expr::Field(f), Expr::Literal(Literal::Null, _)) = (&**left, &**right) {
+                            g.push(&f.name);
+                        }
+                    }
+                }
+                return items.iter().all(|x| ip_guarded(types, x, &g));
+            }
+            ip_guarded(types, inner, guarded)
+        }
+        Expr::And(v, _) | Expr::Or(v, _) => v.iter().all(|x| ip_guarded(types, x, guarded)),
+        Expr::Compare { left, right, .. } => ip_guarded(types, left, guarded) && ip_guarded(types, right, guarded),
+        Expr::Match { subject, values, .. } => {
+            ip_guarded(types, subject, guarded) && values.iter().all(|x| ip_guarded(types, x, guarded))
+        }
+        Expr::Call { name, args, .. } => {
+            // cidrMatch's first argument is an address, whatever its name.
+            if name.eq_ignore_ascii_case("cidrmatch") {
+                if let Some(Expr::Field(f)) = args.first() {
+                    if !guarded.contains(&f.name.as_str()) {
+                        return false;
+                    }
+                }
+            }
+            args.iter().all(|x| ip_guarded(types, x, guarded))
+        }
+        Expr::Field(f) => !is_ip(f) || guarded.contains(&f.name.as_str()),
+        Expr::Arith { left, right, .. } => ip_guarded(types, left, guarded) && ip_guarded(types, right, guarded),
+        Expr::Neg(x, _) => ip_guarded(types, x, guarded),
+        Expr::Literal(..) => true,
+    }
+}
+
 fn flip(op: CmpOp) -> CmpOp {
     match op {
         CmpOp::Lt => CmpOp::Gt,

@@ -17,6 +17,8 @@ pub enum KeyType {
     /// A JSON array; in text form (properties) a JSON array, or for the
     /// `trusted_*` lists comma-separated values.
     Array,
+    /// A JSON object; in text form, its JSON text.
+    Object,
 }
 
 impl KeyType {
@@ -26,6 +28,7 @@ impl KeyType {
             KeyType::Integer => "integer",
             KeyType::Boolean => "boolean",
             KeyType::Array => "array",
+            KeyType::Object => "object",
         }
     }
 }
@@ -157,12 +160,51 @@ pub const KEYS: &[KeySpec] = &[
         description: "Write the `kibana.alert.*` fields; when false, the alert id, group id, reason, severity and risk score go under `apt_netcon.*`.",
     },
     KeySpec {
+        key: "field_types",
+        ty: KeyType::Object,
+        default: "(ECS)",
+        description: "Field types beyond ECS's, for rules run on the generic engine: `{\"field\": \"type\"}` (`keyword`, `ip`, `date`, `long`, `double`, `boolean`, `version`, …, or `{\"type\", \"null_value\", \"ignore_above\", \"format\"}`), or an Elasticsearch index mapping with `properties`. They add to and override ECS's types (built in).",
+    },
+    KeySpec {
+        key: "id_field",
+        ty: KeyType::String,
+        default: "event.id",
+        description: "The field that names an event in the alerts of rules run on the generic engine (`kibana.alert.ancestors`, `apt_netcon.events`); an event without it is named by a digest of its identifying fields.",
+    },
+    KeySpec {
+        key: "sample_window",
+        ty: KeyType::String,
+        default: "(the rule's look-back)",
+        description: "How long (event time) a `sample` query keeps the candidates of one key, e.g. `10m`: a stream has no end, so a sample is looked for within this window after its key's first candidate. Default: the rule file's look-back (`from = \"now-9m\"`), else without a time limit (still under `max_pending_sequences`).",
+    },
+    KeySpec {
         key: "prefilter",
         ty: KeyType::Boolean,
         default: "true",
         description: "Decide most records from a few bytes and fields: pass a record unread when none of the strings every stage requires (e.g. `\"apt\"`, `\"connection_attempted\"`) appears in it, and a record that matches only a later stage and finds nothing waiting after a syntax check. false: read every record that may match whole, so that every malformed one is counted (README, \"Prefilter\").",
     },
 ];
+
+/// The field types in force: ECS, then the user's `field_types` (a flat
+/// `{"field": "type"}` object, or an Elasticsearch mapping with
+/// `properties`).
+pub fn type_map(user: Option<&serde_json::Value>) -> Result<crate::eql::TypeMap, String> {
+    let mut t = crate::eql::TypeMap::ecs();
+    match user {
+        None => {}
+        Some(v) if v.get("properties").is_some() || v.get("mappings").is_some() => t.add_es_mapping(v)?,
+        Some(serde_json::Value::Object(m)) => t.add_simple(m)?,
+        Some(_) => return Err("expected a JSON object".into()),
+    }
+    Ok(t)
+}
+
+impl Config {
+    /// The field types in force (see [`type_map`]).
+    pub fn types(&self) -> crate::eql::TypeMap {
+        type_map(self.field_types.as_ref()).unwrap_or_else(|_| crate::eql::TypeMap::ecs())
+    }
+}
 
 /// A configuration problem, naming the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,6 +259,12 @@ pub struct Config {
     pub trusted_hashes: Vec<String>,
     pub trusted_process_names: Vec<String>,
     pub trusted_command_lines: Vec<String>,
+    /// `field_types`: the user's field types, as given (checked when set).
+    pub field_types: Option<serde_json::Value>,
+    /// The field naming an event in alerts (`id_field`).
+    pub id_field: String,
+    /// `sample_window` in milliseconds.
+    pub sample_window_ms: Option<u64>,
 }
 
 /// Names of the items the `trusted_*` keys generate (reserved).
@@ -255,6 +303,9 @@ impl Default for Config {
             trusted_hashes: Vec::new(),
             trusted_process_names: Vec::new(),
             trusted_command_lines: Vec::new(),
+            field_types: None,
+            id_field: "event.id".into(),
+            sample_window_ms: None,
         }
     }
 }
@@ -266,6 +317,7 @@ enum Val {
     I(u64),
     B(bool),
     A(Vec<serde_json::Value>),
+    O(serde_json::Value),
 }
 
 impl Config {
@@ -289,6 +341,7 @@ impl Config {
                 (KeyType::Integer, serde_json::Value::Number(n)) if n.as_u64().is_some() => Val::I(n.as_u64().unwrap()),
                 (KeyType::Boolean, serde_json::Value::Bool(b)) => Val::B(*b),
                 (KeyType::Array, serde_json::Value::Array(a)) => Val::A(a.clone()),
+                (KeyType::Object, o @ serde_json::Value::Object(_)) => Val::O(o.clone()),
                 (ty, other) => {
                     return Err(ConfigError {
                         key: Some(k.clone()),
@@ -326,6 +379,15 @@ impl Config {
                 }
             }),
             KeyType::Array => Val::A(array_from_text(spec, value)?),
+            KeyType::Object => Val::O(match serde_json::from_str::<serde_json::Value>(value) {
+                Ok(o @ serde_json::Value::Object(_)) => o,
+                _ => {
+                    return Err(ConfigError {
+                        key: Some(spec.key.into()),
+                        message: format!("expected a JSON object, got \"{value}\""),
+                    })
+                }
+            }),
         };
         self.apply(spec, val)
     }
@@ -408,6 +470,17 @@ impl Config {
                 };
                 list.extend(vals)
             }
+            ("field_types", Val::O(o)) => {
+                type_map(Some(&o)).map_err(|m| bad(&m))?;
+                self.field_types = Some(o)
+            }
+            ("id_field", Val::S(s)) => {
+                if s.is_empty() || s.split('.').any(|p| p.is_empty()) {
+                    return Err(bad("must be a dotted field path"));
+                }
+                self.id_field = s
+            }
+            ("sample_window", Val::S(s)) => self.sample_window_ms = Some(parse_duration_ms(&s).map_err(|m| bad(&m))?),
             _ => return Err(bad("internal: value of the wrong type")),
         }
         Ok(())
@@ -511,6 +584,7 @@ fn ty_desc(t: KeyType) -> &'static str {
         KeyType::Integer => "a non-negative integer",
         KeyType::Boolean => "true or false",
         KeyType::Array => "an array",
+        KeyType::Object => "a JSON object",
     }
 }
 

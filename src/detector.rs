@@ -35,6 +35,7 @@ use crate::event::{ExtractError, FieldTable, Fields, FieldsBuf, Scalar, Slot};
 use crate::exceptions::Exceptions;
 use crate::prefilter::Prefilter;
 use crate::rule::Rule;
+use crate::generic::{GenericRun, GenericSettings};
 use crate::hostq::{HostQueue, Id};
 use crate::sequence::{Caps, Partial, Put, SequenceState, StageEvent, Take};
 use std::borrow::Cow;
@@ -303,6 +304,9 @@ pub struct Detector {
     frontier: Option<i64>,
     alerts: VecDeque<StandaloneAlert>,
     hasher: std::collections::hash_map::RandomState,
+    /// The generic engine, for a rule beyond the fast engine's subset
+    /// (see [`crate::generic`]).
+    generic: Option<Box<GenericRun>>,
 }
 
 /// What [`Detector::process`] and [`Detector::process_msgpack`] keep from one
@@ -398,13 +402,34 @@ impl Detector {
             per_host: config.max_pending_per_host,
             bytes: config.max_state_bytes,
         };
+        let style = AnnotationStyle { prefix: config.annotation_prefix.clone(), kibana: config.kibana_fields };
+        let generic = rule.generic_query().map(|_| {
+            let settings = |types| GenericSettings {
+                types,
+                id_field: config.id_field.clone(),
+                sample_window_ms: config.sample_window_ms,
+                max_partials: config.max_pending_sequences,
+                maxspan_ms: config.maxspan_ms,
+                lateness_ms: config.max_lateness_ms,
+                max_held: config.max_held_events,
+                max_state_bytes: config.max_state_bytes,
+                style: style.clone(),
+            };
+            // The rule compiled with ECS's types when it loaded; the user's
+            // types could only make a literal unreadable, never the query.
+            let run = GenericRun::new(&rule, settings(config.types()))
+                .or_else(|_| GenericRun::new(&rule, settings(crate::eql::TypeMap::ecs())))
+                .expect("the rule compiled when it loaded");
+            Box::new(run)
+        });
         Detector {
+            generic,
             rule,
             table,
             ts_slot,
             carried,
             state,
-            style: AnnotationStyle { prefix: config.annotation_prefix.clone(), kibana: config.kibana_fields },
+            style,
             alert_parts,
             max_record_bytes: config.max_record_bytes,
             stats: Stats::default(),
@@ -447,6 +472,13 @@ impl Detector {
     /// Counters so far.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats;
+        if let Some(g) = &self.generic {
+            let e = g.engine_stats();
+            s.expired_by_maxspan = e.expired;
+            s.pending = g.pending();
+            s.held = g.held();
+            return s;
+        }
         s.expired_by_maxspan = self.state.expired;
         s.evicted_by_cap = self.state.evicted.total;
         s.evicted_by_host_cap = self.state.evicted.per_host;
@@ -459,6 +491,9 @@ impl Detector {
     /// Estimated bytes of the state held (partial sequences and held
     /// events): what `max_state_bytes` limits, each part on its own.
     pub fn state_bytes(&self) -> usize {
+        if let Some(g) = &self.generic {
+            return g.state_bytes();
+        }
         self.state.bytes() + self.held.bytes()
     }
 
@@ -504,6 +539,9 @@ impl Detector {
     /// The detector stays usable (later events are judged against the
     /// released ones' times).
     pub fn finish(&mut self) -> u64 {
+        if let Some(g) = &mut self.generic {
+            return g.finish(&mut self.stats, &mut self.alerts);
+        }
         let mut n = 0;
         while let Some((_, id)) = self.held.first() {
             self.release(id, None);
@@ -514,6 +552,9 @@ impl Detector {
 
     /// The latest event time seen (ms since the epoch).
     pub fn watermark(&self) -> Option<i64> {
+        if let Some(g) = &self.generic {
+            return g.watermark();
+        }
         self.state.watermark()
     }
 
@@ -545,6 +586,9 @@ impl Detector {
         if record.len() > self.max_record_bytes {
             self.stats.too_large += 1;
             return Err(RecordError::TooLarge);
+        }
+        if self.generic.is_some() {
+            return self.process_generic(record, false);
         }
         if self.prefilter.rules_out_json(record) {
             return Ok(Verdict::Unchanged);
@@ -597,6 +641,9 @@ impl Detector {
             self.stats.too_large += 1;
             return Err(RecordError::TooLarge);
         }
+        if self.generic.is_some() {
+            return self.process_generic(body, true);
+        }
         if self.prefilter.rules_out_msgpack(body) {
             return Ok(Verdict::Unchanged);
         }
@@ -631,6 +678,13 @@ impl Detector {
                 Err(RecordError::AnnotateFailed)
             }
         }
+    }
+
+    /// A record for the generic engine (see [`crate::generic`]).
+    fn process_generic(&mut self, record: &[u8], msgpack: bool) -> Result<Verdict<'_>, RecordError> {
+        let Some(g) = self.generic.as_mut() else { return Ok(Verdict::Unchanged) };
+        g.process(record, msgpack, &mut self.stats, &mut self.exceptions, &self.table, &mut self.alerts)
+            .map(|o| o.map_or(Verdict::Unchanged, Verdict::Annotated))
     }
 
     /// The short way for a record that matches only later stages (it can

@@ -33,6 +33,8 @@ pub mod detector;
 pub mod eql;
 pub mod event;
 pub mod exceptions;
+#[doc(hidden)]
+pub mod generic;
 #[allow(unsafe_code)]
 pub mod ffi;
 #[allow(unsafe_code)]

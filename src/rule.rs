@@ -7,7 +7,7 @@
 //! `apt-listbugs` exclusion to the first stage; versions 10 and 11 only changed
 //! the threat mapping) with the version 11 mapping.
 
-use crate::compile::{beyond_fast_path, compile, CompiledQuery};
+use crate::compile::{beyond_fast_path, compile, typed_like_elasticsearch, CompiledQuery};
 use crate::eql::{parse, Engine, EngineOptions, ParseLimits, Query, RuleError, RuleErrorKind};
 use std::sync::Arc;
 
@@ -78,8 +78,8 @@ impl Rule {
     pub fn from_eql(query: &str, meta: RuleMeta) -> Result<Rule, RuleError> {
         let ast = parse(query, ParseLimits::default())?;
         let fast = match beyond_fast_path(&ast) {
-            None => compile(&ast, query).ok(),
-            Some(_) => None,
+            None if typed_like_elasticsearch(&ast) => compile(&ast, query).ok(),
+            _ => None,
         };
         let (compiled, generic) = match fast {
             Some(c) => (c, None),

@@ -1559,6 +1559,8 @@ fn es_eql_conformance() {
     let base = EngineOptions::default();
     let (mut passed, mut failed, mut not_applicable) = (0usize, 0usize, 0usize);
     let mut as_set: Vec<String> = Vec::new();
+    let mut fast_agree = 0usize;
+    let mut fast_differ: Vec<String> = Vec::new();
     for e in &load_failures {
         failed += 1;
         eprintln!("FAIL loading the suite: {e}");
@@ -1579,6 +1581,17 @@ fn es_eql_conformance() {
         } else {
             check_refusal(spec, &p.reasons, &base, ds.ok().map(|d| &d.types))
         };
+        if p.reasons.is_empty() {
+            if let Ok(d) = ds {
+                match fast_differential(&spec.query, d, &base) {
+                    FastCheck::NotFast => {}
+                    FastCheck::Agrees => fast_agree += 1,
+                    FastCheck::Differs(why) => {
+                        fast_differ.push(format!("{} :: {}: {why}", spec.file, spec.name));
+                    }
+                }
+            }
+        }
         match outcome {
             Outcome::Passed => passed += 1,
             Outcome::PassedAsSet(why) => {
@@ -1617,6 +1630,15 @@ fn es_eql_conformance() {
     if let Some(f) = &filter {
         eprintln!("es-eql conformance: only specs whose name contains {f:?} (APT_NETCON_CONFORMANCE_FILTER)");
     }
+    for d in &fast_differ {
+        eprintln!("FAIL fast engine differs: {d}");
+    }
+    eprintln!(
+        "es-eql conformance: the fast engine runs {} of the applicable specs; {fast_agree} agree with the generic engine, {} differ",
+        fast_agree + fast_differ.len(),
+        fast_differ.len()
+    );
+    failed += fast_differ.len();
     eprintln!("es-eql conformance: ran in {:.2?}", started.elapsed());
     eprintln!(
         "es-eql conformance: {passed} passed, {failed} failed, {not_applicable} not applicable (refused as Elasticsearch does)"
@@ -1626,6 +1648,60 @@ fn es_eql_conformance() {
             "{failed} Elasticsearch EQL conformance specs failed (see above; \
              APT_NETCON_CONFORMANCE_REPORT_ONLY=1 only reports)"
         );
+    }
+}
+
+enum FastCheck {
+    NotFast,
+    Agrees,
+    Differs(String),
+}
+
+/// The detector runs a query within the fast engine's subset on the fast
+/// engine (`apt_netcon::compile`), which reads no mapping: it must find the
+/// same results as the generic engine here. The records a detector
+/// annotates (or alerts on) are compared with the last events of the
+/// generic engine's results, as sets. The documents get what the fast
+/// engine cannot take from a mapping: `event.category` copied from the
+/// `event_type` it aliases, and `@timestamp` written as RFC 3339.
+fn fast_differential(query: &str, ds: &Dataset, base: &EngineOptions) -> FastCheck {
+    let Ok(rule) = apt_netcon::Rule::from_eql(query, apt_netcon::rule::meta_for_file("spec")) else {
+        return FastCheck::NotFast;
+    };
+    if rule.generic_query().is_some() {
+        return FastCheck::NotFast;
+    }
+    let Ok(generic) = run_query(query, ds, base) else { return FastCheck::NotFast };
+    let mut want: Vec<u64> = generic.iter().filter_map(|m| m.events.iter().rev().find_map(|e| *e)).collect();
+    want.sort_unstable();
+    want.dedup();
+    let mut det = apt_netcon::Detector::with_rule(rule, &apt_netcon::Config::default());
+    let mut got = Vec::new();
+    for (ordinal, doc) in &ds.events {
+        let mut d = doc.clone();
+        if let Some(o) = d.as_object_mut() {
+            if let Some(c) = o.get("event_type").cloned() {
+                let ev = o.entry("event").or_insert_with(|| serde_json::json!({}));
+                if let Some(m) = ev.as_object_mut() {
+                    m.insert("category".into(), c);
+                }
+            }
+            if let Some(ts) = o.get("@timestamp").and_then(|v| timestamp_millis(v).ok()) {
+                o.insert("@timestamp".into(), Value::String(apt_netcon::time::format_ms(ts)));
+            }
+        }
+        let bytes = serde_json::to_vec(&d).unwrap_or_default();
+        let annotated = matches!(det.process(&bytes), Ok(apt_netcon::Verdict::Annotated(_)));
+        if annotated || det.take_alert().is_some() {
+            got.push(*ordinal);
+        }
+    }
+    got.sort_unstable();
+    got.dedup();
+    if got == want {
+        FastCheck::Agrees
+    } else {
+        FastCheck::Differs(format!("fast {got:?}, generic {want:?}"))
     }
 }
 

@@ -156,6 +156,12 @@ pub enum Cond {
 #[derive(Debug, Clone)]
 pub enum X {
     Lit(Val),
+    /// A literal compared with a field that has no type (neither ECS nor the
+    /// user's mapping): it takes the type of each value it meets, as
+    /// Elasticsearch's dynamic mapping would have typed the field from its
+    /// values (a string value makes `1` the keyword `"1"`; a number value
+    /// makes `"1"` the number 1).
+    DynLit(Val),
     Field(usize),
     Arith(ArithOp, Box<X>, Box<X>),
     Neg(Box<X>),
@@ -406,15 +412,16 @@ impl<'a> CondCompiler<'a> {
 
     /// A literal compared with a field takes the field's type.
     fn coerce_pair(&self, l: X, r: X) -> (X, X) {
+        let typed = |s: usize, v: &Val| match self.fields.info(s) {
+            Some(info) => X::Lit(literal_for(v, Some(info)).unwrap_or(Val::Null)),
+            None => X::DynLit(v.clone()),
+        };
         match (&l, &r) {
             (X::Field(s), X::Lit(v)) => {
-                let v = literal_for(v, self.fields.info(*s)).unwrap_or(Val::Null);
-                (l, X::Lit(v))
+                let v = typed(*s, v);
+                (l, v)
             }
-            (X::Lit(v), X::Field(s)) => {
-                let v = literal_for(v, self.fields.info(*s)).unwrap_or(Val::Null);
-                (X::Lit(v), r)
-            }
+            (X::Lit(v), X::Field(s)) => (typed(*s, v), r),
             _ => (l, r),
         }
     }
@@ -611,7 +618,7 @@ fn slots_of(x: &X, out: &mut Vec<usize>) {
         }
     };
     match x {
-        X::Lit(_) => {}
+        X::Lit(_) | X::DynLit(_) => {}
         X::Field(s) => add(*s),
         X::Arith(_, a, b) | X::Cmp(_, a, b) => {
             slots_of(a, out);
@@ -687,7 +694,7 @@ fn bound<'v>(slot: usize, slots: &[usize], env: &[&'v Val]) -> &'v Val {
 
 fn eval_env(x: &X, slots: &[usize], env: &[&Val]) -> Val {
     match x {
-        X::Lit(v) => v.clone(),
+        X::Lit(v) | X::DynLit(v) => v.clone(),
         X::Field(s) => bound(*s, slots, env).clone(),
         X::Arith(op, a, b) => arith(*op, &eval_env(a, slots, env), &eval_env(b, slots, env)),
         X::Neg(a) => match eval_env(a, slots, env) {
@@ -695,8 +702,13 @@ fn eval_env(x: &X, slots: &[usize], env: &[&Val]) -> Val {
             Val::Double(d) => Val::Double(-d),
             _ => Val::Null,
         },
-        X::Cmp(op, a, b) => {
-            let (a, b) = (eval_env(a, slots, env), eval_env(b, slots, env));
+        X::Cmp(op, ax, bx) => {
+            let (mut a, mut b) = (eval_env(ax, slots, env), eval_env(bx, slots, env));
+            if let X::DynLit(_) = **bx {
+                b = dyn_coerce(&b, &a);
+            } else if let X::DynLit(_) = **ax {
+                a = dyn_coerce(&a, &b);
+            }
             if a.is_null() || b.is_null() {
                 return Val::Null;
             }
@@ -714,8 +726,9 @@ fn eval_env(x: &X, slots: &[usize], env: &[&Val]) -> Val {
                 return Val::Null;
             }
             let s = if *fold { fold_val(s) } else { s };
-            for v in values {
-                let v = eval_env(v, slots, env);
+            for vx in values {
+                let v = eval_env(vx, slots, env);
+                let v = if let X::DynLit(_) = vx { dyn_coerce(&v, &s) } else { v };
                 let v = if *fold { fold_val(v) } else { v };
                 if equals(&s, &v) == Some(true) {
                     return Val::Bool(true);
@@ -739,6 +752,19 @@ fn eval_env(x: &X, slots: &[usize], env: &[&Val]) -> Val {
             call(*f, *ci, &vals)
         }
     }
+}
+
+/// A dynamic literal in the type of the value it is compared with.
+fn dyn_coerce(lit: &Val, other: &Val) -> Val {
+    let ty = match other {
+        Val::Str(_) => FieldType::Keyword,
+        Val::Long(_) => FieldType::Long,
+        Val::Double(_) => FieldType::Double,
+        Val::Bool(_) => FieldType::Boolean,
+        _ => return lit.clone(),
+    };
+    let info = FieldInfo { ty, null_value: None, ignore_above: None, format: None };
+    literal_for(lit, Some(&info)).unwrap_or(Val::Null)
 }
 
 fn fold_val(v: Val) -> Val {

@@ -1,0 +1,706 @@
+//! Rules that only the generic engine runs, inside a [`crate::Detector`].
+//!
+//! A rule whose query is beyond the fast engine's subset (see
+//! [`crate::compile::beyond_fast_path`]) runs on [`crate::eql::Engine`]. The
+//! detector's interface does not change: every record goes on unchanged
+//! unless it completes a result, read errors are counted, exceptions hide
+//! events from every stage, and `max_lateness` holds events back and
+//! releases them in time order. What differs is how a record is read (one
+//! full `serde_json` parse, or a MessagePack map decoded to the same tree)
+//! and the alert:
+//!
+//! * the record that completes a result (an event query's event, a
+//!   sequence's last positive event) carries the first alert inline, as the
+//!   fast engine's alerts are written;
+//! * every further result completed by the same record (one per value of a
+//!   multi-valued join key, as Elasticsearch completes one sequence per key
+//!   value) leaves as a standalone alert record (the record plus that
+//!   alert), so k results give k alerts;
+//! * a result completed later than its last event (a trailing missing-event
+//!   stage, released when its maxspan has passed) leaves as a standalone
+//!   alert built from the identifying fields of its last event.
+//!
+//! The alert has the same `rule`, `threat` and `kibana.alert.*` members as
+//! the fast engine's; `kibana.alert.ancestors` names each event by its id
+//! field (`id_field`, default `event.id`; a digest of the event's
+//! identifying fields when it has none), and `apt_netcon.events` lists every
+//! result position in stage order: `stage`, `id`, `@timestamp` and the
+//! event's identifying fields, or `"missing": true` for a missing-event
+//! stage; `apt_netcon.join_keys` the key values.
+
+use crate::annotate::{format_id, merge, with_prefix, AnnotationStyle, RuleParts};
+use crate::detector::{RecordError, StandaloneAlert, Stats, MAX_QUEUED_ALERTS};
+use crate::eql::{Engine, EngineOptions, Match, TypeMap};
+use crate::event::{ExtractError, FieldTable, Fields};
+use crate::exceptions::Exceptions;
+use crate::rule::Rule;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{Hash, Hasher};
+
+/// The identifying fields copied from every event of a result.
+pub const IDENTITY_FIELDS: &[&str] = &[
+    "@timestamp",
+    "event.category",
+    "event.type",
+    "event.action",
+    "host.id",
+    "host.name",
+    "user.name",
+    "process.entity_id",
+    "process.pid",
+    "process.name",
+    "process.executable",
+    "process.args",
+    "process.parent.entity_id",
+    "process.parent.pid",
+    "process.parent.name",
+    "process.parent.executable",
+];
+
+/// Most events held back for lateness by the generic engine.
+const HELD_OVERHEAD: usize = 64;
+
+/// The generic engine's part of a detector.
+#[derive(Debug)]
+pub struct GenericRun {
+    engine: EngineBox,
+    parts: RuleParts,
+    meta: crate::rule::RuleMeta,
+    style: AnnotationStyle,
+    id_field: String,
+    is_sequence: bool,
+    is_sample: bool,
+    ordinal: u64,
+    lateness_ms: i64,
+    max_held: usize,
+    max_held_bytes: usize,
+    held: BTreeMap<(i64, u64), (Box<[u8]>, bool)>,
+    held_bytes: usize,
+    max_seen: Option<i64>,
+    matches: Vec<Match>,
+    out: Vec<u8>,
+}
+
+/// The engine (not `Debug`).
+struct EngineBox(Engine);
+
+impl std::fmt::Debug for EngineBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Engine")
+    }
+}
+
+/// Settings the generic run takes from the config.
+#[derive(Debug, Clone)]
+pub struct GenericSettings {
+    pub types: TypeMap,
+    pub id_field: String,
+    pub sample_window_ms: Option<u64>,
+    pub max_partials: usize,
+    pub maxspan_ms: Option<u64>,
+    pub lateness_ms: u64,
+    pub max_held: usize,
+    pub max_state_bytes: usize,
+    pub style: AnnotationStyle,
+}
+
+impl GenericRun {
+    /// `rule` must be a generic rule ([`Rule::generic_query`]); the query was
+    /// checked when the rule loaded, and is compiled again here with the
+    /// config's types.
+    pub fn new(rule: &Rule, s: GenericSettings) -> Result<GenericRun, crate::eql::RuleError> {
+        let query = rule.generic_query().cloned().unwrap_or(crate::eql::Query::Event(crate::eql::EventQuery {
+            category: None,
+            condition: crate::eql::Expr::Literal(crate::eql::Literal::Bool(false), Default::default()),
+            span: Default::default(),
+        }));
+        let (is_sequence, is_sample) = match &query {
+            crate::eql::Query::Sequence(_) => (true, false),
+            crate::eql::Query::Sample(_) => (false, true),
+            crate::eql::Query::Event(_) => (false, false),
+        };
+        let mut query = query;
+        if let (crate::eql::Query::Sequence(seq), Some(ms)) = (&mut query, s.maxspan_ms) {
+            seq.maxspan_ms = Some(ms);
+        }
+        let mut carry: Vec<String> = vec![s.id_field.clone()];
+        carry.extend(IDENTITY_FIELDS.iter().map(|f| f.to_string()));
+        let opts = EngineOptions {
+            types: s.types,
+            timestamp_field: "@timestamp".into(),
+            sample_window_ms: s.sample_window_ms.or(rule.meta().look_back_ms),
+            max_partials: s.max_partials,
+            carry_fields: Vec::new(),
+            mapping_complete: false,
+        };
+        // The fields the query reads are carried too.
+        let probe = Engine::from_ast(&query, rule.query_text(), opts.clone())?;
+        for f in probe.fields() {
+            if !carry.contains(f) {
+                carry.push(f.clone());
+            }
+        }
+        let engine = Engine::from_ast(&query, rule.query_text(), EngineOptions { carry_fields: carry, ..opts })?;
+        Ok(GenericRun {
+            engine: EngineBox(engine),
+            parts: RuleParts::new(rule.meta()),
+            meta: rule.meta().clone(),
+            style: s.style,
+            id_field: s.id_field,
+            is_sequence,
+            is_sample,
+            ordinal: 0,
+            lateness_ms: s.lateness_ms.min(i64::MAX as u64) as i64,
+            max_held: s.max_held,
+            max_held_bytes: s.max_state_bytes,
+            held: BTreeMap::new(),
+            held_bytes: 0,
+            max_seen: None,
+            matches: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// Partial sequences (and held events) now kept.
+    pub fn pending(&self) -> u64 {
+        self.engine.0.state_len() as u64
+    }
+
+    pub fn held(&self) -> u64 {
+        self.held.len() as u64
+    }
+
+    pub fn state_bytes(&self) -> usize {
+        self.held_bytes + self.engine.0.state_len() * 256
+    }
+
+    pub fn engine_stats(&self) -> crate::eql::EngineStats {
+        self.engine.0.stats().clone()
+    }
+
+    /// The latest event time the engine has seen.
+    pub fn watermark(&self) -> Option<i64> {
+        self.max_seen
+    }
+
+    /// One record. `Ok(Some(bytes))`: forward these bytes (the record with
+    /// its alert) instead.
+    #[allow(clippy::too_many_arguments)]
+    pub fn process<'o>(
+        &'o mut self,
+        record: &[u8],
+        msgpack: bool,
+        stats: &mut Stats,
+        exceptions: &mut Exceptions,
+        table: &FieldTable,
+        alerts: &mut VecDeque<StandaloneAlert>,
+    ) -> Result<Option<&'o [u8]>, RecordError> {
+        let event = match read(record, msgpack) {
+            Ok(v) => v,
+            Err(e) => {
+                let (c, r) = match e {
+                    ExtractError::InvalidJson => (&mut stats.invalid_json, RecordError::InvalidJson),
+                    ExtractError::InvalidMsgpack => (&mut stats.invalid_msgpack, RecordError::InvalidMsgpack),
+                    ExtractError::NotAnObject => (&mut stats.not_an_object, RecordError::NotAnObject),
+                    ExtractError::TooDeep => (&mut stats.too_deep, RecordError::TooDeep),
+                };
+                *c += 1;
+                return Err(r);
+            }
+        };
+        if !exceptions.is_empty() {
+            let mut f = Fields::new();
+            let read = if msgpack { crate::msgpack::extract(table, record, &mut f) } else { table.extract(record, &mut f) };
+            if read.is_ok() && exceptions.exclude(&f) {
+                stats.excluded += 1;
+                return Ok(None);
+            }
+        }
+        if self.lateness_ms > 0 && self.is_sequence {
+            let t = event_time(&event);
+            let Some(t) = t else {
+                // No time: it cannot be ordered; the engine ignores it too.
+                self.push(&event, record, msgpack, false, stats, alerts);
+                return Ok(None);
+            };
+            if self.max_seen.is_some_and(|m| t < m.saturating_sub(self.lateness_ms)) {
+                stats.late += 1;
+                return Ok(None);
+            }
+            self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
+            self.ordinal += 1;
+            self.held_bytes += record.len() + HELD_OVERHEAD;
+            self.held.insert((t, self.ordinal), (record.into(), msgpack));
+            let ready = self.max_seen.unwrap_or(t).saturating_sub(self.lateness_ms);
+            while let Some((&(tr, seq), _)) = self.held.iter().next() {
+                let forced = self.held.len() > self.max_held || self.held_bytes > self.max_held_bytes;
+                if tr > ready && !forced {
+                    break;
+                }
+                if forced && tr > ready {
+                    stats.held_forced += 1;
+                }
+                if let Some((bytes, mp)) = self.held.remove(&(tr, seq)) {
+                    self.held_bytes -= bytes.len() + HELD_OVERHEAD;
+                    if let Ok(ev) = read(&bytes, mp) {
+                        self.push(&ev, &bytes, mp, false, stats, alerts);
+                    }
+                }
+            }
+            return Ok(None);
+        }
+        let inline = self.push(&event, record, msgpack, true, stats, alerts);
+        match inline {
+            Some(alert) => {
+                self.out.clear();
+                let merged = if msgpack {
+                    crate::msgpack::merge(record, alert, &mut self.out)
+                } else {
+                    merge(record, alert, &mut self.out)
+                };
+                match merged {
+                    Ok(()) => {
+                        stats.annotated += 1;
+                        Ok(Some(&self.out))
+                    }
+                    Err(_) => {
+                        stats.annotate_failed += 1;
+                        Err(RecordError::AnnotateFailed)
+                    }
+                }
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// End of stream: release held events and results waiting for a
+    /// trailing missing-event stage.
+    pub fn finish(&mut self, stats: &mut Stats, alerts: &mut VecDeque<StandaloneAlert>) -> u64 {
+        let held = std::mem::take(&mut self.held);
+        self.held_bytes = 0;
+        let n = held.len() as u64;
+        for (_, (bytes, mp)) in held {
+            if let Ok(ev) = read(&bytes, mp) {
+                self.push(&ev, &bytes, mp, false, stats, alerts);
+            }
+        }
+        let mut done = Vec::new();
+        self.engine.0.finish(&mut done);
+        for m in done {
+            self.standalone_from_carried(&m, stats, alerts);
+        }
+        n
+    }
+
+    /// Push one event; returns the inline alert when `inline` and the event
+    /// completes a result; every other result becomes a standalone alert.
+    fn push(
+        &mut self,
+        event: &Value,
+        record: &[u8],
+        msgpack: bool,
+        inline: bool,
+        stats: &mut Stats,
+        alerts: &mut VecDeque<StandaloneAlert>,
+    ) -> Option<Map<String, Value>> {
+        self.ordinal += 1;
+        let ord = self.ordinal;
+        let before = self.engine.0.stats().clone();
+        self.matches.clear();
+        let mut matches = std::mem::take(&mut self.matches);
+        self.engine.0.push(ord, event, &mut matches);
+        let after = self.engine.0.stats();
+        stats.stage_matches[0] += after.stage_matches - before.stage_matches;
+        stats.bad_timestamp += after.no_timestamp - before.no_timestamp;
+        stats.invalid_ip += after.malformed_values - before.malformed_values;
+        stats.rejected_by_maxspan += after.expired - before.expired;
+        stats.evicted_by_cap += after.evicted - before.evicted;
+        stats.key_combinations_truncated += after.keys_truncated - before.keys_truncated;
+        let mut first = None;
+        for m in matches.drain(..) {
+            stats.sequences_completed += 1;
+            let completes_here = m.events.iter().rev().find_map(|e| *e) == Some(ord);
+            if !completes_here {
+                self.standalone_from_carried(&m, stats, alerts);
+                continue;
+            }
+            let alert = self.alert(&m);
+            if inline && first.is_none() {
+                first = Some(alert);
+                continue;
+            }
+            let mut out = Vec::new();
+            let merged = if msgpack { crate::msgpack::merge(record, alert, &mut out) } else { merge(record, alert, &mut out) };
+            match merged {
+                Ok(()) => queue(alerts, stats, StandaloneAlert { msgpack, bytes: out }),
+                Err(_) => stats.annotate_failed += 1,
+            }
+        }
+        self.matches = matches;
+        first
+    }
+
+    /// A standalone alert for a result whose completing record has gone:
+    /// the identifying fields of its last event plus the alert.
+    fn standalone_from_carried(&mut self, m: &Match, stats: &mut Stats, alerts: &mut VecDeque<StandaloneAlert>) {
+        stats.sequences_completed += 0;
+        let last = m.carried.iter().rev().find_map(|c| c.clone());
+        let mut body = Map::new();
+        if let Some(c) = last {
+            for (k, v) in c.iter() {
+                insert_dotted(&mut body, k, v.clone());
+            }
+        }
+        let alert = self.alert(m);
+        let base = serde_json::to_vec(&Value::Object(body)).unwrap_or_else(|_| b"{}".to_vec());
+        let mut out = Vec::new();
+        if merge(&base, alert, &mut out).is_ok() {
+            queue(alerts, stats, StandaloneAlert { msgpack: false, bytes: out });
+        } else {
+            stats.annotate_failed += 1;
+        }
+    }
+
+    fn event_id(&self, carried: &Map<String, Value>) -> String {
+        match carried.get(&self.id_field) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => {
+                let text = serde_json::to_string(carried).unwrap_or_default();
+                format_id(digest128(&[&text]))
+            }
+        }
+    }
+
+    /// The alert roots for one result.
+    fn alert(&self, m: &Match) -> Map<String, Value> {
+        let mut events = Vec::with_capacity(m.events.len());
+        let mut ids: Vec<String> = Vec::new();
+        let mut last_carried: Option<&Map<String, Value>> = None;
+        for (i, e) in m.events.iter().enumerate() {
+            let mut ev = Map::new();
+            ev.insert("stage".into(), Value::from(i + 1));
+            match (e, m.carried.get(i).and_then(|c| c.as_deref())) {
+                (Some(_), Some(c)) => {
+                    let id = self.event_id(c);
+                    ev.insert("id".into(), Value::String(id.clone()));
+                    ids.push(id);
+                    for (k, v) in c {
+                        if k != &self.id_field {
+                            ev.insert(k.clone(), v.clone());
+                        }
+                    }
+                    last_carried = Some(c);
+                }
+                (Some(_), None) => {}
+                (None, _) => {
+                    ev.insert("missing".into(), Value::Bool(true));
+                }
+            }
+            events.push(Value::Object(ev));
+        }
+        let times: Vec<i64> = m.times.iter().flatten().copied().collect();
+        let span = match (times.iter().min(), times.iter().max()) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0,
+        };
+        let mut key_parts: Vec<&str> = vec![&self.meta.rule_id];
+        key_parts.extend(ids.iter().map(String::as_str));
+        let alert_id = format_id(digest128(&key_parts));
+        let group_id = format_id(digest128(&[&alert_id, "group"]));
+        let original_time = last_carried
+            .and_then(|c| c.get("@timestamp"))
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .unwrap_or_default();
+        let reason = reason(&self.meta, last_carried);
+        let mut own = Map::new();
+        own.insert("events".into(), Value::Array(events));
+        if self.is_sequence || self.is_sample {
+            let keys: Vec<Value> = m.keys.iter().map(|k| k.clone().map_or(Value::Null, Value::String)).collect();
+            own.insert("join_keys".into(), Value::Array(keys));
+            own.insert("span_ms".into(), Value::from(span));
+        }
+        let mut out = self.parts.roots(&self.style);
+        if self.style.kibana {
+            let ancestors: Vec<Value> = ids
+                .iter()
+                .map(|id| {
+                    let mut a = Map::with_capacity(3);
+                    a.insert("type".into(), Value::from("event"));
+                    a.insert("id".into(), Value::String(id.clone()));
+                    a.insert("depth".into(), Value::from(0));
+                    Value::Object(a)
+                })
+                .collect();
+            let mut alert = Map::with_capacity(11);
+            alert.insert("uuid".into(), Value::String(alert_id));
+            if self.is_sequence {
+                let mut group = Map::with_capacity(1);
+                group.insert("id".into(), Value::String(group_id));
+                alert.insert("group".into(), Value::Object(group));
+            }
+            alert.insert("rule".into(), self.parts.kibana_rule());
+            alert.insert("severity".into(), Value::String(self.meta.severity.clone()));
+            alert.insert("risk_score".into(), Value::from(self.meta.risk_score));
+            alert.insert("reason".into(), Value::String(reason));
+            alert.insert("original_time".into(), Value::String(original_time));
+            alert.insert("status".into(), Value::from("active"));
+            alert.insert("workflow_status".into(), Value::from("open"));
+            alert.insert("depth".into(), Value::from(1));
+            alert.insert("ancestors".into(), Value::Array(ancestors));
+            let mut kibana = Map::with_capacity(1);
+            kibana.insert("alert".into(), Value::Object(alert));
+            out.insert("kibana".into(), Value::Object(kibana));
+        } else {
+            own.insert("alert_id".into(), Value::from(alert_id));
+            if self.is_sequence {
+                own.insert("group_id".into(), Value::from(group_id));
+            }
+            own.insert("reason".into(), Value::from(reason));
+            own.insert("severity".into(), Value::from(self.meta.severity.clone()));
+            own.insert("risk_score".into(), Value::from(self.meta.risk_score));
+        }
+        out.insert("apt_netcon".into(), Value::Object(own));
+        with_prefix(out, &self.style.prefix)
+    }
+}
+
+fn queue(alerts: &mut VecDeque<StandaloneAlert>, stats: &mut Stats, a: StandaloneAlert) {
+    if alerts.len() >= MAX_QUEUED_ALERTS {
+        alerts.pop_front();
+        stats.alerts_dropped += 1;
+    }
+    stats.standalone_alerts += 1;
+    alerts.push_back(a);
+}
+
+/// Kibana's reason for an EQL alert, from the last event's fields:
+/// "`<category>` event with process `<name>`, parent process `<name>`, by
+/// `<user>` on `<host>` created `<severity>` alert `<rule>`."
+fn reason(meta: &crate::rule::RuleMeta, c: Option<&Map<String, Value>>) -> String {
+    let get = |k: &str| -> Option<String> {
+        match c?.get(k)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(a) => a.first().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)),
+            other => Some(other.to_string()),
+        }
+    };
+    let mut s = match get("event.category") {
+        Some(cat) => format!("{cat} event"),
+        None => "event".to_string(),
+    };
+    let mut with = Vec::new();
+    if let Some(p) = get("process.name") {
+        with.push(format!("process {p}"));
+    }
+    if let Some(p) = get("process.parent.name") {
+        with.push(format!("parent process {p}"));
+    }
+    if !with.is_empty() {
+        s.push_str(" with ");
+        s.push_str(&with.join(", "));
+        s.push(',');
+    }
+    if let Some(u) = get("user.name") {
+        s.push_str(&format!(" by {u}"));
+    }
+    if let Some(h) = get("host.name") {
+        s.push_str(&format!(" on {h}"));
+    }
+    s.push_str(&format!(" created {} alert {}.", meta.severity, meta.name));
+    s
+}
+
+/// A stable 128-bit digest (two SipHash runs with fixed keys).
+fn digest128(parts: &[&str]) -> u128 {
+    let mut out = 0u128;
+    for salt in 0..2u8 {
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new_with_keys(0x6170_742d_6e65_7463 ^ salt as u64, 0x6571_6c2d_616c_7274);
+        for p in parts {
+            p.hash(&mut h);
+        }
+        out = (out << 64) | h.finish() as u128;
+    }
+    out
+}
+
+fn insert_dotted(m: &mut Map<String, Value>, path: &str, v: Value) {
+    match path.split_once('.') {
+        None => {
+            m.insert(path.to_string(), v);
+        }
+        Some((head, rest)) => {
+            let child = m.entry(head.to_string()).or_insert_with(|| Value::Object(Map::new()));
+            if !child.is_object() {
+                *child = Value::Object(Map::new());
+            }
+            if let Value::Object(cm) = child {
+                insert_dotted(cm, rest, v);
+            }
+        }
+    }
+}
+
+fn event_time(event: &Value) -> Option<i64> {
+    let mut raw = Vec::new();
+    crate::eql::eval::collect(event, &["@timestamp".to_string()], &mut raw);
+    match raw.first()? {
+        Value::String(s) => crate::eql::value::parse_date(s),
+        Value::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}
+
+/// Read a record as a JSON tree.
+pub fn read(record: &[u8], msgpack: bool) -> Result<Value, ExtractError> {
+    let v = if msgpack {
+        let mut pos = 0;
+        let v = mp_value(record, &mut pos, 0)?;
+        if pos != record.len() {
+            return Err(ExtractError::InvalidMsgpack);
+        }
+        v
+    } else {
+        match serde_json::from_slice::<Value>(record) {
+            Ok(v) => v,
+            Err(e) if e.to_string().contains("recursion limit") => return Err(ExtractError::TooDeep),
+            Err(_) => return Err(ExtractError::InvalidJson),
+        }
+    };
+    if !v.is_object() {
+        return Err(ExtractError::NotAnObject);
+    }
+    Ok(v)
+}
+
+/// Deepest MessagePack nesting read.
+const MP_MAX_DEPTH: usize = 127;
+
+fn mp_value(b: &[u8], pos: &mut usize, depth: usize) -> Result<Value, ExtractError> {
+    use ExtractError::InvalidMsgpack as Bad;
+    if depth > MP_MAX_DEPTH {
+        return Err(ExtractError::TooDeep);
+    }
+    let take = |pos: &mut usize, n: usize| -> Result<&[u8], ExtractError> {
+        let s = b.get(*pos..pos.checked_add(n).ok_or(Bad)?).ok_or(Bad)?;
+        *pos += n;
+        Ok(s)
+    };
+    let be = |s: &[u8]| s.iter().fold(0u64, |a, &x| a << 8 | x as u64);
+    let tag = *take(pos, 1)?.first().ok_or(Bad)?;
+    let str_of = |pos: &mut usize, n: usize| -> Result<Value, ExtractError> {
+        let s = take(pos, n)?;
+        Ok(Value::String(std::str::from_utf8(s).map_err(|_| Bad)?.to_string()))
+    };
+    let arr = |pos: &mut usize, n: usize| -> Result<Value, ExtractError> {
+        let mut v = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            v.push(mp_value(b, pos, depth + 1)?);
+        }
+        Ok(Value::Array(v))
+    };
+    let map = |pos: &mut usize, n: usize| -> Result<Value, ExtractError> {
+        let mut m = Map::new();
+        for _ in 0..n {
+            let Value::String(k) = mp_value(b, pos, depth + 1)? else { return Err(Bad) };
+            let v = mp_value(b, pos, depth + 1)?;
+            m.insert(k, v);
+        }
+        Ok(Value::Object(m))
+    };
+    Ok(match tag {
+        0x00..=0x7f => Value::from(tag as u64),
+        0x80..=0x8f => map(pos, (tag & 0x0f) as usize)?,
+        0x90..=0x9f => arr(pos, (tag & 0x0f) as usize)?,
+        0xa0..=0xbf => str_of(pos, (tag & 0x1f) as usize)?,
+        0xc0 => Value::Null,
+        0xc2 => Value::Bool(false),
+        0xc3 => Value::Bool(true),
+        0xc4..=0xc6 => {
+            let n = be(take(pos, 1 << (tag - 0xc4))?) as usize;
+            take(pos, n)?;
+            Value::Null
+        }
+        0xc7..=0xc9 => {
+            let n = be(take(pos, 1 << (tag - 0xc7))?) as usize;
+            take(pos, n + 1)?;
+            Value::Null
+        }
+        0xca => Value::from(f32::from_bits(be(take(pos, 4)?) as u32) as f64),
+        0xcb => Value::from(f64::from_bits(be(take(pos, 8)?))),
+        0xcc..=0xcf => Value::from(be(take(pos, 1 << (tag - 0xcc))?)),
+        0xd0 => Value::from(take(pos, 1)?[0] as i8 as i64),
+        0xd1 => Value::from(be(take(pos, 2)?) as u16 as i16 as i64),
+        0xd2 => Value::from(be(take(pos, 4)?) as u32 as i32 as i64),
+        0xd3 => Value::from(be(take(pos, 8)?) as i64),
+        0xd4..=0xd8 => {
+            take(pos, 1 + (1 << (tag - 0xd4)))?;
+            Value::Null
+        }
+        0xd9..=0xdb => {
+            let n = be(take(pos, 1 << (tag - 0xd9))?) as usize;
+            str_of(pos, n)?
+        }
+        0xdc | 0xdd => {
+            let n = be(take(pos, if tag == 0xdc { 2 } else { 4 })?) as usize;
+            arr(pos, n)?
+        }
+        0xde | 0xdf => {
+            let n = be(take(pos, if tag == 0xde { 2 } else { 4 })?) as usize;
+            map(pos, n)?
+        }
+        0xe0..=0xff => Value::from(tag as i8 as i64),
+        0xc1 => return Err(Bad),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msgpack_reads_as_json_does() {
+        let v = serde_json::json!({"a": [1, -2, 3.5, "x", null, true], "b": {"c": "d"}, "e": 300, "f": -300});
+        let mut buf = Vec::new();
+        rmp_write(&v, &mut buf);
+        assert_eq!(read(&buf, true).unwrap(), v);
+        assert_eq!(read(&buf[..buf.len() - 1], true), Err(ExtractError::InvalidMsgpack));
+        assert_eq!(read(&[0x91, 0x01], true), Err(ExtractError::NotAnObject));
+    }
+
+    fn rmp_write(v: &Value, out: &mut Vec<u8>) {
+        match v {
+            Value::Null => rmp::encode::write_nil(out).unwrap(),
+            Value::Bool(b) => rmp::encode::write_bool(out, *b).unwrap(),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => {
+                    rmp::encode::write_sint(out, i).unwrap();
+                }
+                None => rmp::encode::write_f64(out, n.as_f64().unwrap()).unwrap(),
+            },
+            Value::String(s) => rmp::encode::write_str(out, s).unwrap(),
+            Value::Array(a) => {
+                rmp::encode::write_array_len(out, a.len() as u32).unwrap();
+                a.iter().for_each(|x| rmp_write(x, out));
+            }
+            Value::Object(m) => {
+                rmp::encode::write_map_len(out, m.len() as u32).unwrap();
+                for (k, x) in m {
+                    rmp::encode::write_str(out, k).unwrap();
+                    rmp_write(x, out);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn digests_are_stable() {
+        assert_eq!(digest128(&["a", "b"]), digest128(&["a", "b"]));
+        assert_ne!(digest128(&["a", "b"]), digest128(&["ab"]));
+    }
+}
