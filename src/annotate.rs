@@ -204,7 +204,11 @@ impl Alert<'_> {
                 .map(|e| {
                     let mut a = Map::with_capacity(3);
                     a.insert("type".into(), Value::from("event"));
-                    a.insert("id".into(), Value::String(format_id(e.digest)));
+                    // The event's own id where it has one (`event.id`), as
+                    // Kibana names an alert's source events; else the digest
+                    // of its identity fields.
+                    let id = e.info.event_id().unwrap_or_else(|| format_id(e.digest));
+                    a.insert("id".into(), Value::String(id));
                     a.insert("depth".into(), Value::from(0));
                     Value::Object(a)
                 })

@@ -512,6 +512,15 @@ impl Carried {
 
     /// The carried fields as a JSON object (dotted names nested, except
     /// `@timestamp`), in the order they were added.
+    /// The carried `event.id`, when it is a string or a number.
+    pub fn event_id(&self) -> Option<String> {
+        match self.to_json().get("event")?.get("id")? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         let mut b: &[u8] = &self.0;

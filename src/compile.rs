@@ -411,9 +411,9 @@ impl<'s> Compiler<'s> {
         for n in numbers {
             alts.push(Pred::Any(slot, Test::Num(CmpOp::Eq, n)));
         }
-        if has_null {
-            alts.push(Pred::IsNull(slot));
-        }
+        // A null in an `in` list matches nothing (Elasticsearch drops null
+        // entries from the terms query).
+        let _ = has_null;
         Ok(if alts.len() == 1 { alts.pop().unwrap() } else { Pred::Or(alts) })
     }
 

@@ -388,7 +388,12 @@ impl Detector {
         let identity_slots = table.len();
         let exceptions = Exceptions::compile(&config.exception_items(), &mut table, &rule.compiled().ip_slots);
         let q = rule.compiled();
-        let maxspan_ms = if q.is_sequence { config.maxspan_ms.or(q.maxspan_ms) } else { q.maxspan_ms };
+        let maxspan_ms = match rule.generic_query() {
+            Some(crate::eql::Query::Sequence(seq)) => config.maxspan_ms.or(seq.maxspan_ms),
+            Some(_) => None,
+            None if q.is_sequence => config.maxspan_ms.or(q.maxspan_ms),
+            None => q.maxspan_ms,
+        };
         let caps = Caps {
             total: config.max_pending_sequences,
             per_host: config.max_pending_per_host,
@@ -403,7 +408,11 @@ impl Detector {
             bytes: config.max_state_bytes,
         };
         let style = AnnotationStyle { prefix: config.annotation_prefix.clone(), kibana: config.kibana_fields };
-        let generic = rule.generic_query().map(|_| {
+        // A rule beyond the fast engine runs on the generic one; so does any
+        // rule when events are to be named by another field than the
+        // `event.id` the fast engine carries.
+        let on_generic = rule.generic_query().is_some() || config.id_field != "event.id";
+        let generic = on_generic.then(|| {
             let settings = |types| GenericSettings {
                 types,
                 id_field: config.id_field.clone(),

@@ -110,11 +110,10 @@ impl GenericRun {
     /// checked when the rule loaded, and is compiled again here with the
     /// config's types.
     pub fn new(rule: &Rule, s: GenericSettings) -> Result<GenericRun, crate::eql::RuleError> {
-        let query = rule.generic_query().cloned().unwrap_or(crate::eql::Query::Event(crate::eql::EventQuery {
-            category: None,
-            condition: crate::eql::Expr::Literal(crate::eql::Literal::Bool(false), Default::default()),
-            span: Default::default(),
-        }));
+        let query = match rule.generic_query() {
+            Some(q) => q.clone(),
+            None => crate::eql::parse(rule.query_text(), crate::eql::ParseLimits::default())?,
+        };
         let (is_sequence, is_sample) = match &query {
             crate::eql::Query::Sequence(_) => (true, false),
             crate::eql::Query::Sample(_) => (false, true),

@@ -81,7 +81,10 @@ impl std::fmt::Display for Outcome {
 }
 
 fn flatten(m: &Match) -> Vec<i64> {
-    m.events.iter().map(|e| e.map_or(-1, |o| o as i64)).collect()
+    m.events
+        .iter()
+        .map(|e| e.map_or(-1, |o| o as i64))
+        .collect()
 }
 
 /// Run one case; `Err` is a malformed case (a bug in the TOML, not in the engine).
@@ -93,7 +96,9 @@ fn run(case: &Case) -> Result<Outcome, String> {
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
-        types.add_simple(&map).map_err(|e| format!("bad types: {e}"))?;
+        types
+            .add_simple(&map)
+            .map_err(|e| format!("bad types: {e}"))?;
     }
     let events: Vec<serde_json::Value> = case
         .events
@@ -101,7 +106,10 @@ fn run(case: &Case) -> Result<Outcome, String> {
         .enumerate()
         .map(|(i, s)| serde_json::from_str(s).map_err(|e| format!("event {i} is not JSON: {e}")))
         .collect::<Result<_, _>>()?;
-    let opts = EngineOptions { types, ..Default::default() };
+    let opts = EngineOptions {
+        types,
+        ..Default::default()
+    };
     let mut engine = match Engine::new(&case.query, opts) {
         Ok(e) => e,
         Err(e) => return Ok(Outcome::Error(e.kind, e.to_string())),
@@ -128,13 +136,13 @@ fn check(case: &Case, actual: &Outcome) -> Result<bool, String> {
             Outcome::Error(..) => Ok(false),
         },
         (None, Some(kind_text)) => {
-            let kind = kind_from_text(kind_text).ok_or_else(|| format!("unknown error kind {kind_text:?}"))?;
+            let kind = kind_from_text(kind_text)
+                .ok_or_else(|| format!("unknown error kind {kind_text:?}"))?;
             match actual {
                 Outcome::Error(k, msg) => Ok(*k == kind
-                    && case
-                        .error_contains
-                        .as_deref()
-                        .map_or(true, |needle| msg.to_lowercase().contains(&needle.to_lowercase()))),
+                    && case.error_contains.as_deref().map_or(true, |needle| {
+                        msg.to_lowercase().contains(&needle.to_lowercase())
+                    })),
                 Outcome::Results(_) => Ok(false),
             }
         }
@@ -157,20 +165,35 @@ fn expected_text(case: &Case) -> String {
 fn eql_cases() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/eql_cases.toml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let file: CaseFile = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file: CaseFile =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 
     let mut names = HashSet::new();
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut known_failing = Vec::new();
     let mut known_passing = Vec::new();
     for case in &file.case {
-        assert!(names.insert(case.name.clone()), "duplicate case name {:?}", case.name);
-        assert!(!case.note.trim().is_empty(), "case {:?} has no note", case.name);
+        assert!(
+            names.insert(case.name.clone()),
+            "duplicate case name {:?}",
+            case.name
+        );
+        assert!(
+            !case.note.trim().is_empty(),
+            "case {:?} has no note",
+            case.name
+        );
         if case.error.is_none() {
-            assert!(!case.events.is_empty(), "case {:?} has no events", case.name);
+            assert!(
+                !case.events.is_empty(),
+                "case {:?} has no events",
+                case.name
+            );
         }
-        let outcome = run(case).unwrap_or_else(|e| panic!("case {:?} is malformed: {e}", case.name));
-        let ok = check(case, &outcome).unwrap_or_else(|e| panic!("case {:?} is malformed: {e}", case.name));
+        let outcome =
+            run(case).unwrap_or_else(|e| panic!("case {:?} is malformed: {e}", case.name));
+        let ok = check(case, &outcome)
+            .unwrap_or_else(|e| panic!("case {:?} is malformed: {e}", case.name));
         match (&case.known_issue, ok) {
             (None, true) => passed += 1,
             (None, false) => {

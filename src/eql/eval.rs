@@ -480,12 +480,10 @@ impl<'a> CondCompiler<'a> {
                 if !xs.is_empty() {
                     alts.push(self.atom(X::In { subject: Box::new(subj.clone()), values: xs, fold }));
                 }
-                if has_null {
-                    alts.push(match &subj {
-                        X::Field(s) => Cond::Missing(*s),
-                        other => self.atom(X::IsNull(Box::new(other.clone()))),
-                    });
-                }
+                // A null in the list matches nothing: Elasticsearch's `In`
+                // drops null entries from a terms query, and a script's
+                // equality with null is null (`InComparisons`, `InProcessor`).
+                let _ = has_null;
                 Ok(match alts.len() {
                     0 => Cond::Const(false),
                     1 => alts.pop().unwrap_or(Cond::Const(false)),

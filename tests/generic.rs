@@ -1,0 +1,308 @@
+//! Rules beyond the fast engine's subset, run through the detector on the
+//! generic engine (`src/generic.rs`): alerts name every event of a result,
+//! every result gives an alert, through JSON and MessagePack; exceptions
+//! and `max_lateness` work as for the fast engine; every Elastic Linux rule
+//! loads; and the APT rule's alerts name their events by `event.id`.
+
+use apt_netcon::{Config, Detector, Rule, Verdict};
+use serde_json::{json, Value};
+use std::path::Path;
+
+fn rule(q: &str) -> Rule {
+    Rule::from_eql(q, apt_netcon::rule::meta_for_file("test-rule")).unwrap_or_else(|e| panic!("{q}: {e}"))
+}
+
+fn ev(id: &str, t: i64, cat: &str, extra: Value) -> Vec<u8> {
+    let mut v = json!({
+        "@timestamp": apt_netcon::time::format_ms(1_714_557_600_000 + t),
+        "event": {"id": id, "category": [cat]},
+        "host": {"id": "H1", "name": "host-1"},
+    });
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// (inline alerts, standalone alerts) for the records, in order; `finish`
+/// at the end.
+fn run(d: &mut Detector, recs: &[Vec<u8>]) -> (Vec<Value>, Vec<Value>) {
+    let (mut inline, mut standalone) = (Vec::new(), Vec::new());
+    for r in recs {
+        if let Ok(Verdict::Annotated(b)) = d.process(r) {
+            inline.push(serde_json::from_slice(b).unwrap());
+        }
+        while let Some(a) = d.take_alert() {
+            standalone.push(serde_json::from_slice(&a.bytes).unwrap());
+        }
+    }
+    d.finish();
+    while let Some(a) = d.take_alert() {
+        standalone.push(serde_json::from_slice(&a.bytes).unwrap());
+    }
+    (inline, standalone)
+}
+
+fn ids(alert: &Value) -> Vec<Value> {
+    alert["apt_netcon"]["events"].as_array().unwrap().iter().map(|e| e["id"].clone()).collect()
+}
+
+#[test]
+fn a_generic_sequence_alert_names_every_event_in_stage_order() {
+    let r = rule(
+        r#"sequence by host.id with maxspan=10s
+             [process where ?process.parent.name regex~ "ap[t]"] by process.entity_id
+             [file where length(file.path) > 3] by process.entity_id
+             [network where destination.port >= 443] by process.entity_id"#,
+    );
+    assert!(r.generic_query().is_some(), "optional fields, regex, length(): the generic engine");
+    let mut d = Detector::with_rule(r, &Config::default());
+    let recs = [
+        ev("e1", 0, "process", json!({"process": {"entity_id": "P", "parent": {"name": "APT"}}})),
+        ev("e2", 100, "file", json!({"process": {"entity_id": "P"}, "file": {"path": "/tmp/x"}})),
+        ev("noise", 150, "network", json!({"process": {"entity_id": "Q"}, "destination": {"port": 443}})),
+        ev("e3", 200, "network", json!({"process": {"entity_id": "P"}, "destination": {"port": 8443}})),
+    ];
+    let (inline, standalone) = run(&mut d, &recs);
+    assert!(standalone.is_empty());
+    assert_eq!(inline.len(), 1);
+    let a = &inline[0];
+    assert_eq!(a["event"]["id"], "e3", "the completing record carries the alert");
+    assert_eq!(ids(a), vec![json!("e1"), json!("e2"), json!("e3")]);
+    assert_eq!(a["apt_netcon"]["join_keys"], json!(["H1", "P"]));
+    assert_eq!(a["apt_netcon"]["span_ms"], 200);
+    assert_eq!(a["apt_netcon"]["events"][1]["file.path"], "/tmp/x", "the fields the stage reads");
+    let anc: Vec<Value> = a["kibana"]["alert"]["ancestors"].as_array().unwrap().iter().map(|x| x["id"].clone()).collect();
+    assert_eq!(anc, vec![json!("e1"), json!("e2"), json!("e3")]);
+    assert_eq!(a["rule"]["name"], "test-rule");
+    let s = d.stats();
+    assert_eq!((s.records, s.annotated, s.sequences_completed), (4, 1, 1));
+}
+
+#[test]
+fn one_record_completing_several_results_gives_one_alert_each() {
+    // A multi-valued join key: Elasticsearch completes one sequence per value.
+    let r = rule(
+        r#"sequence by user.name with maxspan=1m
+             [authentication where ?event.outcome == "failure"]
+             [authentication where event.outcome == "success"]"#,
+    );
+    let mut d = Detector::with_rule(r, &Config::default());
+    let recs = [
+        ev("a1", 0, "authentication", json!({"user": {"name": "root"}, "event": {"id": "a1", "category": ["authentication"], "outcome": "failure"}})),
+        ev("a2", 1, "authentication", json!({"user": {"name": "admin"}, "event": {"id": "a2", "category": ["authentication"], "outcome": "failure"}})),
+        ev("a3", 2, "authentication", json!({"user": {"name": ["root", "admin"]}, "event": {"id": "a3", "category": ["authentication"], "outcome": "success"}})),
+    ];
+    let (inline, standalone) = run(&mut d, &recs);
+    assert_eq!(inline.len() + standalone.len(), 2, "two keys, two alerts");
+    assert_eq!(inline[0]["event"]["id"], "a3");
+    assert_eq!(standalone[0]["event"]["id"], "a3", "the second alert is the same record plus its alert");
+    let mut keys: Vec<Value> = inline.iter().chain(&standalone).map(|a| a["apt_netcon"]["join_keys"][0].clone()).collect();
+    keys.sort_by_key(|k| k.to_string());
+    assert_eq!(keys, vec![json!("admin"), json!("root")]);
+    assert_eq!(d.stats().standalone_alerts, 1);
+}
+
+#[test]
+fn a_trailing_missing_event_result_leaves_when_its_window_has_passed() {
+    let r = rule(
+        r#"sequence by host.id with maxspan=5s
+             [process where process.name == "sshd"]
+            ![process where process.name == "logger"]"#,
+    );
+    let mut d = Detector::with_rule(r, &Config::default());
+    let sshd = |id: &str, t| ev(id, t, "process", json!({"process": {"name": "sshd"}}));
+    let logger = |id: &str, t| ev(id, t, "process", json!({"process": {"name": "logger"}}));
+    let other = |id: &str, t| ev(id, t, "process", json!({"process": {"name": "ls"}}));
+    let recs = [
+        sshd("s1", 0),
+        logger("l1", 1000), // cancels s1's result
+        sshd("s2", 10_000),
+        other("o1", 15_000), // exactly at s2 + maxspan: not yet past it
+        other("o2", 15_001), // past it: s2's result leaves
+        sshd("s3", 20_000),  // still waiting at the end of the stream: released by finish
+    ];
+    let (inline, standalone) = run(&mut d, &recs);
+    assert!(inline.is_empty(), "a result that waits cannot be inline");
+    assert_eq!(standalone.len(), 2);
+    assert_eq!(ids(&standalone[0]), vec![json!("s2"), Value::Null]);
+    assert_eq!(standalone[0]["apt_netcon"]["events"][1]["missing"], true);
+    assert_eq!(standalone[0]["process"]["name"], "sshd", "built from its last event's identifying fields");
+    assert_eq!(ids(&standalone[1]), vec![json!("s3"), Value::Null]);
+}
+
+#[test]
+fn msgpack_records_alert_as_json_ones_do() {
+    let r = rule(r#"process where process.name : "BASH" and process.pid % 2 == 1"#);
+    let cfg = Config::default();
+    let rec = ev("p1", 0, "process", json!({"process": {"name": "bash", "pid": 7}}));
+    let v: Value = serde_json::from_slice(&rec).unwrap();
+    let mut mp = Vec::new();
+    write_mp(&v, &mut mp);
+    let mut d = Detector::with_rule(r.clone(), &cfg);
+    let Ok(Verdict::Annotated(json_out)) = d.process(&rec) else { panic!("JSON record not annotated") };
+    let json_alert: Value = serde_json::from_slice(json_out).unwrap();
+    let mut d = Detector::with_rule(r, &cfg);
+    let Ok(Verdict::Annotated(mp_out)) = d.process_msgpack(&mp) else { panic!("MessagePack record not annotated") };
+    assert_eq!(mp_out[0] & 0xf0, 0x80, "a MessagePack map comes back");
+    let even = ev("p2", 0, "process", json!({"process": {"name": "bash", "pid": 8}}));
+    assert!(matches!(d.process(&even), Ok(Verdict::Unchanged)));
+    assert_eq!(ids(&json_alert), vec![json!("p1")]);
+    assert!(json_alert["apt_netcon"].get("join_keys").is_none(), "an event query has no keys");
+    assert!(json_alert["kibana"]["alert"].get("group").is_none(), "nor a group id");
+}
+
+fn write_mp(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Null => rmp::encode::write_nil(out).unwrap(),
+        Value::Bool(b) => rmp::encode::write_bool(out, *b).unwrap(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => {
+                rmp::encode::write_sint(out, i).unwrap();
+            }
+            None => rmp::encode::write_f64(out, n.as_f64().unwrap()).unwrap(),
+        },
+        Value::String(s) => rmp::encode::write_str(out, s).unwrap(),
+        Value::Array(a) => {
+            rmp::encode::write_array_len(out, a.len() as u32).unwrap();
+            a.iter().for_each(|x| write_mp(x, out));
+        }
+        Value::Object(m) => {
+            rmp::encode::write_map_len(out, m.len() as u32).unwrap();
+            for (k, x) in m {
+                rmp::encode::write_str(out, k).unwrap();
+                write_mp(x, out);
+            }
+        }
+    }
+}
+
+#[test]
+fn exceptions_and_read_errors_work_as_for_the_fast_engine() {
+    let r = rule(r#"process where startsWith~(process.name, "CURL") and ?process.args != null"#);
+    let cfg = Config::from_json(
+        r#"{"exceptions": [{"name": "ci", "entries": [{"field": "host.name", "operator": "is", "value": "ci-1"}]}]}"#,
+    )
+    .unwrap();
+    let mut d = Detector::with_rule(r, &cfg);
+    let hit = ev("c1", 0, "process", json!({"process": {"name": "curl", "args": ["curl"]}}));
+    let mut excluded: Value = serde_json::from_slice(&hit).unwrap();
+    excluded["host"]["name"] = json!("ci-1");
+    assert!(matches!(d.process(&hit), Ok(Verdict::Annotated(_))));
+    assert!(matches!(d.process(&serde_json::to_vec(&excluded).unwrap()), Ok(Verdict::Unchanged)));
+    assert!(d.process(b"{not json").is_err());
+    assert!(d.process(b"[1]").is_err());
+    let s = d.stats();
+    assert_eq!((s.annotated, s.excluded, s.invalid_json, s.not_an_object), (1, 1, 1, 1));
+    assert_eq!(d.exception_counts(), vec![("ci".to_string(), 1)]);
+}
+
+#[test]
+fn max_lateness_orders_events_for_the_generic_engine_too() {
+    let r = rule(
+        r#"sequence by host.id with maxspan=5s
+             [process where process.name == "a" and ?x == null]
+             [process where process.name == "b"]"#,
+    );
+    let cfg = Config::from_json(r#"{"max_lateness": "2s"}"#).unwrap();
+    let mut d = Detector::with_rule(r, &cfg);
+    let a = ev("a", 1000, "process", json!({"process": {"name": "a"}}));
+    let b = ev("b", 500, "process", json!({"process": {"name": "b"}})); // earlier than a: pairs with nothing
+    let b2 = ev("b2", 1500, "process", json!({"process": {"name": "b"}}));
+    let late = ev("z", 9000, "process", json!({"process": {"name": "z"}}));
+    let (inline, standalone) = run(&mut d, &[b2, a, b, late]);
+    assert!(inline.is_empty(), "with max_lateness, results leave as standalone alerts");
+    assert_eq!(standalone.len(), 1);
+    assert_eq!(ids(&standalone[0]), vec![json!("a"), json!("b2")], "sorted by time, b2 follows a");
+}
+
+#[test]
+fn id_field_names_the_events() {
+    let r = rule(r#"process where process.name == "sh" and ?user.name == "root""#);
+    let cfg = Config::from_json(r#"{"id_field": "event.sequence"}"#).unwrap();
+    let mut d = Detector::with_rule(r, &cfg);
+    let rec = ev("ignored", 0, "process", json!({"process": {"name": "sh"}, "user": {"name": "root"}, "event": {"sequence": 4711, "category": ["process"]}}));
+    let Ok(Verdict::Annotated(b)) = d.process(&rec) else { panic!() };
+    let a: Value = serde_json::from_slice(b).unwrap();
+    assert_eq!(a["kibana"]["alert"]["ancestors"][0]["id"], "4711");
+}
+
+#[test]
+fn field_types_from_the_config_type_fields_outside_ecs() {
+    let q = r#"any where app.addr == "10.0.0.0/8" and app.version > "1.9.0""#;
+    let cfg = Config::from_json(r#"{"field_types": {"app.addr": "ip", "app.version": "version"}}"#).unwrap();
+    let mut d = Detector::with_rule(rule(q), &cfg);
+    let hit = ev("h", 0, "process", json!({"app": {"addr": "10.1.2.3", "version": "1.10.0"}}));
+    let miss = ev("m", 0, "process", json!({"app": {"addr": "10.1.2.3", "version": "1.2.0"}}));
+    assert!(matches!(d.process(&hit), Ok(Verdict::Annotated(_))), "1.10.0 > 1.9.0 as versions");
+    assert!(matches!(d.process(&miss), Ok(Verdict::Unchanged)));
+    // Without the types, "1.10.0" < "1.9.0" as strings and the address is a string.
+    let mut d = Detector::with_rule(rule(q), &Config::default());
+    assert!(matches!(d.process(&hit), Ok(Verdict::Unchanged)));
+    let e = Config::from_json(r#"{"field_types": {"x": "ipp"}}"#).unwrap_err();
+    assert!(e.to_string().contains("field_types") && e.to_string().contains("ipp"), "{e}");
+}
+
+#[test]
+fn the_apt_rule_names_its_events_by_event_id() {
+    let sample = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/sample.ndjson")).unwrap();
+    let mut d = Detector::new(&Config::default()).unwrap();
+    let mut ancestors = Vec::new();
+    for line in sample.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        if let Ok(Verdict::Annotated(b)) = d.process(line) {
+            let a: Value = serde_json::from_slice(b).unwrap();
+            ancestors.push(a["kibana"]["alert"]["ancestors"].clone());
+        }
+    }
+    // The new bytes (README, "Alerts"): each stage's own `event.id`.
+    assert_eq!(
+        ancestors,
+        vec![
+            json!([{"type": "event", "id": "hook-exec-0001", "depth": 0}, {"type": "event", "id": "hook-net-0001", "depth": 0}]),
+            json!([{"type": "event", "id": "hook-exec-0002", "depth": 0}, {"type": "event", "id": "hook-net-0002", "depth": 0}]),
+        ]
+    );
+    // An event without `event.id` is still named by the digest of its identity.
+    let exec = br#"{"@timestamp":"2024-05-01T10:00:00Z","event":{"category":["process"],"type":["start"],"action":"exec"},"host":{"id":"H","os":{"type":"linux"}},"process":{"name":"sh","entity_id":"E","args":["sh","-c","x"],"parent":{"name":"apt"}}}"#;
+    let net = br#"{"@timestamp":"2024-05-01T10:00:01Z","event":{"category":["network"],"type":["start"],"action":"connection_attempted"},"host":{"id":"H","os":{"type":"linux"}},"process":{"parent":{"entity_id":"E"}},"destination":{"ip":"8.8.8.8"}}"#;
+    let mut d = Detector::new(&Config::default()).unwrap();
+    d.process(exec).unwrap();
+    let Ok(Verdict::Annotated(b)) = d.process(net) else { panic!() };
+    let a: Value = serde_json::from_slice(b).unwrap();
+    let id = a["kibana"]["alert"]["ancestors"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!((id.len(), id.matches('-').count()), (36, 4), "{id}");
+}
+
+#[test]
+fn every_elastic_linux_rule_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/rules/elastic-linux-eql");
+    if !dir.is_dir() {
+        eprintln!("skipped: rules not present ({})", dir.display());
+        return;
+    }
+    let (mut loaded, mut fast, mut failures) = (0, 0, Vec::new());
+    let mut paths: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    paths.sort();
+    let started = std::time::Instant::now();
+    for p in &paths {
+        let text = std::fs::read_to_string(p).unwrap();
+        match apt_netcon::rule_file::load_toml(&text, &p.display().to_string()) {
+            Ok(r) => {
+                loaded += 1;
+                fast += r.generic_query().is_none() as usize;
+                // And a detector runs it.
+                let mut d = Detector::with_rule(r, &Config::default());
+                let _ = d.process(br#"{"@timestamp":"2024-05-01T10:00:00Z","event":{"category":["process"]}}"#);
+            }
+            Err(e) => failures.push(format!("{}: {e}", p.display())),
+        }
+    }
+    eprintln!(
+        "elastic linux rules: {loaded} of {} load ({fast} on the fast engine, {} on the generic one) in {:.2?}",
+        paths.len(),
+        loaded - fast,
+        started.elapsed()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(loaded, 287);
+}
