@@ -306,3 +306,34 @@ fn every_elastic_linux_rule_loads() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(loaded, 287);
 }
+
+#[test]
+fn state_stays_under_the_cap_for_every_construct() {
+    use apt_netcon::eql::{Engine, EngineOptions};
+    let queries = [
+        "sequence by k [a where true] [b where true]",
+        "sequence by k [a where true] with runs=3 [b where true]",
+        "sequence by k [a where true] [b where true] until [c where true]",
+        "sequence by k with maxspan=1h [a where true] ![c where true] [b where true]",
+        "sequence by k with maxspan=1h [a where true] [b where true] ![c where true]",
+        "sample by k [a where true] [b where true] [c where true]",
+    ];
+    for q in queries {
+        let cap = 500;
+        let opts = EngineOptions { max_partials: cap, ..EngineOptions::default() };
+        let mut e = Engine::new(q, opts).unwrap();
+        let mut out = Vec::new();
+        let mut peak = 0;
+        for i in 0..20_000u64 {
+            // Every key new: nothing ever completes, everything must be dropped.
+            let cat = ["a", "c", "a", "b"][(i % 4) as usize];
+            let k = if cat == "b" { format!("other{i}") } else { format!("k{i}") };
+            let ev = json!({"@timestamp": i as i64, "event": {"category": cat}, "k": k});
+            e.push(i, &ev, &mut out);
+            peak = peak.max(e.state_len());
+        }
+        assert!(peak <= cap + 1, "{q}: {peak} partials held, cap {cap}");
+        assert!(e.stats().evicted > 0, "{q}: evictions are counted");
+        eprintln!("{q}: peak {peak}, evicted {}", e.stats().evicted);
+    }
+}

@@ -742,7 +742,7 @@ impl Engine {
             }
         }
         let cap = self.opts.max_partials;
-        if self.n_partials > cap {
+        if self.n_partials > cap / 2 && self.state_len() > cap {
             // Evict the partials that started first.
             let mut starts: Vec<u64> = self
                 .partials
@@ -750,7 +750,7 @@ impl Engine {
                 .flat_map(|g| g.iter().flat_map(|x| x.iter().map(|p| p.events[0].pos)))
                 .collect();
             starts.sort_unstable();
-            let cut = starts[self.n_partials - cap / 2 - 1];
+            let cut = starts[self.n_partials - cap / 4 - 1];
             let mut evicted = 0usize;
             self.partials.retain(|_, groups| {
                 for g in groups.iter_mut() {
@@ -763,15 +763,21 @@ impl Engine {
             self.n_partials -= evicted;
             self.stats.evicted += evicted as u64;
         }
-        if self.n_missing > cap {
+        if self.n_partials + self.n_missing > cap && self.n_missing > cap / 4 {
+            // Forget the oldest missing-event records (a forgotten one can no
+            // longer reject a result: counted as evicted).
+            let mut all: Vec<u64> =
+                self.missing_hist.iter().flat_map(|h| h.values().flat_map(|q| q.iter().map(|(p, _)| *p))).collect();
+            all.sort_unstable();
+            let cut = all[all.len() - cap / 4 - 1];
             let mut dropped = 0usize;
             for h in self.missing_hist.iter_mut() {
-                for q in h.values_mut() {
-                    while q.len() > 1 {
-                        q.pop_front();
-                        dropped += 1;
-                    }
-                }
+                h.retain(|_, q| {
+                    let before = q.len();
+                    q.retain(|(p, _)| *p > cut);
+                    dropped += before - q.len();
+                    !q.is_empty()
+                });
             }
             self.n_missing -= dropped;
             self.stats.evicted += dropped as u64;
