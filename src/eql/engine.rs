@@ -493,7 +493,10 @@ impl Engine {
         }
         self.release_held(out);
         // Positive stages, last first, so an event never extends a partial
-        // it started.
+        // it started. Results this event completes leave ordered by key, as
+        // Elasticsearch's completed set orders sequences with the same last
+        // event.
+        let first_new = out.len();
         let npos = self.positive.len();
         for pi in (0..npos).rev() {
             let si = self.positive[pi];
@@ -532,6 +535,7 @@ impl Engine {
                 }
             }
         }
+        out[first_new..].sort_by(|a, b| a.keys.cmp(&b.keys));
         if until_hit {
             let u = self.until.clone();
             if let Some(u) = u {

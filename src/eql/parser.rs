@@ -1042,11 +1042,11 @@ impl<'a> Parser<'a> {
         self.advance();
         let num_span = self.span();
         let value = match *self.tok() {
-            Tok::Int(v) if v >= 0 => v as u64,
+            Tok::Int(v) if v > 0 => v as u64,
             Tok::Int(_) => {
                 return Err(self.error(
                     RuleErrorKind::Syntax,
-                    "maxspan must not be negative",
+                    "a positive maxspan value is required",
                     num_span,
                 ))
             }
@@ -2111,7 +2111,14 @@ mod tests {
             Syntax,
             1,
             23,
-            "negative",
+            "positive maxspan",
+        );
+        assert_err(
+            "sequence with maxspan=0ms [a where true] [b where true]",
+            Syntax,
+            1,
+            23,
+            "positive maxspan",
         );
         assert_err(
             "sequence with maxspan=s [a where true] [b where true]",
