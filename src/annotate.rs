@@ -202,34 +202,22 @@ impl Alert<'_> {
                 .events
                 .iter()
                 .map(|e| {
-                    let mut a = Map::with_capacity(3);
-                    a.insert("type".into(), Value::from("event"));
                     // The event's own id where it has one (`event.id`), as
                     // Kibana names an alert's source events; else the digest
                     // of its identity fields.
-                    let id = e.info.event_id().unwrap_or_else(|| format_id(e.digest));
-                    a.insert("id".into(), Value::String(id));
-                    a.insert("depth".into(), Value::from(0));
-                    Value::Object(a)
+                    ancestor(e.info.event_id().unwrap_or_else(|| format_id(e.digest)))
                 })
                 .collect();
-            let mut group = Map::with_capacity(1);
-            group.insert("id".into(), Value::String(self.group_id.clone()));
-            let mut alert = Map::with_capacity(11);
-            alert.insert("uuid".into(), Value::String(self.alert_id.clone()));
-            alert.insert("group".into(), Value::Object(group));
-            alert.insert("rule".into(), parts.kibana_rule.clone());
-            alert.insert("severity".into(), Value::String(m.severity.clone()));
-            alert.insert("risk_score".into(), Value::from(m.risk_score));
-            alert.insert("reason".into(), Value::String(self.reason.clone()));
-            alert.insert("original_time".into(), Value::String(self.original_time.clone()));
-            alert.insert("status".into(), Value::from("active"));
-            alert.insert("workflow_status".into(), Value::from("open"));
-            alert.insert("depth".into(), Value::from(1));
-            alert.insert("ancestors".into(), Value::Array(ancestors));
-            let mut kibana = Map::with_capacity(1);
-            kibana.insert("alert".into(), Value::Object(alert));
-            out.insert("kibana".into(), Value::Object(kibana));
+            let kibana = kibana_root(KibanaAlert {
+                uuid: self.alert_id.clone(),
+                group_id: Some(self.group_id.clone()),
+                rule: parts.kibana_rule.clone(),
+                meta: m,
+                reason: self.reason.clone(),
+                original_time: self.original_time.clone(),
+                ancestors,
+            });
+            out.insert("kibana".into(), kibana);
         } else {
             own.insert("alert_id".into(), Value::from(self.alert_id.clone()));
             own.insert("group_id".into(), Value::from(self.group_id.clone()));
@@ -240,6 +228,52 @@ impl Alert<'_> {
         out.insert("apt_netcon".into(), Value::Object(own));
         out
     }
+}
+
+/// What `kibana.alert` says of one alert.
+pub struct KibanaAlert<'a> {
+    pub uuid: String,
+    /// `kibana.alert.group.id`, for a sequence.
+    pub group_id: Option<String>,
+    /// `kibana.alert.rule` ([`RuleParts::kibana_rule`]).
+    pub rule: Value,
+    pub meta: &'a RuleMeta,
+    pub reason: String,
+    pub original_time: String,
+    /// [`ancestor`] entries, in stage order.
+    pub ancestors: Vec<Value>,
+}
+
+/// The `kibana` root of an alert, as Kibana writes an EQL alert.
+pub fn kibana_root(k: KibanaAlert<'_>) -> Value {
+    let mut alert = Map::with_capacity(11);
+    alert.insert("uuid".into(), Value::String(k.uuid));
+    if let Some(g) = k.group_id {
+        let mut group = Map::with_capacity(1);
+        group.insert("id".into(), Value::String(g));
+        alert.insert("group".into(), Value::Object(group));
+    }
+    alert.insert("rule".into(), k.rule);
+    alert.insert("severity".into(), Value::String(k.meta.severity.clone()));
+    alert.insert("risk_score".into(), Value::from(k.meta.risk_score));
+    alert.insert("reason".into(), Value::String(k.reason));
+    alert.insert("original_time".into(), Value::String(k.original_time));
+    alert.insert("status".into(), Value::from("active"));
+    alert.insert("workflow_status".into(), Value::from("open"));
+    alert.insert("depth".into(), Value::from(1));
+    alert.insert("ancestors".into(), Value::Array(k.ancestors));
+    let mut kibana = Map::with_capacity(1);
+    kibana.insert("alert".into(), Value::Object(alert));
+    Value::Object(kibana)
+}
+
+/// One `kibana.alert.ancestors` entry: a source event by its id.
+pub fn ancestor(id: String) -> Value {
+    let mut a = Map::with_capacity(3);
+    a.insert("type".into(), Value::from("event"));
+    a.insert("id".into(), Value::String(id));
+    a.insert("depth".into(), Value::from(0));
+    Value::Object(a)
 }
 
 /// Format a 128-bit digest as a UUID-shaped string.

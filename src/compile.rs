@@ -647,7 +647,8 @@ fn lit_num(l: &Literal) -> Option<f64> {
     }
 }
 
-fn apply(op: CmpOp, o: Ordering) -> bool {
+/// Whether ordering `o` satisfies `op`.
+pub fn apply(op: CmpOp, o: Ordering) -> bool {
     match op {
         CmpOp::Eq => o == Ordering::Equal,
         CmpOp::Ne => o != Ordering::Equal,

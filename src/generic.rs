@@ -28,7 +28,7 @@
 //! event's identifying fields, or `"missing": true` for a missing-event
 //! stage; `apt_netcon.join_keys` the key values.
 
-use crate::annotate::{format_id, merge, with_prefix, AnnotationStyle, RuleParts};
+use crate::annotate::{ancestor, format_id, kibana_root, merge, with_prefix, AnnotationStyle, KibanaAlert, RuleParts};
 use crate::detector::{RecordError, StandaloneAlert, Stats, MAX_QUEUED_ALERTS};
 use crate::eql::{Engine, EngineOptions, Match, TypeMap};
 use crate::event::{ExtractError, FieldTable, Fields};
@@ -58,7 +58,7 @@ pub const IDENTITY_FIELDS: &[&str] = &[
     "process.parent.executable",
 ];
 
-/// Most events held back for lateness by the generic engine.
+/// Bytes counted per held event beyond its record (for `max_state_bytes`).
 const HELD_OVERHEAD: usize = 64;
 
 /// The generic engine's part of a detector.
@@ -343,12 +343,11 @@ impl GenericRun {
     /// A standalone alert for a result whose completing record has gone:
     /// the identifying fields of its last event plus the alert.
     fn standalone_from_carried(&mut self, m: &Match, stats: &mut Stats, alerts: &mut VecDeque<StandaloneAlert>) {
-        stats.sequences_completed += 0;
         let last = m.carried.iter().rev().find_map(|c| c.clone());
         let mut body = Map::new();
         if let Some(c) = last {
             for (k, v) in c.iter() {
-                insert_dotted(&mut body, k, v.clone());
+                crate::carried::insert_path(&mut body, k, v.clone());
             }
         }
         let alert = self.alert(m);
@@ -425,35 +424,16 @@ impl GenericRun {
         }
         let mut out = self.parts.roots(&self.style);
         if self.style.kibana {
-            let ancestors: Vec<Value> = ids
-                .iter()
-                .map(|id| {
-                    let mut a = Map::with_capacity(3);
-                    a.insert("type".into(), Value::from("event"));
-                    a.insert("id".into(), Value::String(id.clone()));
-                    a.insert("depth".into(), Value::from(0));
-                    Value::Object(a)
-                })
-                .collect();
-            let mut alert = Map::with_capacity(11);
-            alert.insert("uuid".into(), Value::String(alert_id));
-            if self.is_sequence {
-                let mut group = Map::with_capacity(1);
-                group.insert("id".into(), Value::String(group_id));
-                alert.insert("group".into(), Value::Object(group));
-            }
-            alert.insert("rule".into(), self.parts.kibana_rule());
-            alert.insert("severity".into(), Value::String(self.meta.severity.clone()));
-            alert.insert("risk_score".into(), Value::from(self.meta.risk_score));
-            alert.insert("reason".into(), Value::String(reason));
-            alert.insert("original_time".into(), Value::String(original_time));
-            alert.insert("status".into(), Value::from("active"));
-            alert.insert("workflow_status".into(), Value::from("open"));
-            alert.insert("depth".into(), Value::from(1));
-            alert.insert("ancestors".into(), Value::Array(ancestors));
-            let mut kibana = Map::with_capacity(1);
-            kibana.insert("alert".into(), Value::Object(alert));
-            out.insert("kibana".into(), Value::Object(kibana));
+            let kibana = kibana_root(KibanaAlert {
+                uuid: alert_id,
+                group_id: self.is_sequence.then_some(group_id),
+                rule: self.parts.kibana_rule(),
+                meta: &self.meta,
+                reason,
+                original_time,
+                ancestors: ids.into_iter().map(ancestor).collect(),
+            });
+            out.insert("kibana".into(), kibana);
         } else {
             own.insert("alert_id".into(), Value::from(alert_id));
             if self.is_sequence {
@@ -526,23 +506,6 @@ fn digest128(parts: &[&str]) -> u128 {
         out = (out << 64) | h.finish() as u128;
     }
     out
-}
-
-fn insert_dotted(m: &mut Map<String, Value>, path: &str, v: Value) {
-    match path.split_once('.') {
-        None => {
-            m.insert(path.to_string(), v);
-        }
-        Some((head, rest)) => {
-            let child = m.entry(head.to_string()).or_insert_with(|| Value::Object(Map::new()));
-            if !child.is_object() {
-                *child = Value::Object(Map::new());
-            }
-            if let Value::Object(cm) = child {
-                insert_dotted(cm, rest, v);
-            }
-        }
-    }
 }
 
 fn event_time(event: &Value) -> Option<i64> {
@@ -664,37 +627,19 @@ mod tests {
 
     #[test]
     fn msgpack_reads_as_json_does() {
-        let v = serde_json::json!({"a": [1, -2, 3.5, "x", null, true], "b": {"c": "d"}, "e": 300, "f": -300});
-        let mut buf = Vec::new();
-        rmp_write(&v, &mut buf);
+        // {"a": [1, -2, 3.5, "x", null, true], "e": 300}
+        let mut buf = vec![0x82, 0xa1, b'a', 0x96, 0x01, 0xfe, 0xcb];
+        buf.extend_from_slice(&3.5f64.to_bits().to_be_bytes());
+        buf.extend_from_slice(&[0xa1, b'x', 0xc0, 0xc3, 0xa1, b'e', 0xcd, 0x01, 0x2c]);
+        let v = serde_json::json!({"a": [1, -2, 3.5, "x", null, true], "e": 300});
         assert_eq!(read(&buf, true).unwrap(), v);
         assert_eq!(read(&buf[..buf.len() - 1], true), Err(ExtractError::InvalidMsgpack));
         assert_eq!(read(&[0x91, 0x01], true), Err(ExtractError::NotAnObject));
-    }
-
-    fn rmp_write(v: &Value, out: &mut Vec<u8>) {
-        match v {
-            Value::Null => rmp::encode::write_nil(out).unwrap(),
-            Value::Bool(b) => rmp::encode::write_bool(out, *b).unwrap(),
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => {
-                    rmp::encode::write_sint(out, i).unwrap();
-                }
-                None => rmp::encode::write_f64(out, n.as_f64().unwrap()).unwrap(),
-            },
-            Value::String(s) => rmp::encode::write_str(out, s).unwrap(),
-            Value::Array(a) => {
-                rmp::encode::write_array_len(out, a.len() as u32).unwrap();
-                a.iter().for_each(|x| rmp_write(x, out));
-            }
-            Value::Object(m) => {
-                rmp::encode::write_map_len(out, m.len() as u32).unwrap();
-                for (k, x) in m {
-                    rmp::encode::write_str(out, k).unwrap();
-                    rmp_write(x, out);
-                }
-            }
-        }
+        let mut deep = vec![0x91; 200];
+        deep.insert(0, 0x81);
+        deep.insert(1, 0xa1);
+        deep.insert(2, b'k');
+        assert_eq!(read(&deep, true), Err(ExtractError::TooDeep));
     }
 
     #[test]

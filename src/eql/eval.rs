@@ -39,7 +39,7 @@ use super::value::{compare, equals, java_double, literal_for, typed, Val};
 use super::{RuleError, RuleErrorKind, Span};
 use crate::ip::Cidr;
 use serde_json::Value;
-use std::cmp::Ordering;
+use crate::compile::apply;
 
 /// Most value combinations one atom evaluates on one event.
 pub const MAX_COMBINATIONS: usize = 4096;
@@ -769,17 +769,6 @@ fn fold_val(v: Val) -> Val {
     match v {
         Val::Str(s) => Val::Str(fold_str(&s)),
         v => v,
-    }
-}
-
-fn apply(op: CmpOp, o: Ordering) -> bool {
-    match op {
-        CmpOp::Eq => o == Ordering::Equal,
-        CmpOp::Ne => o != Ordering::Equal,
-        CmpOp::Lt => o == Ordering::Less,
-        CmpOp::Le => o != Ordering::Greater,
-        CmpOp::Gt => o == Ordering::Greater,
-        CmpOp::Ge => o != Ordering::Less,
     }
 }
 

@@ -27,6 +27,7 @@
 
 use super::types::{FieldInfo, FieldType};
 use crate::ip::{parse_ip, Cidr};
+use crate::time::{days_from_civil, days_in_month};
 use serde_json::Value;
 use std::cmp::Ordering;
 
@@ -323,25 +324,6 @@ fn parse_optional_time(s: &str) -> Option<i64> {
     }
     let days = days_from_civil(year, month, day);
     Some(((days * 24 + h) * 60 + m - offset_min) * 60_000 + sec * 1000 + ms)
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// The keyword form of a JSON scalar.
