@@ -183,6 +183,12 @@ pub const KEYS: &[KeySpec] = &[
         default: "true",
         description: "Decide most records from a few bytes and fields: pass a record unread when none of the strings every stage requires (e.g. `\"apt\"`, `\"connection_attempted\"`) appears in it, and a record that matches only a later stage and finds nothing waiting after a syntax check. false: read every record that may match whole, so that every malformed one is counted (README, \"Prefilter\").",
     },
+    KeySpec {
+        key: "stats_interval",
+        ty: KeyType::String,
+        default: "0s",
+        description: "How often the Fluent Bit filter and `apt-netcon serve` log their counters while running, e.g. `5m` (wall-clock time, checked as records arrive: an idle filter logs nothing new). `0s`: only at exit. The detector itself ignores it.",
+    },
 ];
 
 /// The field types in force: ECS, then the user's `field_types` (a flat
@@ -265,6 +271,9 @@ pub struct Config {
     pub id_field: String,
     /// `sample_window` in milliseconds.
     pub sample_window_ms: Option<u64>,
+    /// `stats_interval` in milliseconds (0: off). Read by the hosts (the
+    /// Fluent Bit filter, the sidecar) to log counters while running.
+    pub stats_interval_ms: u64,
 }
 
 /// Names of the items the `trusted_*` keys generate (reserved).
@@ -306,6 +315,7 @@ impl Default for Config {
             field_types: None,
             id_field: "event.id".into(),
             sample_window_ms: None,
+            stats_interval_ms: 0,
         }
     }
 }
@@ -481,6 +491,7 @@ impl Config {
                 self.id_field = s
             }
             ("sample_window", Val::S(s)) => self.sample_window_ms = Some(parse_duration_ms(&s).map_err(|m| bad(&m))?),
+            ("stats_interval", Val::S(s)) => self.stats_interval_ms = parse_duration_ms(&s).map_err(|m| bad(&m))?,
             _ => return Err(bad("internal: value of the wrong type")),
         }
         Ok(())

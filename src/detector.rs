@@ -62,6 +62,10 @@ pub const CARRIED_FIELDS: &[&str] = &[
     "user.name",
 ];
 
+/// [`Detector::take_warning`] warns of a cause at its first occurrence, then
+/// again each time this many more have occurred.
+pub const WARNING_EVERY: u64 = 100_000;
+
 /// Fields read for the alert reason and event identity.
 const EXTRA_FIELDS: &[&str] = &["event.sequence", "destination.port", "host.id"];
 
@@ -178,6 +182,12 @@ pub struct Stats {
     /// Standalone alerts dropped, oldest first, because more than
     /// [`MAX_QUEUED_ALERTS`] were waiting to be collected.
     pub alerts_dropped: u64,
+    /// Records that look unparsed: an object of one member holding a
+    /// string (`{"log": "…"}`, `{"message": "…"}`) that is none of the
+    /// fields the detector reads — a raw log line no rule can match (see
+    /// [`Detector::take_warning`]). Not in [`Stats::fields`] (the C ABI's
+    /// stats struct mirrors that list).
+    pub unparsed: u64,
 }
 
 impl Stats {
@@ -307,6 +317,19 @@ pub struct Detector {
     /// The generic engine, for a rule beyond the fast engine's subset
     /// (see [`crate::generic`]).
     generic: Option<Box<GenericRun>>,
+    /// What [`Detector::take_warning`] last reported.
+    warnings: Warnings,
+}
+
+/// The counts at which [`Detector::take_warning`] last warned, and the
+/// member name of an unparsed record (its first bytes, kept without
+/// allocating).
+#[derive(Debug, Default)]
+struct Warnings {
+    unparsed_at: u64,
+    bad_timestamp_at: u64,
+    key: [u8; 32],
+    key_len: usize,
 }
 
 /// What [`Detector::process`] and [`Detector::process_msgpack`] keep from one
@@ -459,6 +482,7 @@ impl Detector {
             frontier: None,
             alerts: VecDeque::new(),
             hasher: Default::default(),
+            warnings: Warnings::default(),
         }
     }
 
@@ -596,6 +620,9 @@ impl Detector {
             self.stats.too_large += 1;
             return Err(RecordError::TooLarge);
         }
+        if let Some(key) = lone_string_member_json(record) {
+            self.note_unparsed(key);
+        }
         if self.generic.is_some() {
             return self.process_generic(record, false);
         }
@@ -650,6 +677,9 @@ impl Detector {
             self.stats.too_large += 1;
             return Err(RecordError::TooLarge);
         }
+        if let Some(key) = lone_string_member_msgpack(body) {
+            self.note_unparsed(key);
+        }
         if self.generic.is_some() {
             return self.process_generic(body, true);
         }
@@ -687,6 +717,77 @@ impl Detector {
                 Err(RecordError::AnnotateFailed)
             }
         }
+    }
+
+    /// A warning for whoever runs the detector to log, when the input looks
+    /// wrong in a way that means no alert can come: `None` almost always
+    /// (two comparisons; call it after every record or chunk).
+    ///
+    /// Two causes, each warned of at its first occurrence and then again
+    /// every [`WARNING_EVERY`] occurrences (the message gives the count so
+    /// far):
+    ///
+    /// * records that look unparsed ([`Stats::unparsed`]): an object of one
+    ///   member holding a string, which is none of the fields the detector
+    ///   reads (`{"log": "…"}`: a shipper without a JSON parser);
+    /// * stage matches without a usable `@timestamp`
+    ///   ([`Stats::bad_timestamp`]): e.g. a Fluent Bit parser with
+    ///   `Time_Key @timestamp` and without `Time_Keep On` removes it.
+    ///
+    /// The message names the cause and the fix, in one line.
+    pub fn take_warning(&mut self) -> Option<String> {
+        let w = &mut self.warnings;
+        let due = |n: u64, at: u64| n > at && (at == 0 || n - at >= WARNING_EVERY);
+        if due(self.stats.unparsed, w.unparsed_at) {
+            let n = self.stats.unparsed;
+            w.unparsed_at = n;
+            let key = String::from_utf8_lossy(&w.key[..w.key_len]);
+            return Some(format!(
+                "{n} record(s) look unparsed (a single member `{key}` holding a string, none of the fields the rule reads): \
+                 no alert can come from them. Parse the log line as JSON before this filter \
+                 (Fluent Bit: `Parser json` on the input, or a `parser` filter with `Key_Name {key}`; \
+                 Vector: `. = parse_json!(.{key})` in a remap transform)"
+            ));
+        }
+        if due(self.stats.bad_timestamp, w.bad_timestamp_at) {
+            let n = self.stats.bad_timestamp;
+            w.bad_timestamp_at = n;
+            return Some(format!(
+                "{n} stage match(es) had no usable @timestamp (missing, or not an RFC 3339 date or epoch milliseconds) \
+                 and were ignored: keep `@timestamp` in the records. A Fluent Bit parser with `Time_Key @timestamp` \
+                 removes it: set `Time_Keep On` on that parser"
+            ));
+        }
+        None
+    }
+
+    /// Count a record that is one member holding a string, unless the
+    /// detector reads that member.
+    #[cold]
+    #[inline(never)]
+    fn note_unparsed(&mut self, key: &[u8]) {
+        let read = match std::str::from_utf8(key) {
+            Ok(k) => {
+                self.table.lookup(k).is_some()
+                    || (self.rule.generic_query().is_some()
+                        && memchr::memmem::find(self.rule.query_text().as_bytes(), key).is_some())
+            }
+            Err(_) => false,
+        };
+        if read {
+            return;
+        }
+        let w = &mut self.warnings;
+        if self.stats.unparsed == w.unparsed_at {
+            // The first since the last warning: its name goes into the next.
+            let mut n = key.len().min(w.key.len());
+            while n < key.len() && n > 0 && (key[n] & 0xc0) == 0x80 {
+                n -= 1; // not in the middle of a UTF-8 character
+            }
+            w.key[..n].copy_from_slice(&key[..n]);
+            w.key_len = n;
+        }
+        self.stats.unparsed += 1;
     }
 
     /// A record for the generic engine (see [`crate::generic`]).
@@ -1064,6 +1165,92 @@ impl Detector {
     }
 }
 
+/// The member name of a JSON record that is an object of exactly one member
+/// holding a string (`{"log": "…"}`), else `None`. Most records are decided
+/// by their last two non-blank bytes (a parsed event seldom ends `"}`).
+/// A name with escapes is not recognised.
+fn lone_string_member_json(r: &[u8]) -> Option<&[u8]> {
+    let blank = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let mut end = r.len();
+    while end > 0 && blank(r[end - 1]) {
+        end -= 1;
+    }
+    if end < 2 || r[end - 1] != b'}' {
+        return None;
+    }
+    end -= 1;
+    while end > 0 && blank(r[end - 1]) {
+        end -= 1;
+    }
+    if end == 0 || r[end - 1] != b'"' {
+        return None;
+    }
+    // `end` is just past the closing quote of the last value.
+    let mut i = 0;
+    let skip = |i: &mut usize| {
+        while *i < end && blank(r[*i]) {
+            *i += 1;
+        }
+    };
+    let expect = |i: &mut usize, c: u8| -> Option<()> {
+        skip(i);
+        (*i < end && r[*i] == c).then(|| *i += 1)
+    };
+    expect(&mut i, b'{')?;
+    expect(&mut i, b'"')?;
+    let k = memchr::memchr2(b'"', b'\\', &r[i..end])?;
+    if r[i + k] != b'"' {
+        return None;
+    }
+    let key = &r[i..i + k];
+    i += k + 1;
+    expect(&mut i, b':')?;
+    expect(&mut i, b'"')?;
+    loop {
+        let k = memchr::memchr2(b'"', b'\\', &r[i..end])?;
+        if r[i + k] == b'\\' {
+            i += k + 2;
+            if i >= end {
+                return None;
+            }
+        } else {
+            i += k + 1;
+            break;
+        }
+    }
+    (i == end).then_some(key)
+}
+
+/// The member name of a MessagePack body that is a map of exactly one member
+/// holding a string, else `None` (decided by the first byte for most).
+fn lone_string_member_msgpack(b: &[u8]) -> Option<&[u8]> {
+    let rest = match *b.first()? {
+        0x81 => &b[1..],
+        0xde if b.get(1..3)? == [0, 1] => &b[3..],
+        0xdf if b.get(1..5)? == [0, 0, 0, 1] => &b[5..],
+        _ => return None,
+    };
+    let (key, rest) = msgpack_str(rest)?;
+    let (_, rest) = msgpack_str(rest)?;
+    rest.is_empty().then_some(key)
+}
+
+/// A MessagePack string at the start of `b`: its bytes and what follows.
+fn msgpack_str(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let be = |r: std::ops::Range<usize>| -> Option<usize> {
+        Some(b.get(r)?.iter().fold(0usize, |n, &x| n << 8 | x as usize))
+    };
+    let (len, head): (usize, usize) = match *b.first()? {
+        m @ 0xa0..=0xbf => ((m & 0x1f) as usize, 1),
+        0xd9 => (be(1..2)?, 2),
+        0xda => (be(1..3)?, 3),
+        0xdb => (be(1..5)?, 5),
+        _ => return None,
+    };
+    let s = b.get(head..head.checked_add(len)?)?;
+    Some((s, &b[head + len..]))
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
@@ -1331,5 +1518,87 @@ mod tests {
                 assert_eq!(got, want, "{rec}");
             }
         }
+    }
+
+    #[test]
+    fn lone_string_members_are_recognised() {
+        let yes: &[(&[u8], &[u8])] = &[
+            (br#"{"log":"2026-03-14 apt-get update"}"#, b"log"),
+            (b" {\n \"message\" : \"a \\\"quoted\\\" \\\\ line\" } \r\n", b"message"),
+            (br#"{"log":""}"#, b"log"),
+        ];
+        for (r, k) in yes {
+            assert_eq!(lone_string_member_json(r), Some(*k), "{}", String::from_utf8_lossy(r));
+        }
+        let no: &[&[u8]] = &[
+            br#"{"log":"a","stream":"stdout"}"#,
+            br#"{"log":{"a":"b"}}"#,
+            br#"{"a":"b"}}"#,
+            br#"{"log":1}"#,
+            br#"{"log":"a\"}"#,
+            br#"{"lo\"g":"a"}"#,
+            br#"{"log":"a"} "#.split_at(5).0,
+            br#"["a"]"#,
+            b"",
+            b"}",
+            br#""}"#,
+            br#"{"x":"a" "b"}"#,
+        ];
+        for r in no {
+            assert_eq!(lone_string_member_json(r), None, "{}", String::from_utf8_lossy(r));
+        }
+        // MessagePack: fixmap, map16, map32 of one string member.
+        let mut m = vec![0x81, 0xa3, b'l', b'o', b'g', 0xd9, 3, b'a', b'b', b'c'];
+        assert_eq!(lone_string_member_msgpack(&m), Some(&b"log"[..]));
+        m.push(0xc0);
+        assert_eq!(lone_string_member_msgpack(&m), None, "trailing bytes");
+        m.pop();
+        m[5] = 0xda;
+        assert_eq!(lone_string_member_msgpack(&m), None, "truncated str16");
+        assert_eq!(lone_string_member_msgpack(&[0xde, 0, 1, 0xa1, b'k', 0xa0]), Some(&b"k"[..]));
+        assert_eq!(lone_string_member_msgpack(&[0xdf, 0, 0, 0, 1, 0xa1, b'k', 0xa0]), Some(&b"k"[..]));
+        assert_eq!(lone_string_member_msgpack(&[0x81, 0xa1, b'k', 0x01]), None, "not a string");
+        assert_eq!(lone_string_member_msgpack(&[0x82, 0xa1, b'k', 0xa0, 0xa1, b'j', 0xa0]), None);
+        assert_eq!(lone_string_member_msgpack(&[]), None);
+    }
+
+    #[test]
+    fn unparsed_records_warn_once_then_every_n() {
+        let mut d = Detector::new(&Config::default()).unwrap();
+        assert_eq!(d.take_warning(), None);
+        let line = br#"{"log":"{\"@timestamp\":\"2026-03-14T09:30:00Z\",\"process\":{\"name\":\"sh\"}}"}"#;
+        for _ in 0..3 {
+            assert_eq!(d.process(line), Ok(Verdict::Unchanged));
+        }
+        let w = d.take_warning().expect("a warning");
+        assert!(w.starts_with("3 record(s) look unparsed (a single member `log` holding a string"), "{w}");
+        assert!(w.contains("`Parser json`") && w.contains("Key_Name log"), "{w}");
+        assert_eq!(d.take_warning(), None, "once");
+        for _ in 0..WARNING_EVERY - 1 {
+            d.process_msgpack(&[0x81, 0xa3, b'l', b'o', b'g', 0xa1, b'x']).unwrap();
+        }
+        assert_eq!(d.take_warning(), None, "not yet {} more", WARNING_EVERY);
+        d.process(line).unwrap();
+        let w = d.take_warning().expect("again");
+        assert!(w.starts_with(&format!("{} record(s)", WARNING_EVERY + 3)), "{w}");
+        assert_eq!(d.stats().unparsed, WARNING_EVERY + 3);
+        // A parsed record, or a single member the rule reads, is not counted.
+        d.process(br#"{"@timestamp":"2026-03-14T09:30:00Z"}"#).unwrap();
+        d.process(br#"{"message":"hello","host":{"id":"h"}}"#).unwrap();
+        assert_eq!(d.stats().unparsed, WARNING_EVERY + 3);
+        assert_eq!(d.take_warning(), None);
+    }
+
+    #[test]
+    fn stage_matches_without_timestamp_warn() {
+        let mut d = Detector::new(&Config::default()).unwrap();
+        let shell = br#"{"event":{"category":["process"],"type":["start"],"action":"exec"},"host":{"id":"h1","os":{"type":"linux"}},"process":{"name":"sh","args":["sh","-c","x"],"entity_id":"P1","parent":{"name":"apt","entity_id":"A1"}}}"#;
+        assert_eq!(d.process(shell), Err(RecordError::BadTimestamp));
+        let w = d.take_warning().expect("a warning");
+        assert!(w.starts_with("1 stage match(es) had no usable @timestamp"), "{w}");
+        assert!(w.contains("Time_Key @timestamp") && w.contains("Time_Keep On"), "{w}");
+        assert_eq!(d.process(shell), Err(RecordError::BadTimestamp));
+        assert_eq!(d.take_warning(), None, "once");
+        assert_eq!(d.stats().unparsed, 0);
     }
 }

@@ -9,6 +9,13 @@
 //! `flb-filter_apt_netcon.so`. Older Fluent Bit versions have another struct
 //! layout and must not load it (see examples/fluent-bit/README.md).
 //!
+//! # Properties
+//!
+//! The struct's `config_map` ([`CONFIG_MAP`], built at compile time from
+//! [`KEYS`] plus `config_file`) lists every property: Fluent Bit itself
+//! refuses an unknown (misspelt) or repeated property before `cb_init` and
+//! before the pipeline starts, naming it and listing the valid ones.
+//!
 //! # Callbacks
 //!
 //! * `cb_init(f_ins, config, data)`: resolves the host's
@@ -26,7 +33,12 @@
 //!   came. Otherwise `FLB_FILTER_MODIFIED` (1) with a new chunk allocated
 //!   with libc `malloc` (the host releases it with `free`), never empty:
 //!   no record is ever dropped. Every outcome is counted ([`Counters`]);
-//!   errors are logged, the first few and then at powers of two.
+//!   errors are logged, the first few and then at powers of two. After the
+//!   chunk, the detector's warnings ([`Detector::take_warning`]: records
+//!   that look unparsed, stage matches without `@timestamp`) are logged, and
+//!   with `stats_interval` set, the counters line (`counters: …`, as at
+//!   exit) once that much wall-clock time has passed since the last one —
+//!   checked as chunks arrive, so an idle filter logs nothing.
 //! * `cb_exit(context, config)`: logs the counters and frees the context.
 //!   NULL does nothing.
 //!
@@ -35,7 +47,8 @@
 //! land in Fluent Bit's log, prefixed `[filter:apt_netcon:<instance>]`), else
 //! to standard error prefixed `[apt_netcon]`. The host's per-instance
 //! `log_level` is not visible to a plugin built outside Fluent Bit's tree:
-//! the plugin logs only errors, one line at start and one at exit.
+//! the plugin logs errors, warnings about its input, one line at start, the
+//! counters every `stats_interval` (off by default) and at exit.
 //!
 //! # Threads, reload
 //!
@@ -63,6 +76,7 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 use std::io::Write;
 use std::ptr;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// `cb_filter`: the chunk was replaced by `*out_buf` / `*out_bytes`.
 pub const FLB_FILTER_MODIFIED: c_int = 1;
@@ -118,7 +132,8 @@ pub struct FlbFilterPlugin {
     /// The name `[FILTER] Name` selects: "apt_netcon".
     pub name: *const c_char,
     pub description: *const c_char,
-    /// NULL: the host does not validate properties (the plugin does).
+    /// The properties the host accepts ([`CONFIG_MAP`]): Fluent Bit refuses
+    /// any other before the pipeline starts.
     pub config_map: *const c_void,
     pub cb_pre_run: Option<InitCallback>,
     pub cb_init: Option<InitCallback>,
@@ -148,7 +163,7 @@ pub static filter_apt_netcon_plugin: PluginExport = PluginExport(FlbFilterPlugin
     name: b"apt_netcon\0".as_ptr() as *const c_char,
     description: b"Suspicious APT package manager network connection (Elastic EQL rule), streaming\0".as_ptr()
         as *const c_char,
-    config_map: ptr::null(),
+    config_map: CONFIG_MAP.0.as_ptr() as *const c_void,
     cb_pre_run: None,
     cb_init: Some(cb_init),
     cb_filter: Some(cb_filter),
@@ -156,6 +171,168 @@ pub static filter_apt_netcon_plugin: PluginExport = PluginExport(FlbFilterPlugin
     cb_notification: None,
     list: [ptr::null_mut(), ptr::null_mut()],
 });
+
+// ---------------------------------------------------------------------------
+// The config map: the properties Fluent Bit lets through.
+
+/// `FLB_CONFIG_MAP_STR`: every property is taken as text and parsed here.
+const FLB_CONFIG_MAP_STR: c_int = 0;
+
+/// `struct flb_config_map` (96 bytes on x86-64, the same layout from Fluent
+/// Bit 1.5 to 5.1). The plugin's map is an array of these ended by an entry
+/// whose `name` is NULL.
+///
+/// What Fluent Bit does with it (`flb_filter_init` →
+/// `flb_filter_plugin_property_check`, before `cb_init`): it copies each
+/// entry (`flb_config_map_create`), then checks every property of the
+/// instance (the core ones — `match`, `alias`, `log_level`, … — are not
+/// among them; `active` and `condition` are let through) against the
+/// names, case-insensitively (`flb_config_map_properties_check`). An
+/// unknown name, or one given twice, is logged —
+/// `[config] apt_netcon: unknown configuration property 'x'. The following
+/// properties are allowed: …` — and the filter, and so Fluent Bit, does not
+/// start. `set_property` 0: the host writes no value anywhere (the plugin
+/// reads the properties with `flb_filter_get_property`); `def_value` NULL
+/// (the defaults are in the descriptions `fluent-bit -F apt_netcon -h`
+/// shows), so the host has nothing to translate or free.
+#[repr(C)]
+#[derive(Debug)]
+pub struct FlbConfigMap {
+    pub type_: c_int,
+    pub name: *const c_char,
+    pub def_value: *const c_char,
+    pub flags: c_int,
+    pub set_property: c_int,
+    pub offset: usize,
+    pub desc: *const c_char,
+    /// `struct flb_config_map_val value` (32 bytes) and `struct mk_list
+    /// _head` (16): the host's, zero here.
+    pub host: [usize; 6],
+}
+
+/// The description of [`CONFIG_FILE_PROPERTY`].
+const CONFIG_FILE_DESC: &str =
+    "Path of a JSON config file (keys as the other properties), read first; the other properties apply on top of it.";
+
+/// Properties: `config_file`, then every key of [`KEYS`].
+const N_PROPERTIES: usize = KEYS.len() + 1;
+
+/// Property `i`: its name, its description and its documented default
+/// (`""` for none).
+const fn property(i: usize) -> (&'static str, &'static str, &'static str) {
+    if i == 0 {
+        return (CONFIG_FILE_PROPERTY, CONFIG_FILE_DESC, "");
+    }
+    let k = &KEYS[i - 1];
+    (k.key, k.description, k.default)
+}
+
+const DEFAULT_PREFIX: &str = " Default: ";
+
+/// The bytes of property `i`'s two strings, each NUL-terminated: the name,
+/// then the description followed by ` Default: <default>.` when it has one.
+const fn property_text_len(i: usize) -> usize {
+    let (name, desc, default) = property(i);
+    let default_len = if default.is_empty() { 0 } else { DEFAULT_PREFIX.len() + default.len() + 1 };
+    name.len() + 1 + desc.len() + default_len + 1
+}
+
+const fn strings_len() -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i < N_PROPERTIES {
+        n += property_text_len(i);
+        i += 1;
+    }
+    n
+}
+
+const STRINGS_LEN: usize = strings_len();
+
+const fn copy_into(out: &mut [u8; STRINGS_LEN], at: usize, s: &str) -> usize {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        out[at + i] = b[i];
+        i += 1;
+    }
+    at + b.len()
+}
+
+/// Every property's name and description, NUL-terminated, built at compile
+/// time from [`KEYS`] (a NUL inside one would fail the build).
+const fn property_strings() -> [u8; STRINGS_LEN] {
+    let mut out = [0u8; STRINGS_LEN];
+    let mut at = 0;
+    let mut i = 0;
+    while i < N_PROPERTIES {
+        let (name, desc, default) = property(i);
+        let start = at;
+        at = copy_into(&mut out, at, name) + 1;
+        at = copy_into(&mut out, at, desc);
+        if !default.is_empty() {
+            at = copy_into(&mut out, at, DEFAULT_PREFIX);
+            at = copy_into(&mut out, at, default);
+            at = copy_into(&mut out, at, ".");
+        }
+        at += 1;
+        assert!(at - start == property_text_len(i));
+        let mut j = start;
+        let mut nuls = 0;
+        while j < at {
+            if out[j] == 0 {
+                nuls += 1;
+            }
+            j += 1;
+        }
+        assert!(nuls == 2, "a property name or description holds a NUL");
+        i += 1;
+    }
+    assert!(at == STRINGS_LEN);
+    out
+}
+
+static PROPERTY_STRINGS: [u8; STRINGS_LEN] = property_strings();
+
+const ZERO_ENTRY: FlbConfigMap = FlbConfigMap {
+    type_: 0,
+    name: ptr::null(),
+    def_value: ptr::null(),
+    flags: 0,
+    set_property: 0,
+    offset: 0,
+    desc: ptr::null(),
+    host: [0; 6],
+};
+
+const fn config_map(strings: &'static [u8; STRINGS_LEN]) -> [FlbConfigMap; N_PROPERTIES + 1] {
+    let mut map = [ZERO_ENTRY; N_PROPERTIES + 1];
+    let base = strings.as_ptr();
+    let mut at = 0;
+    let mut i = 0;
+    while i < N_PROPERTIES {
+        let (name, _, _) = property(i);
+        map[i].type_ = FLB_CONFIG_MAP_STR;
+        // SAFETY (const): both offsets are inside `strings` (see property_strings).
+        map[i].name = unsafe { base.add(at) } as *const c_char;
+        map[i].desc = unsafe { base.add(at + name.len() + 1) } as *const c_char;
+        at += property_text_len(i);
+        i += 1;
+    }
+    map
+}
+
+/// The config map [`filter_apt_netcon_plugin`] points to: `config_file` and
+/// every key of [`KEYS`], then the terminating entry.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct ConfigMapExport(pub [FlbConfigMap; N_PROPERTIES + 1]);
+
+// SAFETY: never written; its pointers refer to the immutable PROPERTY_STRINGS.
+unsafe impl Sync for ConfigMapExport {}
+
+/// The plugin's `config_map`.
+pub static CONFIG_MAP: ConfigMapExport = ConfigMapExport(config_map(&PROPERTY_STRINGS));
 
 // ---------------------------------------------------------------------------
 // The host's functions.
@@ -358,6 +535,10 @@ impl Counters {
 /// The mutable part of an instance.
 struct State {
     det: Detector,
+    /// `stats_interval`, when set: the counters line is logged at the
+    /// first chunk at or after `next_stats`.
+    stats_every: Option<Duration>,
+    next_stats: Instant,
     /// The last annotated chunk (reused between calls).
     out: Vec<u8>,
     counters: Counters,
@@ -374,11 +555,14 @@ struct Context {
 }
 
 impl Context {
-    fn new(det: Detector, log: Log) -> Context {
+    fn new(det: Detector, log: Log, stats_interval_ms: u64) -> Context {
+        let stats_every = (stats_interval_ms > 0).then(|| Duration::from_millis(stats_interval_ms));
         Context {
             log,
             state: Mutex::new(State {
                 det,
+                stats_every,
+                next_stats: Instant::now() + stats_every.unwrap_or_default(),
                 out: Vec::new(),
                 counters: Counters::default(),
                 poisoned: false,
@@ -396,9 +580,28 @@ impl Context {
     }
 
     /// Run one chunk; `Some` holds a new malloc()ed chunk for the host.
+    /// Then log the detector's warnings, and the counters when
+    /// `stats_interval` has passed.
     fn run_chunk(&self, chunk: &[u8]) -> Option<(*mut u8, usize)> {
         let mut guard_st = self.lock();
         let st = &mut *guard_st;
+        let out = self.run_chunk_locked(st, chunk);
+        if !st.poisoned {
+            while let Some(w) = st.det.take_warning() {
+                self.log.warn(&w);
+            }
+        }
+        if let Some(every) = st.stats_every {
+            let now = Instant::now();
+            if now >= st.next_stats {
+                st.next_stats = now + every;
+                self.log.info(&Self::counters_line(st, "counters:"));
+            }
+        }
+        out
+    }
+
+    fn run_chunk_locked(&self, st: &mut State, chunk: &[u8]) -> Option<(*mut u8, usize)> {
         st.counters.chunks += 1;
         if st.poisoned {
             st.counters.skipped_poisoned += 1;
@@ -469,15 +672,21 @@ impl Context {
 
     /// The exit line: the plugin's counters, then the detector's.
     fn summary(&self) -> String {
-        let st = self.lock();
-        let mut s = String::from("exit:");
+        Self::counters_line(&self.lock(), "exit:")
+    }
+
+    /// `<head> <plugin's counters>; detector: <the detector's>`.
+    fn counters_line(st: &State, head: &str) -> String {
+        let mut s = String::from(head);
         for (k, v) in st.counters.fields() {
             s.push_str(&format!(" {k}={v}"));
         }
         s.push_str("; detector:");
-        for (k, v) in st.det.stats().fields() {
+        let stats = st.det.stats();
+        for (k, v) in stats.fields() {
             s.push_str(&format!(" {k}={v}"));
         }
+        s.push_str(&format!(" unparsed={}", stats.unparsed));
         for (name, n) in st.det.exception_counts() {
             s.push_str(&format!(" excluded[{name}]={n}"));
         }
@@ -533,7 +742,7 @@ unsafe fn init_with(host: Host, f_ins: *mut c_void, log: &Log) -> Result<(), Str
         meta.rule_id,
         if set.is_empty() { "all defaults".to_string() } else { format!("properties: {}", set.join(", ")) }
     );
-    let ctx = Box::into_raw(Box::new(Context::new(det, log.clone())));
+    let ctx = Box::into_raw(Box::new(Context::new(det, log.clone(), cfg.stats_interval_ms)));
     // SAFETY: the caller's contract; the host keeps the pointer and passes
     // it to cb_filter and cb_exit, which releases it.
     unsafe { (host.set_context)(f_ins, ctx as *mut c_void) };
@@ -675,10 +884,40 @@ mod tests {
         assert_eq!(p.flags, 0);
         assert_eq!(unsafe { CStr::from_ptr(p.name) }.to_str().unwrap(), "apt_netcon");
         assert!(!unsafe { CStr::from_ptr(p.description) }.to_bytes().is_empty());
-        assert!(p.config_map.is_null());
+        assert_eq!(p.config_map, CONFIG_MAP.0.as_ptr() as *const c_void);
         assert!(p.cb_pre_run.is_none() && p.cb_notification.is_none());
         assert!(p.cb_init.is_some() && p.cb_filter.is_some() && p.cb_exit.is_some());
         assert!(p.list.iter().all(|q| q.is_null()));
+    }
+
+    #[test]
+    fn config_map_lists_config_file_and_every_key() {
+        assert_eq!(size_of::<FlbConfigMap>(), 96);
+        let map = &CONFIG_MAP.0;
+        let e = &map[0];
+        let base = e as *const FlbConfigMap as usize;
+        assert_eq!(ptr::addr_of!(e.name) as usize - base, 8);
+        assert_eq!(ptr::addr_of!(e.def_value) as usize - base, 16);
+        assert_eq!(ptr::addr_of!(e.flags) as usize - base, 24);
+        assert_eq!(ptr::addr_of!(e.set_property) as usize - base, 28);
+        assert_eq!(ptr::addr_of!(e.offset) as usize - base, 32);
+        assert_eq!(ptr::addr_of!(e.desc) as usize - base, 40);
+        let cstr = |p: *const c_char| unsafe { CStr::from_ptr(p) }.to_str().unwrap();
+        let names: Vec<&str> = map.iter().take_while(|e| !e.name.is_null()).map(|e| cstr(e.name)).collect();
+        let want: Vec<&str> = std::iter::once("config_file").chain(KEYS.iter().map(|k| k.key)).collect();
+        assert_eq!(names, want);
+        assert_eq!(map.len(), want.len() + 1);
+        let last = map.last().unwrap();
+        assert!(last.name.is_null() && last.desc.is_null());
+        for (e, k) in map[1..].iter().zip(KEYS) {
+            assert_eq!((e.type_, e.flags, e.set_property, e.offset), (FLB_CONFIG_MAP_STR, 0, 0, 0));
+            assert!(e.def_value.is_null(), "the host has nothing to translate or free");
+            assert!(e.host.iter().all(|&x| x == 0));
+            let desc = cstr(e.desc);
+            assert!(desc.starts_with(k.description), "{desc}");
+            assert!(desc.ends_with(&format!(" Default: {}.", k.default)), "{desc}");
+        }
+        assert_eq!(cstr(map[0].desc), CONFIG_FILE_DESC);
     }
 
     // --- MessagePack records, written with rmp.
@@ -737,7 +976,7 @@ mod tests {
     fn context(props: &[(&str, &str)]) -> Context {
         let map: HashMap<String, String> = props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let (cfg, _) = config_from_properties(|k| Ok(map.get(k).cloned())).unwrap();
-        Context::new(detector_for(&cfg).unwrap(), Log::new(None, "test"))
+        Context::new(detector_for(&cfg).unwrap(), Log::new(None, "test"), cfg.stats_interval_ms)
     }
 
     fn take(p: (*mut u8, usize)) -> Vec<u8> {

@@ -33,6 +33,7 @@ pub mod detector;
 pub mod eql;
 pub mod event;
 pub mod exceptions;
+pub mod footprint;
 #[doc(hidden)]
 pub mod generic;
 #[allow(unsafe_code)]
@@ -42,6 +43,7 @@ pub mod fluentbit;
 pub mod hostq;
 pub mod ip;
 pub mod msgpack;
+pub mod pack;
 mod prefilter;
 pub mod rule;
 pub mod rule_file;

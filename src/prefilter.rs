@@ -202,7 +202,7 @@ fn needle_set(lits: &[String]) -> Option<NeedleSet> {
 }
 
 /// A literal that only a string can equal, written in JSON without escapes.
-fn usable(lit: &str) -> bool {
+pub(crate) fn usable(lit: &str) -> bool {
     let numeric = lit.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
     !lit.is_empty()
         && !numeric

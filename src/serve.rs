@@ -76,6 +76,17 @@
 //! connection is closed, the counters go to standard error, and the exit
 //! status is 0. A second signal stops waiting: the records read but not
 //! forwarded are counted, and the exit status is 1.
+//!
+//! # Warnings and counters while running
+//!
+//! The detector's warnings ([`Detector::take_warning`]: records that look
+//! unparsed, such as Vector's `{"message": "…"}` when nothing parsed the
+//! line; stage matches without `@timestamp`) go to standard error as
+//! `apt-netcon serve: warning: …`, once and then every
+//! [`apt_netcon::detector::WARNING_EVERY`] occurrences. With the config's
+//! `stats_interval` (default `0s`: off), the counters go to standard error
+//! every interval of wall-clock time, idle or not, as one line:
+//! `apt-netcon serve: counters: in=… …; detector: records=… …`.
 
 use apt_netcon::config::Config;
 use apt_netcon::rule::BUILTIN_NAMES;
@@ -596,6 +607,7 @@ fn read_connection(sh: Arc<Shared>, mut s: Stream, conn: u64) {
         }
         carry.extend_from_slice(rest);
         cut_long(&mut det, &sh, conn, &mut lineno, &mut carry, &mut out);
+        log_warnings(&mut det);
         if !out.is_empty() {
             // Queued under the detector's lock: the output order is the
             // order in which the detector saw the records.
@@ -610,7 +622,16 @@ fn read_connection(sh: Arc<Shared>, mut s: Stream, conn: u64) {
         let mut det = sh.det.lock().unwrap();
         cut_long(&mut det, &sh, conn, &mut lineno, &mut carry, &mut out);
         filter_line(&mut det, &sh, conn, lineno, &carry, &mut out);
+        log_warnings(&mut det);
         sh.queue.push(out);
+    }
+}
+
+/// The detector's warnings (records that look unparsed, stage matches
+/// without `@timestamp`: [`Detector::take_warning`]), to standard error.
+fn log_warnings(det: &mut Detector) {
+    while let Some(w) = det.take_warning() {
+        log(format_args!("warning: {w}"));
     }
 }
 
@@ -877,8 +898,9 @@ fn parse_options(args: Vec<String>) -> Result<Option<Options>, String> {
     Ok(Some(Options { listen, forward, config, rule, drain_timeout, queue_bytes, max_line_bytes, max_connections }))
 }
 
-/// The config and rule, chosen as the CLI chooses them.
-fn load_detector(config: Option<&str>, rule: Option<&str>) -> Result<Detector, String> {
+/// The config and rule, chosen as the CLI chooses them; with the config's
+/// `stats_interval` (ms, 0: off).
+fn load_detector(config: Option<&str>, rule: Option<&str>) -> Result<(Detector, u64), String> {
     let mut cfg = match config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {path}: {e}"))?;
@@ -899,7 +921,7 @@ fn load_detector(config: Option<&str>, rule: Option<&str>) -> Result<Detector, S
             ));
         }
     }
-    Detector::new(&cfg).map_err(|e| e.to_string())
+    Ok((Detector::new(&cfg).map_err(|e| e.to_string())?, cfg.stats_interval_ms))
 }
 
 // ---------------------------------------------------------------------------
@@ -914,7 +936,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let det = match load_detector(opts.config.as_deref(), opts.rule.as_deref()) {
+    let (det, stats_interval_ms) = match load_detector(opts.config.as_deref(), opts.rule.as_deref()) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("apt-netcon serve: {e}");
@@ -967,7 +989,25 @@ pub fn main(args: Vec<String>) -> ExitCode {
             Err(e) => log(format_args!("connection {conn}: cannot start a thread: {e}")),
         }
     };
+    // stats_interval: the counters every interval of wall-clock time.
+    let stats_every = (stats_interval_ms > 0).then(|| Duration::from_millis(stats_interval_ms));
+    let mut next_stats = stats_every.map(|d| started + d);
     while signals() == 0 {
+        if let (Some(every), Some(next)) = (stats_every, next_stats) {
+            // Not while a reader holds the detector (e.g. blocked on a full
+            // queue): then at the next poll.
+            if Instant::now() >= next {
+                if let Ok(d) = sh.det.try_lock() {
+                    let alerts = d.stats().annotated.to_string();
+                    log(format_args!(
+                        "counters: {}; detector: {}",
+                        sidecar_counters_with(&sh, &alerts),
+                        detector_counters(&d)
+                    ));
+                    next_stats = Some(Instant::now() + every);
+                }
+            }
+        }
         readers.retain(|h| !h.is_finished());
         if readers.len() >= opts.max_connections {
             thread::sleep(ACCEPT_POLL);
@@ -1061,7 +1101,28 @@ fn report(sh: &Shared, started: Instant, interrupted: bool) {
         get(&c.forward_connects),
         get(&c.forward_connects).saturating_sub(1)
     ));
-    log(format_args!(
+    log(sidecar_counters_with(sh, &alerts));
+    if let Ok(mut d) = det {
+        d.flush();
+        log(detector_counters(&d));
+        let by_item = d.exception_counts();
+        if !by_item.is_empty() {
+            log(format_args!(
+                "excluded={} by exception item: {}",
+                d.stats().excluded,
+                apt_netcon::exceptions::format_counts(&by_item)
+            ));
+        }
+    }
+}
+
+/// The sidecar's counters (`in=… out=… … resent_partial=…`), with the
+/// detector's alert count (`?` when it could not be had).
+fn sidecar_counters_with(sh: &Shared, alerts: &str) -> String {
+    let c = &sh.counters;
+    let (rin, rout) = (get(&c.records_in), get(&c.records_out));
+    let lost = rin.saturating_sub(rout);
+    format!(
         "in={rin} out={rout} not_forwarded={lost} alerts={alerts} connections={} bytes_in={} bytes_out={} empty={} bad={} split_lines={} \
          forward_connects={} reconnects={} connect_failures={} forward_errors={} peer_closes={} resent_partial={}",
         get(&c.connections),
@@ -1076,18 +1137,13 @@ fn report(sh: &Shared, started: Instant, interrupted: bool) {
         get(&c.forward_errors),
         get(&c.peer_closes),
         get(&c.resent_partial),
-    ));
-    if let Ok(mut d) = det {
-        d.flush();
-        let line: Vec<String> = d.stats().fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
-        log(line.join(" "));
-        let by_item = d.exception_counts();
-        if !by_item.is_empty() {
-            log(format_args!(
-                "excluded={} by exception item: {}",
-                d.stats().excluded,
-                apt_netcon::exceptions::format_counts(&by_item)
-            ));
-        }
-    }
+    )
+}
+
+/// The detector's counters: [`apt_netcon::Stats::fields`], then `unparsed`.
+fn detector_counters(d: &Detector) -> String {
+    let stats = d.stats();
+    let mut line: Vec<String> = stats.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    line.push(format!("unparsed={}", stats.unparsed));
+    line.join(" ")
 }

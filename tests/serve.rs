@@ -766,3 +766,62 @@ fn with_max_lateness_held_alerts_go_out_before_the_drain_ends() {
     assert_eq!(&got[..input.len()], &input[..], "every record unchanged, in order");
     assert_eq!(annotated_lines(&got[input.len()..]), 2, "the two alerts follow");
 }
+
+#[test]
+fn warnings_and_periodic_counters_go_to_stderr() {
+    let dir = tmpdir("warn");
+    let config = dir.join("config.json");
+    std::fs::write(&config, r#"{"stats_interval": "200ms"}"#).unwrap();
+    // What Vector sends when nothing parsed the log lines, then a shell
+    // exec'd by apt whose @timestamp a parser took away.
+    let mut input = Vec::new();
+    for i in 0..5 {
+        input.extend_from_slice(format!("{{\"message\":\"line {i}: apt-get update\"}}\n").as_bytes());
+    }
+    let no_time = r#"{"event":{"category":["process"],"type":["start"],"action":"exec"},"host":{"id":"h1","os":{"type":"linux"}},"process":{"name":"sh","args":["sh","-c","x"],"entity_id":"P1","parent":{"name":"apt","entity_id":"A1"}}}"#;
+    input.extend_from_slice(format!("{no_time}\n{no_time}\n").as_bytes());
+    let n = lines(&input);
+    let fwd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fport = fwd.local_addr().unwrap().port();
+    let lport = free_port();
+    let mut side = start(&tcp_args(lport, fport), &["--config", config.to_str().unwrap()]);
+    let recv = Receiver::tcp(fwd);
+    let mut c = connect_tcp(lport);
+    c.write_all(&input).unwrap();
+    recv.wait_for(n, &side);
+    drop(c);
+    // At least two intervals: at least two counters lines, whatever the load.
+    thread::sleep(Duration::from_millis(700));
+    let err = stop(&mut side);
+    assert_eq!(recv.finish(), input, "records forwarded unchanged");
+    assert_eq!(err.matches("look unparsed").count(), 1, "{err}");
+    assert!(err.contains("apt-netcon serve: warning: ") && err.contains("a single member `message` holding a string"), "{err}");
+    assert!(err.contains("parse_json!(.message)"), "{err}");
+    assert_eq!(err.matches("no usable @timestamp").count(), 1, "{err}");
+    assert!(err.contains("`Time_Keep On`"), "{err}");
+    let periodic: Vec<&str> = err.lines().filter(|l| l.starts_with("apt-netcon serve: counters: in=")).collect();
+    assert!(periodic.len() >= 2, "{err}");
+    assert!(periodic.iter().all(|l| l.contains("; detector: records=") && l.contains(" unparsed=")), "{err}");
+    assert!(err.contains("bad_timestamp=2") && err.contains("unparsed=5"), "{err}");
+    assert_eq!(counter(&err, "in"), n as u64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn no_stats_interval_no_periodic_counters() {
+    let fwd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fport = fwd.local_addr().unwrap().port();
+    let lport = free_port();
+    let mut side = start(&tcp_args(lport, fport), &[]);
+    let recv = Receiver::tcp(fwd);
+    let input = sample();
+    let mut c = connect_tcp(lport);
+    c.write_all(&input).unwrap();
+    recv.wait_for(lines(&input), &side);
+    drop(c);
+    thread::sleep(Duration::from_millis(300));
+    let err = stop(&mut side);
+    recv.finish();
+    assert!(!err.contains("counters:"), "{err}");
+    assert!(!err.contains("warning:"), "the sample is parsed ECS: {err}");
+}

@@ -14,15 +14,24 @@
 //
 // # Linking
 //
-// The package links against the library built in this repository:
+// The module path is example.com/aptnetcon (no public path yet): from
+// another module, require it and point it at this directory with a replace
+// directive (Go finds it without any download):
 //
-//	cargo build                           (then)  go build / go test
-//	cargo build --release                 (then)  go build -tags aptnc_release
+//	require example.com/aptnetcon v0.0.0
+//	replace example.com/aptnetcon => /path/to/apt-netcon/examples/go
+//
+// The package links against the library built in this repository, or the
+// one installed:
+//
+//	cargo build --release                 (then)  go build / go test
 //	make install PREFIX=/usr/local        (then)  go build -tags aptnc_shared
+//	cargo build                           (then)  go build -tags aptnc_debug
 //
-// Without a tag it links target/debug/libapt_netcon.a statically (the Go
-// program then needs no shared library at run time); aptnc_release links
-// target/release/libapt_netcon.a. aptnc_shared links the installed shared
+// Without a tag it links target/release/libapt_netcon.a statically — what
+// the README's `cargo build --release` makes (the Go program then needs no
+// shared library at run time); aptnc_debug links target/debug's instead
+// (the test scripts' quicker build). aptnc_shared links the installed shared
 // library through `pkg-config apt_netcon` (set PKG_CONFIG_PATH for another
 // prefix); the program then loads libapt_netcon.so.1 (its SONAME) at run
 // time from the loader's path (ld.so.conf, LD_LIBRARY_PATH, or an rpath
@@ -52,8 +61,8 @@ package aptnetcon
 
 /*
 #cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo !aptnc_release,!aptnc_shared LDFLAGS: ${SRCDIR}/../../target/debug/libapt_netcon.a -lgcc_s -lutil -lrt -lpthread -lm -ldl
-#cgo aptnc_release,!aptnc_shared LDFLAGS: ${SRCDIR}/../../target/release/libapt_netcon.a -lgcc_s -lutil -lrt -lpthread -lm -ldl
+#cgo !aptnc_debug,!aptnc_shared LDFLAGS: ${SRCDIR}/../../target/release/libapt_netcon.a -lgcc_s -lutil -lrt -lpthread -lm -ldl
+#cgo aptnc_debug,!aptnc_shared LDFLAGS: ${SRCDIR}/../../target/debug/libapt_netcon.a -lgcc_s -lutil -lrt -lpthread -lm -ldl
 #cgo aptnc_shared pkg-config: apt_netcon
 #include <stdlib.h>
 #include <apt_netcon.h>

@@ -13,6 +13,18 @@
  *   - the executable exports flb_filter_get_property(), flb_filter_set_context(),
  *     flb_filter_name() and flb_log_print() (this one is linked with
  *     -rdynamic), which the plugin finds with dlsym(RTLD_DEFAULT, ...);
+ *   - before cb_init, flb_filter_init() checks the instance's properties
+ *     against the plugin's config_map when it has one (Fluent Bit's
+ *     flb_filter_plugin_property_check(): flb_config_map_create() copies the
+ *     entries up to the one whose name is NULL, translating the default of
+ *     those with set_property; flb_config_map_properties_check() refuses a
+ *     property whose name is no entry's — case-insensitive, "active" and
+ *     "condition" let through — or that is given twice without
+ *     FLB_CONFIG_MAP_MULT, logging "[config] <plugin>: unknown configuration
+ *     property '<key>'. The following properties are allowed: …"); then
+ *     cb_init is never called and Fluent Bit does not start. The core
+ *     properties (match, alias, log_level, …) never reach that list, so the
+ *     tests' property lists hold only the plugin's;
  *   - cb_init(f_ins, config, data) → cb_filter(data, bytes, tag, tag_len,
  *     &out_buf, &out_bytes, f_ins, i_ins, context, config) per chunk →
  *     cb_exit(context, config); a MODIFIED chunk is released with free();
@@ -90,6 +102,33 @@ _Static_assert(offsetof(struct flb_filter_plugin, list_prev) == 72, "list head a
 #define FLB_FILTER_MODIFIED 1
 #define FLB_FILTER_NOTOUCH 2
 
+/* struct flb_config_map of Fluent Bit 1.5 … 5.1 (x86-64): what a plugin
+ * declares; the host keeps the rest (value, list head) in its own copies. */
+struct flb_config_map {
+    int type;
+    char *name;
+    char *def_value;
+    int flags;
+    int set_property;
+    uintptr_t offset;
+    char *desc;
+    void *value[4]; /* struct flb_config_map_val */
+    void *head[2];  /* struct mk_list */
+};
+
+_Static_assert(sizeof(struct flb_config_map) == 96, "struct flb_config_map is 96 bytes");
+_Static_assert(offsetof(struct flb_config_map, desc) == 40, "desc at 40");
+
+#define FLB_CONFIG_MAP_STR 0
+#define FLB_CONFIG_MAP_STR_PREFIX 1
+#define FLB_CONFIG_MAP_INT 2
+#define FLB_CONFIG_MAP_BOOL 3
+#define FLB_CONFIG_MAP_DEPRECATED 7
+#define FLB_CONFIG_MAP_CLIST 30
+#define FLB_CONFIG_MAP_SLIST_4 44
+#define FLB_CONFIG_MAP_VARIANT 50
+#define FLB_CONFIG_MAP_MULT 1
+
 /* ------------------------------------------------------------------------ */
 /* The host side: a filter instance and the functions Fluent Bit exports. */
 
@@ -159,6 +198,23 @@ static void log_clear(void) {
 
 static int logged(const char *needle) {
     return strstr(log_text, needle) != NULL;
+}
+
+/* How many times `needle` was logged. */
+static int logged_times(const char *needle) {
+    int n = 0;
+    for (const char *p = strstr(log_text, needle); p; p = strstr(p + 1, needle)) n++;
+    return n;
+}
+
+/* The host's own messages (flb_error() and co. in Fluent Bit). */
+static void host_log(int type, const char *fmt, ...) {
+    char msg[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    flb_log_print(type, NULL, 0, "%s", msg);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -368,11 +424,12 @@ static void rec_ls(buf *b) {
     kv(b, "entity_id", "BASH1");
 }
 
-/* Stage 1: apt runs `sh -c 'curl … | sh'`. */
-static void rec_apt_sh(buf *b) {
+/* Stage 1: apt runs `sh -c 'curl … | sh'`; `timestamp` 0: without
+ * @timestamp (what a parser with `Time_Key @timestamp` leaves). */
+static void rec_apt_sh_ts(buf *b, int timestamp) {
     rec_head(b, 1773480600, 900123400);
-    mp_map(b, 4);
-    kv(b, "@timestamp", "2026-03-14T09:30:00.9001234Z");
+    mp_map(b, timestamp ? 4 : 3);
+    if (timestamp) kv(b, "@timestamp", "2026-03-14T09:30:00.9001234Z");
     event(b, "process", "exec", "hook-exec-0001");
     host(b);
     mp_str(b, "process");
@@ -393,6 +450,17 @@ static void rec_apt_sh(buf *b) {
     mp_str(b, "pid");
     mp_uint(b, 2300);
     kv(b, "entity_id", "YjZjOGUwZjItMWEzYy00ZTVmLTlhN2ItMmM0ZDZlOGYwYTFiLTIzMDAtNDAw");
+}
+
+static void rec_apt_sh(buf *b) { rec_apt_sh_ts(b, 1); }
+
+/* A log line that no parser read: {"log": "<the JSON text>"}. */
+static void rec_unparsed(buf *b) {
+    rec_head(b, 1773480600, 0);
+    mp_map(b, 1);
+    kv(b, "log",
+       "{\"@timestamp\":\"2026-03-14T09:30:00.9Z\",\"event\":{\"action\":\"exec\"},"
+       "\"process\":{\"name\":\"sh\",\"parent\":{\"name\":\"apt\"}}}");
 }
 
 /* A connection by the shell's child (curl) to `ip`. */
@@ -608,9 +676,59 @@ static void check_sequence(struct plugin *pl, struct filter_instance *ins, const
     buf_free(&c2);
 }
 
+/* flb_config_map_create() + flb_config_map_properties_check(), as Fluent
+ * Bit runs them in flb_filter_plugin_property_check(): 0, or -1 with the
+ * host's message logged. */
+static int property_check(const struct plugin *pl, const struct filter_instance *ins) {
+    const struct flb_config_map *map = pl->p.config_map;
+    if (!map) return 0; /* no map: every property reaches the plugin */
+    size_t n_map = 0;
+    for (const struct flb_config_map *m = map; m->name; m++, n_map++) {
+        /* What create() does with an entry: a known type; a default only
+         * translated (and so only checked) when set_property is set. */
+        int known = (m->type >= FLB_CONFIG_MAP_STR && m->type <= FLB_CONFIG_MAP_DEPRECATED) ||
+                    (m->type >= FLB_CONFIG_MAP_CLIST && m->type <= FLB_CONFIG_MAP_SLIST_4) ||
+                    m->type == FLB_CONFIG_MAP_VARIANT;
+        if (!known || (m->set_property && m->def_value && m->type == FLB_CONFIG_MAP_STR_PREFIX)) {
+            host_log(1, "[filter] error loading config map for '%s' plugin", pl->p.name);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < ins->n_props; i++) {
+        const char *key = ins->props[i].key;
+        if (strcasecmp(key, "active") == 0 || strcasecmp(key, "condition") == 0) continue;
+        const struct flb_config_map *found = NULL;
+        for (size_t j = 0; j < n_map && !found; j++)
+            if (strlen(map[j].name) == strlen(key) && strcasecmp(map[j].name, key) == 0)
+                found = &map[j];
+        if (!found) {
+            char allowed[8192] = "The following properties are allowed: ";
+            for (size_t j = 0; j < n_map; j++) {
+                size_t len = strlen(allowed);
+                snprintf(allowed + len, sizeof allowed - len,
+                         j + 1 < n_map ? "%s, " : (n_map == 1 ? "%s." : "and %s."), map[j].name);
+            }
+            host_log(1, "[config] %s: unknown configuration property '%s'. %s", pl->p.name, key,
+                     allowed);
+            return -1;
+        }
+        int count = 0;
+        for (size_t j = 0; j < ins->n_props; j++)
+            if (strcmp(ins->props[j].key, key) == 0) count++; /* property_count(): exact */
+        if (!(found->flags & FLB_CONFIG_MAP_MULT) && count > 1) {
+            host_log(1, "[config] %s: configuration property '%s' is set %i times", pl->p.name,
+                     key, count);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* flb_filter_init(): the property check, then cb_init. */
 static int start(struct plugin *pl, struct filter_instance *ins, const struct prop *props,
                  size_t n) {
     instance_init(ins, props, n);
+    if (property_check(pl, ins) != 0) return -1;
     return pl->p.cb_init(ins, &config_token, NULL);
 }
 
@@ -624,7 +742,22 @@ static void test_plugin_symbol(void) {
     CHECK_INT(pl.p.event_type, 0);
     CHECK(pl.p.name && strcmp(pl.p.name, "apt_netcon") == 0);
     CHECK(pl.p.description && pl.p.description[0] != '\0');
-    CHECK(pl.p.config_map == NULL);
+    /* The config map: config_file, then every config key, as text. */
+    const struct flb_config_map *map = pl.p.config_map;
+    CHECK(map != NULL);
+    int n = 0, has_max = 0, has_interval = 0;
+    for (const struct flb_config_map *m = map; map && m->name; m++, n++) {
+        CHECK_INT(m->type, FLB_CONFIG_MAP_STR);
+        CHECK(m->def_value == NULL);
+        CHECK_INT(m->set_property, 0);
+        CHECK_INT(m->flags, 0);
+        CHECK(m->desc && m->desc[0] != '\0');
+        has_max |= strcmp(m->name, "max_pending_sequences") == 0;
+        has_interval |= strcmp(m->name, "stats_interval") == 0;
+    }
+    CHECK(map && strcmp(map[0].name, "config_file") == 0);
+    CHECK(n > 20);
+    CHECK(has_max && has_interval);
     CHECK(pl.p.cb_pre_run == NULL);
     CHECK(pl.p.cb_init && pl.p.cb_filter && pl.p.cb_exit);
     CHECK(pl.p.cb_notification == NULL);
@@ -661,6 +794,9 @@ static void test_pipeline(void) {
 
         CHECK_INT(pl.p.cb_exit(ins.context, &config_token), 0);
         CHECK(logged("exit: chunks=5 modified=1 records_annotated=1 malformed=0"));
+        /* No stats_interval: no periodic line; parsed records: no warning. */
+        CHECK(!logged("counters:"));
+        CHECK(!logged("[warn]"));
     }
     plugin_unload(&pl);
 }
@@ -744,6 +880,120 @@ static void test_bad_property(void) {
     if (ins.context) {
         check_sequence(&pl, &ins, "apt_netcon");
         CHECK_INT(pl.p.cb_exit(ins.context, &config_token), 0);
+    }
+    plugin_unload(&pl);
+}
+
+/* A misspelt property: Fluent Bit refuses it through the config map, before
+ * cb_init, naming it and listing the valid ones. */
+static void test_unknown_property(void) {
+    struct plugin pl;
+    struct filter_instance ins;
+    CHECK(plugin_load(&pl));
+    if (!pl.handle) return;
+
+    static const struct prop typo[] = {{"rule", "apt_netcon_v5"}, {"max_pending_sequencs", "5000"}};
+    log_clear();
+    CHECK_INT(start(&pl, &ins, typo, 2), -1);
+    CHECK_INT(ins.set_context_calls, 0); /* cb_init never ran */
+    CHECK(logged("[error] [config] apt_netcon: unknown configuration property "
+                 "'max_pending_sequencs'. The following properties are allowed: config_file, rule,"));
+    CHECK(logged(" max_pending_sequences, "));
+    CHECK(logged(", and stats_interval."));
+
+    /* Given twice. */
+    static const struct prop twice[] = {{"trusted_process_names", "a"},
+                                        {"trusted_process_names", "b"}};
+    log_clear();
+    CHECK_INT(start(&pl, &ins, twice, 2), -1);
+    CHECK_INT(ins.set_context_calls, 0);
+    CHECK(logged("configuration property 'trusted_process_names' is set 2 times"));
+
+    /* Any case, and the core `active`, pass; the start line lists what was read. */
+    static const struct prop ok[] = {
+        {"Max_Pending_Sequences", "5000"}, {"active", "true"}, {"stats_interval", "5m"}};
+    log_clear();
+    CHECK_INT(start(&pl, &ins, ok, 3), 0);
+    CHECK(logged("properties: max_pending_sequences, stats_interval"));
+    if (ins.context) CHECK_INT(pl.p.cb_exit(ins.context, &config_token), 0);
+    plugin_unload(&pl);
+}
+
+/* Zero alerts never silently: unparsed records, and stage matches without
+ * @timestamp, each give one warning naming the fix. */
+static void test_warnings(void) {
+    struct plugin pl;
+    struct filter_instance ins;
+    CHECK(plugin_load(&pl));
+    if (!pl.handle) return;
+    CHECK_INT(start(&pl, &ins, DEFAULT_PROPS, 2), 0);
+    if (ins.context) {
+        void *out;
+        size_t out_len;
+        buf c = {0};
+        for (int i = 0; i < 5; i++) rec_unparsed(&c);
+        log_clear();
+        CHECK_INT(run(&pl, &ins, &c, &out, &out_len), FLB_FILTER_NOTOUCH);
+        CHECK_INT(run(&pl, &ins, &c, &out, &out_len), FLB_FILTER_NOTOUCH);
+        CHECK_INT(logged_times("[warn]"), 1);
+        CHECK(logged("[warn] [filter:apt_netcon:apt_netcon.0] 5 record(s) look unparsed (a single "
+                     "member `log` holding a string"));
+        CHECK(logged("`Parser json`"));
+        buf_free(&c);
+
+        /* Stage-1 records whose @timestamp the parser took away. */
+        rec_apt_sh_ts(&c, 0);
+        rec_apt_sh_ts(&c, 0);
+        log_clear();
+        CHECK_INT(run(&pl, &ins, &c, &out, &out_len), FLB_FILTER_NOTOUCH);
+        CHECK_INT(run(&pl, &ins, &c, &out, &out_len), FLB_FILTER_NOTOUCH);
+        CHECK_INT(logged_times("[warn]"), 1);
+        CHECK(logged("[warn] [filter:apt_netcon:apt_netcon.0] 2 stage match(es) had no usable "
+                     "@timestamp"));
+        CHECK(logged("`Time_Keep On`"));
+        buf_free(&c);
+
+        /* Well-formed records after that: no more warnings, alerts as ever. */
+        log_clear();
+        check_sequence(&pl, &ins, "kibana");
+        CHECK(!logged("[warn]"));
+        CHECK_INT(pl.p.cb_exit(ins.context, &config_token), 0);
+        CHECK(logged("bad_timestamp=4") && logged("unparsed=10"));
+    }
+    plugin_unload(&pl);
+}
+
+/* stats_interval: the counters line at the first chunk once the interval
+ * (wall clock) has passed since the start or the last line. */
+static void test_stats_interval(void) {
+    struct plugin pl;
+    struct filter_instance ins;
+    CHECK(plugin_load(&pl));
+    if (!pl.handle) return;
+    static const struct prop props[] = {{"stats_interval", "1s"}};
+    log_clear();
+    CHECK_INT(start(&pl, &ins, props, 1), 0);
+    if (ins.context) {
+        void *out;
+        size_t out_len;
+        buf c = {0};
+        rec_ls(&c);
+        CHECK_INT(run(&pl, &ins, &c, &out, &out_len), FLB_FILTER_NOTOUCH);
+        CHECK_INT(logged_times("counters:"), 0); /* not yet 1 s */
+        usleep(1100 * 1000);
+        CHECK_INT(run(&pl, &ins, &c, &out, &out_len), FLB_FILTER_NOTOUCH);
+        CHECK_INT(logged_times("counters:"), 1);
+        CHECK(logged("[info] [filter:apt_netcon:apt_netcon.0] counters: chunks=2 modified=0"));
+        CHECK(logged("; detector: records=2 "));
+        CHECK_INT(run(&pl, &ins, &c, &out, &out_len), FLB_FILTER_NOTOUCH);
+        CHECK_INT(logged_times("counters:"), 1); /* the next one is 1 s away */
+        usleep(1100 * 1000);
+        CHECK_INT(run(&pl, &ins, &c, &out, &out_len), FLB_FILTER_NOTOUCH);
+        CHECK_INT(logged_times("counters:"), 2);
+        CHECK(logged("counters: chunks=4 "));
+        buf_free(&c);
+        CHECK_INT(pl.p.cb_exit(ins.context, &config_token), 0);
+        CHECK(logged("exit: chunks=4 "));
     }
     plugin_unload(&pl);
 }
@@ -850,6 +1100,9 @@ static const struct {
     T(test_pipeline),
     T(test_reload),
     T(test_bad_property),
+    T(test_unknown_property),
+    T(test_warnings),
+    T(test_stats_interval),
     T(test_config_file),
     T(test_malformed_chunk),
     T(test_null_arguments),
