@@ -793,7 +793,36 @@ impl Detector {
     /// A record for the generic engine (see [`crate::generic`]).
     fn process_generic(&mut self, record: &[u8], msgpack: bool) -> Result<Verdict<'_>, RecordError> {
         let Some(g) = self.generic.as_mut() else { return Ok(Verdict::Unchanged) };
-        g.process(record, msgpack, &mut self.stats, &mut self.exceptions, &self.table, &mut self.alerts)
+        g.process(record, msgpack, None, &mut self.stats, &mut self.exceptions, &self.table, &mut self.alerts)
+            .map(|o| o.map_or(Verdict::Unchanged, Verdict::Annotated))
+    }
+
+    /// Whether this detector runs its rule on the generic engine (which
+    /// reads a record as a whole tree: see [`Detector::process_parsed`]).
+    pub fn is_generic(&self) -> bool {
+        self.generic.is_some()
+    }
+
+    /// [`Detector::process`] (or, with `msgpack`, [`Detector::process_msgpack`])
+    /// of a record already read as a tree by [`crate::generic::read`], for
+    /// a rule on the generic engine: a rule pack reads each record once for
+    /// all of them. For a rule on the fast engine the tree is not used.
+    pub fn process_parsed(
+        &mut self,
+        record: &[u8],
+        msgpack: bool,
+        parsed: &Result<Value, ExtractError>,
+    ) -> Result<Verdict<'_>, RecordError> {
+        if self.generic.is_none() {
+            return if msgpack { self.process_msgpack(record) } else { self.process(record) };
+        }
+        self.stats.records += 1;
+        if record.len() > self.max_record_bytes {
+            self.stats.too_large += 1;
+            return Err(RecordError::TooLarge);
+        }
+        let Some(g) = self.generic.as_mut() else { return Ok(Verdict::Unchanged) };
+        g.process(record, msgpack, Some(parsed), &mut self.stats, &mut self.exceptions, &self.table, &mut self.alerts)
             .map(|o| o.map_or(Verdict::Unchanged, Verdict::Annotated))
     }
 

@@ -183,22 +183,32 @@ impl GenericRun {
         self.max_seen
     }
 
-    /// One record. `Ok(Some(bytes))`: forward these bytes (the record with
-    /// its alert) instead.
+    /// One record (`parsed`: its tree, when the caller has read it already,
+    /// as a rule pack does once for all its rules). `Ok(Some(bytes))`:
+    /// forward these bytes (the record with its alert) instead.
     #[allow(clippy::too_many_arguments)]
     pub fn process<'o>(
         &'o mut self,
         record: &[u8],
         msgpack: bool,
+        parsed: Option<&Result<Value, ExtractError>>,
         stats: &mut Stats,
         exceptions: &mut Exceptions,
         table: &FieldTable,
         alerts: &mut VecDeque<StandaloneAlert>,
     ) -> Result<Option<&'o [u8]>, RecordError> {
-        let event = match read(record, msgpack) {
+        let owned;
+        let parsed = match parsed {
+            Some(p) => p,
+            None => {
+                owned = read(record, msgpack);
+                &owned
+            }
+        };
+        let event = match parsed {
             Ok(v) => v,
             Err(e) => {
-                let (c, r) = match e {
+                let (c, r) = match *e {
                     ExtractError::InvalidJson => (&mut stats.invalid_json, RecordError::InvalidJson),
                     ExtractError::InvalidMsgpack => (&mut stats.invalid_msgpack, RecordError::InvalidMsgpack),
                     ExtractError::NotAnObject => (&mut stats.not_an_object, RecordError::NotAnObject),

@@ -356,11 +356,20 @@ impl PackDetector {
         self.candidates_of(record, !msgpack);
         let before = self.alerts.len();
         let mut err = None;
+        // Rules on the generic engine read the record as a tree: once for all.
+        let mut parsed = None;
         for k in 0..self.candidates.len() {
             let i = self.candidates[k] as usize;
             self.tested += 1;
             let d = &mut self.detectors[i];
-            let verdict = if msgpack { d.process_msgpack(record) } else { d.process(record) };
+            let verdict = if d.is_generic() {
+                let tree = parsed.get_or_insert_with(|| crate::generic::read(record, msgpack));
+                d.process_parsed(record, msgpack, tree)
+            } else if msgpack {
+                d.process_msgpack(record)
+            } else {
+                d.process(record)
+            };
             match verdict {
                 Ok(Verdict::Annotated(bytes)) => {
                     let bytes = bytes.to_vec();

@@ -209,7 +209,6 @@ pub struct Engine {
     maxspan: Option<i64>,
     opts: EngineOptions,
     carry: Vec<Vec<String>>,
-    doc: Doc,
     pos: u64,
     watermark: i64,
     /// key → per positive stage (but the last), partials ordered by last pos.
@@ -300,7 +299,6 @@ impl Engine {
             maxspan,
             opts: options,
             carry,
-            doc: Doc::default(),
             pos: 0,
             watermark: i64::MIN,
             partials: HashMap::new(),
@@ -347,26 +345,24 @@ impl Engine {
     pub fn push(&mut self, ordinal: u64, event: &Value, out: &mut Vec<Match>) {
         self.stats.events += 1;
         self.pos += 1;
-        let mut doc = std::mem::take(&mut self.doc);
-        self.fields.read(event, &mut doc);
-        self.stats.malformed_values += doc.malformed as u64;
-        let time = match doc.values[self.ts_slot].first() {
-            Some(Val::Date(t)) => Some(*t),
-            _ => None,
-        };
+        let fields = std::mem::take(&mut self.fields);
+        let doc = Doc::new(&fields, event);
         match self.kind {
             Kind::Event => {
                 if test(&self.stages[0].cond, &doc) {
                     self.stats.stage_matches += 1;
                     self.stats.results += 1;
                     let carried = self.carried(event);
+                    let time = doc_time(&doc, self.ts_slot);
                     out.push(Match { events: vec![Some(ordinal)], keys: Vec::new(), carried: vec![carried], times: vec![time] });
                 }
             }
-            Kind::Sequence => self.sequence_event(ordinal, event, &doc, time, out),
-            Kind::Sample => self.sample_event(ordinal, event, &doc, time, out),
+            Kind::Sequence => self.sequence_event(ordinal, event, &doc, out),
+            Kind::Sample => self.sample_event(ordinal, event, &doc, out),
         }
-        self.doc = doc;
+        self.stats.malformed_values += doc.malformed() as u64;
+        drop(doc);
+        self.fields = fields;
     }
 
     /// The end of the stream: results that were waiting for more events
@@ -415,7 +411,7 @@ impl Engine {
         for k in &stage.keys {
             let vals: Vec<Option<String>> = {
                 let mut v: Vec<Option<String>> = Vec::new();
-                for x in &doc.values[k.slot] {
+                for x in doc.get(k.slot) {
                     // A sample's keys come from a composite aggregation,
                     // which prints dates as epoch milliseconds.
                     let t = match (x, &self.kind) {
@@ -456,13 +452,14 @@ impl Engine {
         Some(combos)
     }
 
-    fn sequence_event(&mut self, ordinal: u64, event: &Value, doc: &Doc, time: Option<i64>, out: &mut Vec<Match>) {
+    fn sequence_event(&mut self, ordinal: u64, event: &Value, doc: &Doc, out: &mut Vec<Match>) {
         let matched: Vec<bool> = self.stages.iter().map(|s| test(&s.cond, doc)).collect();
         let until_hit = self.until.as_ref().is_some_and(|u| test(&u.cond, doc));
         if !matched.iter().any(|m| *m) && !until_hit {
             return;
         }
         self.stats.stage_matches += matched.iter().any(|m| *m) as u64;
+        let time = doc_time(doc, self.ts_slot);
         let Some(t) = time else {
             self.stats.no_timestamp += 1;
             return;
@@ -795,11 +792,12 @@ impl Engine {
         }
     }
 
-    fn sample_event(&mut self, ordinal: u64, event: &Value, doc: &Doc, time: Option<i64>, out: &mut Vec<Match>) {
+    fn sample_event(&mut self, ordinal: u64, event: &Value, doc: &Doc, out: &mut Vec<Match>) {
         let matched: Vec<bool> = self.stages.iter().map(|s| test(&s.cond, doc)).collect();
         if !matched.iter().any(|m| *m) {
             return;
         }
+        let time = doc_time(doc, self.ts_slot);
         self.stats.stage_matches += 1;
         let t = time.unwrap_or(i64::MIN);
         if t > self.watermark {
@@ -867,6 +865,14 @@ impl Engine {
                 self.stats.expired += c as u64;
             }
         }
+    }
+}
+
+/// The event's time: its first `@timestamp` value, a date.
+fn doc_time(doc: &Doc, ts_slot: usize) -> Option<i64> {
+    match doc.get(ts_slot).first() {
+        Some(Val::Date(t)) => Some(*t),
+        _ => None,
     }
 }
 

@@ -39,6 +39,7 @@ use super::value::{compare, equals, java_double, literal_for, typed, Val};
 use super::{RuleError, RuleErrorKind, Span};
 use crate::ip::Cidr;
 use serde_json::Value;
+use std::cell::{Cell, OnceCell};
 use crate::compile::apply;
 
 /// Most value combinations one atom evaluates on one event.
@@ -76,25 +77,20 @@ impl FieldSet {
         self.infos[slot].as_ref()
     }
 
-    /// Read every field of the set from one event.
-    pub fn read(&self, event: &Value, doc: &mut Doc) {
-        doc.values.clear();
-        doc.values.resize(self.names.len(), Vec::new());
-        doc.malformed = 0;
+    /// Read one field of the set from one event; counts malformed values.
+    fn read_one(&self, event: &Value, slot: usize, malformed: &Cell<u32>) -> Vec<Val> {
         let mut raw: Vec<&Value> = Vec::new();
-        for (slot, segs) in self.segs.iter().enumerate() {
-            raw.clear();
-            collect(event, segs, &mut raw);
-            let info = self.infos[slot].as_ref();
-            let out = &mut doc.values[slot];
-            for v in &raw {
-                match typed(v, info) {
-                    Ok(Some(x)) => out.push(x),
-                    Ok(None) => {}
-                    Err(()) => doc.malformed += 1,
-                }
+        collect(event, &self.segs[slot], &mut raw);
+        let info = self.infos[slot].as_ref();
+        let mut out = Vec::with_capacity(raw.len());
+        for v in &raw {
+            match typed(v, info) {
+                Ok(Some(x)) => out.push(x),
+                Ok(None) => {}
+                Err(()) => malformed.set(malformed.get() + 1),
             }
         }
+        out
     }
 }
 
@@ -131,12 +127,41 @@ pub fn collect<'v>(v: &'v Value, segs: &[String], out: &mut Vec<&'v Value>) {
     }
 }
 
-/// One event's values, by slot of a [`FieldSet`].
-#[derive(Debug, Clone, Default)]
-pub struct Doc {
-    pub values: Vec<Vec<Val>>,
-    /// Values dropped as malformed for their field's type.
-    pub malformed: u32,
+/// One event's values, by slot of a [`FieldSet`], each read from the event
+/// the first time a condition asks for it: a condition that fails on its
+/// first conjunct (its category, say) reads nothing else.
+#[derive(Debug)]
+pub struct Doc<'a> {
+    src: Option<(&'a FieldSet, &'a Value)>,
+    values: Vec<OnceCell<Vec<Val>>>,
+    malformed: Cell<u32>,
+}
+
+impl<'a> Doc<'a> {
+    /// The fields of `fields` in `event`.
+    pub fn new(fields: &'a FieldSet, event: &'a Value) -> Doc<'a> {
+        let values = (0..fields.names.len()).map(|_| OnceCell::new()).collect();
+        Doc { src: Some((fields, event)), values, malformed: Cell::new(0) }
+    }
+
+    /// No event: every field is absent (for folding constants).
+    pub fn empty() -> Doc<'static> {
+        Doc { src: None, values: Vec::new(), malformed: Cell::new(0) }
+    }
+
+    /// The values of a slot.
+    pub fn get(&self, slot: usize) -> &[Val] {
+        let Some(cell) = self.values.get(slot) else { return &[] };
+        cell.get_or_init(|| match self.src {
+            Some((fields, event)) => fields.read_one(event, slot, &self.malformed),
+            None => Vec::new(),
+        })
+    }
+
+    /// Values read so far that were dropped as malformed for their type.
+    pub fn malformed(&self) -> u32 {
+        self.malformed.get()
+    }
 }
 
 /// A compiled condition (event level, two-valued).
@@ -357,7 +382,7 @@ impl<'a> CondCompiler<'a> {
         slots_of(&expr, &mut slots);
         if slots.is_empty() {
             // Constant: fold it.
-            let doc = Doc::default();
+            let doc = Doc::empty();
             return Cond::Const(matches!(eval(&expr, &doc, &[]), Val::Bool(true)));
         }
         Cond::Atom { expr, slots }
@@ -644,7 +669,7 @@ pub fn test(c: &Cond, doc: &Doc) -> bool {
         Cond::And(v) => v.iter().all(|c| test(c, doc)),
         Cond::Or(v) => v.iter().any(|c| test(c, doc)),
         Cond::Not(c) => !test(c, doc),
-        Cond::Missing(s) => doc.values[*s].is_empty(),
+        Cond::Missing(s) => doc.get(*s).is_empty(),
         Cond::Atom { expr, slots } => atom_true(expr, slots, doc),
     }
 }
@@ -653,12 +678,12 @@ pub fn test(c: &Cond, doc: &Doc) -> bool {
 fn atom_true(expr: &X, slots: &[usize], doc: &Doc) -> bool {
     const NULL: Val = Val::Null;
     let mut pick: Vec<usize> = vec![0; slots.len()];
-    let lens: Vec<usize> = slots.iter().map(|s| doc.values[*s].len().max(1)).collect();
+    let lens: Vec<usize> = slots.iter().map(|s| doc.get(*s).len().max(1)).collect();
     let mut env: Vec<&Val> = Vec::with_capacity(slots.len());
     for _ in 0..MAX_COMBINATIONS {
         env.clear();
         for (i, s) in slots.iter().enumerate() {
-            env.push(doc.values[*s].get(pick[i]).unwrap_or(&NULL));
+            env.push(doc.get(*s).get(pick[i]).unwrap_or(&NULL));
         }
         if let Val::Bool(true) = eval_env(expr, slots, &env) {
             return true;
