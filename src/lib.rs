@@ -15,13 +15,22 @@
 //! crate README lists them with the choices made where a stream differs from
 //! a sorted index.
 //!
+//! Any other Elasticsearch EQL rule runs too: a query within the fast
+//! engine's subset ([`compile::beyond_fast_path`],
+//! [`compile::typed_like_elasticsearch`]) on the fast engine above, every
+//! other one (optional fields, `regex`, arithmetic, functions on values,
+//! typed comparisons, `runs`, `until`, missing-event stages, `sample`) on the
+//! generic engine ([`eql::Engine`]: conditions in [`eql::eval`], typed
+//! values in [`eql::value`], field types in [`eql::types`]), which the
+//! detector drives through [`generic`]. Many rules at once: [`pack`].
+//!
 //! Tuning works as Elastic's rule exceptions do: exception items
 //! ([`exceptions`]) make the events they match invisible to every stage of
 //! the rule, and each item counts what it removed. Rules can also come from
 //! Elastic detection-rules TOML files ([`rule_file`]).
 //!
-//! Dependencies run one way: `ffi` → [`detector`] → {[`rule`], [`sequence`],
-//! [`annotate`], [`config`]} → [`event`].
+//! Dependencies run one way: `ffi` → [`pack`] → [`detector`] → {[`generic`],
+//! [`rule`], [`sequence`], [`annotate`], [`config`]} → {[`eql`], [`event`]}.
 
 #![deny(unsafe_code)]
 

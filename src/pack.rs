@@ -28,7 +28,7 @@
 //! the union of its branches' strings (when every branch requires some); the
 //! conjunct whose shortest string is longest is used. Only strings a
 //! non-string value cannot equal and that JSON writes without escapes are
-//! used (see [`crate::prefilter`]); case-insensitive ones are searched
+//! used (as the byte prefilter does); case-insensitive ones are searched
 //! ASCII-case-insensitively and used only when ASCII.
 
 use crate::detector::{RecordError, StandaloneAlert, Stats};

@@ -23,7 +23,7 @@
 //! *malformed*. Elastic Defend's data streams (`logs-endpoint.*`) are indexed
 //! with `index.mapping.ignore_malformed: true` (the `logs@settings` component
 //! template of Elasticsearch 8.x), so such a value is dropped and the field
-//! counts as absent for that value; [`TypedField::malformed`] counts them.
+//! counts as absent for that value; the engine counts them (`EngineStats::malformed_values`).
 
 use super::types::{FieldInfo, FieldType};
 use crate::ip::{parse_ip, Cidr};
