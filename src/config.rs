@@ -58,6 +58,24 @@ pub const KEYS: &[KeySpec] = &[
         description: "Path of a file holding the rule to run instead of a built-in one: an EQL query, or, for a name ending in `.toml`, an Elastic detection-rules TOML file (its metadata goes into the alerts).",
     },
     KeySpec {
+        key: "rules",
+        ty: KeyType::Array,
+        default: "(none)",
+        description: "Run several rules at once (a rule pack): built-in rule names and rule files (`.toml` detection-rules files, or bare EQL), e.g. `[\"apt_netcon_v5\", \"rules/my.toml\"]`. With `rules` or `rules_dir`, `rule` and `rule_file` are not used.",
+    },
+    KeySpec {
+        key: "rules_dir",
+        ty: KeyType::String,
+        default: "(none)",
+        description: "A directory of rule files to run as a pack: every `.toml` and `.eql` in it, in file-name order (added to `rules`).",
+    },
+    KeySpec {
+        key: "skip_broken_rules",
+        ty: KeyType::Boolean,
+        default: "false",
+        description: "With a pack: run the rules that load and report the others (name, reason) instead of refusing to start. false: a rule that does not load is an error listing every such rule with its reason.",
+    },
+    KeySpec {
         key: "maxspan",
         ty: KeyType::String,
         default: "(the rule's)",
@@ -274,6 +292,11 @@ pub struct Config {
     /// `stats_interval` in milliseconds (0: off). Read by the hosts (the
     /// Fluent Bit filter, the sidecar) to log counters while running.
     pub stats_interval_ms: u64,
+    /// `rules`: built-in names and rule files of a pack.
+    pub rules: Vec<String>,
+    /// `rules_dir`: a directory of rule files.
+    pub rules_dir: Option<String>,
+    pub skip_broken_rules: bool,
 }
 
 /// Names of the items the `trusted_*` keys generate (reserved).
@@ -316,6 +339,9 @@ impl Default for Config {
             id_field: "event.id".into(),
             sample_window_ms: None,
             stats_interval_ms: 0,
+            rules: Vec::new(),
+            rules_dir: None,
+            skip_broken_rules: false,
         }
     }
 }
@@ -484,6 +510,21 @@ impl Config {
                 type_map(Some(&o)).map_err(|m| bad(&m))?;
                 self.field_types = Some(o)
             }
+            ("rules", Val::A(a)) => {
+                for (i, v) in a.iter().enumerate() {
+                    match v {
+                        serde_json::Value::String(s) if !s.trim().is_empty() => self.rules.push(s.trim().to_string()),
+                        other => return Err(bad(&format!("element {} must be a rule name or file, got {other}", i + 1))),
+                    }
+                }
+            }
+            ("rules_dir", Val::S(s)) => {
+                if !std::path::Path::new(&s).is_dir() {
+                    return Err(bad(&format!("{s} is not a directory")));
+                }
+                self.rules_dir = Some(s)
+            }
+            ("skip_broken_rules", Val::B(b)) => self.skip_broken_rules = b,
             ("id_field", Val::S(s)) => {
                 if s.is_empty() || s.split('.').any(|p| p.is_empty()) {
                     return Err(bad("must be a dotted field path"));
@@ -579,6 +620,69 @@ impl Config {
         }
     }
 
+    /// Whether the config names a pack (`rules` or `rules_dir`).
+    pub fn is_pack(&self) -> bool {
+        !self.rules.is_empty() || self.rules_dir.is_some()
+    }
+
+    /// The rules to run: those of `rules` and `rules_dir` (a pack), else the
+    /// one rule of `rule` / `rule_file`. A rule that does not load is an
+    /// error naming every such rule with its reason, unless
+    /// `skip_broken_rules` (then they are returned in
+    /// [`LoadedRules::skipped`]).
+    pub fn load_rules(&self) -> Result<LoadedRules, LoadError> {
+        if !self.is_pack() {
+            return Ok(LoadedRules { rules: vec![self.load_rule()?], skipped: Vec::new() });
+        }
+        let mut rules = Vec::new();
+        let mut skipped = Vec::new();
+        let one = |name: &str| -> Result<Rule, String> {
+            if crate::rule::BUILTIN_NAMES.contains(&name) {
+                return Rule::builtin(name).map_err(|e| e.to_string());
+            }
+            let c = Config { rule_file: Some(name.to_string()), ..Config::default() };
+            c.load_rule().map_err(|e| e.to_string())
+        };
+        for name in &self.rules {
+            match one(name) {
+                Ok(r) => rules.push(r),
+                Err(e) => skipped.push((name.clone(), e)),
+            }
+        }
+        let key = if self.rules_dir.is_some() { "rules_dir" } else { "rules" };
+        if let Some(dir) = &self.rules_dir {
+            let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| LoadError::Config(ConfigError { key: Some(key.into()), message: format!("cannot read {dir}: {e}") }))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("toml" | "eql")))
+                .collect();
+            paths.sort();
+            for p in paths {
+                let shown = p.display().to_string();
+                match one(&shown) {
+                    Ok(r) => rules.push(r),
+                    Err(e) => skipped.push((shown, e)),
+                }
+            }
+        }
+        if !skipped.is_empty() && !self.skip_broken_rules {
+            let list: Vec<String> = skipped.iter().map(|(n, e)| format!("  {n}: {e}")).collect();
+            return Err(LoadError::Config(ConfigError {
+                key: Some(key.into()),
+                message: format!(
+                    "{} of {} rules do not load (set skip_broken_rules to run the others):\n{}",
+                    skipped.len(),
+                    skipped.len() + rules.len(),
+                    list.join("\n")
+                ),
+            }));
+        }
+        if rules.is_empty() {
+            return Err(LoadError::Config(ConfigError { key: Some(key.into()), message: NO_RULE.into() }));
+        }
+        Ok(LoadedRules { rules, skipped })
+    }
+
     /// The README's table of keys, generated from [`KEYS`].
     pub fn markdown_table() -> String {
         let mut s = String::from("| key | type | default | description |\n|---|---|---|---|\n");
@@ -666,6 +770,17 @@ fn spec(key: &str) -> Result<&'static KeySpec, ConfigError> {
 }
 
 /// Why a detector could not be built.
+/// The rules of a config ([`Config::load_rules`]).
+#[derive(Debug, Clone)]
+pub struct LoadedRules {
+    pub rules: Vec<Rule>,
+    /// Rules that did not load, `(name, reason)` (with `skip_broken_rules`).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// [`Config::load_rules`]'s message for a pack without a rule.
+pub const NO_RULE: &str = "no rule to run";
+
 #[derive(Debug, Clone)]
 pub enum LoadError {
     Config(ConfigError),

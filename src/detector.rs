@@ -395,6 +395,14 @@ fn stage_bits(q: &CompiledQuery, fields: &Fields) -> u32 {
 impl Detector {
     /// A detector for the rule and limits in `config`.
     pub fn new(config: &Config) -> Result<Detector, LoadError> {
+        if config.is_pack() {
+            return Err(LoadError::Config(crate::config::ConfigError {
+                key: Some(if config.rules.is_empty() { "rules_dir" } else { "rules" }.into()),
+                message: "a detector runs one rule; several rules run as a pack (`apt-netcon --rules`, \
+                          `pack::PackDetector`), which this interface does not offer yet"
+                    .into(),
+            }));
+        }
         let rule = config.load_rule()?;
         Ok(Detector::with_rule(rule, config))
     }

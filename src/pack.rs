@@ -421,21 +421,15 @@ pub fn signal_of(rule: usize, a: StandaloneAlert) -> PackAlert {
 /// bare queries named after the file), sorted by file name. Rules that do
 /// not load are returned with their reasons, not dropped silently.
 pub fn load_dir(dir: &std::path::Path) -> std::io::Result<(Vec<Rule>, Vec<(String, String)>)> {
-    let mut paths: Vec<_> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("toml" | "eql")))
-        .collect();
-    paths.sort();
-    let (mut rules, mut failed) = (Vec::new(), Vec::new());
-    for p in paths {
-        let shown = p.display().to_string();
-        let cfg = Config { rule_file: Some(shown.clone()), ..Config::default() };
-        match cfg.load_rule() {
-            Ok(r) => rules.push(r),
-            Err(e) => failed.push((shown, e.to_string())),
-        }
+    if !dir.is_dir() {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} is not a directory", dir.display())));
     }
-    Ok((rules, failed))
+    let cfg = Config { rules_dir: Some(dir.display().to_string()), skip_broken_rules: true, ..Config::default() };
+    match cfg.load_rules() {
+        Ok(l) => Ok((l.rules, l.skipped)),
+        Err(crate::config::LoadError::Config(e)) if e.message == crate::config::NO_RULE => Ok((Vec::new(), Vec::new())),
+        Err(e) => Err(std::io::Error::other(e.to_string())),
+    }
 }
 
 #[cfg(test)]

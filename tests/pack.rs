@@ -251,3 +251,38 @@ fn a_directory_with_a_broken_rule_lists_it() {
     assert!(failed[0].0.ends_with("b.eql") && failed[0].1.contains("line 1"), "{failed:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_config_names_a_pack_and_every_rule_that_does_not_load() {
+    let dir = std::env::temp_dir().join(format!("apt-netcon-pack-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.eql");
+    std::fs::write(&good, r#"process where process.name == "nc""#).unwrap();
+    let bad1 = dir.join("bad1.eql");
+    std::fs::write(&bad1, r#"process where x | head 1"#).unwrap();
+    let bad2 = dir.join("bad2.toml");
+    std::fs::write(&bad2, "[rule]\nname = 'x'\n").unwrap();
+    let json = |skip: bool| {
+        format!(
+            r#"{{"rules": ["apt_netcon_v5", {:?}, {:?}], "rules_dir": {:?}, "skip_broken_rules": {skip}}}"#,
+            good.display().to_string(),
+            bad1.display().to_string(),
+            dir.display().to_string()
+        )
+    };
+    let cfg = Config::from_json(&json(false)).unwrap();
+    assert!(cfg.is_pack());
+    let e = cfg.load_rules().unwrap_err().to_string();
+    assert!(e.contains("3 of 6 rules do not load"), "{e}");
+    assert!(e.contains("bad1.eql") && e.contains("'| head'") && e.contains("bad2.toml"), "{e}");
+    let cfg = Config::from_json(&json(true)).unwrap();
+    let loaded = cfg.load_rules().unwrap();
+    assert_eq!(loaded.rules.len(), 3, "the built-in rule, good.eql, and good.eql again from the directory");
+    assert_eq!(loaded.skipped.len(), 3);
+    assert_eq!(loaded.rules[0].meta().name, "Suspicious APT Package Manager Network Connection");
+    // No pack: the one rule.
+    assert_eq!(Config::default().load_rules().unwrap().rules.len(), 1);
+    let e = Config::from_json(r#"{"rules_dir": "/nonexistent/rules"}"#).unwrap_err();
+    assert!(e.to_string().contains("not a directory"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
