@@ -454,6 +454,7 @@ impl Detector {
                 max_held: config.max_held_events,
                 max_state_bytes: config.max_state_bytes,
                 style: style.clone(),
+                prefilter: config.prefilter,
             };
             // The rule compiled with ECS's types when it loaded; the user's
             // types could only make a literal unreadable, never the query.

@@ -65,6 +65,9 @@ const HELD_OVERHEAD: usize = 64;
 #[derive(Debug)]
 pub struct GenericRun {
     engine: EngineBox,
+    /// The strings the rule requires (see [`crate::pack`]): a record
+    /// holding none of them is not read at all.
+    index: crate::pack::RuleIndex,
     parts: RuleParts,
     meta: crate::rule::RuleMeta,
     style: AnnotationStyle,
@@ -103,6 +106,8 @@ pub struct GenericSettings {
     pub max_held: usize,
     pub max_state_bytes: usize,
     pub style: AnnotationStyle,
+    /// `prefilter`: pass records that hold none of the rule's strings unread.
+    pub prefilter: bool,
 }
 
 impl GenericRun {
@@ -140,9 +145,11 @@ impl GenericRun {
                 carry.push(f.clone());
             }
         }
+        let index = crate::pack::RuleIndex::new(std::slice::from_ref(rule), &opts.types, s.prefilter);
         let engine = Engine::from_ast(&query, rule.query_text(), EngineOptions { carry_fields: carry, ..opts })?;
         Ok(GenericRun {
             engine: EngineBox(engine),
+            index,
             parts: RuleParts::new(rule.meta()),
             meta: rule.meta().clone(),
             style: s.style,
@@ -197,6 +204,9 @@ impl GenericRun {
         table: &FieldTable,
         alerts: &mut VecDeque<StandaloneAlert>,
     ) -> Result<Option<&'o [u8]>, RecordError> {
+        if parsed.is_none() && !self.index.may_match(record, !msgpack) {
+            return Ok(None);
+        }
         let owned;
         let parsed = match parsed {
             Some(p) => p,

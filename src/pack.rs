@@ -185,6 +185,101 @@ fn rule_needles(rule: &Rule, types: &TypeMap) -> Option<Vec<Vec<Needle>>> {
     stages.into_iter().chain(extra).map(|(c, e)| stage_needles(types, c, e)).collect()
 }
 
+/// Which rules a record could match, from the strings each requires (see
+/// the module docs): one Aho-Corasick pass for all of them.
+#[derive(Debug)]
+pub struct RuleIndex {
+    /// The automata, for JSON and for MessagePack (where a string's bytes
+    /// stand as they are): each with its case-sensitive and
+    /// ASCII-case-insensitive patterns, and the rules of each pattern.
+    json: [Index; 2],
+    raw: [Index; 2],
+    /// Rules that see every record.
+    always: Vec<u32>,
+    n: usize,
+    /// Scratch: candidate marks.
+    mark: std::cell::RefCell<Vec<bool>>,
+}
+
+impl RuleIndex {
+    /// The index of `rules` (`enabled` false: every rule sees every record).
+    pub fn new(rules: &[Rule], types: &TypeMap, enabled: bool) -> RuleIndex {
+        let mut json = [IndexBuilder::default(), IndexBuilder::default()];
+        let mut raw = [IndexBuilder::default(), IndexBuilder::default()];
+        let mut always = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            let i = i as u32;
+            match rule_needles(r, types) {
+                Some(stages) if enabled => {
+                    for n in stages.into_iter().flatten() {
+                        let k = n.ci as usize;
+                        raw[k].add(n.text.clone(), i);
+                        if n.exact {
+                            for after in AFTER_VALUE {
+                                json[k].add(format!("\"{}\"{after}", n.text), i);
+                            }
+                        } else {
+                            json[k].add(n.text, i);
+                        }
+                    }
+                }
+                _ => always.push(i),
+            }
+        }
+        let [j0, j1] = json;
+        let [r0, r1] = raw;
+        RuleIndex {
+            json: [j0.build(false), j1.build(true)],
+            raw: [r0.build(false), r1.build(true)],
+            always,
+            n: rules.len(),
+            mark: std::cell::RefCell::new(vec![false; rules.len()]),
+        }
+    }
+
+    /// The rules the record could match, in rule order, into `out`.
+    pub fn candidates(&self, record: &[u8], json: bool, out: &mut Vec<u32>) {
+        out.clear();
+        // A JSON escape could spell a needle otherwise: every rule.
+        if json && memchr::memchr(b'\\', record).is_some() {
+            out.extend(0..self.n as u32);
+            return;
+        }
+        let mut mark = self.mark.borrow_mut();
+        let indexes = if json { &self.json } else { &self.raw };
+        for ix in indexes {
+            let Some(ac) = &ix.ac else { continue };
+            for m in ac.find_overlapping_iter(record) {
+                for &r in &ix.rules[m.pattern().as_usize()] {
+                    if !mark[r as usize] {
+                        mark[r as usize] = true;
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        for &r in &self.always {
+            if !mark[r as usize] {
+                mark[r as usize] = true;
+                out.push(r);
+            }
+        }
+        for &r in out.iter() {
+            mark[r as usize] = false;
+        }
+        out.sort_unstable();
+    }
+
+    /// Whether the record could match any rule (for a one-rule index).
+    pub fn may_match(&self, record: &[u8], json: bool) -> bool {
+        if !self.always.is_empty() || (json && memchr::memchr(b'\\', record).is_some()) {
+            return true;
+        }
+        let indexes = if json { &self.json } else { &self.raw };
+        indexes.iter().any(|ix| ix.ac.as_ref().is_some_and(|ac| ac.is_match(record)))
+    }
+}
+
 /// Patterns and the rules each serves, being gathered.
 #[derive(Default)]
 struct IndexBuilder {
@@ -236,15 +331,7 @@ pub struct PackAlert {
 pub struct PackDetector {
     rules: Vec<Rule>,
     detectors: Vec<Detector>,
-    /// The automata, for JSON and for MessagePack (where a string's bytes
-    /// stand as they are): each with its case-sensitive and
-    /// ASCII-case-insensitive patterns, and the rules of each pattern.
-    json: [Index; 2],
-    raw: [Index; 2],
-    /// Rules that see every record.
-    always: Vec<u32>,
-    /// Scratch: candidate marks.
-    mark: Vec<bool>,
+    index: RuleIndex,
     candidates: Vec<u32>,
     alerts: VecDeque<PackAlert>,
     records: u64,
@@ -256,38 +343,10 @@ impl PackDetector {
     /// A detector for every rule, with the same config (limits, exceptions).
     pub fn new(rules: Vec<Rule>, config: &Config) -> PackDetector {
         let detectors = rules.iter().map(|r| Detector::with_rule(r.clone(), config)).collect();
-        let mut json = [IndexBuilder::default(), IndexBuilder::default()];
-        let mut raw = [IndexBuilder::default(), IndexBuilder::default()];
-        let mut always = Vec::new();
-        let types = config.types();
-        for (i, r) in rules.iter().enumerate() {
-            let i = i as u32;
-            match rule_needles(r, &types) {
-                Some(stages) if config.prefilter => {
-                    for n in stages.into_iter().flatten() {
-                        let k = n.ci as usize;
-                        raw[k].add(n.text.clone(), i);
-                        if n.exact {
-                            for after in AFTER_VALUE {
-                                json[k].add(format!("\"{}\"{after}", n.text), i);
-                            }
-                        } else {
-                            json[k].add(n.text, i);
-                        }
-                    }
-                }
-                _ => always.push(i),
-            }
-        }
-        let n = rules.len();
-        let [j0, j1] = json;
-        let [r0, r1] = raw;
+        let index = RuleIndex::new(&rules, &config.types(), config.prefilter);
         PackDetector {
-            json: [j0.build(false), j1.build(true)],
-            raw: [r0.build(false), r1.build(true)],
-            always,
-            mark: vec![false; n],
-            candidates: Vec::with_capacity(n),
+            index,
+            candidates: Vec::with_capacity(rules.len()),
             rules,
             detectors,
             alerts: VecDeque::new(),
@@ -315,45 +374,13 @@ impl PackDetector {
         self.alerts.pop_front()
     }
 
-    /// The rules the record could match (in rule order).
-    fn candidates_of(&mut self, record: &[u8], json: bool) {
-        self.candidates.clear();
-        // A JSON escape could spell a needle otherwise: every rule.
-        if json && memchr::memchr(b'\\', record).is_some() {
-            self.candidates.extend(0..self.rules.len() as u32);
-            return;
-        }
-        let indexes = if json { &self.json } else { &self.raw };
-        for ix in indexes {
-            let Some(ac) = &ix.ac else { continue };
-            for m in ac.find_overlapping_iter(record) {
-                for &r in &ix.rules[m.pattern().as_usize()] {
-                    if !self.mark[r as usize] {
-                        self.mark[r as usize] = true;
-                        self.candidates.push(r);
-                    }
-                }
-            }
-        }
-        for &r in &self.always {
-            if !self.mark[r as usize] {
-                self.mark[r as usize] = true;
-                self.candidates.push(r);
-            }
-        }
-        for &r in &self.candidates {
-            self.mark[r as usize] = false;
-        }
-        self.candidates.sort_unstable();
-    }
-
     /// One JSON record (`msgpack`: a MessagePack map body). The record goes
     /// on unchanged; its alerts (and any other rule's standalone alerts
     /// released meanwhile) wait in [`PackDetector::take_alert`]. Returns how
     /// many alerts it added.
     pub fn process(&mut self, record: &[u8], msgpack: bool) -> Result<usize, RecordError> {
         self.records += 1;
-        self.candidates_of(record, !msgpack);
+        self.index.candidates(record, !msgpack, &mut self.candidates);
         let before = self.alerts.len();
         let mut err = None;
         // Rules on the generic engine read the record as a tree: once for all.

@@ -190,11 +190,20 @@ fn exceptions_and_read_errors_work_as_for_the_fast_engine() {
     excluded["host"]["name"] = json!("ci-1");
     assert!(matches!(d.process(&hit), Ok(Verdict::Annotated(_))));
     assert!(matches!(d.process(&serde_json::to_vec(&excluded).unwrap()), Ok(Verdict::Unchanged)));
-    assert!(d.process(b"{not json").is_err());
-    assert!(d.process(b"[1]").is_err());
+    // A record holding none of the rule's strings passes unread, as with the
+    // fast engine's prefilter; one that holds them is read and its errors
+    // are counted.
+    assert!(matches!(d.process(b"{not json"), Ok(Verdict::Unchanged)));
+    assert!(d.process(b"{not json, curl").is_err());
+    assert!(d.process(b"[\"curl\"]").is_err());
     let s = d.stats();
     assert_eq!((s.annotated, s.excluded, s.invalid_json, s.not_an_object), (1, 1, 1, 1));
     assert_eq!(d.exception_counts(), vec![("ci".to_string(), 1)]);
+    // prefilter = false: every record is read.
+    let cfg = Config::from_json(r#"{"prefilter": false}"#).unwrap();
+    let mut d = Detector::with_rule(rule(r#"process where startsWith~(process.name, "CURL")"#), &cfg);
+    assert!(d.process(b"{not json").is_err());
+    assert_eq!(d.stats().invalid_json, 1);
 }
 
 #[test]
