@@ -882,7 +882,9 @@ fn the_key_table_documents_the_new_keys() {
     assert!(t.contains("| `exceptions` | array |"), "{t}");
     assert!(t.contains("| `trusted_hashes` | array |"), "{t}");
     assert!(t.contains("| `maxspan` | string |"), "{t}");
-    assert_eq!(apt_netcon::config::KEYS.iter().filter(|k| k.ty == KeyType::Array).count(), 6);
+    assert!(t.contains("| `rules` | array |"), "{t}");
+    // The exception keys and `rules`.
+    assert_eq!(apt_netcon::config::KEYS.iter().filter(|k| k.ty == KeyType::Array).count(), 7);
 }
 
 // ---------------------------------------------------------------------------
