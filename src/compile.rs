@@ -469,6 +469,16 @@ impl<'s> Compiler<'s> {
     }
 }
 
+/// Every slot a predicate reads.
+pub fn pred_slots(p: &Pred, out: &mut Vec<Slot>) {
+    match p {
+        Pred::Const(_) => {}
+        Pred::And(v) | Pred::Or(v) => v.iter().for_each(|x| pred_slots(x, out)),
+        Pred::Not(x) => pred_slots(x, out),
+        Pred::IsNull(s) | Pred::Any(s, _) => out.push(*s),
+    }
+}
+
 /// The first construct of `query` that only the generic engine
 /// ([`crate::eql::Engine`]) runs, and where it is.
 pub fn beyond_fast_path(query: &Query) -> Option<(&'static str, Span)> {

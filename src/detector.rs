@@ -29,7 +29,7 @@
 
 use crate::annotate::{format_id, merge, with_prefix, Alert, AnnotationStyle, RuleParts};
 use crate::carried::CarriedBuilder;
-use crate::compile::{CompiledQuery, Pred};
+use crate::compile::{pred_slots, CompiledQuery};
 use crate::config::{Config, LoadError};
 use crate::event::{ExtractError, FieldTable, Fields, FieldsBuf, Scalar, Slot};
 use crate::exceptions::Exceptions;
@@ -364,14 +364,6 @@ impl Scratch {
     }
 }
 
-fn pred_slots(p: &Pred, out: &mut Vec<Slot>) {
-    match p {
-        Pred::Const(_) => {}
-        Pred::And(v) | Pred::Or(v) => v.iter().for_each(|x| pred_slots(x, out)),
-        Pred::Not(x) => pred_slots(x, out),
-        Pred::IsNull(s) | Pred::Any(s, _) => out.push(*s),
-    }
-}
 
 /// What [`Detector::admit`] decides about an event that matches a stage.
 enum Admit {

@@ -148,6 +148,8 @@ pub struct aptnc_detector {
     chunk: Vec<u8>,
     /// The standalone alerts last handed over by aptnc_flush / aptnc_finish.
     alerts: Vec<u8>,
+    /// What aptnc_footprint hands out (fixed for the detector's life).
+    footprint: Vec<u8>,
     /// Set when a call panicked: the state may be inconsistent.
     poisoned: bool,
 }
@@ -734,7 +736,8 @@ pub unsafe extern "C" fn aptnc_init(
             Some(r) => Detector::with_rule(r.rule.clone(), &cfg),
             None => Detector::new(&cfg)?,
         };
-        let boxed = Box::new(aptnc_detector { det, chunk: Vec::new(), alerts: Vec::new(), poisoned: false });
+        let footprint = crate::footprint::Footprint::of(&det, &cfg).to_json().into_bytes();
+        let boxed = Box::new(aptnc_detector { det, chunk: Vec::new(), alerts: Vec::new(), footprint, poisoned: false });
         // SAFETY: `detector` is non-NULL and points to a writable `aptnc_detector *`.
         unsafe { *detector = Box::into_raw(boxed) };
         Ok(())
@@ -803,6 +806,72 @@ pub unsafe extern "C" fn aptnc_filter(
             }
             Err(e) => record_status(e),
         }
+    })
+}
+
+/// What the detector reads from a record and what a record must hold to
+/// match the rule at all, as JSON (UTF-8, no terminator):
+///
+/// ```text
+/// {"fields": ["@timestamp", "event.category", "host.id", ...],
+///  "stages": [[["event.category", ["process"]], ["process.parent.name", ["apt"]], ...], ...],
+///  "keys": [["host.id", "process.entity_id"], ["host.id", "process.parent.entity_id"]],
+///  "whole_record": false, "alert_roots": ["rule", "threat", "kibana", "apt_netcon"]}
+/// ```
+///
+/// - `fields`: every field path the detector reads (the rule's fields, join
+///   keys, `@timestamp`, the fields an alert carries, the exception items').
+///   A record reduced to these fields (as dotted members, in any order; a
+///   field found at several places as several members of the same name)
+///   gives the same outcome and the same alert fields as the whole record,
+///   unless `whole_record` is true (error counters may differ: members not
+///   read are not checked).
+/// - `stages`: per stage of the rule, its required tests `[field,
+///   [literal, ...]]`: the stage can match only if, for EVERY test, the field
+///   holds a string equal (exactly) to one of the literals (or an array
+///   holding one). A record for which every stage has a failing test matches
+///   nothing and changes no state: the caller may skip aptnc_filter for it
+///   (it is then not counted in `records`). Empty: no record may be skipped.
+/// - `keys`: per stage, the fields of its join key (the `sequence by` fields,
+///   then the stage's own `by` fields). An event of a later stage pairs only
+///   with a partial sequence begun by an earlier event whose key held the
+///   same values (as keywords), position by position; with `max_lateness` 0
+///   (`whole_record` false) that event came first. So a record that can
+///   match only later stages, and whose key values no earlier record sent
+///   for the first stage held, completes nothing: the caller may skip it
+///   too. Empty when `stages` is.
+/// - `whole_record`: true when records must be passed whole (the rule runs
+///   on the generic engine, or `max_lateness` is above 0: records come back
+///   whole inside standalone alerts).
+/// - `alert_roots`: the top-level members an alert can write (with an
+///   `annotation_prefix`, its first segment). An annotated reduced record
+///   holds the alert under these; merging them into the whole record as
+///   the library does (a root that is an object in both is merged key by
+///   key, the alert's leaves winning; anything else replaced; dotted
+///   members naming a path the alert writes removed) gives the whole
+///   record's annotated form.
+///
+/// `*out`/`*out_len` receive the text, owned by the detector and valid
+/// until aptnc_free() (it never changes). Written only on APTNC_STATUS_OK.
+///
+/// # Safety
+/// Pointers are NULL or valid for their documented use.
+#[no_mangle]
+pub unsafe extern "C" fn aptnc_footprint(
+    detector: *mut aptnc_detector,
+    out: *mut *const u8,
+    out_len: *mut usize,
+) -> aptnc_status {
+    with_detector(detector, |d| {
+        if out.is_null() || out_len.is_null() {
+            return aptnc_status::NullParameter;
+        }
+        // SAFETY: both are non-NULL and writable (checked above).
+        unsafe {
+            *out = d.footprint.as_ptr();
+            *out_len = d.footprint.len();
+        }
+        aptnc_status::Ok
     })
 }
 

@@ -9,17 +9,18 @@
 //! * [`Footprint`]: the field paths the detector reads and, per field, the
 //!   literal values a record must hold in it to match some stage — what the
 //!   Fluent Bit Lua glue checks on the record table before crossing the FFI
-//!   (see `aptnc_rule_footprint` in the C ABI).
+//!   (`aptnc_footprint` in the C ABI).
 //!
-//! Both derive from the fast engine's [`CompiledQuery`] (the same knowledge
+//! Both derive from the fast engine's [`crate::compile::CompiledQuery`] (the same knowledge
 //! as the byte prefilter, [`crate::prefilter`]); for a rule on the generic
-//! engine the footprint has the field paths and no required values.
+//! engine the footprint has no required values and asks for whole records.
 
-use crate::compile::{CompiledQuery, Pred, Test};
+use crate::compile::{pred_slots, Pred, Test};
 use crate::config::Config;
 use crate::event::{FieldTable, FieldsBuf, Slot};
 use crate::prefilter::Prefilter;
 use crate::rule::Rule;
+use crate::Detector;
 use std::hash::{Hash, Hasher};
 
 /// Where a record goes (see [`Partitioner::route`]).
@@ -41,8 +42,11 @@ pub enum Route {
 /// See [`Partitioner::new`] for the rules it refuses.
 #[derive(Debug)]
 pub struct Partitioner {
+    rule: Rule,
     prefilter: Prefilter,
-    keys: FieldTable,
+    /// The fields that decide whether a record matches a stage, and the
+    /// host key's.
+    decide: FieldTable,
     slots: Vec<Slot>,
     buf: FieldsBuf,
     values: Vec<String>,
@@ -76,9 +80,15 @@ impl Partitioner {
             return Err("max_lateness is above 0 (held events are released by every host's time)");
         }
         let slots = q.stages[0].keys[..q.host_keys].to_vec();
+        let mut decide = vec![q.category_slot];
+        for st in &q.stages {
+            pred_slots(&st.predicate, &mut decide);
+        }
+        decide.extend_from_slice(&slots);
         Ok(Partitioner {
+            rule: rule.clone(),
             prefilter: Prefilter::new(q, config.prefilter),
-            keys: q.fields.subset(&slots),
+            decide: q.fields.subset(&decide),
             slots,
             buf: FieldsBuf::default(),
             values: Vec::new(),
@@ -104,8 +114,17 @@ impl Partitioner {
             return Route::Skip;
         }
         let mut f = self.buf.take();
-        let read = self.keys.scan(record, &mut f).is_ok() || self.keys.extract(record, &mut f).is_ok();
-        let mut h = std::hash::DefaultHasher::new();
+        // As the detector decides (Detector::process): a record the fast
+        // scanner reads and that matches no stage is left as it is, so it
+        // needs no detector either. Any other is routed by its key.
+        let q = self.rule.compiled();
+        let scanned = self.decide.scan(record, &mut f).is_ok();
+        if scanned && !q.stages.iter().any(|st| st.matches(&f, q.category_slot)) {
+            self.buf.put_back(f);
+            return Route::Skip;
+        }
+        let read = scanned || self.decide.extract(record, &mut f).is_ok();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
         let mut route = Route::Any;
         if read {
             route = Route::Worker(0);
@@ -133,36 +152,58 @@ impl Partitioner {
     }
 }
 
-/// The fields a rule reads and the values it requires.
+/// The fields a detector reads and the values its rule requires.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Footprint {
-    /// Every field path the detector reads from a record (the rule's, the
-    /// join keys, `@timestamp`, the fields an alert carries, the exception
-    /// items'), in a fixed order.
+    /// Every field path the detector reads from a record on the fast
+    /// engine: the rule's, the join keys, `@timestamp`, the fields an alert
+    /// carries, the exception items'; in a fixed order.
     pub fields: Vec<String>,
     /// Per stage, its required tests: `(field, literals)` such that a record
     /// can match the stage only if that field holds (one of its values
     /// equal to) one of the literals, exactly and case-sensitively. A stage
-    /// matches only if EVERY test of it holds. Empty when some stage has no
-    /// such test, or the rule runs on the generic engine: then no record is
-    /// ruled out by its values.
+    /// matches only if EVERY test of it holds, so a record that fails some
+    /// test of every stage matches nothing and changes no state: it can be
+    /// left out (not counted either). Empty when some stage has no such
+    /// test, or the rule runs on the generic engine: then no record may be
+    /// left out.
     pub stages: Vec<Vec<(String, Vec<String>)>>,
+    /// Per stage, the fields of its join key (the `sequence by` fields,
+    /// then the stage's own `by` fields): a later stage's event pairs only
+    /// with a partial sequence begun by an event whose key has the same
+    /// values, position by position. Empty when `stages` is.
+    pub keys: Vec<Vec<String>>,
+    /// True when the detector must be given whole records, not just
+    /// [`Footprint::fields`]: the generic engine runs the rule (it reads
+    /// what its query names and writes whole records into standalone
+    /// alerts), or `max_lateness` is above 0 (held records come back whole
+    /// as standalone alerts).
+    pub whole_record: bool,
+    /// The top-level members an alert can write into a record (`rule`,
+    /// `threat`, `kibana` unless `kibana_fields` is off, `apt_netcon`; or
+    /// the first segment of `annotation_prefix`).
+    pub alert_roots: Vec<String>,
 }
 
 impl Footprint {
-    /// The footprint of a detector's rule: `table` is the detector's field
-    /// table (every path it reads), `q` its compiled query, `generic` true
-    /// when the generic engine runs the rule (`generic_fields` then lists
-    /// what that engine reads).
-    pub fn new(table: &FieldTable, q: &CompiledQuery, generic: Option<Vec<String>>) -> Footprint {
-        let mut fields: Vec<String> = (0..table.len()).map(|s| table.name(s as Slot).to_string()).collect();
-        if let Some(g) = generic {
-            for f in g {
-                if !fields.contains(&f) {
-                    fields.push(f);
-                }
-            }
-            return Footprint { fields, stages: Vec::new() };
+    /// The footprint of `det`, built from `config`.
+    pub fn of(det: &Detector, config: &Config) -> Footprint {
+        let table = det.field_table();
+        let q = det.rule().compiled();
+        let fields: Vec<String> = (0..table.len()).map(|s| table.name(s as Slot).to_string()).collect();
+        let whole_record =
+            det.rule().generic_query().is_some() || config.id_field != "event.id" || config.max_lateness_ms > 0;
+        let alert_roots: Vec<String> = match config.annotation_prefix.split('.').next() {
+            Some(first) if !config.annotation_prefix.is_empty() => vec![first.to_string()],
+            _ => ["rule", "threat"]
+                .into_iter()
+                .chain(config.kibana_fields.then_some("kibana"))
+                .chain(["apt_netcon"])
+                .map(String::from)
+                .collect(),
+        };
+        if det.rule().generic_query().is_some() {
+            return Footprint { fields, stages: Vec::new(), keys: Vec::new(), whole_record, alert_roots };
         }
         let mut stages = Vec::new();
         for stage in &q.stages {
@@ -172,13 +213,27 @@ impl Footprint {
             }
             required(&stage.predicate, &q.fields, &mut tests);
             if tests.is_empty() {
-                return Footprint { fields, stages: Vec::new() };
+                return Footprint { fields, stages: Vec::new(), keys: Vec::new(), whole_record, alert_roots };
             }
             stages.push(tests);
         }
-        Footprint { fields, stages }
+        let keys = q.stages.iter().map(|st| st.keys.iter().map(|&k| q.fields.name(k).to_string()).collect()).collect();
+        Footprint { fields, stages, keys, whole_record, alert_roots }
+    }
+
+    /// As JSON: `{"fields":[…],"stages":[[[field,[literal,…]],…],…],"keys":[[field,…],…],"whole_record":bool,"alert_roots":[…]}`.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "fields": self.fields,
+            "stages": self.stages,
+            "keys": self.keys,
+            "whole_record": self.whole_record,
+            "alert_roots": self.alert_roots,
+        })
+        .to_string()
     }
 }
+
 
 /// The `field == "…"` / `field in (…)` conjuncts of a stage predicate, with
 /// string literals only a string can equal (a number or boolean can equal
@@ -201,7 +256,6 @@ fn only_a_string_equals(lit: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Detector;
 
     #[test]
     fn routes_by_host_key_value() {
@@ -233,7 +287,9 @@ mod tests {
     #[test]
     fn footprint_of_the_default_rule() {
         let det = Detector::new(&Config::default()).unwrap();
-        let fp = Footprint::new(det.field_table(), det.rule().compiled(), None);
+        let fp = Footprint::of(&det, &Config::default());
+        assert!(!fp.whole_record);
+        assert!(fp.to_json().starts_with(r#"{"fields":["#), "{}", fp.to_json());
         assert!(fp.fields.iter().any(|f| f == "host.id"));
         assert!(fp.fields.iter().any(|f| f == "@timestamp"));
         assert_eq!(fp.stages.len(), 2);

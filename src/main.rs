@@ -2,15 +2,20 @@
 
 use apt_netcon::config::Config;
 use apt_netcon::rule::BUILTIN_NAMES;
-use apt_netcon::{Detector, Verdict};
-use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
+use apt_netcon::Detector;
+use std::io::{self, IsTerminal};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+
+mod cli_filter;
+use cli_filter as filter;
+
+mod cli_pack;
 
 mod serve;
 
 const USAGE: &str = "\
-usage: apt-netcon [--config FILE] [--rule NAME|FILE] [--quiet] [FILE...]
+usage: apt-netcon [--config FILE] [--rule NAME|FILE]... [--rules DIR]
+                  [--skip-broken-rules] [--quiet] [--alerts-only] [--threads N] [FILE...]
        apt-netcon serve --listen ADDR --forward ADDR [options]   (sidecar; serve --help)
 
 Reads newline-delimited JSON events (Elastic Defend) from the FILEs, or from
@@ -23,27 +28,49 @@ options:
   --config FILE      JSON config (keys: see README, 'Configuration')
   --rule NAME|FILE   a built-in rule (apt_netcon_v5 = default, apt_netcon_v11)
                      or a file holding an EQL query (.eql) or an Elastic
-                     detection-rules TOML file (.toml)
+                     detection-rules TOML file (.toml); given more than once,
+                     the rules run as a pack
+  --rules DIR        run every .toml and .eql rule of DIR as a pack: records
+                     go on unchanged, each match follows as an alert record
+                     (event.kind \"signal\")
+  --skip-broken-rules  with a pack: run the rules that load, report the others
   --quiet            no counters or progress on standard error
   --print-rule       print the selected rule's query and exit
+  --alerts-only      write only the alert records (annotated records and
+                     standalone alerts), not the other records
+  --threads N        N detectors on N threads, records split by the rule's
+                     host key (its `sequence by` fields); the output is the
+                     same as with one thread. Rules that cannot be split
+                     exactly run on one thread (with a note). 0: one per core
   -h, --help         this text
   -V, --version      the version
 
 exit status: 0 done, 1 an input or output error, 2 a bad option, config or rule";
 
-/// How many bad records are reported by line number.
-const REPORT_FIRST_ERRORS: u64 = 5;
-
 struct Args {
     config: Option<String>,
-    rule: Option<String>,
+    rule: Vec<String>,
+    rules_dirs: Vec<String>,
+    skip_broken: bool,
     quiet: bool,
     print_rule: bool,
+    alerts_only: bool,
+    threads: usize,
     files: Vec<String>,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
-    let mut a = Args { config: None, rule: None, quiet: false, print_rule: false, files: vec![] };
+    let mut a = Args {
+        config: None,
+        rule: Vec::new(),
+        rules_dirs: Vec::new(),
+        skip_broken: false,
+        quiet: false,
+        print_rule: false,
+        alerts_only: false,
+        threads: 1,
+        files: vec![],
+    };
     let mut it = std::env::args().skip(1);
     let mut only_files = false;
     while let Some(arg) = it.next() {
@@ -61,9 +88,25 @@ fn parse_args() -> Result<Option<Args>, String> {
         match flag.as_str() {
             "--" => only_files = true,
             "--config" => a.config = Some(value("--config")?),
-            "--rule" => a.rule = Some(value("--rule")?),
+            "--rule" => a.rule.push(value("--rule")?),
+            "--rules" => {
+                if !a.rules_dirs.is_empty() {
+                    return Err("--rules given twice: one directory (add single files with --rule)".into());
+                }
+                a.rules_dirs.push(value("--rules")?)
+            }
+            "--skip-broken-rules" => a.skip_broken = true,
             "--quiet" | "-q" => a.quiet = true,
             "--print-rule" => a.print_rule = true,
+            "--alerts-only" => a.alerts_only = true,
+            "--threads" | "-j" => {
+                let v = value("--threads")?;
+                a.threads = match v.parse::<usize>() {
+                    Ok(0) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                    Ok(n) if n <= filter::MAX_THREADS => n,
+                    _ => return Err(format!("--threads {v}: a number from 0 to {}", filter::MAX_THREADS)),
+                };
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -76,6 +119,32 @@ fn parse_args() -> Result<Option<Args>, String> {
         }
     }
     Ok(Some(a))
+}
+
+/// A rule pack (`--rules`, several `--rule`, or `rules`/`rules_dir` in the
+/// config).
+fn run_pack(config: &Config, args: &Args) -> ExitCode {
+    let loaded = match config.load_rules() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("apt-netcon: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for (name, why) in &loaded.skipped {
+        eprintln!("apt-netcon: skipped {name}: {why}");
+    }
+    if args.print_rule {
+        for r in &loaded.rules {
+            println!("// {} ({})\n{}\n", r.meta().name, r.meta().rule_id, r.query_text().trim_end());
+        }
+        return ExitCode::SUCCESS;
+    }
+    if args.threads > 1 && !args.quiet {
+        eprintln!("apt-netcon: --threads {}: a pack runs on one thread", args.threads);
+    }
+    let files = if args.files.is_empty() { vec!["-".to_string()] } else { args.files.clone() };
+    cli_pack::run(loaded.rules, config, &files, args.alerts_only, args.quiet)
 }
 
 fn main() -> ExitCode {
@@ -107,7 +176,22 @@ fn main() -> ExitCode {
         },
         None => Config::default(),
     };
-    if let Some(r) = &args.rule {
+    if args.rule.len() > 1 || !args.rules_dirs.is_empty() {
+        config.rules.extend(args.rule.iter().cloned());
+        for d in &args.rules_dirs {
+            if let Err(e) = config.set_str("rules_dir", d) {
+                eprintln!("apt-netcon: --rules {d}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if args.skip_broken {
+        config.skip_broken_rules = true;
+    }
+    if config.is_pack() {
+        return run_pack(&config, &args);
+    }
+    if let Some(r) = args.rule.first() {
         if BUILTIN_NAMES.contains(&r.as_str()) {
             config.rule = r.clone();
             config.rule_file = None;
@@ -121,7 +205,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let mut det = match Detector::new(&config) {
+    let det = match Detector::new(&config) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("apt-netcon: {e}");
@@ -133,151 +217,23 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let files = if args.files.is_empty() { vec!["-".to_string()] } else { args.files.clone() };
-    let stdout = io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-    let mut run = Run {
-        progress: !args.quiet && io::stderr().is_terminal(),
+    let opts = filter::Options {
+        alerts_only: args.alerts_only,
         quiet: args.quiet,
-        started: Instant::now(),
-        last_progress: Instant::now(),
-        bytes: 0,
-        bad: 0,
-        empty: 0,
+        progress: !args.quiet && io::stderr().is_terminal(),
     };
-    let mut status = ExitCode::SUCCESS;
-    for f in &files {
-        let input: Box<dyn Read> = if f == "-" {
-            Box::new(io::stdin())
-        } else {
-            match std::fs::File::open(f) {
-                Ok(file) => Box::new(file),
-                Err(e) => {
-                    eprintln!("apt-netcon: cannot open {f}: {e}");
-                    status = ExitCode::from(1);
-                    continue;
-                }
+    let mut threads = args.threads;
+    if threads > 1 {
+        if let Err(why) = apt_netcon::footprint::Partitioner::new(det.rule(), &config, threads) {
+            if !args.quiet {
+                eprintln!("apt-netcon: --threads {threads}: running on one thread: {why}");
             }
-        };
-        let name = if f == "-" { "<stdin>" } else { f.as_str() };
-        if let Err(e) = run.filter(&mut det, name, BufReader::with_capacity(1 << 16, input), &mut out) {
-            eprintln!("apt-netcon: {name}: {e}");
-            return ExitCode::from(1);
+            threads = 1;
         }
     }
-    // End of stream: events held back for max_lateness are released now;
-    // their alerts follow the last record.
-    det.finish();
-    if let Err(e) = write_alerts(&mut det, &mut out).and_then(|_| out.flush()) {
-        eprintln!("apt-netcon: writing output: {e}");
-        return ExitCode::from(1);
-    }
-    drop(out);
-    det.flush();
-    if !args.quiet {
-        run.report(&det);
-    }
-    status
-}
-
-/// Write the standalone alert records waiting, one JSON line each.
-fn write_alerts(det: &mut Detector, out: &mut impl Write) -> io::Result<()> {
-    let mut lines = Vec::new();
-    det.take_json_alerts(&mut lines);
-    out.write_all(&lines)
-}
-
-struct Run {
-    progress: bool,
-    quiet: bool,
-    started: Instant,
-    last_progress: Instant,
-    bytes: u64,
-    bad: u64,
-    empty: u64,
-}
-
-impl Run {
-    fn filter(&mut self, det: &mut Detector, name: &str, mut input: impl BufRead, out: &mut impl Write) -> io::Result<()> {
-        let mut line = Vec::with_capacity(4096);
-        let mut lineno = 0u64;
-        loop {
-            line.clear();
-            if input.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            lineno += 1;
-            self.bytes += line.len() as u64;
-            let mut end = line.len();
-            if line[end - 1] == b'\n' {
-                end -= 1;
-                if end > 0 && line[end - 1] == b'\r' {
-                    end -= 1;
-                }
-            }
-            let record = &line[..end];
-            if record.iter().all(|b| b.is_ascii_whitespace()) {
-                self.empty += 1;
-                out.write_all(&line)?;
-                continue;
-            }
-            match det.process(record) {
-                Ok(Verdict::Unchanged) => out.write_all(&line)?,
-                Ok(Verdict::Annotated(bytes)) => {
-                    out.write_all(bytes)?;
-                    out.write_all(&line[end..])?;
-                }
-                Err(e) => {
-                    self.bad += 1;
-                    if self.bad <= REPORT_FIRST_ERRORS && !self.quiet {
-                        eprintln!("apt-netcon: {name}:{lineno}: {e} (passed through unchanged)");
-                    }
-                    out.write_all(&line)?;
-                }
-            }
-            // Standalone alerts (max_lateness > 0) go right after the record
-            // whose arrival released them: in stream position.
-            if det.queued_alerts() > 0 {
-                write_alerts(det, out)?;
-            }
-            if self.progress && lineno % 4096 == 0 && self.last_progress.elapsed() >= Duration::from_secs(1) {
-                self.last_progress = Instant::now();
-                let s = det.stats();
-                let secs = self.started.elapsed().as_secs_f64();
-                eprint!(
-                    "\rapt-netcon: {name}: {} records, {:.1} MB, {:.0} records/s, {} alerts   ",
-                    s.records,
-                    self.bytes as f64 / 1e6,
-                    s.records as f64 / secs,
-                    s.annotated
-                );
-            }
-        }
-        if self.progress {
-            eprint!("\r{:79}\r", "");
-        }
-        Ok(())
-    }
-
-    fn report(&self, det: &Detector) {
-        let s = det.stats();
-        let secs = self.started.elapsed().as_secs_f64();
-        eprintln!(
-            "apt-netcon: {} records ({} empty lines) in {:.2} s, {} alerts, {} passed through unread (errors)",
-            s.records,
-            self.empty,
-            secs,
-            s.annotated + s.standalone_alerts,
-            s.errors()
-        );
-        if self.bad > REPORT_FIRST_ERRORS {
-            eprintln!("apt-netcon: {} more bad records not shown", self.bad - REPORT_FIRST_ERRORS);
-        }
-        let line: Vec<String> = s.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
-        eprintln!("apt-netcon: {}", line.join(" "));
-        let by_item = det.exception_counts();
-        if !by_item.is_empty() {
-            let items = apt_netcon::exceptions::format_counts(&by_item);
-            eprintln!("apt-netcon: excluded={} by exception item: {items}", s.excluded);
-        }
+    if threads > 1 {
+        filter::run_threaded(det.rule().clone(), &config, threads, &files, &opts)
+    } else {
+        filter::run_serial(det, &files, &opts)
     }
 }

@@ -3,6 +3,10 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+#[allow(dead_code)]
+#[path = "../benches/corpus/mod.rs"]
+mod corpus;
+
 fn run(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_apt-netcon"))
         .args(args)
@@ -11,8 +15,16 @@ fn run(args: &[&str], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    // Written from another thread: a large input would otherwise fill the
+    // output pipe before the child's output is read.
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
 }
 
 fn sample() -> Vec<u8> {
@@ -164,4 +176,187 @@ fn max_lateness_turns_a_reversed_stream_into_standalone_alerts() {
     let mut want = want;
     want.sort_by_key(id);
     assert_eq!(alerts, want, "the same alerts, documents and all, as the time-sorted sample inline");
+}
+
+/// A generated multi-host stream (the benchmarks' realistic corpus: 300
+/// hosts, planted sequences, near misses, background), with a few odd lines
+/// mixed in: blank, not JSON, a record without `host.id`, a dotted `host.id`,
+/// an array `host.id`, and a last line without a newline.
+fn multi_host_stream(events: usize) -> Vec<u8> {
+    let c = corpus::Corpus::generate(&corpus::Spec::new(events, 300));
+    assert!(c.mix.planted > 20, "the stream holds sequences to find");
+    let mut out = Vec::new();
+    for (i, line) in c.lines().enumerate() {
+        out.extend_from_slice(line);
+        out.extend_from_slice(if i % 997 == 0 { b"\r\n" } else { b"\n" });
+        match i % 1500 {
+            100 => out.extend_from_slice(b"\n   \n"),
+            200 => out.extend_from_slice(b"not json\n"),
+            300 => out.extend_from_slice(b"{\"event\":{\"category\":\"network\"},\"host\":{\"id\":null}}\n"),
+            400 => out.extend_from_slice(b"{\"event\":{\"category\":\"process\"},\"host\":{\"id\":[\"a\",\"a\"]}}\n"),
+            _ => {}
+        }
+    }
+    out.extend_from_slice(b"{\"host.id\":\"last\"}");
+    out
+}
+
+/// The output lines that are alert records (annotated or standalone),
+/// terminators kept.
+fn alert_lines(out: &[u8]) -> Vec<u8> {
+    out.split_inclusive(|&b| b == b'\n').filter(|l| l.windows(14).any(|w| w == b"\"apt_netcon\":{")).flatten().copied().collect()
+}
+
+#[test]
+fn threads_give_the_output_of_one_thread() {
+    let input = multi_host_stream(30_000);
+    let one = run(&["-q"], &input);
+    assert!(one.status.success());
+    let alerts = alert_lines(&one.stdout);
+    assert!(alerts.len() > 1000, "alerts in the stream");
+    for t in ["2", "3", "5"] {
+        let many = run(&["--threads", t], &input);
+        assert!(many.status.success());
+        assert!(many.stdout == one.stdout, "--threads {t}: the bytes of one thread");
+        let err = String::from_utf8(many.stderr).unwrap();
+        assert!(err.contains("records=30"), "{err}");
+        assert!(err.contains("not valid JSON"), "bad lines still reported: {err}");
+    }
+    // The same from several files (line numbers restart per file).
+    let dir = std::env::temp_dir().join(format!("apt-netcon-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.ndjson"), dir.join("b.ndjson"));
+    let cut = input.len() / 2;
+    let cut = cut + input[cut..].iter().position(|&b| b == b'\n').unwrap() + 1;
+    std::fs::write(&a, &input[..cut]).unwrap();
+    std::fs::write(&b, &input[cut..]).unwrap();
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let files1 = run(&[a, b], b"");
+    assert!(files1.stdout == one.stdout);
+    let files2 = run(&["--threads", "2", a, b], b"");
+    assert!(files2.stdout == one.stdout);
+    // The same bad lines reported, by file and line number, and the same counters.
+    let report = |o: &Output| -> Vec<String> {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        err.lines().filter(|l| !l.contains(" s, ") && !l.contains("pending=")).map(String::from).collect()
+    };
+    assert_eq!(report(&files2), report(&files1));
+    assert!(report(&files1).iter().any(|l| l.contains(&format!("{a}:"))));
+}
+
+#[test]
+fn alerts_only_writes_the_alert_lines() {
+    let input = multi_host_stream(20_000);
+    let full = run(&["-q"], &input);
+    let want = alert_lines(&full.stdout);
+    assert!(!want.is_empty());
+    for args in [&["-q", "--alerts-only"][..], &["-q", "--alerts-only", "--threads", "2"]] {
+        let out = run(args, &input);
+        assert!(out.status.success());
+        assert!(out.stdout == want, "{args:?}");
+    }
+    // Standalone alerts too (max_lateness: the reversed sample).
+    let sample = sample();
+    let mut lines: Vec<&[u8]> = sample.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    lines.reverse();
+    let mut reversed = lines.join(&b'\n');
+    reversed.push(b'\n');
+    let cfg = tmp("late-ao.json", r#"{"max_lateness":"1d"}"#);
+    let full = run(&["-q", "--config", &cfg], &reversed);
+    let want = alert_lines(&full.stdout);
+    assert_eq!(want.iter().filter(|&&b| b == b'\n').count(), 2);
+    let out = run(&["-q", "--config", &cfg, "--alerts-only"], &reversed);
+    assert_eq!(out.stdout, want);
+}
+
+#[test]
+fn threads_fall_back_to_one_when_the_rule_cannot_be_split() {
+    let cfg = tmp("late-t.json", r#"{"max_lateness":"1d"}"#);
+    let out = run(&["--threads", "2", "--config", &cfg], &sample());
+    assert!(out.status.success());
+    assert!(out.stdout == run(&["-q", "--config", &cfg], &sample()).stdout);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("running on one thread") && err.contains("max_lateness"), "{err}");
+    let rule = tmp("one.eql", "network where destination.port == 443\n");
+    let out = run(&["--threads", "2", "--rule", &rule], &sample());
+    assert!(String::from_utf8(out.stderr).unwrap().contains("running on one thread"));
+    let out = run(&["--threads", "x"], b"");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Lines far longer than a read block, and a stream that ends without a
+/// newline, come out as they went in.
+#[test]
+fn long_lines_and_no_final_newline() {
+    let big = format!("{{\"message\":\"{}\"}}", "x".repeat(3 << 20));
+    let input = format!("{big}\n{{\"a\":1}}\n{big}");
+    for args in [&["-q"][..], &["-q", "--threads", "2"]] {
+        let out = run(args, input.as_bytes());
+        assert!(out.status.success());
+        assert!(out.stdout == input.as_bytes(), "{args:?}");
+    }
+    // From files, which the threads read in byte ranges: lines longer than
+    // a range, an empty file, a file of one short line without a newline.
+    let big_file = tmp("long.ndjson", &input);
+    let empty = tmp("empty.ndjson", "");
+    let short = tmp("short.ndjson", "{\"a\":2}");
+    for t in ["1", "2", "3"] {
+        let out = run(&["-q", "--threads", t, &big_file, &empty, &short, &big_file], b"");
+        assert!(out.status.success());
+        let want = [input.as_bytes(), b"{\"a\":2}", input.as_bytes()].concat();
+        assert!(out.stdout == want, "--threads {t}");
+    }
+}
+
+#[test]
+fn a_pack_writes_each_record_then_one_alert_per_match() {
+    let a = tmp("pack-a.eql", r#"process where process.name == "curl""#);
+    let b = tmp("pack-b.eql", r#"process where process.name : "cu*" and ?process.pid > 100"#);
+    let c = tmp("pack-c.eql", r#"process where process.name == "wget""#);
+    let recs = concat!(
+        r#"{"@timestamp":"2024-05-01T10:00:00Z","event":{"category":["process"]},"process":{"name":"curl","pid":4242}}"#,
+        "\n",
+        r#"{"@timestamp":"2024-05-01T10:00:01Z","event":{"category":["process"]},"process":{"name":"ls"}}"#,
+        "\n"
+    );
+    let out = run(&["--rule", &a, "--rule", &b, "--rule", &c], recs.as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(lines.len(), 4, "two records, two alerts: {lines:#?}");
+    assert_eq!(lines[0], recs.lines().next().unwrap(), "the record goes on unchanged");
+    for l in &lines[1..3] {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["event"]["kind"], "signal");
+        assert_eq!(v["process"]["name"], "curl");
+    }
+    assert_eq!(lines[3], recs.lines().nth(1).unwrap());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a pack of 3 rules") && err.contains("2 alerts"), "{err}");
+    // --alerts-only: the two alerts.
+    let out = run(&["--rule", &a, "--rule", &b, "--rule", &c, "--alerts-only", "--quiet"], recs.as_bytes());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    // A rule that does not load: every one named, exit 2; --skip-broken-rules runs the rest.
+    let bad = tmp("pack-bad.eql", r#"process where x | head 1"#);
+    let out = run(&["--rule", &a, "--rule", &bad], recs.as_bytes());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1 of 2 rules do not load") && err.contains("pack-bad.eql") && err.contains("'| head'"), "{err}");
+    let out = run(&["--rule", &a, "--rule", &bad, "--skip-broken-rules"], recs.as_bytes());
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+}
+
+#[test]
+fn the_cli_warns_once_when_records_look_unparsed() {
+    let mut input = Vec::new();
+    for i in 0..50 {
+        input.extend_from_slice(format!("{{\"log\": \"line {i}\"}}\n").as_bytes());
+    }
+    let out = run(&[], &input);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, input, "records go on unchanged");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("warning:").count(), 1, "{err}");
+    assert!(err.contains("look unparsed") && err.contains("`log`"), "{err}");
 }

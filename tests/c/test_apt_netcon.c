@@ -866,6 +866,38 @@ static void test_finish_releases_held_events(void) {
     aptnc_free(det);
 }
 
+static void test_footprint(void) {
+    aptnc_detector *det = new_detector(NULL);
+    const uint8_t *fp = NULL;
+    size_t fp_len = 0;
+    CHECK_STATUS(aptnc_footprint(det, &fp, &fp_len), APTNC_STATUS_OK);
+    CHECK(fp != NULL && fp_len > 0);
+    char *text = malloc(fp_len + 1);
+    memcpy(text, fp, fp_len);
+    text[fp_len] = 0;
+    CHECK(strncmp(text, "{\"fields\":[", 11) == 0);
+    CHECK(strstr(text, "\"host.id\"") != NULL);
+    CHECK(strstr(text, "[\"process.parent.name\",[\"apt\"]]") != NULL);
+    CHECK(strstr(text, "\"whole_record\":false") != NULL);
+    /* The same bytes after a record: fixed for the detector's life. */
+    const uint8_t *out;
+    size_t out_len;
+    CHECK_STATUS(aptnc_filter(det, u8(STAGE1), strlen(STAGE1), &out, &out_len), APTNC_STATUS_UNCHANGED);
+    const uint8_t *fp2 = NULL;
+    size_t fp2_len = 0;
+    CHECK_STATUS(aptnc_footprint(det, &fp2, &fp2_len), APTNC_STATUS_OK);
+    CHECK(fp2_len == fp_len && memcmp(fp2, text, fp_len) == 0);
+    free(text);
+    CHECK_STATUS(aptnc_footprint(det, NULL, &fp_len), APTNC_STATUS_NULL_PARAMETER);
+    CHECK_STATUS(aptnc_footprint(NULL, &fp, &fp_len), APTNC_STATUS_NULL_PARAMETER);
+    aptnc_free(det);
+    /* max_lateness: records must be passed whole. */
+    det = new_detector("{\"max_lateness\":\"10s\"}");
+    CHECK_STATUS(aptnc_footprint(det, &fp, &fp_len), APTNC_STATUS_OK);
+    CHECK(fp_len > 20 && memmem(fp, fp_len, "\"whole_record\":true", 19) != NULL);
+    aptnc_free(det);
+}
+
 static void test_panic_poisons_detector(void) {
     if (!aptnc_test_force_panic) {
         fprintf(stderr, "%s: skipped (the library is a release build without the test hook)\n", __func__);
@@ -996,6 +1028,7 @@ static const struct {
     T(test_stats),
     T(test_flush),
     T(test_finish_releases_held_events),
+    T(test_footprint),
     T(test_panic_poisons_detector),
     T(test_annotated_output_equals_cli),
     T(test_threads_share_one_rule),

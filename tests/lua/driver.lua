@@ -16,7 +16,12 @@ event.id and kibana.alert.uuid, in the same order, and the same fields.
 With max_lateness, the standalone alerts returned in arrays must be the
 CLI's on the same out-of-order stream. Also: the JSON encoder and decoder,
 against the interpreter once the JIT has compiled them; fail-open cases;
-config errors. Prints `lua: N passed, M failed`; exits non-zero on any
+config errors; two instances with their own configs in one Lua state; the
+unparsed-record warning. With a CORPUS (NDJSON, e.g. the benchmarks'
+generated Defend traffic): the glue's alerts on it must be the CLI's, and
+the cost per record is printed: a no-op callback, the glue, and the
+pure-Lua peer (../shared/peers/apt_netcon_pure.lua, when present) on the
+same record tables. Prints `lua: N passed, M failed`; exits non-zero on any
 failure.
 ]]
 
@@ -28,9 +33,9 @@ int unsetenv(const char *name);
 
 io.stdout:setvbuf("line")
 
-local GLUE, SAMPLE, CLI = arg[1], arg[2], arg[3]
+local GLUE, SAMPLE, CLI, CORPUS = arg[1], arg[2], arg[3], arg[4]
 if not (GLUE and SAMPLE and CLI) then
-    io.stderr:write("usage: luajit driver.lua GLUE SAMPLE CLI_BINARY\n")
+    io.stderr:write("usage: luajit driver.lua GLUE SAMPLE CLI_BINARY [CORPUS]\n")
     os.exit(2)
 end
 
@@ -471,24 +476,81 @@ end
 -- Fail open: anything odd gives code 0 with the record unchanged, counted.
 
 print("fail-open checks (two \"record passed through\" lines on standard error are expected)")
+-- A first-stage record of the sample (a shell exec'd by apt): it passes the
+-- glue's check of required values, so it reaches the encoder and the library.
+local stage1_line
+for _, line in ipairs(sample_lines) do
+    if not stage1_line and line:find('"apt"', 1, true) and line:find('"-c"', 1, true) then stage1_line = line end
+end
 do
     local g = load_glue()
+    check(g.apt_netcon_glue.mode == "reduced", "the glue sends reduced records (aptnc_footprint)")
     local function call(rec)
         local code, ts, out = g.apt_netcon("t", 1.5, rec)
         return code == 0 and ts == 1.5 and rawequal(out, rec)
     end
+    local function stage1(patch)
+        local t = fb_decode(stage1_line)
+        patch(t)
+        return t
+    end
     local before = g.apt_netcon_glue.stats()
-    local cyc = { ["@timestamp"] = "2026-03-14T09:30:00Z" }
+    local cyc = { x = 1 }
     cyc.loop = cyc
-    check(call(cyc), "fail open: a cyclic table")
-    check(call({ f = function() end }), "fail open: a function value")
+    check(call(stage1(function(t) t.process.entity_id = cyc end)), "fail open: a cyclic table in a field read")
+    check(call(stage1(function(t) t.process.entity_id = function() end end)), "fail open: a function value in a field read")
     check(call({ 1, 2, 3 }), "fail open: an array record (not an object)")
-    check(call({ msg = "bad utf-8 \255\254" }), "fail open: invalid UTF-8")
+    check(call(stage1(function(t) t.process.entity_id = "bad utf-8 \255\254" end)), "fail open: invalid UTF-8")
     check(call("not a table"), "fail open: not a table")
+    -- Fields not read are never looked at: a cycle or a function there changes nothing.
+    check(call(stage1(function(t) t.unread = cyc; t.fn = print end)), "a cycle and a function in fields not read")
     local after = g.apt_netcon_glue.stats()
     check(after.lua_errors - before.lua_errors == 2, "fail open: Lua-side errors counted (" .. after.lua_errors .. ")")
     check(after.not_an_object - before.not_an_object == 1, "fail open: not_an_object counted by the library")
     check(after.invalid_json - before.invalid_json == 1, "fail open: invalid_json counted by the library")
+    -- A record that can match no stage never reaches the library.
+    local lib_before = after.records - after.skipped
+    check(call({ event = { category = { "file" } }, host = { id = "h" } }), "a record matching nothing: code 0")
+    local st = g.apt_netcon_glue.stats()
+    check(st.skipped == after.skipped + 1 and st.records - st.skipped == lib_before,
+        "a record matching nothing is skipped without crossing the FFI")
+end
+
+-- Two instances in one Lua state, each with its own config, on the same
+-- records: each gives its own config's alerts. With maxspan 2s the second
+-- sample sequence (5 s apart) does not complete.
+do
+    local g = load_glue()
+    local a = g.apt_netcon_glue.new()
+    local b = g.apt_netcon_glue.new { config = '{"maxspan":"2s","kibana_fields":false}' }
+    local got_a, got_b = {}, {}
+    for i, line in ipairs(sample_lines) do
+        local code, _, rec = a.apt_netcon("t", make_ts(i), fb_decode(line))
+        if code == 2 then got_a[#got_a + 1] = field(rec, "event.id") end
+        code, _, rec = b.apt_netcon("t", make_ts(i), fb_decode(line))
+        if code == 2 then
+            got_b[#got_b + 1] = field(rec, "event.id")
+            check(rec.kibana == nil and field(rec, "apt_netcon.alert_id") ~= nil, "instance b: its own config (no kibana fields)")
+        end
+    end
+    check(table.concat(got_a, " ") == "hook-net-0001 hook-net-0002", "instance a: the sample's two alerts (" .. table.concat(got_a, " ") .. ")")
+    check(table.concat(got_b, " ") == "hook-net-0001", "instance b (maxspan 2s): one alert (" .. table.concat(got_b, " ") .. ")")
+    local ok, err = pcall(g.apt_netcon_glue.new, { config = '{"maxspan":"x"}' })
+    check(not ok and tostring(err):find("maxspan", 1, true) ~= nil, "a bad instance config raises an error naming the key")
+end
+
+-- Records that look unparsed ({"log": "..."}) are warned of once.
+do
+    local g = load_glue()
+    local lines = {}
+    local inst = g.apt_netcon_glue.new { log = function(l) lines[#lines + 1] = l end, name = "t" }
+    for i = 1, 50 do inst.apt_netcon("t", 1.5, { log = '{"event":{"category":"process"}} line ' .. i }) end
+    inst.apt_netcon("t", 1.5, fb_decode(sample_lines[1]))
+    local warned = 0
+    for _, l in ipairs(lines) do
+        if l:find("look unparsed", 1, true) and l:find("`log`", 1, true) then warned = warned + 1 end
+    end
+    check(warned == 1 and #lines == 1, "the unparsed warning comes once (" .. warned .. " of " .. #lines .. " lines)")
 end
 
 ---------------------------------------------------------------------------
@@ -623,6 +685,92 @@ do
         "a library that cannot be loaded fails the load and says how to set it")
     out = load_in_child("APT_NETCON_CONFIG=" .. sh_quote('{"rule": "apt_netcon_v11"}'))
     check(out:find("rc=0\n", 1, true) ~= nil, "a valid APT_NETCON_CONFIG loads")
+end
+
+---------------------------------------------------------------------------
+-- A realistic corpus: the glue's alerts are the CLI's, and what each
+-- callback costs per record on the same tables.
+
+if CORPUS then
+    local g = load_glue()
+    local json = g.apt_netcon_glue
+    local lines = read_lines(CORPUS)
+    local want = cli_alerts(run_cli(CORPUS))
+    -- The tables Fluent Bit would hand over (the glue's decoder is much
+    -- faster than fb_decode here; null members vanish as in Fluent Bit).
+    local tables = {}
+    for i, line in ipairs(lines) do tables[i] = json.decode(line) end
+    local n = #tables
+
+    -- Correctness first, on fresh tables.
+    local inst = json.new()
+    local got = {}
+    for i = 1, n do
+        local code, _, rec = inst.apt_netcon("t", 1.5, json.decode(lines[i]))
+        if code == 2 then got[#got + 1] = { id = field(rec, "event.id"), uuid = field(rec, "kibana.alert.uuid"), record = rec } end
+    end
+    check(#want > 0, "corpus: the CLI alerts on it")
+    check(same_ids(got, want), ("corpus: the glue's alerts are the CLI's (%d vs %d)"):format(#got, #want))
+    local fields_ok = true
+    for k = 1, math.min(#got, #want) do
+        local ok, where = deep_equal(got[k].record, fb_decode(want[k].line))
+        if not ok then
+            fields_ok = false
+            io.stderr:write("  corpus alert ", k, ": ", where, "\n")
+            break
+        end
+    end
+    check(fields_ok, "corpus: every alert has the CLI's fields")
+    local st = inst.stats()
+    check(st.records == n and st.lua_errors == 0, "corpus: every record counted, no Lua error")
+    print(("corpus: %d records, %d alerts; %d (%.1f %%) decided on the table, %d sent to the library")
+        :format(n, #got, st.skipped, 100 * st.skipped / n, n - st.skipped))
+
+    -- Timing: one glue instance and one peer instance, each warmed by an
+    -- untimed pass (as in a long-running Fluent Bit: the JIT has compiled
+    -- what it can, the glue has ordered its tests), then ROUNDS rounds of
+    -- each callback over every table in turn; the median CPU time per
+    -- record. (A replayed pass is out of order for the detectors: it costs
+    -- them as much, and alerts nothing new.)
+    local ROUNDS = tonumber(os.getenv("APT_NETCON_LUA_ROUNDS") or "7")
+    local function noop(tag, ts, record) return 0, ts, record end
+    local peer_path = GLUE:gsub("examples/fluent%-bit/apt_netcon%.lua$", "") .. "../shared/peers/apt_netcon_pure.lua"
+    local peer_chunk = loadfile(peer_path)
+    local function pass(f)
+        local t0 = os.clock()
+        for i = 1, n do f("t", 1.5, tables[i]) end
+        return (os.clock() - t0) / n * 1e6
+    end
+    local gi = json.new()
+    pass(gi.apt_netcon)
+    local peer_cb
+    if peer_chunk then
+        local env = setmetatable({}, { __index = _G })
+        setfenv(peer_chunk, env)
+        peer_chunk()
+        peer_cb = env.cb
+        pass(peer_cb)
+    end
+    local times = { noop = {}, glue = {}, peer = {} }
+    for _ = 1, ROUNDS do
+        times.noop[#times.noop + 1] = pass(noop)
+        times.glue[#times.glue + 1] = pass(gi.apt_netcon)
+        if peer_cb then times.peer[#times.peer + 1] = pass(peer_cb) end
+    end
+    local function median(v)
+        table.sort(v)
+        return v[math.floor((#v + 1) / 2)]
+    end
+    local t_noop, t_glue = median(times.noop), median(times.glue)
+    print(("cost per record (µs, CPU, median of %d rounds over %d tables): no-op %.3f; glue %.3f (%.3f over no-op)")
+        :format(ROUNDS, n, t_noop, t_glue, t_glue - t_noop))
+    if peer_chunk then
+        local t_peer = median(times.peer)
+        print(("  pure-Lua peer %.3f (%.3f over no-op); glue / peer over no-op: %.2f")
+            :format(t_peer, t_peer - t_noop, (t_glue - t_noop) / (t_peer - t_noop)))
+    else
+        print("  pure-Lua peer: not measured (" .. peer_path .. " is absent)")
+    end
 end
 
 print(("lua: %d passed, %d failed"):format(passed, failed))
