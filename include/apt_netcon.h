@@ -638,6 +638,24 @@ aptnc_status aptnc_footprint(struct aptnc_detector *detector,
                              size_t *out_len);
 
 /**
+ * The detector's next warning, if any: a one-line message saying why no
+ * alert can come from what it sees, and the fix — records that look
+ * unparsed (`{"log": "…"}`: no JSON parser upstream), or records matching
+ * a stage without a usable `@timestamp` (a parser's `Time_Key` removed it).
+ * A cause is warned of at its first occurrence and again every 100,000.
+ * Hosts that log (the Lua glue) call it after records that crossed.
+ *
+ * `*out`/`*out_len` receive the UTF-8 text, owned by the detector and valid
+ * until the next call on it; `*out_len` is 0 when there is no warning.
+ *
+ * # Safety
+ * Pointers are NULL or valid for their documented use.
+ */
+aptnc_status aptnc_take_warning(struct aptnc_detector *detector,
+                                const uint8_t **out,
+                                size_t *out_len);
+
+/**
  * Evaluate one Fluent Bit chunk: MessagePack records concatenated, each
  * `[[EventTime, {metadata}], {body}]` (or the legacy `[EventTime, {body}]`;
  * group start/end markers pass through).

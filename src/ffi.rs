@@ -150,6 +150,8 @@ pub struct aptnc_detector {
     alerts: Vec<u8>,
     /// What aptnc_footprint hands out (fixed for the detector's life).
     footprint: Vec<u8>,
+    /// The last warning handed out by aptnc_take_warning.
+    warning: Vec<u8>,
     /// Set when a call panicked: the state may be inconsistent.
     poisoned: bool,
 }
@@ -737,7 +739,7 @@ pub unsafe extern "C" fn aptnc_init(
             None => Detector::new(&cfg)?,
         };
         let footprint = crate::footprint::Footprint::of(&det, &cfg).to_json().into_bytes();
-        let boxed = Box::new(aptnc_detector { det, chunk: Vec::new(), alerts: Vec::new(), footprint, poisoned: false });
+        let boxed = Box::new(aptnc_detector { det, chunk: Vec::new(), alerts: Vec::new(), footprint, warning: Vec::new(), poisoned: false });
         // SAFETY: `detector` is non-NULL and points to a writable `aptnc_detector *`.
         unsafe { *detector = Box::into_raw(boxed) };
         Ok(())
@@ -870,6 +872,41 @@ pub unsafe extern "C" fn aptnc_footprint(
         unsafe {
             *out = d.footprint.as_ptr();
             *out_len = d.footprint.len();
+        }
+        aptnc_status::Ok
+    })
+}
+
+/// The detector's next warning, if any: a one-line message saying why no
+/// alert can come from what it sees, and the fix — records that look
+/// unparsed (`{"log": "…"}`: no JSON parser upstream), or records matching
+/// a stage without a usable `@timestamp` (a parser's `Time_Key` removed it).
+/// A cause is warned of at its first occurrence and again every 100,000.
+/// Hosts that log (the Lua glue) call it after records that crossed.
+///
+/// `*out`/`*out_len` receive the UTF-8 text, owned by the detector and valid
+/// until the next call on it; `*out_len` is 0 when there is no warning.
+///
+/// # Safety
+/// Pointers are NULL or valid for their documented use.
+#[no_mangle]
+pub unsafe extern "C" fn aptnc_take_warning(
+    detector: *mut aptnc_detector,
+    out: *mut *const u8,
+    out_len: *mut usize,
+) -> aptnc_status {
+    with_detector(detector, |d| {
+        if out.is_null() || out_len.is_null() {
+            return aptnc_status::NullParameter;
+        }
+        d.warning.clear();
+        if let Some(w) = d.det.take_warning() {
+            d.warning.extend_from_slice(w.as_bytes());
+        }
+        // SAFETY: both are non-NULL and writable (checked above).
+        unsafe {
+            *out = d.warning.as_ptr();
+            *out_len = d.warning.len();
         }
         aptnc_status::Ok
     })

@@ -176,6 +176,7 @@ struct aptnc_flush_report {
     uint64_t held;
 };
 uint32_t aptnc_footprint(aptnc_detector *detector, const uint8_t **out, size_t *out_len);
+uint32_t aptnc_take_warning(aptnc_detector *detector, const uint8_t **out, size_t *out_len);
 const char *aptnc_version(void);
 uint32_t aptnc_abi_version(void);
 const char *aptnc_status_str(uint32_t status);
@@ -234,9 +235,12 @@ pcall(function() return ffi.C.dlopen(lib_path, 0x00001 + 0x01000) end) -- RTLD_L
 -- aptnc_footprint came with library 0.1 of this ABI; an older build lacks
 -- it, and then every record is sent whole.
 local has_footprint = pcall(function() return lib.aptnc_footprint end)
+local has_take_warning = pcall(function() return lib.aptnc_take_warning end)
 
 -- Reused out-parameters (one caller at a time: a Lua state is single-threaded).
 local out_ptr = ffi.new("const uint8_t *[1]")
+local warn_ptr = ffi.new("const uint8_t *[1]")
+local warn_len = ffi.new("size_t[1]")
 local out_len = ffi.new("size_t[1]")
 local stats_buf = ffi.new("struct aptnc_stats")
 local report_buf = ffi.new("struct aptnc_flush_report")
@@ -1140,6 +1144,11 @@ local function new_instance(opts)
         if not reduced then json = encode(record, null) end
         local st = lib.aptnc_filter(detector, json, #json, out_ptr, out_len)
         local annotated
+        -- The library's warnings (e.g. stage matches without @timestamp).
+        if has_take_warning and st ~= STATUS_ANNOTATED
+            and lib.aptnc_take_warning(detector, warn_ptr, warn_len) == STATUS_OK and warn_len[0] > 0 then
+            log("[" .. label .. "] " .. ffi.string(warn_ptr[0], warn_len[0]))
+        end
         if st == STATUS_ANNOTATED then
             -- The output belongs to the detector until its next call: copy it now.
             local t = decode(ffi.string(out_ptr[0], out_len[0]), null)

@@ -866,6 +866,27 @@ static void test_finish_releases_held_events(void) {
     aptnc_free(det);
 }
 
+static void test_take_warning(void) {
+    aptnc_detector *det = new_detector(NULL);
+    const uint8_t *w = NULL, *out;
+    size_t w_len = 1, out_len;
+    /* Nothing seen: no warning. */
+    CHECK_STATUS(aptnc_take_warning(det, &w, &w_len), APTNC_STATUS_OK);
+    CHECK_U64(w_len, 0);
+    const char *unparsed = "{\"log\":\"2024-05-01 sshd[1]: accepted\"}";
+    for (int i = 0; i < 3; i++) {
+        CHECK_STATUS(aptnc_filter(det, u8(unparsed), strlen(unparsed), &out, &out_len), APTNC_STATUS_UNCHANGED);
+    }
+    CHECK_STATUS(aptnc_take_warning(det, &w, &w_len), APTNC_STATUS_OK);
+    CHECK(w_len > 0 && memmem(w, w_len, "look unparsed", 13) != NULL && memmem(w, w_len, "`log`", 5) != NULL);
+    /* Once per cause. */
+    CHECK_STATUS(aptnc_take_warning(det, &w, &w_len), APTNC_STATUS_OK);
+    CHECK_U64(w_len, 0);
+    CHECK_STATUS(aptnc_take_warning(det, NULL, &w_len), APTNC_STATUS_NULL_PARAMETER);
+    CHECK_STATUS(aptnc_take_warning(NULL, &w, &w_len), APTNC_STATUS_NULL_PARAMETER);
+    aptnc_free(det);
+}
+
 static void test_footprint(void) {
     aptnc_detector *det = new_detector(NULL);
     const uint8_t *fp = NULL;
@@ -1029,6 +1050,7 @@ static const struct {
     T(test_flush),
     T(test_finish_releases_held_events),
     T(test_footprint),
+    T(test_take_warning),
     T(test_panic_poisons_detector),
     T(test_annotated_output_equals_cli),
     T(test_threads_share_one_rule),

@@ -553,6 +553,28 @@ do
     check(warned == 1 and #lines == 1, "the unparsed warning comes once (" .. warned .. " of " .. #lines .. " lines)")
 end
 
+-- Stage matches without @timestamp (a parser's Time_Key removed it) are
+-- warned of once, with the library's words.
+do
+    local g = load_glue()
+    local lines = {}
+    local inst = g.apt_netcon_glue.new { log = function(l) lines[#lines + 1] = l end, name = "t" }
+    local exec_line -- the first stage's event of the sample
+    for _, l in ipairs(sample_lines) do
+        if l:find('"hook-exec-0001"', 1, true) then exec_line = l end
+    end
+    for i = 1, 3 do
+        local r = fb_decode(exec_line)
+        r["@timestamp"] = nil
+        inst.apt_netcon("t", 1.5, r)
+    end
+    local warned = 0
+    for _, l in ipairs(lines) do
+        if l:find("no usable @timestamp", 1, true) and l:find("Time_Keep", 1, true) then warned = warned + 1 end
+    end
+    check(warned == 1, "the missing-@timestamp warning comes once (" .. warned .. " of " .. #lines .. " lines)")
+end
+
 ---------------------------------------------------------------------------
 -- max_lateness: alerts completed by held events come out later, as
 -- standalone records; the callback returns them in an array after the
