@@ -865,16 +865,25 @@ pub unsafe extern "C" fn aptnc_footprint(
     out_len: *mut usize,
 ) -> aptnc_status {
     with_detector(detector, |d| {
-        if out.is_null() || out_len.is_null() {
-            return aptnc_status::NullParameter;
-        }
-        // SAFETY: both are non-NULL and writable (checked above).
-        unsafe {
-            *out = d.footprint.as_ptr();
-            *out_len = d.footprint.len();
-        }
-        aptnc_status::Ok
+        // SAFETY: the caller passes NULL or writable pointers.
+        unsafe { hand_out(&d.footprint, out, out_len) }
     })
+}
+
+/// Write `bytes` (owned by the detector) to the out-parameters.
+///
+/// # Safety
+/// `out` and `out_len` are NULL or writable.
+unsafe fn hand_out(bytes: &[u8], out: *mut *const u8, out_len: *mut usize) -> aptnc_status {
+    if out.is_null() || out_len.is_null() {
+        return aptnc_status::NullParameter;
+    }
+    // SAFETY: both are non-NULL and writable (the caller's contract).
+    unsafe {
+        *out = bytes.as_ptr();
+        *out_len = bytes.len();
+    }
+    aptnc_status::Ok
 }
 
 /// The detector's next warning, if any: a one-line message saying why no
@@ -903,12 +912,8 @@ pub unsafe extern "C" fn aptnc_take_warning(
         if let Some(w) = d.det.take_warning() {
             d.warning.extend_from_slice(w.as_bytes());
         }
-        // SAFETY: both are non-NULL and writable (checked above).
-        unsafe {
-            *out = d.warning.as_ptr();
-            *out_len = d.warning.len();
-        }
-        aptnc_status::Ok
+        // SAFETY: the caller passes NULL or writable pointers.
+        unsafe { hand_out(&d.warning, out, out_len) }
     })
 }
 

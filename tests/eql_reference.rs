@@ -1,7 +1,7 @@
 //! The streaming EQL engine (`apt_netcon::eql::Engine`) against a NAIVE
 //! BATCH REFERENCE of Elasticsearch's sequence semantics (`TumblingWindow`,
 //! `SequenceMatcher`, `KeyToSequences`), written from the semantics alone
-//! (`/work/shared/spec/EQL.md`), not from the engine's state machine.
+//! (`../shared/spec/EQL.md`), not from the engine's state machine.
 //!
 //! The reference sees the whole stream at once (sorted by `@timestamp`, ties
 //! by ordinal) and walks it event by event, keeping plain lists of partial

@@ -17,24 +17,12 @@
 //!
 //! Environment: `APT_NETCON_EQL_SAMPLE_STREAMS` (default 2000 per query).
 
+mod common;
+
 use apt_netcon::eql::{Engine, EngineOptions, FieldType, Match, TypeMap};
+use common::Rng;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// (query, per-stage conditions as (category, required x or any)).
 type Stages = &'static [(&'static str, Option<i64>)];
@@ -94,7 +82,7 @@ fn samples_agree_with_the_batch_reference() {
     let (mut streams, mut samples, mut differ_from_batch) = (0u64, 0u64, 0u64);
     for (qi, (q, stages)) in QUERIES.iter().enumerate() {
         for s in 0..n {
-            let mut r = Rng(0xA11CE ^ (qi as u64) << 32 ^ s);
+            let mut r = Rng::new(0xA11CE ^ (qi as u64) << 32 ^ s);
             let len = 2 + r.below(14) as usize;
             let events: Vec<Value> = (0..len)
                 .map(|i| {

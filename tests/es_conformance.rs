@@ -734,16 +734,7 @@ fn strip_json_comments(src: &str) -> String {
     out
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+use apt_netcon::time::days_from_civil;
 
 /// `@timestamp` as epoch milliseconds, the way a `date` field with the
 /// default format (`strict_date_optional_time||epoch_millis`) reads it: a

@@ -6,7 +6,7 @@ Usage:
 
 FIELDS_TSV is a tab-separated file with the header `field<TAB>type<TAB>array`,
 one line per ECS field (derived from `generated/csv/fields.csv` of elastic/ecs;
-see /work/shared/ecs/ORIGIN.md).  OUT_RS defaults to src/eql/ecs_types.rs next
+see ../shared/ecs/ORIGIN.md).  OUT_RS defaults to src/eql/ecs_types.rs next
 to this script's repository.  Python 3 standard library only.
 
 The Elasticsearch type of each field becomes a `FieldType` (see
@@ -114,7 +114,7 @@ def main():
     w("// ECS is Copyright Elasticsearch B.V., licensed under the Apache License 2.0.\n")
     w("//\n")
     w("// Regenerate (from the repository root) with:\n")
-    w("//     python3 tools/gen_ecs_types.py /work/shared/ecs/fields.tsv src/eql/ecs_types.rs\n")
+    w("//     python3 tools/gen_ecs_types.py ../shared/ecs/fields.tsv src/eql/ecs_types.rs\n")
     w("// then check with `cargo test --lib eql::types`.\n")
     w("//\n")
     w(f"// {len(fields)} fields. Elasticsearch types here that map to `FieldType::Other`:\n")

@@ -6,7 +6,7 @@
 // ECS is Copyright Elasticsearch B.V., licensed under the Apache License 2.0.
 //
 // Regenerate (from the repository root) with:
-//     python3 tools/gen_ecs_types.py /work/shared/ecs/fields.tsv src/eql/ecs_types.rs
+//     python3 tools/gen_ecs_types.py ../shared/ecs/fields.tsv src/eql/ecs_types.rs
 // then check with `cargo test --lib eql::types`.
 //
 // 2732 fields. Elasticsearch types here that map to `FieldType::Other`:
