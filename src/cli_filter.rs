@@ -149,26 +149,12 @@ struct Totals {
 impl Totals {
     fn add(&mut self, det: &Detector) {
         let s = det.stats();
-        let f = s.fields();
-        if self.fields.is_empty() {
-            self.fields = f;
-        } else {
-            for (a, b) in self.fields.iter_mut().zip(f) {
-                a.1 += b.1;
-            }
-        }
+        add_counts(&mut self.fields, s.fields());
         self.records += s.records;
         self.alerts += s.annotated + s.standalone_alerts;
         self.errors += s.errors();
         self.excluded += s.excluded;
-        let ex = det.exception_counts();
-        if self.exceptions.is_empty() {
-            self.exceptions = ex;
-        } else {
-            for (a, b) in self.exceptions.iter_mut().zip(ex) {
-                a.1 += b.1;
-            }
-        }
+        add_counts(&mut self.exceptions, det.exception_counts());
     }
 
     /// Records read without a detector (ruled out by their bytes).
@@ -176,6 +162,17 @@ impl Totals {
         self.records += n;
         if let Some(r) = self.fields.iter_mut().find(|(k, _)| *k == "records") {
             r.1 += n;
+        }
+    }
+}
+
+/// Add named counters to a running sum (the same names, in the same order).
+fn add_counts<K>(sum: &mut Vec<(K, u64)>, more: Vec<(K, u64)>) {
+    if sum.is_empty() {
+        *sum = more;
+    } else {
+        for (a, b) in sum.iter_mut().zip(more) {
+            a.1 += b.1;
         }
     }
 }

@@ -64,7 +64,7 @@ const HELD_OVERHEAD: usize = 64;
 /// The generic engine's part of a detector.
 #[derive(Debug)]
 pub struct GenericRun {
-    engine: EngineBox,
+    engine: Engine,
     /// The strings the rule requires (see [`crate::pack`]): a record
     /// holding none of them is not read at all.
     index: crate::pack::RuleIndex,
@@ -83,15 +83,6 @@ pub struct GenericRun {
     max_seen: Option<i64>,
     matches: Vec<Match>,
     out: Vec<u8>,
-}
-
-/// The engine (not `Debug`).
-struct EngineBox(Engine);
-
-impl std::fmt::Debug for EngineBox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Engine")
-    }
 }
 
 /// Settings the generic run takes from the config.
@@ -138,17 +129,17 @@ impl GenericRun {
             carry_fields: Vec::new(),
             mapping_complete: false,
         };
+        let index = crate::pack::RuleIndex::new(std::slice::from_ref(rule), &opts.types, s.prefilter);
+        let mut engine = Engine::from_ast(&query, rule.query_text(), opts)?;
         // The fields the query reads are carried too.
-        let probe = Engine::from_ast(&query, rule.query_text(), opts.clone())?;
-        for f in probe.fields() {
+        for f in engine.fields() {
             if !carry.contains(f) {
                 carry.push(f.clone());
             }
         }
-        let index = crate::pack::RuleIndex::new(std::slice::from_ref(rule), &opts.types, s.prefilter);
-        let engine = Engine::from_ast(&query, rule.query_text(), EngineOptions { carry_fields: carry, ..opts })?;
+        engine.set_carry_fields(carry);
         Ok(GenericRun {
-            engine: EngineBox(engine),
+            engine,
             index,
             parts: RuleParts::new(rule.meta()),
             meta: rule.meta().clone(),
@@ -170,7 +161,7 @@ impl GenericRun {
 
     /// Partial sequences (and held events) now kept.
     pub fn pending(&self) -> u64 {
-        self.engine.0.state_len() as u64
+        self.engine.state_len() as u64
     }
 
     pub fn held(&self) -> u64 {
@@ -178,11 +169,11 @@ impl GenericRun {
     }
 
     pub fn state_bytes(&self) -> usize {
-        self.held_bytes + self.engine.0.state_len() * 256
+        self.held_bytes + self.engine.state_len() * 256
     }
 
     pub fn engine_stats(&self) -> crate::eql::EngineStats {
-        self.engine.0.stats().clone()
+        *self.engine.stats()
     }
 
     /// The latest event time the engine has seen.
@@ -305,7 +296,7 @@ impl GenericRun {
             }
         }
         let mut done = Vec::new();
-        self.engine.0.finish(&mut done);
+        self.engine.finish(&mut done);
         for m in done {
             self.standalone_from_carried(&m, stats, alerts);
         }
@@ -325,11 +316,11 @@ impl GenericRun {
     ) -> Option<Map<String, Value>> {
         self.ordinal += 1;
         let ord = self.ordinal;
-        let before = self.engine.0.stats().clone();
+        let before = *self.engine.stats();
         self.matches.clear();
         let mut matches = std::mem::take(&mut self.matches);
-        self.engine.0.push(ord, event, &mut matches);
-        let after = self.engine.0.stats();
+        self.engine.push(ord, event, &mut matches);
+        let after = self.engine.stats();
         stats.stage_matches[0] += after.stage_matches - before.stage_matches;
         stats.bad_timestamp += after.no_timestamp - before.no_timestamp;
         stats.invalid_ip += after.malformed_values - before.malformed_values;

@@ -106,7 +106,7 @@ pub struct Match {
 }
 
 /// Counters of one engine.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineStats {
     pub events: u64,
     /// Events that matched at least one stage.
@@ -197,6 +197,7 @@ struct SampleSlot {
 }
 
 /// A compiled query over a stream of events in time order.
+#[derive(Debug)]
 pub struct Engine {
     kind: Kind,
     fields: FieldSet,
@@ -314,6 +315,13 @@ impl Engine {
         })
     }
 
+    /// Copy these fields out of each event that takes part in a result
+    /// ([`Match::carried`]), replacing [`EngineOptions::carry_fields`].
+    pub fn set_carry_fields(&mut self, fields: Vec<String>) {
+        self.carry = fields.iter().map(|f| f.split('.').map(str::to_string).collect()).collect();
+        self.opts.carry_fields = fields;
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> &EngineStats {
         &self.stats
@@ -327,16 +335,6 @@ impl Engine {
     /// Partial sequences, held results and sample candidates now kept.
     pub fn state_len(&self) -> usize {
         self.n_partials + self.n_missing + self.held.len() + self.n_sample
-    }
-
-    /// The number of result positions (stages after `runs`).
-    pub fn positions(&self) -> usize {
-        self.stages.len()
-    }
-
-    /// Whether position `i` is a missing-event stage.
-    pub fn is_missing_stage(&self, i: usize) -> bool {
-        self.stages.get(i).is_some_and(|s| s.missing)
     }
 
     /// The next event, in time order (`@timestamp`, then the caller's
@@ -370,15 +368,6 @@ impl Engine {
     pub fn finish(&mut self, out: &mut Vec<Match>) {
         while let Some(h) = self.held.pop_front() {
             self.emit(h.key, &h.events, out);
-        }
-    }
-
-    /// Advance event time without an event (e.g. a shipper's clock): held
-    /// results whose trailing window has passed are released.
-    pub fn advance_time(&mut self, t: i64, out: &mut Vec<Match>) {
-        if t > self.watermark {
-            self.watermark = t;
-            self.release_held(out);
         }
     }
 

@@ -35,7 +35,7 @@
 use super::ast::{ArithOp, CmpOp, EventQuery, Expr, Literal, MatchOp};
 use super::lucene;
 use super::types::{FieldInfo, FieldType, TypeMap};
-use super::value::{compare, equals, java_double, literal_for, typed, Val};
+use super::value::{compare, equals, literal_for, typed, Val};
 use super::{RuleError, RuleErrorKind, Span};
 use crate::ip::Cidr;
 use serde_json::Value;
@@ -132,7 +132,7 @@ pub fn collect<'v>(v: &'v Value, segs: &[String], out: &mut Vec<&'v Value>) {
 /// first conjunct (its category, say) reads nothing else.
 #[derive(Debug)]
 pub struct Doc<'a> {
-    src: Option<(&'a FieldSet, &'a Value)>,
+    src: (&'a FieldSet, &'a Value),
     values: Vec<OnceCell<Vec<Val>>>,
     malformed: Cell<u32>,
 }
@@ -141,21 +141,13 @@ impl<'a> Doc<'a> {
     /// The fields of `fields` in `event`.
     pub fn new(fields: &'a FieldSet, event: &'a Value) -> Doc<'a> {
         let values = (0..fields.names.len()).map(|_| OnceCell::new()).collect();
-        Doc { src: Some((fields, event)), values, malformed: Cell::new(0) }
-    }
-
-    /// No event: every field is absent (for folding constants).
-    pub fn empty() -> Doc<'static> {
-        Doc { src: None, values: Vec::new(), malformed: Cell::new(0) }
+        Doc { src: (fields, event), values, malformed: Cell::new(0) }
     }
 
     /// The values of a slot.
     pub fn get(&self, slot: usize) -> &[Val] {
         let Some(cell) = self.values.get(slot) else { return &[] };
-        cell.get_or_init(|| match self.src {
-            Some((fields, event)) => fields.read_one(event, slot, &self.malformed),
-            None => Vec::new(),
-        })
+        cell.get_or_init(|| self.src.0.read_one(self.src.1, slot, &self.malformed))
     }
 
     /// Values read so far that were dropped as malformed for their type.
@@ -382,8 +374,7 @@ impl<'a> CondCompiler<'a> {
         slots_of(&expr, &mut slots);
         if slots.is_empty() {
             // Constant: fold it.
-            let doc = Doc::empty();
-            return Cond::Const(matches!(eval(&expr, &doc, &[]), Val::Bool(true)));
+            return Cond::Const(matches!(eval_env(&expr, &[], &[]), Val::Bool(true)));
         }
         Cond::Atom { expr, slots }
     }
@@ -395,9 +386,8 @@ impl<'a> CondCompiler<'a> {
             let other = if is_null(left) { right } else { left };
             let test = if is_null(other) {
                 Cond::Const(true)
-            } else if let Expr::Field(_) = other {
-                let X::Field(slot) = self.value(other)? else { unreachable_x() };
-                Cond::Missing(slot)
+            } else if let Expr::Field(f) = other {
+                Cond::Missing(self.fields.intern(&f.name, self.types))
             } else {
                 let x = self.value(other)?;
                 self.atom(X::IsNull(Box::new(x)))
@@ -622,10 +612,6 @@ impl<'a> CondCompiler<'a> {
     }
 }
 
-fn unreachable_x() -> ! {
-    panic!("a field compiles to a field")
-}
-
 fn negate(c: Cond) -> Cond {
     match c {
         Cond::Const(b) => Cond::Const(!b),
@@ -703,11 +689,6 @@ fn atom_true(expr: &X, slots: &[usize], doc: &Doc) -> bool {
         }
     }
     false
-}
-
-/// Evaluate with no fields bound (constants).
-fn eval(x: &X, _doc: &Doc, slots: &[usize]) -> Val {
-    eval_env(x, slots, &[])
 }
 
 fn bound<'v>(slot: usize, slots: &[usize], env: &[&'v Val]) -> &'v Val {
@@ -1016,15 +997,5 @@ fn number(v: &Val, base: Option<&Val>) -> Val {
     match t.parse::<f64>() {
         Ok(d) if !t.eq_ignore_ascii_case("nan") && !t.to_ascii_lowercase().contains("inf") => Val::Double(d),
         _ => Val::Null,
-    }
-}
-
-impl Val {
-    /// `string()` of a double prints as Java does.
-    pub fn java_text(&self) -> Option<String> {
-        match self {
-            Val::Double(d) => Some(java_double(*d)),
-            v => v.text(),
-        }
     }
 }

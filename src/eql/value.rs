@@ -69,13 +69,6 @@ impl Val {
         })
     }
 
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Val::Str(s) | Val::Version(s) => Some(s),
-            _ => None,
-        }
-    }
-
     pub fn number(&self) -> Option<f64> {
         match self {
             Val::Long(i) => Some(*i as f64),
