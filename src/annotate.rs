@@ -133,6 +133,20 @@ impl RuleParts {
         self.kibana_rule.clone()
     }
 
+    /// The parts of any rule but the built-in APT rule
+    /// ([`crate::rule_alert`]): `rule.*` only from the rule's metadata.
+    pub fn generic(m: &RuleMeta) -> RuleParts {
+        let mut p = RuleParts::new(m);
+        if let Value::Object(r) = &mut p.rule {
+            r.remove("category");
+            r.remove("ruleset");
+            if m.references.is_empty() {
+                r.remove("reference");
+            }
+        }
+        p
+    }
+
     pub fn new(m: &RuleMeta) -> RuleParts {
         RuleParts {
             rule: json!({

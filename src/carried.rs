@@ -522,6 +522,12 @@ impl Carried {
     }
 
     pub fn to_json(&self) -> Value {
+        self.to_json_named(CARRIED_FIELDS)
+    }
+
+    /// [`Carried::to_json`] for fields numbered in `names` (which must
+    /// begin with [`CARRIED_FIELDS`], as the detector's carried list does).
+    pub fn to_json_named<S: AsRef<str>>(&self, names: &[S]) -> Value {
         let mut m = Map::new();
         let mut b: &[u8] = &self.0;
         let mut r = Reader { strs: Vec::with_capacity(MAX_SOURCES), args_joined: None };
@@ -533,7 +539,7 @@ impl Carried {
                 b = rest;
                 index = i as usize;
             }
-            let (Some(&name), Some(v)) = (CARRIED_FIELDS.get(index), r.field(tag, &mut b)) else {
+            let (Some(name), Some(v)) = (names.get(index).map(AsRef::as_ref), r.field(tag, &mut b)) else {
                 break;
             };
             if index == ARGS {

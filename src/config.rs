@@ -591,6 +591,7 @@ impl Config {
                 name: name.to_string(),
                 description: format!("generated from the `{key}` config key"),
                 entries: vec![Entry { field: field.to_string(), operator, values: values.to_vec() }],
+                rule_ids: Vec::new(),
             });
         }
         out

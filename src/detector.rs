@@ -33,6 +33,7 @@ use crate::compile::{pred_slots, CompiledQuery};
 use crate::config::{Config, LoadError};
 use crate::event::{ExtractError, FieldTable, Fields, FieldsBuf, Scalar, Slot};
 use crate::exceptions::Exceptions;
+use crate::pack::PackDetector;
 use crate::prefilter::Prefilter;
 use crate::rule::Rule;
 use crate::generic::{GenericRun, GenericSettings};
@@ -280,7 +281,18 @@ pub struct Detector {
     rule: Rule,
     table: FieldTable,
     ts_slot: Slot,
+    /// The fields an event carries into an alert: their slots, and their
+    /// names (the built-in rule's [`CARRIED_FIELDS`], or for any other rule
+    /// those, [`crate::rule_alert::IDENTITY_FIELDS`], the reason's fields
+    /// and the query's fields).
     carried: Vec<Slot>,
+    carried_names: Vec<String>,
+    /// Per stage, the indexes (in `carried`) of the fields its event
+    /// carries: the identifying ones, and those the stage reads.
+    carry_by_stage: Vec<Vec<usize>>,
+    /// The join key values of the sequence last completed (any rule but
+    /// the built-in one).
+    last_keys: Vec<Option<String>>,
     state: SequenceState,
     style: AnnotationStyle,
     /// The alert members that depend only on the rule, built once.
@@ -319,6 +331,10 @@ pub struct Detector {
     generic: Option<Box<GenericRun>>,
     /// What [`Detector::take_warning`] last reported.
     warnings: Warnings,
+    /// A rule pack (config keys `rules`, `rules_dir`): every record goes to
+    /// it, and its alerts come out as standalone alerts (see
+    /// [`crate::pack`]). The detector's own rule is then the pack's first.
+    pack: Option<Box<PackDetector>>,
 }
 
 /// The counts at which [`Detector::take_warning`] last warned, and the
@@ -386,30 +402,120 @@ fn stage_bits(q: &CompiledQuery, fields: &Fields) -> u32 {
 
 impl Detector {
     /// A detector for the rule and limits in `config`.
+    ///
+    /// With a rule pack (`rules`, `rules_dir`), the detector runs every rule
+    /// of it ([`crate::pack`]): each record goes on unchanged
+    /// ([`Verdict::Unchanged`]) and every match is a standalone alert
+    /// ([`Detector::take_alert`]); [`Detector::stats`] sums the rules'
+    /// counters and [`Detector::pack`] gives each rule's.
     pub fn new(config: &Config) -> Result<Detector, LoadError> {
         if config.is_pack() {
-            return Err(LoadError::Config(crate::config::ConfigError {
-                key: Some(if config.rules.is_empty() { "rules_dir" } else { "rules" }.into()),
-                message: "a detector runs one rule; several rules run as a pack (`apt-netcon --rules`, \
-                          `pack::PackDetector`), which this interface does not offer yet"
-                    .into(),
-            }));
+            let loaded = config.load_rules()?;
+            let first = loaded.rules.first().cloned().ok_or_else(|| {
+                LoadError::Config(crate::config::ConfigError {
+                    key: Some(if config.rules.is_empty() { "rules_dir" } else { "rules" }.into()),
+                    message: crate::config::NO_RULE.into(),
+                })
+            })?;
+            let pack = PackDetector::with_skipped(loaded.rules, loaded.skipped, config);
+            let mut d = Detector::with_rule(first, config);
+            d.pack = Some(Box::new(pack));
+            return Ok(d);
         }
         let rule = config.load_rule()?;
         Ok(Detector::with_rule(rule, config))
+    }
+
+    /// Stage matches without a usable `@timestamp` so far (a cheap read of
+    /// one counter).
+    pub fn bad_timestamp_count(&self) -> u64 {
+        self.stats.bad_timestamp
+    }
+
+    /// The rule pack this detector runs, if it runs one.
+    pub fn pack(&self) -> Option<&PackDetector> {
+        self.pack.as_deref()
+    }
+
+    /// Run the pack on one record (see [`Detector::new`]).
+    fn process_pack(&mut self, record: &[u8], msgpack: bool) -> Result<Verdict<'_>, RecordError> {
+        let Some(p) = self.pack.as_deref_mut() else { return Ok(Verdict::Unchanged) };
+        let r = p.process(record, msgpack);
+        self.stats.bad_timestamp = p.bad_timestamps();
+        self.collect_pack_alerts();
+        match r {
+            Ok(_) => Ok(Verdict::Unchanged),
+            Err(e) => {
+                let s = &mut self.stats;
+                match e {
+                    RecordError::InvalidJson => s.invalid_json += 1,
+                    RecordError::InvalidMsgpack => s.invalid_msgpack += 1,
+                    RecordError::NotAnObject => s.not_an_object += 1,
+                    RecordError::TooDeep => s.too_deep += 1,
+                    RecordError::TooLarge => s.too_large += 1,
+                    RecordError::AnnotateFailed => s.annotate_failed += 1,
+                    _ => {}
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Move the pack's alerts to the standalone queue (bounded as ever).
+    fn collect_pack_alerts(&mut self) {
+        let Some(p) = self.pack.as_deref_mut() else { return };
+        while let Some(a) = p.take_alert() {
+            if self.alerts.len() >= MAX_QUEUED_ALERTS {
+                self.alerts.pop_front();
+                self.stats.alerts_dropped += 1;
+            }
+            self.stats.standalone_alerts += 1;
+            self.alerts.push_back(StandaloneAlert { msgpack: a.msgpack, bytes: a.bytes });
+        }
     }
 
     /// A detector running `rule` (the rule keys of `config`, `rule` and
     /// `rule_file`, are ignored; `maxspan` and the exceptions apply).
     pub fn with_rule(rule: Rule, config: &Config) -> Detector {
         let mut table = rule.compiled().fields.clone();
+        let rule_fields = table.len();
         let ts_slot = table.intern("@timestamp");
-        let carried = CARRIED_FIELDS.iter().map(|f| table.intern(f)).collect();
+        let mut carried_names: Vec<String> = CARRIED_FIELDS.iter().map(|f| f.to_string()).collect();
+        // Indexes below this one are carried by every stage.
+        let mut base = carried_names.len();
+        if !rule.writes_apt_alert() {
+            carried_names = crate::rule_alert::carried_fields().iter().map(|f| f.to_string()).collect();
+            base = carried_names.len();
+            let query_fields: Vec<String> = (0..rule_fields).map(|i| table.name(i as Slot).to_string()).collect();
+            for f in query_fields {
+                // The carried encoding numbers fields in one byte.
+                if !carried_names.contains(&f) && carried_names.len() < 255 {
+                    carried_names.push(f);
+                }
+            }
+        }
+        let carried: Vec<Slot> = carried_names.iter().map(|f| table.intern(f)).collect();
         for f in EXTRA_FIELDS {
             table.intern(f);
         }
         let identity_slots = table.len();
-        let exceptions = Exceptions::compile(&config.exception_items(), &mut table, &rule.compiled().ip_slots);
+        let n_stages = rule.compiled().stages.len();
+        let carry_by_stage = if rule.writes_apt_alert() {
+            vec![(0..carried.len()).collect(); n_stages]
+        } else {
+            rule.compiled()
+                .stages
+                .iter()
+                .map(|st| {
+                    let mut slots = Vec::new();
+                    pred_slots(&st.predicate, &mut slots);
+                    slots.extend(st.keys.iter().copied());
+                    (0..carried.len()).filter(|&i| i < base || slots.contains(&carried[i])).collect()
+                })
+                .collect()
+        };
+        let items: Vec<_> = config.exception_items().into_iter().filter(|i| i.applies_to(&rule.meta().rule_id)).collect();
+        let exceptions = Exceptions::compile(&items, &mut table, &rule.compiled().ip_slots);
         let q = rule.compiled();
         let maxspan_ms = match rule.generic_query() {
             Some(crate::eql::Query::Sequence(seq)) => config.maxspan_ms.or(seq.maxspan_ms),
@@ -424,7 +530,7 @@ impl Detector {
         };
         let state = SequenceState::new(maxspan_ms, caps);
         let prefilter = Prefilter::new(q, config.prefilter);
-        let alert_parts = RuleParts::new(rule.meta());
+        let alert_parts = if rule.writes_apt_alert() { RuleParts::new(rule.meta()) } else { RuleParts::generic(rule.meta()) };
         let held_caps = Caps {
             total: config.max_held_events,
             per_host: config.max_pending_per_host,
@@ -461,6 +567,9 @@ impl Detector {
             table,
             ts_slot,
             carried,
+            carried_names,
+            carry_by_stage,
+            last_keys: Vec::new(),
             state,
             style,
             alert_parts,
@@ -484,6 +593,7 @@ impl Detector {
             alerts: VecDeque::new(),
             hasher: Default::default(),
             warnings: Warnings::default(),
+            pack: None,
         }
     }
 
@@ -491,6 +601,9 @@ impl Detector {
     /// order of [`Config::exception_items`] (generated items are named after
     /// their `trusted_*` key). Empty when no exception is configured.
     pub fn exception_counts(&self) -> Vec<(String, u64)> {
+        if let Some(p) = &self.pack {
+            return p.exception_counts();
+        }
         self.exceptions.counts()
     }
 
@@ -506,6 +619,9 @@ impl Detector {
     /// Counters so far.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats;
+        if let Some(p) = &self.pack {
+            return p.summed_stats(s);
+        }
         if let Some(g) = &self.generic {
             let e = g.engine_stats();
             s.expired_by_maxspan = e.expired;
@@ -525,6 +641,9 @@ impl Detector {
     /// Estimated bytes of the state held (partial sequences and held
     /// events): what `max_state_bytes` limits, each part on its own.
     pub fn state_bytes(&self) -> usize {
+        if let Some(p) = &self.pack {
+            return p.state_bytes();
+        }
         if let Some(g) = &self.generic {
             return g.state_bytes();
         }
@@ -573,6 +692,12 @@ impl Detector {
     /// The detector stays usable (later events are judged against the
     /// released ones' times).
     pub fn finish(&mut self) -> u64 {
+        if let Some(p) = self.pack.as_deref_mut() {
+            let n = p.finish();
+            self.stats.bad_timestamp = p.bad_timestamps();
+            self.collect_pack_alerts();
+            return n as u64;
+        }
         if let Some(g) = &mut self.generic {
             return g.finish(&mut self.stats, &mut self.alerts);
         }
@@ -586,6 +711,9 @@ impl Detector {
 
     /// The latest event time seen (ms since the epoch).
     pub fn watermark(&self) -> Option<i64> {
+        if let Some(p) = &self.pack {
+            return p.watermark();
+        }
         if let Some(g) = &self.generic {
             return g.watermark();
         }
@@ -595,6 +723,10 @@ impl Detector {
     /// Drop the partial sequences that can no longer complete at the current
     /// watermark. Safe at any time.
     pub fn flush(&mut self) -> FlushReport {
+        if let Some(p) = self.pack.as_deref_mut() {
+            let (expired, pending) = p.flush();
+            return FlushReport { expired, pending, alerts: self.alerts.len() as u64 };
+        }
         let expired = self.state.expire();
         FlushReport { expired, pending: self.state.len() as u64, alerts: self.alerts.len() as u64 }
     }
@@ -623,6 +755,9 @@ impl Detector {
         }
         if let Some(key) = lone_string_member_json(record) {
             self.note_unparsed(key);
+        }
+        if self.pack.is_some() {
+            return self.process_pack(record, false);
         }
         if self.generic.is_some() {
             return self.process_generic(record, false);
@@ -680,6 +815,9 @@ impl Detector {
         }
         if let Some(key) = lone_string_member_msgpack(body) {
             self.note_unparsed(key);
+        }
+        if self.pack.is_some() {
+            return self.process_pack(body, true);
         }
         if self.generic.is_some() {
             return self.process_generic(body, true);
@@ -1079,12 +1217,12 @@ impl Detector {
             // matches find nothing waiting and never need it), and built for
             // each use rather than cloned: an event is nearly always used once.
             if n == 1 {
-                completed.push(Partial { events: vec![self.stage_event(fields, t)] });
+                completed.push(Partial { events: vec![self.stage_event(fields, t, k)] });
                 continue;
             }
             for c in 0..keys.len() {
                 if k == 0 {
-                    let ev = self.stage_event(fields, t);
+                    let ev = self.stage_event(fields, t, k);
                     keys.encode(&mut self.key, c, 0);
                     let h = *host.get_or_insert_with(|| self.host_of(fields));
                     match self.state.put(&self.key, h, Partial { events: vec![ev] }) {
@@ -1101,8 +1239,11 @@ impl Detector {
                     Take::NotBefore => self.stats.out_of_order += 1,
                     Take::TooLate => self.stats.rejected_by_maxspan += 1,
                     Take::Matched(mut p) => {
-                        p.events.push(self.stage_event(fields, t));
+                        p.events.push(self.stage_event(fields, t, k));
                         if k == n - 1 {
+                            if completed.is_empty() && !rule.writes_apt_alert() {
+                                self.last_keys = decode_key(&self.key);
+                            }
                             completed.push(p);
                         } else {
                             keys.encode(&mut self.key, c, k);
@@ -1119,10 +1260,11 @@ impl Detector {
     }
 
     /// What this event contributes to an alert.
-    fn stage_event(&mut self, fields: &Fields, t: i64) -> StageEvent {
+    fn stage_event(&mut self, fields: &Fields, t: i64, stage: usize) -> StageEvent {
         let info = &mut self.carried_builder;
         info.reset();
-        for (i, &slot) in self.carried.iter().enumerate() {
+        for &i in &self.carry_by_stage[stage] {
+            let slot = self.carried[i];
             let vals = fields.get(slot).filter(|v| !matches!(v, Scalar::Object));
             let len = vals.clone().count();
             if len > 0 {
@@ -1133,7 +1275,9 @@ impl Detector {
         StageEvent { time: t, digest: digest(fields, t, self.identity_slots, &mut self.digest_order), info }
     }
 
-    fn build_alert(&self, seq: &Partial, fields: &Fields) -> Map<String, Value> {
+    /// A sequence's group id and alert id: digests of the rule and of its
+    /// events' identities.
+    fn alert_ids(&self, seq: &Partial) -> (u128, u128) {
         let meta = self.rule.meta();
         let mut h = Hasher::new();
         h.write(meta.rule_id.as_bytes());
@@ -1143,7 +1287,15 @@ impl Detector {
         }
         let group = h.finish();
         h.write(b"alert");
-        let alert_id = h.finish();
+        (group, h.finish())
+    }
+
+    fn build_alert(&self, seq: &Partial, fields: &Fields) -> Map<String, Value> {
+        if !self.rule.writes_apt_alert() {
+            return self.build_rule_alert(seq, fields);
+        }
+        let meta = self.rule.meta();
+        let (group, alert_id) = self.alert_ids(seq);
         let first_str = |f: &Fields, name: &str| -> Option<String> {
             let slot = self.table.lookup(name)?;
             let v = f.get(slot).find_map(|v| v.keyword().map(|s| s.into_owned()));
@@ -1160,6 +1312,58 @@ impl Detector {
             original_time,
         };
         with_prefix(alert.to_json_with(&self.style, &self.alert_parts), &self.style.prefix)
+    }
+
+    /// The alert of any rule but the built-in one ([`crate::rule_alert`]).
+    fn build_rule_alert(&self, seq: &Partial, fields: &Fields) -> Map<String, Value> {
+        use crate::rule_alert::{RuleAlert, Shape};
+        let meta = self.rule.meta();
+        let (group, alert_id) = self.alert_ids(seq);
+        let docs: Vec<Map<String, Value>> = seq
+            .events
+            .iter()
+            .map(|e| match e.info.to_json_named(&self.carried_names) {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            })
+            .collect();
+        let ids = seq
+            .events
+            .iter()
+            .zip(&docs)
+            .map(|(e, d)| match d.get("event").and_then(|v| v.get("id")) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => format_id(e.digest),
+            })
+            .collect();
+        let original_time = self
+            .table
+            .lookup("@timestamp")
+            .and_then(|slot| fields.get(slot).find_map(|v| v.keyword().map(|s| s.into_owned())))
+            .unwrap_or_default();
+        let refs: Vec<&Map<String, Value>> = docs.iter().collect();
+        let reason = crate::rule_alert::reason(meta, &refs);
+        let span = match (seq.events.first(), seq.events.last()) {
+            (Some(a), Some(b)) => b.time - a.time,
+            _ => 0,
+        };
+        let sequence = self.rule.compiled().is_sequence;
+        let alert = RuleAlert {
+            meta,
+            parts: &self.alert_parts,
+            style: &self.style,
+            shape: if sequence { Shape::Sequence } else { Shape::Event },
+            events: if sequence { docs.into_iter().map(Some).collect() } else { Vec::new() },
+            ids,
+            join_keys: if sequence { self.last_keys.clone() } else { Vec::new() },
+            span_ms: span,
+            alert_id: format_id(alert_id),
+            group_id: format_id(group),
+            original_time,
+            reason,
+        };
+        alert.into_roots()
     }
 
     fn reason(&self, seq: &Partial, f: &Fields, get: &dyn Fn(&Fields, &str) -> Option<String>) -> String {
@@ -1291,7 +1495,7 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 fn is_array_field(name: &str) -> bool {
-    name == "process.args"
+    crate::rule_alert::is_array_field(name)
 }
 
 /// Estimated bytes of a held event beyond its record and its index entries,
@@ -1405,6 +1609,22 @@ fn single_key(buf: &mut Vec<u8>, stage: usize, f: &Fields, slots: &[Slot]) -> bo
         buf.extend_from_slice(v.as_bytes());
     }
     true
+}
+
+/// The values of an encoded join key (after its stage byte).
+fn decode_key(mut b: &[u8]) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    if b.is_empty() {
+        return out;
+    }
+    b = &b[1..];
+    while b.len() >= 4 {
+        let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let Some(v) = b.get(4..4 + n) else { break };
+        out.push(Some(String::from_utf8_lossy(v).into_owned()));
+        b = &b[4 + n..];
+    }
+    out
 }
 
 fn encode_key(buf: &mut Vec<u8>, stage: usize, parts: &[Cow<'_, str>]) {

@@ -207,15 +207,26 @@ pub struct ExceptionItem {
     pub name: String,
     pub description: String,
     pub entries: Vec<Entry>,
+    /// The rules (by `rule_id`) the item applies to; empty: every rule. As
+    /// Elastic attaches an exception list to some rules and not others.
+    pub rule_ids: Vec<String>,
 }
 
-const ITEM_KEYS: &str = "name, description, entries";
+impl ExceptionItem {
+    /// Whether the item applies to the rule with this `rule_id`.
+    pub fn applies_to(&self, rule_id: &str) -> bool {
+        self.rule_ids.is_empty() || self.rule_ids.iter().any(|r| r == rule_id)
+    }
+}
+
+const ITEM_KEYS: &str = "name, description, entries, rule_id";
 const ENTRY_KEYS: &str = "field, operator, value (or Kibana's field, type, operator, value)";
 
 /// Parse a JSON array of exception items (or one item object).
 ///
-/// An item is `{"name": "…", "description": "…", "entries": [ … ]}` (name
-/// and entries required). An entry is `{"field": "…", "operator": "is",
+/// An item is `{"name": "…", "description": "…", "entries": [ … ],
+/// "rule_id": …}` (name and entries required; `rule_id`, a string or an
+/// array of strings, limits the item to those rules). An entry is `{"field": "…", "operator": "is",
 /// "value": "…"}` with an operator from [`Operator`] (`value` an array for
 /// `is one of`, `is not one of`; a string or an array for the CIDR
 /// operators; absent for `exists`, `does not exist`), or an entry as Kibana
@@ -252,7 +263,7 @@ fn parse_item(v: &Value, n: usize) -> Result<ExceptionItem, String> {
     let at = |e: String| format!("item {n}: {e}");
     let obj = v.as_object().ok_or_else(|| at(format!("expected an object ({ITEM_KEYS}), got {}", kind_of(v))))?;
     for k in obj.keys() {
-        if !["name", "description", "entries"].contains(&k.as_str()) {
+        if !["name", "description", "entries", "rule_id"].contains(&k.as_str()) {
             return Err(at(format!("unknown key `{k}`; valid keys: {ITEM_KEYS}")));
         }
     }
@@ -274,11 +285,28 @@ fn parse_item(v: &Value, n: usize) -> Result<ExceptionItem, String> {
         Some(other) => return Err(ctx(format!("`entries` must be an array, got {}", kind_of(other)))),
         None => return Err(ctx("`entries` is missing".into())),
     };
+    let rule_ids = match obj.get("rule_id") {
+        None => Vec::new(),
+        Some(Value::String(s)) if !s.trim().is_empty() => vec![s.clone()],
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(|v| v.as_str().is_some_and(|s| !s.trim().is_empty())) => {
+            a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
+        }
+        Some(other) => {
+            return Err(ctx(format!(
+                "`rule_id` must be a rule_id or a non-empty array of them (omit it for every rule), got {}",
+                match other {
+                    Value::String(_) => "an empty string",
+                    Value::Array(_) => "an empty array or one holding a non-string",
+                    o => kind_of(o),
+                }
+            )))
+        }
+    };
     let mut parsed = Vec::new();
     for (j, e) in entries.iter().enumerate() {
         parsed.push(parse_entry(e).map_err(|m| format!("item {n} (\"{name}\") entry {}: {m}", j + 1))?);
     }
-    Ok(ExceptionItem { name, description, entries: parsed })
+    Ok(ExceptionItem { name, description, entries: parsed, rule_ids })
 }
 
 fn scalar_keyword(v: &Value) -> Option<String> {

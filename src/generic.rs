@@ -20,15 +20,13 @@
 //!   stage, released when its maxspan has passed) leaves as a standalone
 //!   alert built from the identifying fields of its last event.
 //!
-//! The alert has the same `rule`, `threat` and `kibana.alert.*` members as
-//! the fast engine's; `kibana.alert.ancestors` names each event by its id
-//! field (`id_field`, default `event.id`; a digest of the event's
-//! identifying fields when it has none), and `apt_netcon.events` lists every
-//! result position in stage order: `stage`, `id`, `@timestamp` and the
-//! event's identifying fields, or `"missing": true` for a missing-event
-//! stage; `apt_netcon.join_keys` the key values.
+//! The alert is [`crate::rule_alert`]'s: `kibana.alert.ancestors` names
+//! each event by its id field (`id_field`, default `event.id`; a digest of
+//! the event's identifying fields when it has none), and `eql.events` lists
+//! every result position in stage order (`"missing": true` for a
+//! missing-event stage), with `eql.join_keys` the key values.
 
-use crate::annotate::{ancestor, format_id, kibana_root, merge, with_prefix, AnnotationStyle, KibanaAlert, RuleParts};
+use crate::annotate::{format_id, merge, AnnotationStyle, RuleParts};
 use crate::detector::{RecordError, StandaloneAlert, Stats, MAX_QUEUED_ALERTS};
 use crate::eql::{Engine, EngineOptions, Match, TypeMap};
 use crate::event::{ExtractError, FieldTable, Fields};
@@ -37,26 +35,6 @@ use crate::rule::Rule;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
-
-/// The identifying fields copied from every event of a result.
-pub const IDENTITY_FIELDS: &[&str] = &[
-    "@timestamp",
-    "event.category",
-    "event.type",
-    "event.action",
-    "host.id",
-    "host.name",
-    "user.name",
-    "process.entity_id",
-    "process.pid",
-    "process.name",
-    "process.executable",
-    "process.args",
-    "process.parent.entity_id",
-    "process.parent.pid",
-    "process.parent.name",
-    "process.parent.executable",
-];
 
 /// Bytes counted per held event beyond its record (for `max_state_bytes`).
 const HELD_OVERHEAD: usize = 64;
@@ -120,7 +98,11 @@ impl GenericRun {
             seq.maxspan_ms = Some(ms);
         }
         let mut carry: Vec<String> = vec![s.id_field.clone()];
-        carry.extend(IDENTITY_FIELDS.iter().map(|f| f.to_string()));
+        for f in crate::rule_alert::carried_fields() {
+            if !carry.iter().any(|c| c == f) {
+                carry.push(f.to_string());
+            }
+        }
         let opts = EngineOptions {
             types: s.types,
             timestamp_field: "@timestamp".into(),
@@ -141,7 +123,7 @@ impl GenericRun {
         Ok(GenericRun {
             engine,
             index,
-            parts: RuleParts::new(rule.meta()),
+            parts: if rule.writes_apt_alert() { RuleParts::new(rule.meta()) } else { RuleParts::generic(rule.meta()) },
             meta: rule.meta().clone(),
             style: s.style,
             id_field: s.id_field,
@@ -382,32 +364,31 @@ impl GenericRun {
         }
     }
 
-    /// The alert roots for one result.
+    /// The alert roots for one result ([`crate::rule_alert`]).
     fn alert(&self, m: &Match) -> Map<String, Value> {
-        let mut events = Vec::with_capacity(m.events.len());
+        use crate::rule_alert::{RuleAlert, Shape};
+        let mut docs: Vec<Option<Map<String, Value>>> = Vec::with_capacity(m.events.len());
         let mut ids: Vec<String> = Vec::new();
         let mut last_carried: Option<&Map<String, Value>> = None;
         for (i, e) in m.events.iter().enumerate() {
-            let mut ev = Map::new();
-            ev.insert("stage".into(), Value::from(i + 1));
             match (e, m.carried.get(i).and_then(|c| c.as_deref())) {
                 (Some(_), Some(c)) => {
-                    let id = self.event_id(c);
-                    ev.insert("id".into(), Value::String(id.clone()));
-                    ids.push(id);
+                    ids.push(self.event_id(c));
+                    let mut nested = Map::new();
                     for (k, v) in c {
-                        if k != &self.id_field {
-                            ev.insert(k.clone(), v.clone());
-                        }
+                        let v = match v {
+                            Value::Array(_) => v.clone(),
+                            _ if crate::rule_alert::is_array_field(k) => Value::Array(vec![v.clone()]),
+                            _ => v.clone(),
+                        };
+                        crate::carried::insert_path(&mut nested, k, v);
                     }
+                    docs.push(Some(nested));
                     last_carried = Some(c);
                 }
-                (Some(_), None) => {}
-                (None, _) => {
-                    ev.insert("missing".into(), Value::Bool(true));
-                }
+                (Some(_), None) => docs.push(Some(Map::new())),
+                (None, _) => docs.push(None),
             }
-            events.push(Value::Object(ev));
         }
         let times: Vec<i64> = m.times.iter().flatten().copied().collect();
         let span = match (times.iter().min(), times.iter().max()) {
@@ -425,37 +406,30 @@ impl GenericRun {
                 other => other.to_string(),
             })
             .unwrap_or_default();
-        let reason = reason(&self.meta, last_carried);
-        let mut own = Map::new();
-        own.insert("events".into(), Value::Array(events));
-        if self.is_sequence || self.is_sample {
-            let keys: Vec<Value> = m.keys.iter().map(|k| k.clone().map_or(Value::Null, Value::String)).collect();
-            own.insert("join_keys".into(), Value::Array(keys));
-            own.insert("span_ms".into(), Value::from(span));
-        }
-        let mut out = self.parts.roots(&self.style);
-        if self.style.kibana {
-            let kibana = kibana_root(KibanaAlert {
-                uuid: alert_id,
-                group_id: self.is_sequence.then_some(group_id),
-                rule: self.parts.kibana_rule(),
-                meta: &self.meta,
-                reason,
-                original_time,
-                ancestors: ids.into_iter().map(ancestor).collect(),
-            });
-            out.insert("kibana".into(), kibana);
+        let present: Vec<&Map<String, Value>> = docs.iter().flatten().collect();
+        let reason = crate::rule_alert::reason(&self.meta, &present);
+        let shape = if self.is_sequence {
+            Shape::Sequence
+        } else if self.is_sample {
+            Shape::Sample
         } else {
-            own.insert("alert_id".into(), Value::from(alert_id));
-            if self.is_sequence {
-                own.insert("group_id".into(), Value::from(group_id));
-            }
-            own.insert("reason".into(), Value::from(reason));
-            own.insert("severity".into(), Value::from(self.meta.severity.clone()));
-            own.insert("risk_score".into(), Value::from(self.meta.risk_score));
+            Shape::Event
+        };
+        RuleAlert {
+            meta: &self.meta,
+            parts: &self.parts,
+            style: &self.style,
+            shape,
+            events: docs,
+            ids,
+            join_keys: m.keys.clone(),
+            span_ms: span,
+            alert_id,
+            group_id,
+            original_time,
+            reason,
         }
-        out.insert("apt_netcon".into(), Value::Object(own));
-        with_prefix(out, &self.style.prefix)
+        .into_roots()
     }
 }
 
@@ -466,43 +440,6 @@ fn queue(alerts: &mut VecDeque<StandaloneAlert>, stats: &mut Stats, a: Standalon
     }
     stats.standalone_alerts += 1;
     alerts.push_back(a);
-}
-
-/// Kibana's reason for an EQL alert, from the last event's fields:
-/// "`<category>` event with process `<name>`, parent process `<name>`, by
-/// `<user>` on `<host>` created `<severity>` alert `<rule>`."
-fn reason(meta: &crate::rule::RuleMeta, c: Option<&Map<String, Value>>) -> String {
-    let get = |k: &str| -> Option<String> {
-        match c?.get(k)? {
-            Value::String(s) => Some(s.clone()),
-            Value::Array(a) => a.first().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)),
-            other => Some(other.to_string()),
-        }
-    };
-    let mut s = match get("event.category") {
-        Some(cat) => format!("{cat} event"),
-        None => "event".to_string(),
-    };
-    let mut with = Vec::new();
-    if let Some(p) = get("process.name") {
-        with.push(format!("process {p}"));
-    }
-    if let Some(p) = get("process.parent.name") {
-        with.push(format!("parent process {p}"));
-    }
-    if !with.is_empty() {
-        s.push_str(" with ");
-        s.push_str(&with.join(", "));
-        s.push(',');
-    }
-    if let Some(u) = get("user.name") {
-        s.push_str(&format!(" by {u}"));
-    }
-    if let Some(h) = get("host.name") {
-        s.push_str(&format!(" on {h}"));
-    }
-    s.push_str(&format!(" created {} alert {}.", meta.severity, meta.name));
-    s
 }
 
 /// A stable 128-bit digest (two SipHash runs with fixed keys).

@@ -56,6 +56,7 @@ pub mod pack;
 mod prefilter;
 pub mod rule;
 pub mod rule_file;
+pub mod rule_alert;
 pub mod sequence;
 pub mod standalone;
 pub mod syntax;

@@ -337,11 +337,21 @@ pub struct PackDetector {
     records: u64,
     /// Records tested against a rule, summed over rules.
     tested: u64,
+    /// Stage matches without a usable `@timestamp`, summed over rules.
+    bad_timestamps: u64,
+    /// Rules that did not load, `(name, reason)` (`skip_broken_rules`).
+    skipped: Vec<(String, String)>,
 }
 
 impl PackDetector {
     /// A detector for every rule, with the same config (limits, exceptions).
     pub fn new(rules: Vec<Rule>, config: &Config) -> PackDetector {
+        PackDetector::with_skipped(rules, Vec::new(), config)
+    }
+
+    /// [`PackDetector::new`], remembering the rules that did not load (to
+    /// report them in [`PackDetector::report`]).
+    pub fn with_skipped(rules: Vec<Rule>, skipped: Vec<(String, String)>, config: &Config) -> PackDetector {
         let detectors = rules.iter().map(|r| Detector::with_rule(r.clone(), config)).collect();
         let index = RuleIndex::new(&rules, &config.types(), config.prefilter);
         PackDetector {
@@ -352,7 +362,121 @@ impl PackDetector {
             alerts: VecDeque::new(),
             records: 0,
             tested: 0,
+            bad_timestamps: 0,
+            skipped,
         }
+    }
+
+    /// Rules that did not load, `(name, reason)`.
+    pub fn skipped(&self) -> &[(String, String)] {
+        &self.skipped
+    }
+
+    /// Stage matches without a usable `@timestamp`, over every rule.
+    pub fn bad_timestamps(&self) -> u64 {
+        self.bad_timestamps
+    }
+
+    /// The pack's counters: those of the records (`base`: records, read
+    /// errors, unparsed, standalone alerts, as the caller counted them once
+    /// per record) with every rule's sequence and state counters summed.
+    pub fn summed_stats(&self, base: Stats) -> Stats {
+        let mut s = base;
+        for d in &self.detectors {
+            let r = d.stats();
+            for k in 0..4 {
+                s.stage_matches[k] += r.stage_matches[k];
+            }
+            s.sequences_completed += r.sequences_completed;
+            s.rejected_by_maxspan += r.rejected_by_maxspan;
+            s.expired_by_maxspan += r.expired_by_maxspan;
+            s.evicted_by_cap += r.evicted_by_cap;
+            s.evicted_by_host_cap += r.evicted_by_host_cap;
+            s.evicted_by_bytes += r.evicted_by_bytes;
+            s.replaced += r.replaced;
+            s.out_of_order += r.out_of_order;
+            s.late += r.late;
+            s.missing_key += r.missing_key;
+            s.key_combinations_truncated += r.key_combinations_truncated;
+            s.invalid_ip += r.invalid_ip;
+            s.pending += r.pending;
+            s.excluded += r.excluded;
+            s.future_timestamp += r.future_timestamp;
+            s.held += r.held;
+            s.held_forced += r.held_forced;
+            s.alerts_dropped += r.alerts_dropped;
+        }
+        s.bad_timestamp = self.bad_timestamps;
+        s
+    }
+
+    /// Events excluded by each exception item, summed over the rules it
+    /// applies to, in the order the items were configured.
+    pub fn exception_counts(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = Vec::new();
+        for d in &self.detectors {
+            for (name, n) in d.exception_counts() {
+                match out.iter_mut().find(|(k, _)| *k == name) {
+                    Some((_, m)) => *m += n,
+                    None => out.push((name, n)),
+                }
+            }
+        }
+        out
+    }
+
+    /// Estimated bytes of state, over every rule.
+    pub fn state_bytes(&self) -> usize {
+        self.detectors.iter().map(Detector::state_bytes).sum()
+    }
+
+    /// The latest event time any rule has seen.
+    pub fn watermark(&self) -> Option<i64> {
+        self.detectors.iter().filter_map(Detector::watermark).max()
+    }
+
+    /// Drop what can no longer complete, in every rule: `(expired, pending)`.
+    pub fn flush(&mut self) -> (u64, u64) {
+        let (mut e, mut p) = (0, 0);
+        for d in &mut self.detectors {
+            let r = d.flush();
+            e += r.expired;
+            p += r.pending;
+        }
+        (e, p)
+    }
+
+    /// Every rule's own counters, as JSON: `{"rules": [{"rule_id", "name",
+    /// "engine", …counters}], "skipped": [{"name", "reason"}]}`. A rule's
+    /// `records` counts the records it was tested on (those the index let
+    /// through), its `alerts` the alerts it gave.
+    pub fn report(&self) -> serde_json::Value {
+        let rules: Vec<serde_json::Value> = self
+            .rules
+            .iter()
+            .zip(&self.detectors)
+            .map(|(r, d)| {
+                let s = d.stats();
+                let mut m = serde_json::Map::new();
+                m.insert("rule_id".into(), r.meta().rule_id.clone().into());
+                m.insert("name".into(), r.meta().name.clone().into());
+                m.insert("engine".into(), if d.is_generic() { "generic" } else { "fast" }.into());
+                m.insert("alerts".into(), (s.annotated + s.standalone_alerts).into());
+                for (k, v) in s.fields() {
+                    m.insert(k.to_string(), v.into());
+                }
+                m.insert("excluded".into(), s.excluded.into());
+                serde_json::Value::Object(m)
+            })
+            .collect();
+        let skipped: Vec<serde_json::Value> =
+            self.skipped.iter().map(|(n, why)| serde_json::json!({"name": n, "reason": why})).collect();
+        serde_json::json!({"rules": rules, "skipped": skipped})
+    }
+
+    /// Whether rule `i` runs on the generic engine.
+    pub fn is_generic(&self, i: usize) -> bool {
+        self.detectors[i].is_generic()
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -389,6 +513,7 @@ impl PackDetector {
             let i = self.candidates[k] as usize;
             self.tested += 1;
             let d = &mut self.detectors[i];
+            let bad_before = d.bad_timestamp_count();
             let verdict = if d.is_generic() {
                 let tree = parsed.get_or_insert_with(|| crate::generic::read(record, msgpack));
                 d.process_parsed(record, msgpack, tree)
@@ -405,6 +530,7 @@ impl PackDetector {
                 Ok(Verdict::Unchanged) => {}
                 Err(e) => err = err.or(Some(e)),
             }
+            self.bad_timestamps += self.detectors[i].bad_timestamp_count() - bad_before;
             while let Some(a) = self.detectors[i].take_alert() {
                 self.alerts.push_back(signal(i, a.msgpack, a.bytes));
             }
@@ -419,7 +545,9 @@ impl PackDetector {
     pub fn finish(&mut self) -> usize {
         let before = self.alerts.len();
         for i in 0..self.detectors.len() {
+            let bad_before = self.detectors[i].bad_timestamp_count();
             self.detectors[i].finish();
+            self.bad_timestamps += self.detectors[i].bad_timestamp_count() - bad_before;
             while let Some(a) = self.detectors[i].take_alert() {
                 self.alerts.push_back(signal(i, a.msgpack, a.bytes));
             }

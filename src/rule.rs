@@ -65,6 +65,10 @@ struct RuleInner {
     /// The parsed query, when only the generic engine
     /// ([`crate::eql::Engine`]) runs it.
     generic: Option<Query>,
+    /// A built-in APT rule: it writes the APT alert
+    /// ([`crate::annotate::Alert`]); every other rule writes
+    /// [`crate::rule_alert`]'s.
+    builtin: bool,
 }
 
 impl Rule {
@@ -89,7 +93,7 @@ impl Rule {
                 (CompiledQuery::empty(), Some(ast))
             }
         };
-        Ok(Rule { inner: Arc::new(RuleInner { meta, query_text: query.to_string(), compiled, generic }) })
+        Ok(Rule { inner: Arc::new(RuleInner { meta, query_text: query.to_string(), compiled, generic, builtin: false }) })
     }
 
     /// The parsed query when the generic engine runs this rule.
@@ -110,7 +114,18 @@ impl Rule {
                 ))
             }
         };
-        Rule::from_eql(&query, meta)
+        let mut r = Rule::from_eql(&query, meta)?;
+        if let Some(inner) = Arc::get_mut(&mut r.inner) {
+            inner.builtin = true;
+        }
+        Ok(r)
+    }
+
+    /// Whether this rule writes the APT alert ([`crate::annotate::Alert`]):
+    /// a built-in rule, or a rule file of the flagship rule (its
+    /// `rule_id`). Every other rule writes [`crate::rule_alert`]'s.
+    pub fn writes_apt_alert(&self) -> bool {
+        self.inner.builtin || self.inner.meta.rule_id == APT_RULE_ID
     }
 
     /// The embedded default rule (version 5).
@@ -133,6 +148,10 @@ impl Rule {
         &self.inner.compiled
     }
 }
+
+/// The flagship rule's `rule_id` ("Suspicious APT Package Manager Network
+/// Connection").
+pub const APT_RULE_ID: &str = "eaef8a35-12e0-4ac0-bc14-81c72b6bd27c";
 
 /// Names accepted by [`Rule::builtin`] (canonical names first).
 pub const BUILTIN_NAMES: &[&str] = &["apt_netcon_v5", "apt_netcon_v11", "default", "v5", "latest", "v11"];
@@ -191,7 +210,7 @@ fn technique(id: &str, name: &str, subtechniques: Vec<Technique>) -> Technique {
 fn meta_v5() -> RuleMeta {
     RuleMeta {
         name: "Suspicious APT Package Manager Network Connection".into(),
-        rule_id: "eaef8a35-12e0-4ac0-bc14-81c72b6bd27c".into(),
+        rule_id: APT_RULE_ID.into(),
         version: 5,
         description: "Detects a shell started by the APT package manager with `-c` that, within 5 seconds, \
 has a child process attempt a network connection to a public address: the pattern of an APT hook \

@@ -43,8 +43,13 @@ fn run(d: &mut Detector, recs: &[Vec<u8>]) -> (Vec<Value>, Vec<Value>) {
     (inline, standalone)
 }
 
+/// The events' ids: from `eql.events` (a missing stage has none), or for
+/// an event query (no `eql` root) the ancestor's.
 fn ids(alert: &Value) -> Vec<Value> {
-    alert["apt_netcon"]["events"].as_array().unwrap().iter().map(|e| e["id"].clone()).collect()
+    match alert["eql"]["events"].as_array() {
+        Some(events) => events.iter().map(|e| e["event"]["id"].clone()).collect(),
+        None => alert["kibana"]["alert"]["ancestors"].as_array().unwrap().iter().map(|a| a["id"].clone()).collect(),
+    }
 }
 
 #[test]
@@ -69,9 +74,9 @@ fn a_generic_sequence_alert_names_every_event_in_stage_order() {
     let a = &inline[0];
     assert_eq!(a["event"]["id"], "e3", "the completing record carries the alert");
     assert_eq!(ids(a), vec![json!("e1"), json!("e2"), json!("e3")]);
-    assert_eq!(a["apt_netcon"]["join_keys"], json!(["H1", "P"]));
-    assert_eq!(a["apt_netcon"]["span_ms"], 200);
-    assert_eq!(a["apt_netcon"]["events"][1]["file.path"], "/tmp/x", "the fields the stage reads");
+    assert_eq!(a["eql"]["join_keys"], json!(["H1", "P"]));
+    assert_eq!(a["eql"]["span_ms"], 200);
+    assert_eq!(a["eql"]["events"][1]["file"]["path"], "/tmp/x", "the fields the stage reads");
     let anc: Vec<Value> = a["kibana"]["alert"]["ancestors"].as_array().unwrap().iter().map(|x| x["id"].clone()).collect();
     assert_eq!(anc, vec![json!("e1"), json!("e2"), json!("e3")]);
     assert_eq!(a["rule"]["name"], "test-rule");
@@ -97,7 +102,7 @@ fn one_record_completing_several_results_gives_one_alert_each() {
     assert_eq!(inline.len() + standalone.len(), 2, "two keys, two alerts");
     assert_eq!(inline[0]["event"]["id"], "a3");
     assert_eq!(standalone[0]["event"]["id"], "a3", "the second alert is the same record plus its alert");
-    let mut keys: Vec<Value> = inline.iter().chain(&standalone).map(|a| a["apt_netcon"]["join_keys"][0].clone()).collect();
+    let mut keys: Vec<Value> = inline.iter().chain(&standalone).map(|a| a["eql"]["join_keys"][0].clone()).collect();
     keys.sort_by_key(|k| k.to_string());
     assert_eq!(keys, vec![json!("admin"), json!("root")]);
     assert_eq!(d.stats().standalone_alerts, 1);
@@ -126,7 +131,7 @@ fn a_trailing_missing_event_result_leaves_when_its_window_has_passed() {
     assert!(inline.is_empty(), "a result that waits cannot be inline");
     assert_eq!(standalone.len(), 2);
     assert_eq!(ids(&standalone[0]), vec![json!("s2"), Value::Null]);
-    assert_eq!(standalone[0]["apt_netcon"]["events"][1]["missing"], true);
+    assert_eq!(standalone[0]["eql"]["events"][1]["missing"], true);
     assert_eq!(standalone[0]["process"]["name"], "sshd", "built from its last event's identifying fields");
     assert_eq!(ids(&standalone[1]), vec![json!("s3"), Value::Null]);
 }
@@ -148,7 +153,7 @@ fn msgpack_records_alert_as_json_ones_do() {
     let even = ev("p2", 0, "process", json!({"process": {"name": "bash", "pid": 8}}));
     assert!(matches!(d.process(&even), Ok(Verdict::Unchanged)));
     assert_eq!(ids(&json_alert), vec![json!("p1")]);
-    assert!(json_alert["apt_netcon"].get("join_keys").is_none(), "an event query has no keys");
+    assert!(json_alert.get("eql").is_none(), "an event query has no events list, keys or span");
     assert!(json_alert["kibana"]["alert"].get("group").is_none(), "nor a group id");
 }
 

@@ -286,3 +286,158 @@ fn a_config_names_a_pack_and_every_rule_that_does_not_load() {
     assert!(e.to_string().contains("not a directory"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A three-stage file rule's events, on one host.
+const THREE_STAGE: &str = r#"sequence by host.id with maxspan=1m
+  [file where event.type == "creation" and file.path : "/tmp/*"]
+  [process where event.type == "start" and process.name == "chmod" and process.args : "+x"]
+  [network where event.type == "start" and destination.port == 4444]"#;
+
+fn three_stage_events() -> Vec<Vec<u8>> {
+    [
+        json!({"@timestamp": "2026-12-01T10:00:00.000Z", "event": {"id": "f-1", "category": ["file"], "type": ["creation"]},
+            "host": {"id": "h-7", "name": "web-7"}, "user": {"name": "www-data"},
+            "process": {"pid": 900, "name": "curl", "entity_id": "p-900"}, "file": {"path": "/tmp/x.bin", "name": "x.bin"}}),
+        json!({"@timestamp": "2026-12-01T10:00:01.500Z", "event": {"id": "c-1", "category": ["process"], "type": ["start"]},
+            "host": {"id": "h-7", "name": "web-7"}, "user": {"name": "www-data"},
+            "process": {"pid": 901, "name": "chmod", "args": ["chmod", "+x", "/tmp/x.bin"], "parent": {"name": "sh"}}}),
+        json!({"@timestamp": "2026-12-01T10:00:03.000Z", "event": {"id": "n-1", "category": ["network"], "type": ["start"]},
+            "host": {"id": "h-7", "name": "web-7"}, "user": {"name": "www-data"}, "process": {"pid": 902, "name": "x.bin"},
+            "source": {"address": "10.1.1.7", "port": 51000}, "destination": {"address": "203.0.113.9", "port": 4444}}),
+    ]
+    .iter()
+    .map(|v| serde_json::to_vec(v).unwrap())
+    .collect()
+}
+
+/// The roots an alert adds, as text (to check what they name).
+fn added_roots(v: &Value) -> String {
+    ["rule", "threat", "kibana", "eql", "apt_netcon"].iter().map(|k| v.get(*k).map(Value::to_string).unwrap_or_default()).collect()
+}
+
+#[test]
+fn a_rule_of_any_file_writes_an_alert_in_its_own_words() {
+    // The rule on the fast engine, and (with an optional field) on the generic one.
+    let generic_query = THREE_STAGE.replace(r#"file.path : "/tmp/*""#, r#"file.path : "/tmp/*" and ?file.mode != "0""#);
+    for (generic, q) in [(false, THREE_STAGE.to_string()), (true, generic_query)] {
+        let rule = Rule::from_eql(&q, apt_netcon::rule::meta_for_file("drop_chmod_connect")).unwrap();
+        let mut d = Detector::with_rule(rule, &Config::default());
+        assert_eq!(d.is_generic(), generic);
+        let evs = three_stage_events();
+        let mut alert = None;
+        for e in &evs {
+            if let Ok(Verdict::Annotated(b)) = d.process(e) {
+                alert = Some(serde_json::from_slice::<Value>(b).unwrap());
+            }
+        }
+        let a = alert.expect("the third event completes the rule");
+        assert!(a.get("apt_netcon").is_none(), "{a}");
+        assert!(!added_roots(&a).to_lowercase().contains("apt"), "nothing names APT: {}", added_roots(&a));
+        let events = a["eql"]["events"].as_array().unwrap();
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[0]["stage"], 1);
+        assert_eq!(events[0]["file"]["path"], "/tmp/x.bin", "the fields the first stage reads");
+        assert_eq!(events[0]["event"]["category"], json!(["file"]));
+        assert_eq!(events[1]["process"]["args"], json!(["chmod", "+x", "/tmp/x.bin"]));
+        assert_eq!(events[2]["destination"]["port"], 4444);
+        assert_eq!(a["eql"]["join_keys"], json!(["h-7"]));
+        assert_eq!(a["eql"]["span_ms"], 3000);
+        assert_eq!(
+            a["kibana"]["alert"]["reason"],
+            "event by www-data on web-7 created medium alert drop_chmod_connect.",
+            "Kibana's reason from what every event shares"
+        );
+        assert!(a["kibana"]["alert"]["group"]["id"].is_string());
+        let ids: Vec<&Value> = a["kibana"]["alert"]["ancestors"].as_array().unwrap().iter().map(|x| &x["id"]).collect();
+        assert_eq!(ids, [&json!("f-1"), &json!("c-1"), &json!("n-1")]);
+        assert!(a["rule"].get("ruleset").is_none() && a["rule"].get("category").is_none(), "{}", a["rule"]);
+    }
+}
+
+#[test]
+fn a_single_event_rule_alert_is_what_kibana_writes_for_one() {
+    let rule = Rule::from_eql(r#"network where destination.port == 4444"#, apt_netcon::rule::meta_for_file("port_4444")).unwrap();
+    let mut d = Detector::with_rule(rule, &Config::default());
+    let evs = three_stage_events();
+    let Ok(Verdict::Annotated(b)) = d.process(&evs[2]) else { panic!("no alert") };
+    let a: Value = serde_json::from_slice(b).unwrap();
+    assert!(a.get("eql").is_none(), "no events list, no span_ms: {a}");
+    assert!(a["kibana"]["alert"].get("group").is_none(), "no group id");
+    assert_eq!(
+        a["kibana"]["alert"]["reason"],
+        "network event with process x.bin, source 10.1.1.7:51000, destination 203.0.113.9:4444, by www-data on web-7 created medium alert port_4444."
+    );
+    assert_eq!(a["kibana"]["alert"]["ancestors"][0]["id"], "n-1");
+}
+
+fn pack_config(rules: &[&str], extra: &str) -> (Config, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("apt-netcon-pack-iface-{}-{}", std::process::id(), rules.len() + extra.len()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut names = Vec::new();
+    for (i, q) in rules.iter().enumerate() {
+        let p = dir.join(format!("r{i}.eql"));
+        std::fs::write(&p, q).unwrap();
+        names.push(p.display().to_string());
+    }
+    let json = format!(r#"{{"rules": {}{extra}}}"#, serde_json::to_string(&names).unwrap());
+    (Config::from_json(&json).unwrap(), dir)
+}
+
+#[test]
+fn a_detector_runs_a_pack_and_every_match_is_a_standalone_alert() {
+    let (cfg, dir) = pack_config(
+        &[r#"network where destination.port == 4444"#, r#"network where destination.address == "203.0.113.9""#, THREE_STAGE, r#"process where process.name == "wget""#],
+        "",
+    );
+    let mut d = Detector::new(&cfg).unwrap();
+    assert_eq!(d.pack().unwrap().rules().len(), 4);
+    let mut alerts = Vec::new();
+    for (i, e) in three_stage_events().iter().enumerate() {
+        assert_eq!(d.process(e), Ok(Verdict::Unchanged), "the record goes on unchanged");
+        while let Some(a) = d.take_alert() {
+            alerts.push((i, serde_json::from_slice::<Value>(&a.bytes).unwrap()));
+        }
+    }
+    // The last record completes three rules: three alerts after it.
+    assert_eq!(alerts.len(), 3);
+    assert!(alerts.iter().all(|(i, a)| *i == 2 && a["event"]["kind"] == "signal" && a["event"]["id"] == "n-1"));
+    let names: Vec<&str> = alerts.iter().map(|(_, a)| a["rule"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["r0", "r1", "r2"]);
+    let s = d.stats();
+    assert_eq!((s.records, s.standalone_alerts, s.annotated), (3, 3, 0));
+    let report = d.pack().unwrap().report();
+    let per_rule: Vec<u64> = report["rules"].as_array().unwrap().iter().map(|r| r["alerts"].as_u64().unwrap()).collect();
+    assert_eq!(per_rule, [1, 1, 1, 0], "{report}");
+    assert_eq!(per_rule.iter().sum::<u64>(), s.standalone_alerts, "per-rule counters add up");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_exception_scoped_to_one_rule_leaves_the_others_alone() {
+    let rules = [r#"network where destination.port == 4444"#, r#"network where destination.address == "203.0.113.9""#];
+    let item = r#", "exceptions": [{"name": "lab host", "rule_id": "r1", "entries": [{"field": "host.name", "operator": "is", "value": "web-7"}]}]"#;
+    let (cfg, dir) = pack_config(&rules, item);
+    let mut d = Detector::new(&cfg).unwrap();
+    let mut names = Vec::new();
+    for e in three_stage_events() {
+        let _ = d.process(&e);
+        while let Some(a) = d.take_alert() {
+            names.push(serde_json::from_slice::<Value>(&a.bytes).unwrap()["rule"]["name"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(names, ["r0"], "the item applies to r1 only");
+    assert_eq!(d.exception_counts(), vec![("lab host".to_string(), 1)]);
+    assert_eq!(d.stats().excluded, 1);
+    // Unscoped, it applies to both.
+    let (cfg, dir2) = pack_config(&rules, &item.replace(r#""rule_id": "r1", "#, ""));
+    let mut d = Detector::new(&cfg).unwrap();
+    for e in three_stage_events() {
+        let _ = d.process(&e);
+    }
+    assert_eq!(d.take_alert(), None);
+    assert_eq!(d.exception_counts(), vec![("lab host".to_string(), 2)]);
+    let e = Config::from_json(r#"{"exceptions": [{"name": "x", "rule_id": [], "entries": [{"field": "a", "operator": "exists"}]}]}"#).unwrap_err();
+    assert!(e.to_string().contains("rule_id"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir2);
+}
