@@ -938,6 +938,14 @@ impl Detector {
 
     /// Whether this detector runs its rule on the generic engine (which
     /// reads a record as a whole tree: see [`Detector::process_parsed`]).
+    /// Whether any partial sequence or held event is kept (cheap).
+    pub fn has_state(&self) -> bool {
+        match &self.generic {
+            Some(g) => g.pending() > 0 || g.held() > 0,
+            None => self.state.len() > 0 || self.held.len() > 0,
+        }
+    }
+
     pub fn is_generic(&self) -> bool {
         self.generic.is_some()
     }

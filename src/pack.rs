@@ -3,17 +3,31 @@
 //!
 //! A pack holds one [`Detector`] per rule (each with its own partial
 //! sequences, counters and exceptions, on the fast or the generic engine),
-//! and an index of the strings each rule requires. Most of a rule's stages
+//! and an index of the strings each rule's stages require. Most stages
 //! require some field to hold one of a few strings (`process.name ==
 //! "curl"`, `process.args : "*--proxy*"`, `event.action in ("exec",
-//! "fork")`): a record can match such a stage only if one of the strings'
-//! bytes appears in it (in JSON unless an escape spells it otherwise, which a
-//! record without a backslash cannot; in MessagePack always). The index
+//! "fork")`), and every stage with a category requires it: a record can
+//! match such a stage only if one of each such set of strings appears in
+//! it (in JSON as a whole string value, between its quotes and not as a
+//! member name, unless an escape spells it otherwise, which a record
+//! without a backslash cannot; in MessagePack as its bytes). The index
 //! finds, in one pass over the record with an Aho-Corasick automaton
-//! (`aho-corasick` crate: the well-kept multi-pattern searcher), every rule
-//! one of whose stages' strings occurs; only those rules' detectors see the
-//! record. A rule with a stage that requires no string (e.g. `any where
-//! true`, or only an `or` of untyped tests) sees every record.
+//! (`aho-corasick` crate: the well-kept multi-pattern searcher, here as a
+//! DFA), every required string the record holds, and from them every stage
+//! all of whose sets (up to four, the most selective first) are there;
+//! only those stages' rules see the record. A stage that requires no
+//! string (e.g. `any where true`, a `regex` alone) sees every record.
+//!
+//! **Later stages while nothing waits.** A record that can match only the
+//! later stages of a plain sequence (no missing-event or `until` stage) in
+//! which no partial sequence waits can extend nothing, and is not handed
+//! to that rule (without `max_lateness`, where an earlier first-stage event
+//! may still come). The one consequence: that record does not move the
+//! rule's watermark, so a first-stage event arriving more than maxspan
+//! behind it, which the rule alone would drop as late, can still pair in a
+//! pack — as Elasticsearch, which orders events by time, would pair it. On
+//! a stream in time order a pack gives exactly the alerts of its rules run
+//! alone (tested on the 287 Linux rules).
 //!
 //! **Output.** In a pack the record always goes on unchanged, and every
 //! match is an alert of its own: a standalone alert record (the record with
@@ -21,12 +35,11 @@
 //! `event.kind: "signal"`, the value Kibana writes in alert documents, to
 //! route on). So k matches of one record give k alert records, after it.
 //!
-//! What a rule requires is read from its query: per stage, the conjuncts
-//! `field == "…"`, `field in (…)`, `field : (…)`, `like`, `like~` (their
-//! longest wildcard-free fragment), `startsWith`/`endsWith`/
-//! `stringContains` on a field, and the stage's category; an `or` requires
-//! the union of its branches' strings (when every branch requires some); the
-//! conjunct whose shortest string is longest is used. Only strings a
+//! What a stage requires is read from its query: the conjuncts `field ==
+//! "…"`, `field in (…)`, `field : (…)`, `like`, `like~` (their longest
+//! wildcard-free fragment), `startsWith`/`endsWith`/`stringContains` on a
+//! field, and the stage's category; an `or` requires the union of its
+//! branches' strings (when every branch requires some). Only strings a
 //! non-string value cannot equal and that JSON writes without escapes are
 //! used (as the byte prefilter does); case-insensitive ones are searched
 //! ASCII-case-insensitively and used only when ASCII.
@@ -35,7 +48,7 @@ use crate::detector::{RecordError, StandaloneAlert, Stats};
 use crate::eql::{parse, CmpOp, Expr, FieldType, Literal, MatchOp, ParseLimits, Query, TypeMap};
 use crate::rule::Rule;
 use crate::{Config, Detector, Verdict};
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use std::collections::VecDeque;
 
 /// One string a stage requires (`ci`: ASCII case-insensitively; `exact`:
@@ -48,21 +61,34 @@ struct Needle {
     exact: bool,
 }
 
-/// What may follow a string value in JSON (not a member name's `:`).
-const AFTER_VALUE: &[&str] = &["]", ",", "}", " ", "\n", "\r", "\t"];
+/// Most conjuncts a stage is indexed by.
+const MAX_SETS: usize = 4;
 
-/// Per stage, the strings one of which it requires; `None`: none known.
-fn stage_needles(types: &TypeMap, category: Option<&str>, cond: &Expr) -> Option<Vec<Needle>> {
+/// Per stage, what it requires: sets of strings, each set one of whose
+/// strings any event matching the stage holds (the category, and each
+/// conjunct that requires strings), the most selective first; empty: none
+/// known (the stage sees every record).
+fn stage_sets(types: &TypeMap, category: Option<&str>, cond: &Expr) -> Vec<Vec<Needle>> {
     let mut options: Vec<Vec<Needle>> = Vec::new();
     if let Some(c) = category {
         if crate::prefilter::usable(c) {
             options.push(vec![Needle { text: c.to_string(), ci: false, exact: true }]);
         }
     }
-    if let Some(n) = needles(types, cond) {
-        options.push(n);
+    conjunct_sets(types, cond, &mut options);
+    options.retain(|o| !o.is_empty());
+    options.sort_by_key(|o| std::cmp::Reverse(selectivity(o)));
+    options.dedup();
+    options.truncate(MAX_SETS);
+    options
+}
+
+/// The sets of strings `e` requires, one per conjunct that requires some.
+fn conjunct_sets(types: &TypeMap, e: &Expr, out: &mut Vec<Vec<Needle>>) {
+    match e {
+        Expr::And(items, _) => items.iter().for_each(|x| conjunct_sets(types, x, out)),
+        _ => out.extend(needles(types, e)),
     }
-    best(options)
 }
 
 /// Values nearly every Elastic Defend event holds somewhere (categories,
@@ -75,15 +101,18 @@ const COMMON: &[&str] = &[
     "windows", "macos", "endpoint", "executed", "modification", "rename", "open",
 ];
 
-/// The most selective option: neither a common value nor a string of one
-/// or two bytes (both occur nearly everywhere), then the longest shortest
-/// needle (rarer), then the fewest needles.
+/// How selective a set of strings is: neither a common value nor a string
+/// of one or two bytes (both occur nearly everywhere), then the longest
+/// shortest string (rarer), then the fewest strings.
+fn selectivity(o: &[Needle]) -> (bool, usize, std::cmp::Reverse<usize>) {
+    let common = o.iter().any(|n| COMMON.iter().any(|c| c.eq_ignore_ascii_case(&n.text)));
+    let shortest = o.iter().map(|n| n.text.len()).min().unwrap_or(0);
+    (!common && shortest >= 3, shortest.min(16), std::cmp::Reverse(o.len()))
+}
+
+/// The most selective of several sets.
 fn best(options: Vec<Vec<Needle>>) -> Option<Vec<Needle>> {
-    options.into_iter().filter(|o| !o.is_empty()).max_by_key(|o| {
-        let common = o.iter().any(|n| COMMON.iter().any(|c| c.eq_ignore_ascii_case(&n.text)));
-        let shortest = o.iter().map(|n| n.text.len()).min().unwrap_or(0);
-        (!common && shortest >= 3, shortest.min(16), std::cmp::Reverse(o.len()))
-    })
+    options.into_iter().filter(|o| !o.is_empty()).max_by_key(|o| selectivity(o))
 }
 
 fn lit_needle(e: &Expr, ci: bool) -> Option<Needle> {
@@ -160,8 +189,11 @@ fn needles(types: &TypeMap, e: &Expr) -> Option<Vec<Needle>> {
     }
 }
 
-/// What one rule requires: per stage (`None`: the rule sees every record).
-fn rule_needles(rule: &Rule, types: &TypeMap) -> Option<Vec<Vec<Needle>>> {
+/// What one rule requires, per stage ([`stage_sets`]; the rule's positive
+/// stages in order, then its missing-event and `until` stages), and whether
+/// the rule is a plain sequence (its later stages matter only while a
+/// partial sequence waits). `None`: the query does not parse.
+fn rule_sets(rule: &Rule, types: &TypeMap) -> Option<(Vec<Vec<Vec<Needle>>>, bool)> {
     let q = parse(rule.query_text(), ParseLimits::default()).ok()?;
     let stages: Vec<(Option<&str>, &Expr)> = match &q {
         Query::Event(e) => vec![(e.category.as_deref(), &e.condition)],
@@ -182,23 +214,66 @@ fn rule_needles(rule: &Rule, types: &TypeMap) -> Option<Vec<Vec<Needle>>> {
             .collect(),
         _ => Vec::new(),
     };
-    stages.into_iter().chain(extra).map(|(c, e)| stage_needles(types, c, e)).collect()
+    let plain_sequence = matches!(&q, Query::Sequence(_)) && extra.is_empty() && stages.len() > 1;
+    Some((stages.into_iter().chain(extra).map(|(c, e)| stage_sets(types, c, e)).collect(), plain_sequence))
 }
 
-/// Which rules a record could match, from the strings each requires (see
-/// the module docs): one Aho-Corasick pass for all of them.
+/// What one rule requires, per stage: the most selective set of strings
+/// (`None`: the rule sees every record).
+#[cfg(test)]
+fn rule_needles(rule: &Rule, types: &TypeMap) -> Option<Vec<Vec<Needle>>> {
+    let (stages, _) = rule_sets(rule, types)?;
+    stages.into_iter().map(|s| s.into_iter().next()).collect()
+}
+
+/// Which rules a record could match, and by which stages, from the
+/// strings each stage requires (see the module docs): one Aho-Corasick pass
+/// finds every required string the record holds; a stage is a candidate
+/// when each of its sets of strings has one there.
 #[derive(Debug)]
 pub struct RuleIndex {
-    /// The automata, for JSON and for MessagePack (where a string's bytes
-    /// stand as they are): each with its case-sensitive and
-    /// ASCII-case-insensitive patterns, and the rules of each pattern.
+    /// The automata, for JSON (a required whole value between its quotes)
+    /// and for MessagePack (a string's bytes as they are): each with its
+    /// case-sensitive and ASCII-case-insensitive patterns, and the sets of
+    /// each pattern.
     json: [Index; 2],
     raw: [Index; 2],
-    /// Rules that see every record.
+    /// Per set of strings, the stages it is the first (most selective) set
+    /// of.
+    by_primary: Vec<Vec<u32>>,
+    stages: Vec<StageReq>,
+    /// Stages that require no string: every record is a candidate.
     always: Vec<u32>,
-    n: usize,
-    /// Scratch: candidate marks.
-    mark: std::cell::RefCell<Vec<bool>>,
+    n_rules: usize,
+    /// Per rule, whether it is a plain sequence.
+    plain_sequence: Vec<bool>,
+    /// Scratch: which sets were found, the list of them, and per rule the
+    /// stages found.
+    scratch: std::cell::RefCell<Scratch>,
+}
+
+#[derive(Debug, Default)]
+struct Scratch {
+    set_hit: Vec<bool>,
+    hits: Vec<u32>,
+    rule_bits: Vec<u64>,
+}
+
+/// One stage of one rule, and the sets it requires (the first is its
+/// primary).
+#[derive(Debug)]
+struct StageReq {
+    rule: u32,
+    bit: u64,
+    sets: Vec<u32>,
+}
+
+/// A candidate rule: its index, and the stages the record may match (bit
+/// k: stage k, in [`rule_sets`]'s order; stages past the 63rd share bit 63).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub rule: u32,
+    pub stages: u64,
 }
 
 impl RuleIndex {
@@ -206,24 +281,47 @@ impl RuleIndex {
     pub fn new(rules: &[Rule], types: &TypeMap, enabled: bool) -> RuleIndex {
         let mut json = [IndexBuilder::default(), IndexBuilder::default()];
         let mut raw = [IndexBuilder::default(), IndexBuilder::default()];
+        let mut set_ids: Vec<Vec<Needle>> = Vec::new();
+        let mut stages = Vec::new();
         let mut always = Vec::new();
+        let mut plain_sequence = Vec::with_capacity(rules.len());
         for (i, r) in rules.iter().enumerate() {
             let i = i as u32;
-            match rule_needles(r, types) {
-                Some(stages) if enabled => {
-                    for n in stages.into_iter().flatten() {
-                        let k = n.ci as usize;
-                        raw[k].add(n.text.clone(), i);
-                        if n.exact {
-                            for after in AFTER_VALUE {
-                                json[k].add(format!("\"{}\"{after}", n.text), i);
+            let (rule_stages, plain) = match rule_sets(r, types) {
+                Some(x) if enabled => x,
+                // Unknown: one stage that sees everything.
+                _ => (vec![Vec::new()], false),
+            };
+            plain_sequence.push(plain);
+            for (k, sets) in rule_stages.into_iter().enumerate() {
+                let id = stages.len() as u32;
+                let mut req = StageReq { rule: i, bit: 1u64 << k.min(63), sets: Vec::new() };
+                for set in sets {
+                    let sid = match set_ids.iter().position(|s| *s == set) {
+                        Some(p) => p as u32,
+                        None => {
+                            let sid = set_ids.len() as u32;
+                            for n in &set {
+                                let c = n.ci as usize;
+                                raw[c].add(n.text.clone(), sid);
+                                json[c].add(if n.exact { format!("\"{}\"", n.text) } else { n.text.clone() }, sid);
                             }
-                        } else {
-                            json[k].add(n.text, i);
+                            set_ids.push(set);
+                            sid
                         }
-                    }
+                    };
+                    req.sets.push(sid);
                 }
-                _ => always.push(i),
+                if req.sets.is_empty() {
+                    always.push(id);
+                }
+                stages.push(req);
+            }
+        }
+        let mut by_primary = vec![Vec::new(); set_ids.len()];
+        for (id, st) in stages.iter().enumerate() {
+            if let Some(&p) = st.sets.first() {
+                by_primary[p as usize].push(id as u32);
             }
         }
         let [j0, j1] = json;
@@ -231,90 +329,143 @@ impl RuleIndex {
         RuleIndex {
             json: [j0.build(false), j1.build(true)],
             raw: [r0.build(false), r1.build(true)],
+            scratch: std::cell::RefCell::new(Scratch {
+                set_hit: vec![false; set_ids.len()],
+                hits: Vec::new(),
+                rule_bits: vec![0; rules.len()],
+            }),
+            by_primary,
+            stages,
             always,
-            n: rules.len(),
-            mark: std::cell::RefCell::new(vec![false; rules.len()]),
+            n_rules: rules.len(),
+            plain_sequence,
         }
     }
 
-    /// The rules the record could match, in rule order, into `out`.
-    pub fn candidates(&self, record: &[u8], json: bool, out: &mut Vec<u32>) {
+    /// Whether rule `i` is a plain sequence: no missing-event or `until`
+    /// stage, at least two stages (its later stages can only extend a
+    /// partial sequence).
+    pub fn plain_sequence(&self, i: usize) -> bool {
+        self.plain_sequence[i]
+    }
+
+    /// The rules the record could match, in rule order, with the stages.
+    pub fn candidates(&self, record: &[u8], json: bool, out: &mut Vec<Candidate>) {
         out.clear();
-        // A JSON escape could spell a needle otherwise: every rule.
+        // A JSON escape could spell a string otherwise: every rule, every stage.
         if json && memchr::memchr(b'\\', record).is_some() {
-            out.extend(0..self.n as u32);
+            out.extend((0..self.n_rules as u32).map(|rule| Candidate { rule, stages: u64::MAX }));
             return;
         }
-        let mut mark = self.mark.borrow_mut();
+        let mut guard = self.scratch.borrow_mut();
+        let sc = &mut *guard;
         let indexes = if json { &self.json } else { &self.raw };
         for ix in indexes {
             let Some(ac) = &ix.ac else { continue };
             for m in ac.find_overlapping_iter(record) {
-                for &r in &ix.rules[m.pattern().as_usize()] {
-                    if !mark[r as usize] {
-                        mark[r as usize] = true;
-                        out.push(r);
+                // A JSON string value is followed by what follows a value,
+                // never by the `:` of a member name.
+                if json && ix.exact[m.pattern().as_usize()] && is_member_name(record, m.end()) {
+                    continue;
+                }
+                for &set in &ix.sets[m.pattern().as_usize()] {
+                    if !sc.set_hit[set as usize] {
+                        sc.set_hit[set as usize] = true;
+                        sc.hits.push(set);
                     }
                 }
             }
         }
-        for &r in &self.always {
-            if !mark[r as usize] {
-                mark[r as usize] = true;
-                out.push(r);
+        let mut rules: Vec<u32> = Vec::new();
+        let mut mark = |sc: &mut Scratch, st: &StageReq| {
+            let bits = &mut sc.rule_bits[st.rule as usize];
+            if *bits == 0 {
+                rules.push(st.rule);
+            }
+            *bits |= st.bit;
+        };
+        for h in 0..sc.hits.len() {
+            let set = sc.hits[h];
+            for &id in &self.by_primary[set as usize] {
+                let st = &self.stages[id as usize];
+                if st.sets[1..].iter().all(|&s| sc.set_hit[s as usize]) {
+                    mark(sc, st);
+                }
             }
         }
-        for &r in out.iter() {
-            mark[r as usize] = false;
+        for &id in &self.always {
+            mark(sc, &self.stages[id as usize]);
         }
-        out.sort_unstable();
+        for &set in &sc.hits {
+            sc.set_hit[set as usize] = false;
+        }
+        sc.hits.clear();
+        rules.sort_unstable();
+        for r in rules {
+            let bits = std::mem::take(&mut sc.rule_bits[r as usize]);
+            out.push(Candidate { rule: r, stages: bits });
+        }
     }
 
     /// Whether the record could match any rule (for a one-rule index).
     pub fn may_match(&self, record: &[u8], json: bool) -> bool {
-        if !self.always.is_empty() || (json && memchr::memchr(b'\\', record).is_some()) {
-            return true;
-        }
-        let indexes = if json { &self.json } else { &self.raw };
-        indexes.iter().any(|ix| ix.ac.as_ref().is_some_and(|ac| ac.is_match(record)))
+        let mut out = Vec::new();
+        self.candidates(record, json, &mut out);
+        !out.is_empty()
     }
 }
 
-/// Patterns and the rules each serves, being gathered.
+/// Whether the string ending at `end` (after its closing quote) is a member
+/// name: the next non-blank byte is `:`.
+fn is_member_name(record: &[u8], end: usize) -> bool {
+    record[end..].iter().find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n')) == Some(&b':')
+}
+
+/// Patterns and the sets each serves, being gathered.
 #[derive(Default)]
 struct IndexBuilder {
     pats: Vec<String>,
-    rules: Vec<Vec<u32>>,
+    sets: Vec<Vec<u32>>,
 }
 
 impl IndexBuilder {
-    fn add(&mut self, pat: String, rule: u32) {
+    fn add(&mut self, pat: String, set: u32) {
         let k = match self.pats.iter().position(|p| *p == pat) {
             Some(k) => k,
             None => {
                 self.pats.push(pat);
-                self.rules.push(Vec::new());
+                self.sets.push(Vec::new());
                 self.pats.len() - 1
             }
         };
-        if !self.rules[k].contains(&rule) {
-            self.rules[k].push(rule);
+        if !self.sets[k].contains(&set) {
+            self.sets[k].push(set);
         }
     }
 
     fn build(self, ci: bool) -> Index {
+        let exact = self.pats.iter().map(|p| p.len() >= 2 && p.starts_with('"') && p.ends_with('"')).collect();
         let ac = (!self.pats.is_empty())
-            .then(|| AhoCorasickBuilder::new().ascii_case_insensitive(ci).match_kind(MatchKind::Standard).build(&self.pats).ok())
+            .then(|| {
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(ci)
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&self.pats)
+                    .ok()
+            })
             .flatten();
-        Index { ac, rules: self.rules }
+        Index { ac, sets: self.sets, exact }
     }
 }
 
-/// One automaton and the rules of each of its patterns.
+/// One automaton and the sets of each of its patterns.
 #[derive(Debug)]
 struct Index {
     ac: Option<AhoCorasick>,
-    rules: Vec<Vec<u32>>,
+    sets: Vec<Vec<u32>>,
+    /// Per pattern: a whole JSON string value, quotes included.
+    exact: Vec<bool>,
 }
 
 /// A standalone alert record of one rule of the pack.
@@ -332,8 +483,12 @@ pub struct PackDetector {
     rules: Vec<Rule>,
     detectors: Vec<Detector>,
     index: RuleIndex,
-    candidates: Vec<u32>,
+    candidates: Vec<Candidate>,
     alerts: VecDeque<PackAlert>,
+    /// Whether a plain sequence rule with nothing waiting may skip records
+    /// that can match only its later stages (not with `max_lateness`, where
+    /// an earlier first-stage event may still arrive).
+    gate_later_stages: bool,
     records: u64,
     /// Records tested against a rule, summed over rules.
     tested: u64,
@@ -357,6 +512,7 @@ impl PackDetector {
         PackDetector {
             index,
             candidates: Vec::with_capacity(rules.len()),
+            gate_later_stages: config.max_lateness_ms == 0,
             rules,
             detectors,
             alerts: VecDeque::new(),
@@ -510,9 +666,15 @@ impl PackDetector {
         // Rules on the generic engine read the record as a tree: once for all.
         let mut parsed = None;
         for k in 0..self.candidates.len() {
-            let i = self.candidates[k] as usize;
-            self.tested += 1;
+            let c = self.candidates[k];
+            let i = c.rule as usize;
             let d = &mut self.detectors[i];
+            // A record that can match only later stages of a sequence in
+            // which nothing waits can extend nothing (see the module docs).
+            if c.stages & 1 == 0 && self.gate_later_stages && self.index.plain_sequence(i) && !d.has_state() {
+                continue;
+            }
+            self.tested += 1;
             let bad_before = d.bad_timestamp_count();
             let verdict = if d.is_generic() {
                 let tree = parsed.get_or_insert_with(|| crate::generic::read(record, msgpack));

@@ -195,12 +195,13 @@ fn exceptions_and_read_errors_work_as_for_the_fast_engine() {
     excluded["host"]["name"] = json!("ci-1");
     assert!(matches!(d.process(&hit), Ok(Verdict::Annotated(_))));
     assert!(matches!(d.process(&serde_json::to_vec(&excluded).unwrap()), Ok(Verdict::Unchanged)));
-    // A record holding none of the rule's strings passes unread, as with the
-    // fast engine's prefilter; one that holds them is read and its errors
-    // are counted.
+    // A record lacking one of the rule's strings (the category, a string of
+    // the name) passes unread, as with the fast engine's prefilter; one that
+    // holds them is read and its errors are counted.
     assert!(matches!(d.process(b"{not json"), Ok(Verdict::Unchanged)));
-    assert!(d.process(b"{not json, curl").is_err());
-    assert!(d.process(b"[\"curl\"]").is_err());
+    assert!(matches!(d.process(b"{not json, curl"), Ok(Verdict::Unchanged)), "the category is required too");
+    assert!(d.process(b"{not json, \"process\", curl").is_err());
+    assert!(d.process(b"[\"curl\", \"process\"]").is_err());
     let s = d.stats();
     assert_eq!((s.annotated, s.excluded, s.invalid_json, s.not_an_object), (1, 1, 1, 1));
     assert_eq!(d.exception_counts(), vec![("ci".to_string(), 1)]);
