@@ -7,6 +7,18 @@
  * byte-for-byte as it came, except the network event that completes the
  * rule's sequence: that one leaves with alert fields added.
  *
+ * A detector may instead run a rule pack (config keys `rules`, `rules_dir`,
+ * `skip_broken_rules`): then every record leaves unchanged
+ * (APTNC_STATUS_UNCHANGED from aptnc_filter) and every match is a
+ * standalone alert record of its own, with `event.kind: "signal"` and its
+ * rule's `rule.*` fields: one record completing k rules gives k alert
+ * records, in the pack's rule order. aptnc_flush() hands over those of
+ * aptnc_filter() calls (call it after each record whose call raised
+ * aptnc_get_stats()'s `standalone_alerts`); aptnc_filter_msgpack() appends
+ * them to the chunk it returns, after the chunk's records.
+ * aptnc_rules_report() gives each rule's counters and the rules that did
+ * not load.
+ *
  * Typical use:
  *
  * ```text
@@ -225,8 +237,9 @@ typedef struct aptnc_flush_report {
      */
     uint64_t pending;
     /**
-     * Standalone alert records (only with max_lateness > 0: a sequence
-     * completed after its last record had gone on), to be forwarded by the
+     * Standalone alert records (with max_lateness > 0: a sequence
+     * completed after its last record had gone on; with a rule pack: every
+     * alert, in rule order for one record), to be forwarded by the
      * host after the records it has: the alerts of JSON records as
      * newline-delimited JSON (each ends with '\n'), those of aptnc_filter()
      * calls; aptnc_filter_msgpack() appends its alerts to the next chunk
@@ -520,16 +533,23 @@ void aptnc_rule_free(struct aptnc_rule *rule);
  * Create a detector.
  *
  * `config`/`config_len`: a JSON object of config keys (see the README's
- * "Configuration" table: rule, rule_file, maxspan, exceptions, the
- * trusted_* lists, the state caps, max_lateness, max_future,
- * max_record_bytes, annotation_prefix, kibana_fields, prefilter); copied, so it may be
- * released after the call. NULL with length 0, an empty or an all-blank
- * text means the defaults (the embedded rule apt_netcon_v5). An unknown key
- * or a bad value gives APTNC_STATUS_CONFIG_ERROR, and the error names the
- * key (aptnc_error_key()).
+ * "Configuration" table: rule, rule_file, rules, rules_dir,
+ * skip_broken_rules, maxspan, exceptions, the trusted_* lists, the state
+ * caps, max_lateness, max_future, max_record_bytes, annotation_prefix,
+ * kibana_fields, prefilter); copied, so it may be released after the call.
+ * NULL with length 0, an empty or an all-blank text means the defaults (the
+ * embedded rule apt_netcon_v5). An unknown key or a bad value gives
+ * APTNC_STATUS_CONFIG_ERROR, and the error names the key (aptnc_error_key()).
+ *
+ * With `rules` or `rules_dir` the detector runs that rule pack (see the top
+ * of this header). A rule of the pack that does not load gives
+ * APTNC_STATUS_CONFIG_ERROR (key `rules` or `rules_dir`) whose message
+ * lists every such rule with its reason, one per line; with
+ * `skip_broken_rules` true the others run, and aptnc_rules_report() lists
+ * the skipped ones under "skipped".
  *
  * `rule`: optional. When not NULL the detector runs this rule and the
- * config's `rule` and `rule_file` keys are ignored; the detector takes its
+ * config's `rule`, `rule_file`, `rules` and `rules_dir` keys are ignored; the detector takes its
  * own reference, so `rule` may be freed at any time after the call. When
  * NULL the config chooses the rule (a `rule_file` that does not compile
  * gives APTNC_STATUS_RULE_ERROR with its line and column).
@@ -618,7 +638,8 @@ aptnc_status aptnc_filter(struct aptnc_detector *detector,
  *   too. Empty when `stages` is.
  * - `whole_record`: true when records must be passed whole (the rule runs
  *   on the generic engine, or `max_lateness` is above 0: records come back
- *   whole inside standalone alerts).
+ *   whole inside standalone alerts; or the detector runs a rule pack
+ *   (`rules`, `rules_dir`): `stages` and `keys` are then empty).
  * - `alert_roots`: the top-level members an alert can write (with an
  *   `annotation_prefix`, its first segment). An annotated reduced record
  *   holds the alert under these; merging them into the whole record as
@@ -656,6 +677,34 @@ aptnc_status aptnc_take_warning(struct aptnc_detector *detector,
                                 size_t *out_len);
 
 /**
+ * Each rule's counters, and the rules that did not load, as JSON (UTF-8,
+ * no terminator):
+ *
+ * ```text
+ * {"rules": [{"rule_id": "…", "name": "…", "engine": "fast" | "generic",
+ *             "alerts": 1, "records": 3, "annotated": 1, …}, …],
+ *  "skipped": [{"name": "rules/bad.eql", "reason": "syntax error at …"}, …]}
+ * ```
+ *
+ * `rules` holds one object per rule, in the pack's order (one object for
+ * a detector of one rule): its `rule_id` and `name`, the `engine` running
+ * it, `alerts` (the alerts it gave, inline or standalone) and every counter
+ * of aptnc_stats by its field name (`records`: for a rule of a pack, the
+ * records it was tested on — those the pack's index did not rule out).
+ * New members may be added; none is ever removed. `skipped`: the rules of
+ * the pack that did not load (`skip_broken_rules`), empty otherwise.
+ *
+ * `*out`/`*out_len` receive the text, owned by the detector and valid
+ * until the next call on it. Written only on APTNC_STATUS_OK.
+ *
+ * # Safety
+ * Pointers are NULL or valid for their documented use.
+ */
+aptnc_status aptnc_rules_report(struct aptnc_detector *detector,
+                                const uint8_t **out,
+                                size_t *out_len);
+
+/**
  * Evaluate one Fluent Bit chunk: MessagePack records concatenated, each
  * `[[EventTime, {metadata}], {body}]` (or the legacy `[EventTime, {body}]`;
  * group start/end markers pass through).
@@ -688,8 +737,9 @@ aptnc_status aptnc_filter_msgpack(struct aptnc_detector *detector,
  * event-time watermark (the latest `@timestamp` seen; never the wall
  * clock), hand over the standalone alerts waiting (`report->alerts`), and
  * report. Safe to call at any time, e.g. from the host's periodic flush;
- * with max_lateness > 0, call it after aptnc_filter() calls to collect
- * alerts (aptnc_get_stats()'s `standalone_alerts` tells when some came).
+ * with max_lateness > 0 or a rule pack, call it after aptnc_filter() calls
+ * to collect alerts (aptnc_get_stats()'s `standalone_alerts` tells when
+ * some came).
  *
  * `report`: set `report->size = sizeof(aptnc_flush_report)` first; a size
  * below 8 gives APTNC_STATUS_INVALID_ARGUMENT and nothing is done. On

@@ -1,7 +1,10 @@
 //! The CLI's record loop: NDJSON in, NDJSON out, at the library's speed.
 //!
-//! Input is read in large blocks straight into one buffer (no line copies);
-//! each complete line is handed to the detector where it lies. Output is
+//! A regular file is mapped a window at a time and filtered where it lies
+//! in the page cache; other input is read in large blocks straight into one
+//! buffer (no line copies). Each complete line is handed to the detector
+//! where it lies, unless the rule's byte prefilter, run over the whole block
+//! at once ([`apt_netcon::footprint::Skipper`]), rules it out. Output is
 //! written from that same buffer: the untouched records between two alerts
 //! go out as one span, annotated records and standalone alerts from a small
 //! side buffer, all of a block in one vectored write. Standard input and
@@ -16,11 +19,11 @@
 //! (the outcome of every line is the one a single detector gives, so the
 //! output is the same bytes).
 
-use apt_netcon::footprint::{Partitioner, Route};
+use apt_netcon::footprint::{Partitioner, Route, Skipper};
 use apt_netcon::{Config, Detector, RecordError, Rule, Verdict};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read, Seek, Write};
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -32,6 +35,8 @@ pub const MAX_THREADS: usize = 64;
 /// Bytes read at a time on one thread: whatever is there up to this much
 /// (a pipe gives what it holds, so records are not held back).
 const SERIAL_BLOCK: usize = 1 << 20;
+/// Bytes of a regular file mapped at a time on one thread.
+const MAP_WINDOW: usize = 32 << 20;
 /// Bytes of whole lines per block with threads (read until full).
 const THREAD_BLOCK: usize = 2 << 20;
 /// The writer's error when an input block could not be read (reported
@@ -110,6 +115,116 @@ fn write_segs(out: &mut File, data: &[u8], aux: &[u8], segs: &[Seg]) -> io::Resu
         }
     }
     Ok(())
+}
+
+/// Read-only mappings of regular files (the one-thread path).
+mod mapping {
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::AsRawFd;
+
+    pub fn page_size() -> u64 {
+        // SAFETY: sysconf has no preconditions.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if p > 0 {
+            p as u64
+        } else {
+            4096
+        }
+    }
+
+    /// `len` bytes of a file from `offset` (a multiple of the page size),
+    /// mapped read-only and private, its pages mapped at once.
+    pub struct Map {
+        ptr: *mut libc::c_void,
+        len: usize,
+    }
+
+    impl Map {
+        pub fn new(file: &File, offset: u64, len: usize) -> io::Result<Map> {
+            if len == 0 {
+                return Err(io::ErrorKind::InvalidInput.into());
+            }
+            on_sigbus_exit();
+            // SAFETY: a fresh mapping (no address given) of an open file;
+            // the result is checked.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                    file.as_raw_fd(),
+                    offset as libc::off_t,
+                )
+            };
+            if ptr == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(Map { ptr, len })
+        }
+
+        pub fn bytes(&self) -> &[u8] {
+            // SAFETY: `len` readable bytes, mapped until drop. (A file cut
+            // shorter meanwhile raises SIGBUS on the bytes gone: see
+            // `on_sigbus_exit`.)
+            unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+        }
+    }
+
+    impl Drop for Map {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `new`, unmapped once.
+            unsafe { libc::munmap(self.ptr, self.len) };
+        }
+    }
+
+    /// A mapped file cut shorter while it is filtered: report it and exit
+    /// with status 1 (an input error), as a failed read would, instead of
+    /// dying of the signal.
+    fn on_sigbus_exit() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        extern "C" fn handler(_: libc::c_int) {
+            const MSG: &[u8] = b"apt-netcon: an input file was cut shorter while it was read\n";
+            // SAFETY: write(2) and _exit(2) are async-signal-safe.
+            unsafe {
+                libc::write(2, MSG.as_ptr() as *const libc::c_void, MSG.len());
+                libc::_exit(1);
+            }
+        }
+        ONCE.call_once(|| {
+            // SAFETY: a zeroed sigaction with a handler of the right type.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = handler as extern "C" fn(libc::c_int) as usize;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
+            }
+        });
+    }
+}
+
+/// Pipes on standard input and output: larger buffers, so that a block
+/// goes through in a few system calls and wake-ups instead of one per 64 KiB.
+mod pipe_size {
+    use std::os::fd::{AsFd, AsRawFd};
+
+    const WANT: libc::c_int = 1 << 20;
+
+    pub fn grow(f: &impl AsFd) {
+        let fd = f.as_fd().as_raw_fd();
+        // SAFETY: fstat into a zeroed struct; fcntl on a pipe. Failures
+        // leave the pipe as it was.
+        unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO {
+                let now = libc::fcntl(fd, libc::F_GETPIPE_SZ);
+                if now >= 0 && now < WANT {
+                    libc::fcntl(fd, libc::F_SETPIPE_SZ, WANT);
+                }
+            }
+        }
+    }
 }
 
 /// Read into `buf[at..]`; 0 at end of input.
@@ -259,7 +374,7 @@ impl Run {
 // One thread
 
 /// Filter `files` with one detector.
-pub fn run_serial(mut det: Detector, files: &[String], opts: &Options) -> ExitCode {
+pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &Options) -> ExitCode {
     let mut out = match stdout_file() {
         Ok(o) => o,
         Err(e) => {
@@ -269,7 +384,17 @@ pub fn run_serial(mut det: Detector, files: &[String], opts: &Options) -> ExitCo
     };
     let mut run = Run::new(opts);
     let mut status = ExitCode::SUCCESS;
-    let mut s = Serial { buf: vec![0; SERIAL_BLOCK], aux: Vec::new(), segs: Vec::new(), alerts_only: opts.alerts_only };
+    let mut s = Serial {
+        buf: vec![0; SERIAL_BLOCK],
+        lines: Lines {
+            aux: Vec::new(),
+            segs: Vec::new(),
+            alerts_only: opts.alerts_only,
+            skip: Skipper::new(det.rule(), config),
+        },
+    };
+    pipe_size::grow(&io::stdin());
+    pipe_size::grow(&io::stdout());
     for f in files {
         let mut input = match open(f) {
             Ok(i) => i,
@@ -280,7 +405,7 @@ pub fn run_serial(mut det: Detector, files: &[String], opts: &Options) -> ExitCo
             }
         };
         let name = display_name(f);
-        if let Err(e) = s.filter(&mut det, &mut run, name, &mut input, &mut out) {
+        if let Err(e) = s.filter(&mut det, &mut run, name, &mut input, &mut out, f != "-") {
             eprintln!("apt-netcon: {name}: {e}");
             return ExitCode::from(1);
         }
@@ -298,6 +423,7 @@ pub fn run_serial(mut det: Detector, files: &[String], opts: &Options) -> ExitCo
     if !opts.quiet {
         let mut t = Totals::default();
         t.add(&det);
+        t.add_skipped(s.lines.skip.as_ref().map_or(0, Skipper::skipped));
         run.report(&t);
     }
     status
@@ -305,9 +431,16 @@ pub fn run_serial(mut det: Detector, files: &[String], opts: &Options) -> ExitCo
 
 struct Serial {
     buf: Vec<u8>,
+    lines: Lines,
+}
+
+/// What filters a block of whole lines.
+struct Lines {
     aux: Vec<u8>,
     segs: Vec<Seg>,
     alerts_only: bool,
+    /// Spares the detector the records its prefilter would rule out.
+    skip: Option<Skipper>,
 }
 
 impl Serial {
@@ -318,9 +451,19 @@ impl Serial {
         name: &str,
         input: &mut File,
         out: &mut File,
+        mappable: bool,
     ) -> io::Result<()> {
-        let mut len = 0; // bytes held: a partial line carried over
         let mut lineno = 0u64;
+        // A regular file is filtered where it lies in the page cache, mapped
+        // a window at a time (no copy into a buffer); what follows its last
+        // newline, and whatever it grew by meanwhile, is read as below.
+        if mappable {
+            if let Some(size) = input.metadata().ok().filter(|m| m.is_file()).map(|m| m.len()) {
+                let done = self.filter_mapped(det, run, name, &mut lineno, input, size, out)?;
+                input.seek(io::SeekFrom::Start(done))?;
+            }
+        }
+        let mut len = 0; // bytes held: a partial line carried over
         loop {
             if len == self.buf.len() {
                 // One line longer than the buffer: grow it.
@@ -340,7 +483,7 @@ impl Serial {
             };
             if upto > 0 {
                 run.bytes += upto as u64;
-                self.block(det, run, name, &mut lineno, upto, out)?;
+                self.lines.block(det, run, name, &mut lineno, &self.buf[..upto], out)?;
                 self.buf.copy_within(upto..len, 0);
                 len -= upto;
             }
@@ -352,21 +495,74 @@ impl Serial {
         Ok(())
     }
 
-    /// Filter the whole lines in `buf[..upto]` and write them out.
+    /// Filter the whole lines of the first `size` bytes of `file`, mapped a
+    /// window at a time; returns where the lines filtered end (the rest, a
+    /// line without its newline, is left to be read).
+    #[allow(clippy::too_many_arguments)]
+    fn filter_mapped(
+        &mut self,
+        det: &mut Detector,
+        run: &mut Run,
+        name: &str,
+        lineno: &mut u64,
+        file: &File,
+        size: u64,
+        out: &mut File,
+    ) -> io::Result<u64> {
+        let page = mapping::page_size();
+        let mut pos = 0u64; // the start of the first line not filtered
+        let mut window = MAP_WINDOW;
+        while pos < size {
+            let base = pos - pos % page;
+            let len = (window as u64).min(size - base) as usize;
+            let Ok(map) = mapping::Map::new(file, base, len) else {
+                break; // not mappable after all: read it
+            };
+            let data = &map.bytes()[(pos - base) as usize..];
+            let Some(last) = memchr::memrchr(b'\n', data) else {
+                if base + len as u64 == size {
+                    break;
+                }
+                window *= 2; // a line longer than the window
+                continue;
+            };
+            let data = &data[..last + 1];
+            let mut start = 0;
+            while start < data.len() {
+                let end = match data.get(start + SERIAL_BLOCK..) {
+                    Some(rest) => memchr::memchr(b'\n', rest).map_or(data.len(), |i| start + SERIAL_BLOCK + i + 1),
+                    None => data.len(),
+                };
+                run.bytes += (end - start) as u64;
+                self.lines.block(det, run, name, lineno, &data[start..end], out)?;
+                start = end;
+            }
+            pos += data.len() as u64;
+            window = MAP_WINDOW;
+        }
+        Ok(pos)
+    }
+}
+
+impl Lines {
+    /// Filter the whole lines of `data` and write them out.
     fn block(
         &mut self,
         det: &mut Detector,
         run: &mut Run,
         name: &str,
         lineno: &mut u64,
-        upto: usize,
+        data: &[u8],
         out: &mut File,
     ) -> io::Result<()> {
-        let data = &self.buf[..upto];
+        let upto = data.len();
         self.aux.clear();
         self.segs.clear();
         let mut span = 0; // start of the untouched records not yet in `segs`
         let mut start = 0;
+        if let Some(s) = &mut self.skip {
+            s.scan(data);
+        }
         while start < upto {
             let end = memchr::memchr(b'\n', &data[start..]).map_or(upto, |i| start + i + 1);
             let line = &data[start..end];
@@ -374,6 +570,9 @@ impl Serial {
             let (record, blank) = record_of(line);
             if blank {
                 run.empty += 1;
+            } else if self.skip.as_mut().is_some_and(|s| s.skips(start, record)) {
+                // Unchanged, and no counter of the detector's but `records`
+                // would move.
             } else {
                 match det.process(record) {
                     Ok(Verdict::Unchanged) => {}
@@ -410,7 +609,8 @@ impl Serial {
         run.warnings(det);
         if run.progress {
             let s = det.stats();
-            run.show_progress(name, s.records, s.annotated + s.standalone_alerts);
+            let skipped = self.skip.as_ref().map_or(0, Skipper::skipped);
+            run.show_progress(name, s.records + skipped, s.annotated + s.standalone_alerts);
         }
         Ok(())
     }
@@ -565,7 +765,7 @@ impl Block {
         }
     }
 
-    fn route(&self, p: &mut Partitioner, owner: usize) {
+    fn route(&self, p: &mut Partitioner, mut skip: Option<&mut Skipper>, owner: usize) {
         let source = self.source.lock().unwrap().take();
         let mut error = None;
         let mut begin = 0;
@@ -596,6 +796,9 @@ impl Block {
             error,
         };
         r.routes.reserve(r.ends.capacity());
+        if let Some(s) = skip.as_deref_mut() {
+            s.scan(data);
+        }
         let mut start = 0;
         while start < data.len() {
             let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i + 1);
@@ -603,6 +806,10 @@ impl Block {
             let route = if blank {
                 r.blank += 1;
                 BLANK
+            } else if skip.as_deref_mut().is_some_and(|s| s.skips(start, record)) {
+                // Ruled out by its bytes, as the partitioner would.
+                r.skipped += 1;
+                SKIP
             } else {
                 match p.route(record) {
                     Route::Skip => {
@@ -652,6 +859,7 @@ struct WorkerEnd {
 fn worker(k: usize, n: usize, rule: Rule, config: Config, quiet: bool, rx: Receiver<Arc<Block>>) -> WorkerEnd {
     let mut det = Detector::with_rule(rule.clone(), &config);
     let mut part = Partitioner::new(&rule, &config, n).expect("checked before the threads start");
+    let mut skip = Skipper::new(&rule, &config);
     let mut queue: VecDeque<Arc<Block>> = VecDeque::new();
     let lookahead = 2 * n;
     let mut open = true;
@@ -663,7 +871,7 @@ fn worker(k: usize, n: usize, rule: Rule, config: Config, quiet: bool, rx: Recei
             match got {
                 Some(b) => {
                     if b.seq % n as u64 == k as u64 {
-                        b.route(&mut part, k);
+                        b.route(&mut part, skip.as_mut(), k);
                     }
                     queue.push_back(b);
                 }
@@ -734,6 +942,8 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
             return ExitCode::from(1);
         }
     };
+    pipe_size::grow(&io::stdin());
+    pipe_size::grow(&io::stdout());
     let names: Arc<Vec<String>> = Arc::new(files.iter().map(|f| display_name(f).to_string()).collect());
     let mut senders: Vec<SyncSender<Arc<Block>>> = Vec::new();
     let mut handles = Vec::new();

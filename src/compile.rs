@@ -102,6 +102,12 @@ pub enum Test {
     /// Byte-wise ordering of the keyword value against a string.
     StrOrd(CmpOp, String),
     Bool(bool),
+    /// A string value matching any of these Lucene regular expressions
+    /// ([`crate::eql::lucene`]). Only in a rule pack's pre-check
+    /// ([`compile_precheck`]), where a value that is neither a string nor
+    /// null passes (the test must never reject an event the generic engine
+    /// could match).
+    Regex(Vec<regex::Regex>),
 }
 
 /// The most stages the fast engine runs (one bit each); longer sequences
@@ -115,6 +121,8 @@ struct Compiler<'s> {
     source: &'s str,
     fields: FieldTable,
     ip_slots: Vec<Slot>,
+    /// `regex` allowed ([`compile_precheck`]).
+    regex: bool,
 }
 
 /// ECS fields that Elasticsearch maps as `ip`.
@@ -132,7 +140,18 @@ pub fn compile(query: &Query, source: &str) -> Result<CompiledQuery, RuleError> 
             span,
         ));
     }
-    let mut c = Compiler { source, fields: FieldTable::new(), ip_slots: Vec::new() };
+    compile_with(query, source, false)
+}
+
+/// [`compile`] for a rule pack's pre-check (`crate::pack`): also `regex`
+/// and `regex~` on a field ([`Test::Regex`]), and nothing refused up front
+/// (the caller passes only what [`compile`] takes, plus those).
+pub fn compile_precheck(query: &Query, source: &str) -> Result<CompiledQuery, RuleError> {
+    compile_with(query, source, true)
+}
+
+fn compile_with(query: &Query, source: &str, regex: bool) -> Result<CompiledQuery, RuleError> {
+    let mut c = Compiler { source, fields: FieldTable::new(), ip_slots: Vec::new(), regex };
     let category_slot = c.fields.intern("event.category");
     // First pass: every field given to cidrmatch is an IP field.
     let event_queries: Vec<&EventQuery> = match query {
@@ -404,6 +423,17 @@ impl<'s> Compiler<'s> {
                 alts.push(Pred::Any(slot, Test::Wildcard { patterns: strings.iter().map(|s| fold(s)).collect(), fold: true }))
             }
             MatchOp::Like => alts.push(Pred::Any(slot, Test::Wildcard { patterns: strings, fold: false })),
+            MatchOp::Regex | MatchOp::RegexInsensitive if self.regex => {
+                let ci = op == MatchOp::RegexInsensitive;
+                let mut res = Vec::new();
+                for s in &strings {
+                    let re = crate::eql::lucene::compile(s, ci).map_err(|e| {
+                        self.err(RuleErrorKind::Unsupported, format!("regular expression \"{s}\": {e}"), span)
+                    })?;
+                    res.push(re);
+                }
+                alts.push(Pred::Any(slot, Test::Regex(res)));
+            }
             MatchOp::Regex | MatchOp::RegexInsensitive => {
                 return Err(self.err(RuleErrorKind::Unsupported, "regex is not supported by the fast engine", span))
             }
@@ -679,21 +709,36 @@ fn eq_fold(value: &str, folded: &str) -> bool {
 }
 
 /// `*` matches any run of characters, `?` exactly one; `fold` lower-cases the
-/// value (the pattern is already folded).
+/// value (the pattern is already folded). ASCII values and patterns (nearly
+/// all) are matched byte by byte without allocating; others character by
+/// character.
 pub fn wildcard_match(value: &str, pattern: &str, fold: bool) -> bool {
+    if value.is_ascii() && pattern.is_ascii() {
+        let (v, p) = (value.as_bytes(), pattern.as_bytes());
+        return if fold {
+            glob(v, p, |a, b| a.to_ascii_lowercase() == *b, b'*', b'?')
+        } else {
+            glob(v, p, |a, b| a == b, b'*', b'?')
+        };
+    }
     let v: Vec<char> = if fold {
         value.chars().flat_map(char::to_lowercase).collect()
     } else {
         value.chars().collect()
     };
     let p: Vec<char> = pattern.chars().collect();
+    glob(&v, &p, |a, b| a == b, '*', '?')
+}
+
+/// The wildcard match itself (greedy, backtracking to the last `*`).
+fn glob<T: Copy + PartialEq>(v: &[T], p: &[T], eq: impl Fn(&T, &T) -> bool, star_c: T, any_c: T) -> bool {
     let (mut vi, mut pi) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while vi < v.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == v[vi]) {
+        if pi < p.len() && p[pi] != star_c && (p[pi] == any_c || eq(&v[vi], &p[pi])) {
             vi += 1;
             pi += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == star_c {
             star = Some((pi, vi));
             pi += 1;
         } else if let Some((sp, sv)) = star {
@@ -704,7 +749,7 @@ pub fn wildcard_match(value: &str, pattern: &str, fold: bool) -> bool {
             return false;
         }
     }
-    while pi < p.len() && p[pi] == '*' {
+    while pi < p.len() && p[pi] == star_c {
         pi += 1;
     }
     pi == p.len()
@@ -718,6 +763,11 @@ impl Test {
             Test::Num(op, x) => match v.number() {
                 Some(n) => n.partial_cmp(x).map(|o| apply(*op, o)).unwrap_or(false),
                 None => false,
+            },
+            Test::Regex(res) => match v {
+                Scalar::Str(s) => res.iter().any(|r| r.is_match(s)),
+                Scalar::Null => false,
+                _ => true,
             },
             Test::Bool(b) => match v {
                 Scalar::Bool(x) => x == b,

@@ -85,7 +85,7 @@ pub const KEYS: &[KeySpec] = &[
         key: "exceptions",
         ty: KeyType::Array,
         default: "(none)",
-        description: "Exception items, as Elastic models them: `{\"name\", \"entries\": [{\"field\", \"operator\", \"value\"}, …]}`; an event matching every entry of any item is invisible to the rule (see \"Tuning\").",
+        description: "Exception items, as Elastic models them: `{\"name\", \"entries\": [{\"field\", \"operator\", \"value\"}, …]}`; an event matching every entry of any item is invisible to the rule (see \"Tuning\"); `\"rule_id\"` (one or a list) limits an item to those rules of a pack.",
     },
     KeySpec {
         key: "exceptions_file",
@@ -187,7 +187,7 @@ pub const KEYS: &[KeySpec] = &[
         key: "id_field",
         ty: KeyType::String,
         default: "event.id",
-        description: "The field that names an event in the alerts of rules run on the generic engine (`kibana.alert.ancestors`, `apt_netcon.events`); an event without it is named by a digest of its identifying fields.",
+        description: "The field that names an event in the alerts of rules run on the generic engine (`kibana.alert.ancestors`, `eql.events`); an event without it is named by a digest of its identifying fields.",
     },
     KeySpec {
         key: "sample_window",

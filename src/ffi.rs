@@ -6,6 +6,18 @@
 //! byte-for-byte as it came, except the network event that completes the
 //! rule's sequence: that one leaves with alert fields added.
 //!
+//! A detector may instead run a rule pack (config keys `rules`, `rules_dir`,
+//! `skip_broken_rules`): then every record leaves unchanged
+//! (APTNC_STATUS_UNCHANGED from aptnc_filter) and every match is a
+//! standalone alert record of its own, with `event.kind: "signal"` and its
+//! rule's `rule.*` fields: one record completing k rules gives k alert
+//! records, in the pack's rule order. aptnc_flush() hands over those of
+//! aptnc_filter() calls (call it after each record whose call raised
+//! aptnc_get_stats()'s `standalone_alerts`); aptnc_filter_msgpack() appends
+//! them to the chunk it returns, after the chunk's records.
+//! aptnc_rules_report() gives each rule's counters and the rules that did
+//! not load.
+//!
 //! Typical use:
 //!
 //! ```text
@@ -152,6 +164,8 @@ pub struct aptnc_detector {
     footprint: Vec<u8>,
     /// The last warning handed out by aptnc_take_warning.
     warning: Vec<u8>,
+    /// The last report handed out by aptnc_rules_report.
+    report: Vec<u8>,
     /// Set when a call panicked: the state may be inconsistent.
     poisoned: bool,
 }
@@ -257,8 +271,9 @@ pub struct aptnc_flush_report {
     pub expired: u64,
     /// Partial sequences still held.
     pub pending: u64,
-    /// Standalone alert records (only with max_lateness > 0: a sequence
-    /// completed after its last record had gone on), to be forwarded by the
+    /// Standalone alert records (with max_lateness > 0: a sequence
+    /// completed after its last record had gone on; with a rule pack: every
+    /// alert, in rule order for one record), to be forwarded by the
     /// host after the records it has: the alerts of JSON records as
     /// newline-delimited JSON (each ends with '\n'), those of aptnc_filter()
     /// calls; aptnc_filter_msgpack() appends its alerts to the next chunk
@@ -695,16 +710,23 @@ pub unsafe extern "C" fn aptnc_rule_free(rule: *mut aptnc_rule) {
 /// Create a detector.
 ///
 /// `config`/`config_len`: a JSON object of config keys (see the README's
-/// "Configuration" table: rule, rule_file, maxspan, exceptions, the
-/// trusted_* lists, the state caps, max_lateness, max_future,
-/// max_record_bytes, annotation_prefix, kibana_fields, prefilter); copied, so it may be
-/// released after the call. NULL with length 0, an empty or an all-blank
-/// text means the defaults (the embedded rule apt_netcon_v5). An unknown key
-/// or a bad value gives APTNC_STATUS_CONFIG_ERROR, and the error names the
-/// key (aptnc_error_key()).
+/// "Configuration" table: rule, rule_file, rules, rules_dir,
+/// skip_broken_rules, maxspan, exceptions, the trusted_* lists, the state
+/// caps, max_lateness, max_future, max_record_bytes, annotation_prefix,
+/// kibana_fields, prefilter); copied, so it may be released after the call.
+/// NULL with length 0, an empty or an all-blank text means the defaults (the
+/// embedded rule apt_netcon_v5). An unknown key or a bad value gives
+/// APTNC_STATUS_CONFIG_ERROR, and the error names the key (aptnc_error_key()).
+///
+/// With `rules` or `rules_dir` the detector runs that rule pack (see the top
+/// of this header). A rule of the pack that does not load gives
+/// APTNC_STATUS_CONFIG_ERROR (key `rules` or `rules_dir`) whose message
+/// lists every such rule with its reason, one per line; with
+/// `skip_broken_rules` true the others run, and aptnc_rules_report() lists
+/// the skipped ones under "skipped".
 ///
 /// `rule`: optional. When not NULL the detector runs this rule and the
-/// config's `rule` and `rule_file` keys are ignored; the detector takes its
+/// config's `rule`, `rule_file`, `rules` and `rules_dir` keys are ignored; the detector takes its
 /// own reference, so `rule` may be freed at any time after the call. When
 /// NULL the config chooses the rule (a `rule_file` that does not compile
 /// gives APTNC_STATUS_RULE_ERROR with its line and column).
@@ -739,7 +761,7 @@ pub unsafe extern "C" fn aptnc_init(
             None => Detector::new(&cfg)?,
         };
         let footprint = crate::footprint::Footprint::of(&det, &cfg).to_json().into_bytes();
-        let boxed = Box::new(aptnc_detector { det, chunk: Vec::new(), alerts: Vec::new(), footprint, warning: Vec::new(), poisoned: false });
+        let boxed = Box::new(aptnc_detector { det, chunk: Vec::new(), alerts: Vec::new(), footprint, warning: Vec::new(), report: Vec::new(), poisoned: false });
         // SAFETY: `detector` is non-NULL and points to a writable `aptnc_detector *`.
         unsafe { *detector = Box::into_raw(boxed) };
         Ok(())
@@ -844,7 +866,8 @@ pub unsafe extern "C" fn aptnc_filter(
 ///   too. Empty when `stages` is.
 /// - `whole_record`: true when records must be passed whole (the rule runs
 ///   on the generic engine, or `max_lateness` is above 0: records come back
-///   whole inside standalone alerts).
+///   whole inside standalone alerts; or the detector runs a rule pack
+///   (`rules`, `rules_dir`): `stages` and `keys` are then empty).
 /// - `alert_roots`: the top-level members an alert can write (with an
 ///   `annotation_prefix`, its first segment). An annotated reduced record
 ///   holds the alert under these; merging them into the whole record as
@@ -904,17 +927,136 @@ pub unsafe extern "C" fn aptnc_take_warning(
     out: *mut *const u8,
     out_len: *mut usize,
 ) -> aptnc_status {
+    // SAFETY: the caller passes NULL or writable pointers.
+    unsafe {
+        text_out(detector, out, out_len, |d| {
+            d.warning.clear();
+            if let Some(w) = d.det.take_warning() {
+                d.warning.extend_from_slice(w.as_bytes());
+            }
+            &d.warning
+        })
+    }
+}
+
+/// Refill a text the detector owns and hand it out (nothing is changed
+/// when an out-parameter is NULL).
+///
+/// # Safety
+/// `out` and `out_len` are NULL or writable.
+unsafe fn text_out(
+    detector: *mut aptnc_detector,
+    out: *mut *const u8,
+    out_len: *mut usize,
+    fill: impl FnOnce(&mut aptnc_detector) -> &Vec<u8>,
+) -> aptnc_status {
     with_detector(detector, |d| {
         if out.is_null() || out_len.is_null() {
             return aptnc_status::NullParameter;
         }
-        d.warning.clear();
-        if let Some(w) = d.det.take_warning() {
-            d.warning.extend_from_slice(w.as_bytes());
-        }
-        // SAFETY: the caller passes NULL or writable pointers.
-        unsafe { hand_out(&d.warning, out, out_len) }
+        let text = fill(d);
+        // SAFETY: both are non-NULL and writable (the caller's contract).
+        unsafe { hand_out(text, out, out_len) }
     })
+}
+
+/// Each rule's counters, and the rules that did not load, as JSON (UTF-8,
+/// no terminator):
+///
+/// ```text
+/// {"rules": [{"rule_id": "…", "name": "…", "engine": "fast" | "generic",
+///             "alerts": 1, "records": 3, "annotated": 1, …}, …],
+///  "skipped": [{"name": "rules/bad.eql", "reason": "syntax error at …"}, …]}
+/// ```
+///
+/// `rules` holds one object per rule, in the pack's order (one object for
+/// a detector of one rule): its `rule_id` and `name`, the `engine` running
+/// it, `alerts` (the alerts it gave, inline or standalone) and every counter
+/// of aptnc_stats by its field name (`records`: for a rule of a pack, the
+/// records it was tested on — those the pack's index did not rule out).
+/// New members may be added; none is ever removed. `skipped`: the rules of
+/// the pack that did not load (`skip_broken_rules`), empty otherwise.
+///
+/// `*out`/`*out_len` receive the text, owned by the detector and valid
+/// until the next call on it. Written only on APTNC_STATUS_OK.
+///
+/// # Safety
+/// Pointers are NULL or valid for their documented use.
+#[no_mangle]
+pub unsafe extern "C" fn aptnc_rules_report(
+    detector: *mut aptnc_detector,
+    out: *mut *const u8,
+    out_len: *mut usize,
+) -> aptnc_status {
+    // SAFETY: the caller passes NULL or writable pointers.
+    unsafe {
+        text_out(detector, out, out_len, |d| {
+            d.report.clear();
+            d.report.extend_from_slice(rules_report(&d.det).to_string().as_bytes());
+            &d.report
+        })
+    }
+}
+
+/// What [`aptnc_rules_report`] writes: the pack's
+/// [`crate::pack::PackDetector::report`], or for a detector of one rule the
+/// same shape with its one rule.
+pub fn rules_report(det: &Detector) -> serde_json::Value {
+    if let Some(p) = det.pack() {
+        return p.report();
+    }
+    let s = det.stats();
+    let meta = det.rule().meta();
+    let mut m = serde_json::Map::new();
+    m.insert("rule_id".into(), meta.rule_id.clone().into());
+    m.insert("name".into(), meta.name.clone().into());
+    m.insert("engine".into(), if det.is_generic() { "generic" } else { "fast" }.into());
+    m.insert("alerts".into(), (s.annotated + s.standalone_alerts).into());
+    for (k, v) in s.fields() {
+        m.insert(k.to_string(), v.into());
+    }
+    serde_json::json!({"rules": [serde_json::Value::Object(m)], "skipped": []})
+}
+
+/// One log line per rule of `report` (as [`rules_report`] writes it) that
+/// gave alerts — `rule "<name>" (<rule_id>): alerts=N records=N` and its
+/// other non-zero counters — and one per skipped rule — `skipped rule
+/// <name>: <reason>` (a reason of several lines on one line). What the
+/// Fluent Bit filter and the sidecar log with their counters.
+pub fn rules_report_lines(report: &serde_json::Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    let empty = Vec::new();
+    let list = |k: &str| report.get(k).and_then(serde_json::Value::as_array).unwrap_or(&empty).clone();
+    let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or("").to_string();
+    let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    for r in list("rules") {
+        let alerts = num(&r, "alerts");
+        if alerts == 0 {
+            continue;
+        }
+        let mut line = format!(
+            "rule \"{}\" ({}): alerts={alerts} records={}",
+            one_line(&text(&r, "name")),
+            one_line(&text(&r, "rule_id")),
+            num(&r, "records")
+        );
+        for (k, _) in Stats::default().fields() {
+            let v = num(&r, k);
+            if v > 0 && !matches!(k, "records" | "annotated" | "standalone_alerts") {
+                line.push_str(&format!(" {k}={v}"));
+            }
+        }
+        lines.push(line);
+    }
+    for s in list("skipped") {
+        lines.push(format!("skipped rule {}: {}", one_line(&text(&s, "name")), one_line(&text(&s, "reason"))));
+    }
+    lines
+}
+
+/// `s` on one line: line breaks and the blanks after them become one space.
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// Evaluate one Fluent Bit chunk: MessagePack records concatenated, each
@@ -974,8 +1116,9 @@ pub unsafe extern "C" fn aptnc_filter_msgpack(
 /// event-time watermark (the latest `@timestamp` seen; never the wall
 /// clock), hand over the standalone alerts waiting (`report->alerts`), and
 /// report. Safe to call at any time, e.g. from the host's periodic flush;
-/// with max_lateness > 0, call it after aptnc_filter() calls to collect
-/// alerts (aptnc_get_stats()'s `standalone_alerts` tells when some came).
+/// with max_lateness > 0 or a rule pack, call it after aptnc_filter() calls
+/// to collect alerts (aptnc_get_stats()'s `standalone_alerts` tells when
+/// some came).
 ///
 /// `report`: set `report->size = sizeof(aptnc_flush_report)` first; a size
 /// below 8 gives APTNC_STATUS_INVALID_ARGUMENT and nothing is done. On
@@ -1171,6 +1314,7 @@ mod tests {
         assert_eq!(with_detector(d, |_| panic!("deliberate")), aptnc_status::Panic);
         assert_eq!(unsafe { aptnc_filter(d, b"{}".as_ptr(), 2, &mut out, &mut len) }, aptnc_status::Poisoned);
         assert_eq!(unsafe { aptnc_filter_msgpack(d, ptr::null(), 0, &mut out, &mut len) }, aptnc_status::Poisoned);
+        assert_eq!(unsafe { aptnc_rules_report(d, &mut out, &mut len) }, aptnc_status::Poisoned);
         let mut st = aptnc_stats { size: size_of::<aptnc_stats>() as u32, ..Default::default() };
         assert_eq!(unsafe { aptnc_get_stats(d, &mut st) }, aptnc_status::Poisoned);
         assert_eq!(st.version, 0, "not written");

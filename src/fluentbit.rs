@@ -596,6 +596,9 @@ impl Context {
             if now >= st.next_stats {
                 st.next_stats = now + every;
                 self.log.info(&Self::counters_line(st, "counters:"));
+                for line in Self::rule_lines(st, "counters:") {
+                    self.log.info(&line);
+                }
             }
         }
         out
@@ -670,9 +673,27 @@ impl Context {
         }
     }
 
-    /// The exit line: the plugin's counters, then the detector's.
-    fn summary(&self) -> String {
-        Self::counters_line(&self.lock(), "exit:")
+    /// The exit lines: the plugin's counters, then the detector's; with a
+    /// rule pack, then one line per rule that alerted or did not load.
+    fn summary(&self) -> Vec<String> {
+        let st = self.lock();
+        let mut lines = vec![Self::counters_line(&st, "exit:")];
+        lines.extend(Self::rule_lines(&st, "exit:"));
+        lines
+    }
+
+    /// With a rule pack: `<head> rule "<name>" (<rule_id>): alerts=… …` for
+    /// every rule that alerted, `<head> skipped rule <name>: <reason>` for
+    /// every rule that did not load ([`crate::ffi::rules_report_lines`]).
+    /// Nothing for a detector of one rule (the counters line says it all).
+    fn rule_lines(st: &State, head: &str) -> Vec<String> {
+        if st.poisoned || st.det.pack().is_none() {
+            return Vec::new();
+        }
+        crate::ffi::rules_report_lines(&crate::ffi::rules_report(&st.det))
+            .into_iter()
+            .map(|l| format!("{head} {l}"))
+            .collect()
     }
 
     /// `<head> <plugin's counters>; detector: <the detector's>`.
@@ -736,17 +757,29 @@ unsafe fn init_with(host: Host, f_ins: *mut c_void, log: &Log) -> Result<(), Str
     let (cfg, set) = config_from_properties(get)?;
     let det = detector_for(&cfg)?;
     let meta = det.rule().meta();
+    let what = match det.pack() {
+        Some(p) if p.skipped().is_empty() => format!("a pack of {} rules", p.rules().len()),
+        Some(p) => format!("a pack of {} rules ({} skipped: do not load)", p.rules().len(), p.skipped().len()),
+        None => format!("rule \"{}\" ({})", meta.name, meta.rule_id),
+    };
     let started = format!(
-        "rule \"{}\" ({}), {}",
-        meta.name,
-        meta.rule_id,
+        "{what}, {}",
         if set.is_empty() { "all defaults".to_string() } else { format!("properties: {}", set.join(", ")) }
     );
+    let skipped: Vec<String> = match det.pack() {
+        Some(p) if !p.skipped().is_empty() => crate::ffi::rules_report_lines(&serde_json::json!({
+            "skipped": p.skipped().iter().map(|(n, why)| serde_json::json!({"name": n, "reason": why})).collect::<Vec<_>>()
+        })),
+        _ => Vec::new(),
+    };
     let ctx = Box::into_raw(Box::new(Context::new(det, log.clone(), cfg.stats_interval_ms)));
     // SAFETY: the caller's contract; the host keeps the pointer and passes
     // it to cb_filter and cb_exit, which releases it.
     unsafe { (host.set_context)(f_ins, ctx as *mut c_void) };
     log.info(&started);
+    for line in skipped {
+        log.warn(&line);
+    }
     Ok(())
 }
 
@@ -771,7 +804,19 @@ unsafe extern "C" fn cb_init(f_ins: *mut c_void, _config: *mut c_void, _data: *m
         match unsafe { init_with(host, f_ins, &log) } {
             Ok(()) => 0,
             Err(msg) => {
-                log.error(&format!("{msg}; the filter does not start"));
+                // A message of several lines (every rule of a pack that does
+                // not load) is logged line by line.
+                let lines: Vec<&str> = msg.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
+                for (i, line) in lines.iter().enumerate() {
+                    if i + 1 == lines.len() {
+                        log.error(&format!("{line}; the filter does not start"));
+                    } else {
+                        log.error(line);
+                    }
+                }
+                if lines.is_empty() {
+                    log.error("the filter does not start");
+                }
                 -1
             }
         }
@@ -842,7 +887,9 @@ unsafe extern "C" fn cb_exit(context: *mut c_void, _config: *mut c_void) -> c_in
         }
         // SAFETY: the pointer cb_init gave the host, released once, here.
         let ctx = unsafe { Box::from_raw(context as *mut Context) };
-        ctx.log.info(&ctx.summary());
+        for line in ctx.summary() {
+            ctx.log.info(&line);
+        }
     });
     0
 }
@@ -1026,7 +1073,38 @@ mod tests {
         assert!(ctx.run_chunk(&record(1, &stage1())).is_none());
         let c = ctx.lock().counters;
         assert_eq!((c.chunks, c.internal_errors, c.skipped_poisoned), (2, 1, 1));
-        assert!(ctx.summary().contains("poisoned"));
+        assert!(ctx.summary()[0].contains("poisoned"));
+    }
+
+    /// A pack: the stats and exit lines gain one line per rule that alerted
+    /// and per rule that did not load; a rule without alerts has none.
+    #[test]
+    fn a_pack_logs_a_line_per_rule_that_alerted_or_was_skipped() {
+        let dir = std::env::temp_dir().join(format!("aptnc-fb-pack-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a_port.eql"), "network where destination.port == 4444").unwrap();
+        std::fs::write(dir.join("b_quiet.eql"), "process where process.name == \"never\"").unwrap();
+        std::fs::write(dir.join("c_broken.eql"), "network where destination.port ==\n").unwrap();
+        let d = dir.to_str().unwrap();
+        let ctx = context(&[("rules_dir", d), ("skip_broken_rules", "true")]);
+        let rec = json!({"@timestamp": "2026-03-14T09:30:02Z", "event": {"category": ["network"]},
+                         "host": {"id": "h1"}, "destination": {"port": 4444}});
+        let out = take(ctx.run_chunk(&record(1, &rec)).expect("the alert is appended"));
+        assert!(out.len() > record(1, &rec).len());
+        let lines = Context::rule_lines(&ctx.lock(), "exit:");
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("exit: rule \"a_port\" (a_port): alerts=1 records=1"), "{lines:?}");
+        assert!(lines[1].starts_with(&format!("exit: skipped rule {d}/c_broken.eql: syntax error")), "{lines:?}");
+        assert!(!lines[1].contains('\n'));
+        let summary = ctx.summary();
+        assert_eq!(summary.len(), 3);
+        assert!(summary[0].contains(" standalone_alerts=1") && summary[0].contains("; detector: records=1 "), "{summary:?}");
+        // One rule: no per-rule lines, the exit line as ever.
+        let one = context(&[]);
+        assert!(Context::rule_lines(&one.lock(), "exit:").is_empty());
+        assert_eq!(one.summary().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

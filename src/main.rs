@@ -234,6 +234,6 @@ fn main() -> ExitCode {
     if threads > 1 {
         filter::run_threaded(det.rule().clone(), &config, threads, &files, &opts)
     } else {
-        filter::run_serial(det, &files, &opts)
+        filter::run_serial(det, &config, &files, &opts)
     }
 }

@@ -44,8 +44,10 @@
 //! used (as the byte prefilter does); case-insensitive ones are searched
 //! ASCII-case-insensitively and used only when ASCII.
 
+use crate::compile::{compile, compile_precheck, typed_like_elasticsearch, CompiledQuery, CompiledStage, Pred};
 use crate::detector::{RecordError, StandaloneAlert, Stats};
-use crate::eql::{parse, CmpOp, Expr, FieldType, Literal, MatchOp, ParseLimits, Query, TypeMap};
+use crate::eql::{parse, CmpOp, EventQuery, Expr, FieldType, Literal, MatchOp, ParseLimits, Query, TypeMap};
+use crate::event::{FieldTable, Fields, FieldsBuf, Scalar, Slot};
 use crate::rule::Rule;
 use crate::{Config, Detector, Verdict};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
@@ -56,6 +58,8 @@ use std::collections::VecDeque;
 /// followed by what follows a value, never by the `:` of a member name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Needle {
+    /// The field that holds it (alias resolved).
+    field: String,
     text: String,
     ci: bool,
     exact: bool,
@@ -72,7 +76,7 @@ fn stage_sets(types: &TypeMap, category: Option<&str>, cond: &Expr) -> Vec<Vec<N
     let mut options: Vec<Vec<Needle>> = Vec::new();
     if let Some(c) = category {
         if crate::prefilter::usable(c) {
-            options.push(vec![Needle { text: c.to_string(), ci: false, exact: true }]);
+            options.push(vec![Needle { field: "event.category".into(), text: c.to_string(), ci: false, exact: true }]);
         }
     }
     conjunct_sets(types, cond, &mut options);
@@ -118,7 +122,7 @@ fn best(options: Vec<Vec<Needle>>) -> Option<Vec<Needle>> {
 fn lit_needle(e: &Expr, ci: bool) -> Option<Needle> {
     match e {
         Expr::Literal(Literal::Str(s), _) if crate::prefilter::usable(s) && (!ci || s.is_ascii()) => {
-            Some(Needle { text: s.clone(), ci, exact: true })
+            Some(Needle { field: String::new(), text: s.clone(), ci, exact: true })
         }
         _ => None,
     }
@@ -130,7 +134,7 @@ fn fragment(e: &Expr, ci: bool) -> Option<Needle> {
     let frag = s.split(['*', '?']).max_by_key(|f| f.len())?;
     let whole = frag.len() == s.len();
     (frag.len() >= 3 && crate::prefilter::usable(frag) && (!ci || frag.is_ascii()))
-        .then(|| Needle { text: frag.to_string(), ci, exact: whole })
+        .then(|| Needle { field: String::new(), text: frag.to_string(), ci, exact: whole })
 }
 
 /// A field whose values are the strings the record holds: a keyword (or
@@ -144,8 +148,16 @@ fn is_string_field(types: &TypeMap, e: &Expr) -> bool {
     }
 }
 
-/// The strings one of which any event satisfying `e` holds.
+/// The strings one of which any event satisfying `e` holds, each with the
+/// field that holds it.
 fn needles(types: &TypeMap, e: &Expr) -> Option<Vec<Needle>> {
+    let on = |f: &Expr, mut v: Vec<Needle>| -> Vec<Needle> {
+        if let Expr::Field(f) = f {
+            let name = types.resolve_alias(&f.name).to_string();
+            v.iter_mut().for_each(|n| n.field = name.clone());
+        }
+        v
+    };
     match e {
         Expr::And(items, _) => best(items.iter().filter_map(|x| needles(types, x)).collect()),
         Expr::Or(items, _) => {
@@ -160,7 +172,7 @@ fn needles(types: &TypeMap, e: &Expr) -> Option<Vec<Needle>> {
             if !is_string_field(types, f) {
                 return None;
             }
-            lit_needle(l, false).map(|n| vec![n])
+            lit_needle(l, false).map(|n| on(f, vec![n]))
         }
         Expr::Match { op, negated: false, subject, values, .. } if is_string_field(types, subject) => {
             let mut out = Vec::new();
@@ -174,13 +186,13 @@ fn needles(types: &TypeMap, e: &Expr) -> Option<Vec<Needle>> {
                 };
                 out.push(n?);
             }
-            Some(out)
+            Some(on(subject, out))
         }
         Expr::Call { name, case_insensitive, args, .. } if args.len() == 2 && is_string_field(types, &args[0]) => {
             let l = name.to_ascii_lowercase();
             match l.as_str() {
                 "startswith" | "endswith" | "stringcontains" => {
-                    fragment(&args[1], *case_insensitive).map(|n| vec![Needle { exact: false, ..n }])
+                    fragment(&args[1], *case_insensitive).map(|n| on(&args[0], vec![Needle { exact: false, ..n }]))
                 }
                 _ => None,
             }
@@ -238,15 +250,7 @@ pub struct RuleIndex {
     /// each pattern.
     json: [Index; 2],
     raw: [Index; 2],
-    /// Per set of strings, the stages it is the first (most selective) set
-    /// of.
-    by_primary: Vec<Vec<u32>>,
-    stages: Vec<StageReq>,
-    /// Stages that require no string: every record is a candidate.
-    always: Vec<u32>,
-    n_rules: usize,
-    /// Per rule, whether it is a plain sequence.
-    plain_sequence: Vec<bool>,
+    plan: Plan,
     /// Scratch: which sets were found, the list of them, and per rule the
     /// stages found.
     scratch: std::cell::RefCell<Scratch>,
@@ -257,6 +261,41 @@ struct Scratch {
     set_hit: Vec<bool>,
     hits: Vec<u32>,
     rule_bits: Vec<u64>,
+}
+
+/// From the sets found (`sc.hits`), every stage all of whose sets were
+/// found and every stage that requires none, by rule, in rule order, into
+/// `out`; the scratch is cleared for the next record.
+fn stages_found(by_primary: &[Vec<u32>], stages: &[StageReq], always: &[u32], sc: &mut Scratch, out: &mut Vec<Candidate>) {
+    let mut rules: Vec<u32> = Vec::new();
+    let mut mark = |sc: &mut Scratch, st: &StageReq| {
+        let bits = &mut sc.rule_bits[st.rule as usize];
+        if *bits == 0 {
+            rules.push(st.rule);
+        }
+        *bits |= st.bit;
+    };
+    for h in 0..sc.hits.len() {
+        let set = sc.hits[h];
+        for &id in &by_primary[set as usize] {
+            let st = &stages[id as usize];
+            if st.sets[1..].iter().all(|&s| sc.set_hit[s as usize]) {
+                mark(sc, st);
+            }
+        }
+    }
+    for &id in always {
+        mark(sc, &stages[id as usize]);
+    }
+    for &set in &sc.hits {
+        sc.set_hit[set as usize] = false;
+    }
+    sc.hits.clear();
+    rules.sort_unstable();
+    for r in rules {
+        let bits = std::mem::take(&mut sc.rule_bits[r as usize]);
+        out.push(Candidate { rule: r, stages: bits });
+    }
 }
 
 /// One stage of one rule, and the sets it requires (the first is its
@@ -276,41 +315,43 @@ pub struct Candidate {
     pub stages: u64,
 }
 
-impl RuleIndex {
-    /// The index of `rules` (`enabled` false: every rule sees every record).
-    pub fn new(rules: &[Rule], types: &TypeMap, enabled: bool) -> RuleIndex {
-        let mut json = [IndexBuilder::default(), IndexBuilder::default()];
-        let mut raw = [IndexBuilder::default(), IndexBuilder::default()];
-        let mut set_ids: Vec<Vec<Needle>> = Vec::new();
+/// What a set of rules requires, stage by stage: the distinct sets of
+/// strings (numbered), each stage's sets, and which stages require none.
+#[derive(Debug)]
+struct Plan {
+    sets: Vec<Vec<Needle>>,
+    by_primary: Vec<Vec<u32>>,
+    stages: Vec<StageReq>,
+    always: Vec<u32>,
+    plain_sequence: Vec<bool>,
+}
+
+impl Plan {
+    /// `enabled` false: every rule sees every record.
+    fn new(rules: &[Rule], types: &TypeMap, enabled: bool) -> Plan {
+        let mut sets: Vec<Vec<Needle>> = Vec::new();
         let mut stages = Vec::new();
         let mut always = Vec::new();
         let mut plain_sequence = Vec::with_capacity(rules.len());
         for (i, r) in rules.iter().enumerate() {
-            let i = i as u32;
             let (rule_stages, plain) = match rule_sets(r, types) {
                 Some(x) if enabled => x,
                 // Unknown: one stage that sees everything.
                 _ => (vec![Vec::new()], false),
             };
             plain_sequence.push(plain);
-            for (k, sets) in rule_stages.into_iter().enumerate() {
+            for (k, stage_sets) in rule_stages.into_iter().enumerate() {
                 let id = stages.len() as u32;
-                let mut req = StageReq { rule: i, bit: 1u64 << k.min(63), sets: Vec::new() };
-                for set in sets {
-                    let sid = match set_ids.iter().position(|s| *s == set) {
-                        Some(p) => p as u32,
+                let mut req = StageReq { rule: i as u32, bit: 1u64 << k.min(63), sets: Vec::new() };
+                for set in stage_sets {
+                    let sid = match sets.iter().position(|s| *s == set) {
+                        Some(p) => p,
                         None => {
-                            let sid = set_ids.len() as u32;
-                            for n in &set {
-                                let c = n.ci as usize;
-                                raw[c].add(n.text.clone(), sid);
-                                json[c].add(if n.exact { format!("\"{}\"", n.text) } else { n.text.clone() }, sid);
-                            }
-                            set_ids.push(set);
-                            sid
+                            sets.push(set);
+                            sets.len() - 1
                         }
                     };
-                    req.sets.push(sid);
+                    req.sets.push(sid as u32);
                 }
                 if req.sets.is_empty() {
                     always.push(id);
@@ -318,10 +359,36 @@ impl RuleIndex {
                 stages.push(req);
             }
         }
-        let mut by_primary = vec![Vec::new(); set_ids.len()];
+        let mut by_primary = vec![Vec::new(); sets.len()];
         for (id, st) in stages.iter().enumerate() {
             if let Some(&p) = st.sets.first() {
                 by_primary[p as usize].push(id as u32);
+            }
+        }
+        Plan { sets, by_primary, stages, always, plain_sequence }
+    }
+
+    fn scratch(&self) -> Scratch {
+        Scratch { set_hit: vec![false; self.sets.len()], hits: Vec::new(), rule_bits: vec![0; self.plain_sequence.len()] }
+    }
+
+    /// See [`stages_found`].
+    fn found(&self, sc: &mut Scratch, out: &mut Vec<Candidate>) {
+        stages_found(&self.by_primary, &self.stages, &self.always, sc, out);
+    }
+}
+
+impl RuleIndex {
+    /// The index of `rules` (`enabled` false: every rule sees every record).
+    pub fn new(rules: &[Rule], types: &TypeMap, enabled: bool) -> RuleIndex {
+        let mut json = [IndexBuilder::default(), IndexBuilder::default()];
+        let mut raw = [IndexBuilder::default(), IndexBuilder::default()];
+        let plan = Plan::new(rules, types, enabled);
+        for (sid, set) in plan.sets.iter().enumerate() {
+            for n in set {
+                let c = n.ci as usize;
+                raw[c].add(n.text.clone(), sid as u32);
+                json[c].add(if n.exact { format!("\"{}\"", n.text) } else { n.text.clone() }, sid as u32);
             }
         }
         let [j0, j1] = json;
@@ -329,16 +396,8 @@ impl RuleIndex {
         RuleIndex {
             json: [j0.build(false), j1.build(true)],
             raw: [r0.build(false), r1.build(true)],
-            scratch: std::cell::RefCell::new(Scratch {
-                set_hit: vec![false; set_ids.len()],
-                hits: Vec::new(),
-                rule_bits: vec![0; rules.len()],
-            }),
-            by_primary,
-            stages,
-            always,
-            n_rules: rules.len(),
-            plain_sequence,
+            scratch: std::cell::RefCell::new(plan.scratch()),
+            plan,
         }
     }
 
@@ -346,7 +405,7 @@ impl RuleIndex {
     /// stage, at least two stages (its later stages can only extend a
     /// partial sequence).
     pub fn plain_sequence(&self, i: usize) -> bool {
-        self.plain_sequence[i]
+        self.plan.plain_sequence[i]
     }
 
     /// The rules the record could match, in rule order, with the stages.
@@ -354,7 +413,7 @@ impl RuleIndex {
         out.clear();
         // A JSON escape could spell a string otherwise: every rule, every stage.
         if json && memchr::memchr(b'\\', record).is_some() {
-            out.extend((0..self.n_rules as u32).map(|rule| Candidate { rule, stages: u64::MAX }));
+            out.extend((0..self.plan.plain_sequence.len() as u32).map(|rule| Candidate { rule, stages: u64::MAX }));
             return;
         }
         let mut guard = self.scratch.borrow_mut();
@@ -376,35 +435,7 @@ impl RuleIndex {
                 }
             }
         }
-        let mut rules: Vec<u32> = Vec::new();
-        let mut mark = |sc: &mut Scratch, st: &StageReq| {
-            let bits = &mut sc.rule_bits[st.rule as usize];
-            if *bits == 0 {
-                rules.push(st.rule);
-            }
-            *bits |= st.bit;
-        };
-        for h in 0..sc.hits.len() {
-            let set = sc.hits[h];
-            for &id in &self.by_primary[set as usize] {
-                let st = &self.stages[id as usize];
-                if st.sets[1..].iter().all(|&s| sc.set_hit[s as usize]) {
-                    mark(sc, st);
-                }
-            }
-        }
-        for &id in &self.always {
-            mark(sc, &self.stages[id as usize]);
-        }
-        for &set in &sc.hits {
-            sc.set_hit[set as usize] = false;
-        }
-        sc.hits.clear();
-        rules.sort_unstable();
-        for r in rules {
-            let bits = std::mem::take(&mut sc.rule_bits[r as usize]);
-            out.push(Candidate { rule: r, stages: bits });
-        }
+        self.plan.found(sc, out);
     }
 
     /// Whether the record could match any rule (for a one-rule index).
@@ -468,6 +499,254 @@ struct Index {
     exact: Vec<bool>,
 }
 
+/// Which rules a record could match, and by which stages, from the values
+/// of the fields their stages require, read once for all rules (see the
+/// module docs): a stage is a candidate when each of its sets of strings
+/// has one in its field — a whole value (looked up in a hash map), or a
+/// fragment of one (an Aho-Corasick automaton per field, over that field's
+/// values only).
+#[derive(Debug)]
+struct FieldIndex {
+    /// Whole values, case-sensitive and (ASCII-lower-cased)
+    /// case-insensitive: value → (field, set).
+    exact: foldhash::HashMap<Box<str>, Vec<(Slot, u32)>>,
+    exact_ci: foldhash::HashMap<Box<str>, Vec<(Slot, u32)>>,
+    /// The fields looked up, each once: (slot, in `exact`, in `exact_ci`).
+    exact_slots: Vec<(Slot, bool, bool)>,
+    /// Fragments: per field and case, an automaton and each pattern's sets.
+    frags: Vec<FragIndex>,
+    plan: Plan,
+    scratch: Scratch,
+    fold: String,
+}
+
+#[derive(Debug)]
+struct FragIndex {
+    slot: Slot,
+    ci: bool,
+    ac: AhoCorasick,
+    sets: Vec<Vec<u32>>,
+}
+
+impl FieldIndex {
+    fn new(rules: &[Rule], types: &TypeMap, enabled: bool, table: &mut FieldTable) -> FieldIndex {
+        let plan = Plan::new(rules, types, enabled);
+        let mut exact: foldhash::HashMap<Box<str>, Vec<(Slot, u32)>> = Default::default();
+        let mut exact_ci: foldhash::HashMap<Box<str>, Vec<(Slot, u32)>> = Default::default();
+        let mut exact_slots: Vec<(Slot, bool, bool)> = Vec::new();
+        let mut frag_builders: Vec<(Slot, bool, IndexBuilder)> = Vec::new();
+        for (sid, set) in plan.sets.iter().enumerate() {
+            let sid = sid as u32;
+            for n in set {
+                let slot = table.intern(&n.field);
+                if n.exact {
+                    let (map, key) = if n.ci { (&mut exact_ci, n.text.to_ascii_lowercase()) } else { (&mut exact, n.text.clone()) };
+                    let e = map.entry(key.into_boxed_str()).or_default();
+                    if !e.contains(&(slot, sid)) {
+                        e.push((slot, sid));
+                    }
+                    match exact_slots.iter_mut().find(|x| x.0 == slot) {
+                        Some(x) => {
+                            x.1 |= !n.ci;
+                            x.2 |= n.ci;
+                        }
+                        None => exact_slots.push((slot, !n.ci, n.ci)),
+                    }
+                } else {
+                    let b = match frag_builders.iter().position(|x| x.0 == slot && x.1 == n.ci) {
+                        Some(p) => &mut frag_builders[p].2,
+                        None => {
+                            frag_builders.push((slot, n.ci, IndexBuilder::default()));
+                            &mut frag_builders.last_mut().expect("just pushed").2
+                        }
+                    };
+                    b.add(n.text.clone(), sid);
+                }
+            }
+        }
+        let frags = frag_builders
+            .into_iter()
+            .filter_map(|(slot, ci, b)| {
+                let ix = b.build(ci);
+                Some(FragIndex { slot, ci, ac: ix.ac?, sets: ix.sets })
+            })
+            .collect();
+        FieldIndex { exact, exact_ci, exact_slots, frags, scratch: plan.scratch(), plan, fold: String::new() }
+    }
+
+    /// Every rule, every stage (a record the table's reader is unsure of).
+    fn all(&self, out: &mut Vec<Candidate>) {
+        out.clear();
+        out.extend((0..self.plan.plain_sequence.len() as u32).map(|rule| Candidate { rule, stages: u64::MAX }));
+    }
+
+    /// The candidates of a record read into `f`, in rule order.
+    fn candidates(&mut self, f: &Fields, out: &mut Vec<Candidate>) {
+        out.clear();
+        let sc = &mut self.scratch;
+        let hit = |sc: &mut Scratch, set: u32| {
+            if !sc.set_hit[set as usize] {
+                sc.set_hit[set as usize] = true;
+                sc.hits.push(set);
+            }
+        };
+        for &(slot, cs, ci) in &self.exact_slots {
+            for v in f.get(slot) {
+                let Scalar::Str(s) = v else { continue };
+                let s = s.as_ref();
+                if cs {
+                    if let Some(list) = self.exact.get(s) {
+                        list.iter().filter(|x| x.0 == slot).for_each(|x| hit(sc, x.1));
+                    }
+                }
+                if ci {
+                    self.fold.clear();
+                    if s.is_ascii() {
+                        self.fold.extend(s.chars().map(|c| c.to_ascii_lowercase()));
+                    } else {
+                        self.fold.extend(s.chars().flat_map(char::to_lowercase));
+                    }
+                    if let Some(list) = self.exact_ci.get(self.fold.as_str()) {
+                        list.iter().filter(|x| x.0 == slot).for_each(|x| hit(sc, x.1));
+                    }
+                }
+            }
+        }
+        for fx in &self.frags {
+            for v in f.get(fx.slot) {
+                let Scalar::Str(s) = v else { continue };
+                let s = s.as_ref();
+                let text = if fx.ci && !s.is_ascii() {
+                    self.fold.clear();
+                    self.fold.extend(s.chars().flat_map(char::to_lowercase));
+                    self.fold.as_str()
+                } else {
+                    s
+                };
+                for m in fx.ac.find_overlapping_iter(text) {
+                    fx.sets[m.pattern().as_usize()].iter().for_each(|&set| hit(sc, set));
+                }
+            }
+        }
+        self.plan.found(sc, out);
+    }
+}
+
+/// The stage conditions of every rule, on one table of every field any
+/// rule reads: a record the index lets through is read once, and each
+/// candidate rule's stages are tested on those fields before its detector
+/// sees the record. A fast-engine rule's stages are its own compiled
+/// stages (the test is the detector's own first step); a generic rule's
+/// are a relaxation that any event matching the stage passes: the parts of
+/// its condition the fast engine evaluates as Elasticsearch does, with
+/// every other conjunct dropped (an `or` or `not` over anything else is
+/// dropped whole).
+#[derive(Debug)]
+struct PreCheck {
+    table: FieldTable,
+    category_slot: Slot,
+    /// Per rule, per stage ([`rule_sets`]'s order), the test; `None`: the
+    /// rule is not pre-checked (it sees every record the index gives it).
+    rules: Vec<Option<Vec<StageCheck>>>,
+    fields: FieldsBuf,
+}
+
+#[derive(Debug)]
+struct StageCheck {
+    stage: CompiledStage,
+    /// Slots typed as addresses: an unreadable address there makes the
+    /// test unsure (the record then goes to the rule).
+    ip_slots: Vec<Slot>,
+}
+
+impl PreCheck {
+    fn new(rules: &[Rule], types: &TypeMap) -> PreCheck {
+        let mut table = FieldTable::new();
+        let category_slot = table.intern("event.category");
+        let checks = rules.iter().map(|r| stage_checks(r, types, &mut table)).collect();
+        PreCheck { table, category_slot, rules: checks, fields: FieldsBuf::default() }
+    }
+}
+
+/// A compiled query's stages, moved onto `table`.
+fn moved_stages(q: &CompiledQuery, table: &mut FieldTable) -> Vec<StageCheck> {
+    let map: Vec<Slot> = (0..q.fields.len()).map(|i| table.intern(q.fields.name(i as Slot))).collect();
+    let ip_slots: Vec<Slot> = q.ip_slots.iter().map(|&s| map[s as usize]).collect();
+    q.stages
+        .iter()
+        .map(|st| StageCheck {
+            stage: CompiledStage { category: st.category.clone(), predicate: remap(&st.predicate, &map), keys: Vec::new() },
+            ip_slots: ip_slots.clone(),
+        })
+        .collect()
+}
+
+fn remap(p: &Pred, map: &[Slot]) -> Pred {
+    match p {
+        Pred::Const(b) => Pred::Const(*b),
+        Pred::And(v) => Pred::And(v.iter().map(|x| remap(x, map)).collect()),
+        Pred::Or(v) => Pred::Or(v.iter().map(|x| remap(x, map)).collect()),
+        Pred::Not(x) => Pred::Not(Box::new(remap(x, map))),
+        Pred::IsNull(s) => Pred::IsNull(map[*s as usize]),
+        Pred::Any(s, t) => Pred::Any(map[*s as usize], t.clone()),
+    }
+}
+
+/// One rule's stage tests (see [`PreCheck`]).
+fn stage_checks(rule: &Rule, types: &TypeMap, table: &mut FieldTable) -> Option<Vec<StageCheck>> {
+    let Some(q) = rule.generic_query() else {
+        return Some(moved_stages(rule.compiled(), table));
+    };
+    let stages: Vec<&EventQuery> = match q {
+        Query::Event(e) => vec![e],
+        Query::Sequence(s) => {
+            let positive = s.stages.iter().filter(|st| !st.missing);
+            let extra = s.stages.iter().filter(|st| st.missing).chain(s.until.as_ref());
+            positive.chain(extra).map(|st| &st.query).collect()
+        }
+        Query::Sample(s) => s.stages.iter().map(|st| &st.query).collect(),
+    };
+    let mut out = Vec::with_capacity(stages.len());
+    for e in stages {
+        let condition = relax(types, &e.condition).map_or(Expr::Literal(Literal::Bool(true), e.span), |(x, _)| x);
+        let one = Query::Event(EventQuery { category: e.category.clone(), condition, span: e.span });
+        let compiled = compile_precheck(&one, rule.query_text()).ok()?;
+        out.extend(moved_stages(&compiled, table));
+    }
+    Some(out)
+}
+
+/// What any event satisfying `e` satisfies, in the fast engine's terms:
+/// `e` itself where the fast engine evaluates it as Elasticsearch does
+/// (`true` in the second place), else an `and` of the conjuncts that can be
+/// relaxed; `None`: nothing known.
+fn relax(types: &TypeMap, e: &Expr) -> Option<(Expr, bool)> {
+    let alone = Query::Event(EventQuery { category: None, condition: e.clone(), span: Default::default() });
+    if typed_like_elasticsearch(&alone) && compile(&alone, "").is_ok() {
+        return Some((e.clone(), true));
+    }
+    match e {
+        Expr::And(items, span) => {
+            let kept: Vec<Expr> = items.iter().filter_map(|x| relax(types, x)).map(|(x, _)| x).collect();
+            (!kept.is_empty()).then(|| (Expr::And(kept, *span), false))
+        }
+        Expr::Or(items, span) => {
+            let all: Option<Vec<Expr>> = items.iter().map(|x| relax(types, x).map(|(x, _)| x)).collect();
+            all.map(|v| (Expr::Or(v, *span), false))
+        }
+        // A regular expression on a string field, kept as it is (the
+        // pre-check's `Test::Regex`); exact, but never under a `not`.
+        Expr::Match { op: MatchOp::Regex | MatchOp::RegexInsensitive, negated: false, subject, values, .. }
+            if is_string_field(types, subject)
+                && values.iter().all(|v| matches!(v, Expr::Literal(Literal::Str(_), _)))
+                && compile_precheck(&alone, "").is_ok() =>
+        {
+            Some((e.clone(), false))
+        }
+        _ => None,
+    }
+}
+
 /// A standalone alert record of one rule of the pack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackAlert {
@@ -482,8 +761,9 @@ pub struct PackAlert {
 pub struct PackDetector {
     rules: Vec<Rule>,
     detectors: Vec<Detector>,
-    index: RuleIndex,
+    index: FieldIndex,
     candidates: Vec<Candidate>,
+    precheck: PreCheck,
     alerts: VecDeque<PackAlert>,
     /// Whether a plain sequence rule with nothing waiting may skip records
     /// that can match only its later stages (not with `max_lateness`, where
@@ -494,6 +774,9 @@ pub struct PackDetector {
     tested: u64,
     /// Stage matches without a usable `@timestamp`, summed over rules.
     bad_timestamps: u64,
+    /// Candidates the index gave, summed over records (before their
+    /// stages' tests).
+    indexed: u64,
     /// Rules that did not load, `(name, reason)` (`skip_broken_rules`).
     skipped: Vec<(String, String)>,
 }
@@ -508,10 +791,13 @@ impl PackDetector {
     /// report them in [`PackDetector::report`]).
     pub fn with_skipped(rules: Vec<Rule>, skipped: Vec<(String, String)>, config: &Config) -> PackDetector {
         let detectors = rules.iter().map(|r| Detector::with_rule(r.clone(), config)).collect();
-        let index = RuleIndex::new(&rules, &config.types(), config.prefilter);
+        let types = config.types();
+        let mut precheck = PreCheck::new(&rules, &types);
+        let index = FieldIndex::new(&rules, &types, config.prefilter, &mut precheck.table);
         PackDetector {
             index,
             candidates: Vec::with_capacity(rules.len()),
+            precheck,
             gate_later_stages: config.max_lateness_ms == 0,
             rules,
             detectors,
@@ -519,6 +805,7 @@ impl PackDetector {
             records: 0,
             tested: 0,
             bad_timestamps: 0,
+            indexed: 0,
             skipped,
         }
     }
@@ -621,7 +908,6 @@ impl PackDetector {
                 for (k, v) in s.fields() {
                     m.insert(k.to_string(), v.into());
                 }
-                m.insert("excluded".into(), s.excluded.into());
                 serde_json::Value::Object(m)
             })
             .collect();
@@ -649,6 +935,12 @@ impl PackDetector {
         (self.records, self.tested)
     }
 
+    /// Candidate rules the index gave, summed over records, before their
+    /// stages were tested on the record.
+    pub fn indexed(&self) -> u64 {
+        self.indexed
+    }
+
     /// The next alert record, oldest first.
     pub fn take_alert(&mut self) -> Option<PackAlert> {
         self.alerts.pop_front()
@@ -660,7 +952,7 @@ impl PackDetector {
     /// many alerts it added.
     pub fn process(&mut self, record: &[u8], msgpack: bool) -> Result<usize, RecordError> {
         self.records += 1;
-        self.index.candidates(record, !msgpack, &mut self.candidates);
+        self.select(record, msgpack);
         let before = self.alerts.len();
         let mut err = None;
         // Rules on the generic engine read the record as a tree: once for all.
@@ -671,7 +963,7 @@ impl PackDetector {
             let d = &mut self.detectors[i];
             // A record that can match only later stages of a sequence in
             // which nothing waits can extend nothing (see the module docs).
-            if c.stages & 1 == 0 && self.gate_later_stages && self.index.plain_sequence(i) && !d.has_state() {
+            if c.stages & 1 == 0 && self.gate_later_stages && self.index.plan.plain_sequence[i] && !d.has_state() {
                 continue;
             }
             self.tested += 1;
@@ -701,6 +993,50 @@ impl PackDetector {
             Some(e) if self.alerts.len() == before => Err(e),
             _ => Ok(self.alerts.len() - before),
         }
+    }
+
+    /// The candidates of one record ([`FieldIndex`]), keeping of them only
+    /// the stages whose test the record passes ([`PreCheck`]), and the
+    /// candidates with a stage left. A record the table's reader is unsure
+    /// of goes to every rule (their detectors then read and count it).
+    fn select(&mut self, record: &[u8], msgpack: bool) {
+        let pc = &mut self.precheck;
+        let mut fields = pc.fields.take();
+        let read = if msgpack {
+            crate::msgpack::extract(&pc.table, record, &mut fields).is_ok()
+        } else {
+            pc.table.scan(record, &mut fields).is_ok()
+        };
+        if !read {
+            self.index.all(&mut self.candidates);
+            pc.fields.put_back(fields);
+            return;
+        }
+        self.index.candidates(&fields, &mut self.candidates);
+        self.indexed += self.candidates.len() as u64;
+        self.candidates.retain_mut(|c| {
+            let Some(checks) = &pc.rules[c.rule as usize] else { return true };
+            let mut bits = 0u64;
+            for (k, ch) in checks.iter().enumerate() {
+                let bit = 1u64 << k.min(63);
+                if c.stages & bit == 0 {
+                    continue;
+                }
+                let unsure_ip = ch.ip_slots.iter().any(|&s| {
+                    fields.get(s).any(|v| match v {
+                        Scalar::Null => false,
+                        Scalar::Str(x) => crate::ip::parse_ip(x).is_none(),
+                        _ => true,
+                    })
+                });
+                if unsure_ip || ch.stage.matches(&fields, pc.category_slot) {
+                    bits |= bit;
+                }
+            }
+            c.stages = bits;
+            bits != 0
+        });
+        pc.fields.put_back(fields);
     }
 
     /// End of stream for every rule: held events and waiting results.

@@ -87,6 +87,18 @@
 //! `stats_interval` (default `0s`: off), the counters go to standard error
 //! every interval of wall-clock time, idle or not, as one line:
 //! `apt-netcon serve: counters: in=… …; detector: records=… …`.
+//!
+//! # Rule packs
+//!
+//! With `--rules DIR`, several `--rule`, or `rules`/`rules_dir` in the
+//! config, the detector runs a rule pack: every record is forwarded
+//! unchanged, followed at once by one alert record per rule it completes
+//! (`event.kind: "signal"`, in the pack's rule order). A rule that does not
+//! load stops the start (exit 2, every such rule listed with its reason)
+//! unless `--skip-broken-rules` / `skip_broken_rules`; the skipped rules are
+//! then logged at start (`skipped rule NAME: REASON`). With the counters
+//! (at exit, and every `stats_interval`), one line per rule that alerted
+//! (`rule "NAME" (RULE_ID): alerts=N records=N …`) and per skipped rule.
 
 use apt_netcon::config::Config;
 use apt_netcon::rule::BUILTIN_NAMES;
@@ -105,7 +117,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
-usage: apt-netcon serve --listen ADDR --forward ADDR [--config FILE] [--rule NAME|FILE]
+usage: apt-netcon serve --listen ADDR --forward ADDR [--config FILE] [--rule NAME|FILE]...
+                        [--rules DIR]... [--skip-broken-rules]
                         [--drain-timeout SECS] [--queue-bytes N] [--max-line-bytes N]
                         [--max-connections N]
 
@@ -121,7 +134,12 @@ options:
   --forward ADDR         where Vector's socket source listens (reconnects with
                          backoff, 100 ms doubling to 5 s)
   --config FILE          JSON config (as for apt-netcon)
-  --rule NAME|FILE       a built-in rule or a rule file (as for apt-netcon)
+  --rule NAME|FILE       a built-in rule or a rule file (as for apt-netcon);
+                         given more than once: a rule pack of them all
+  --rules DIR            a rule pack: every .toml and .eql file in DIR (as for
+                         apt-netcon); each record goes on unchanged, followed by
+                         one alert record per rule it completes
+  --skip-broken-rules    with a pack: run the rules that load, report the others
   --drain-timeout SECS   on SIGTERM/SIGINT, how long clients may go on sending
                          (default 10)
   --queue-bytes N        output held for the forward side at most (default 4194304)
@@ -834,7 +852,9 @@ struct Options {
     listen: Addr,
     forward: Addr,
     config: Option<String>,
-    rule: Option<String>,
+    rules: Vec<String>,
+    rules_dirs: Vec<String>,
+    skip_broken_rules: bool,
     drain_timeout: Duration,
     queue_bytes: usize,
     max_line_bytes: usize,
@@ -842,7 +862,8 @@ struct Options {
 }
 
 fn parse_options(args: Vec<String>) -> Result<Option<Options>, String> {
-    let (mut listen, mut forward, mut config, mut rule) = (None, None, None, None);
+    let (mut listen, mut forward, mut config) = (None, None, None);
+    let (mut rules, mut rules_dirs, mut skip_broken_rules) = (Vec::new(), Vec::new(), false);
     let mut drain_timeout = Duration::from_secs(10);
     let mut queue_bytes = 4 << 20;
     let mut max_line_bytes = 64 << 20;
@@ -872,7 +893,9 @@ fn parse_options(args: Vec<String>) -> Result<Option<Options>, String> {
                 forward = Some(Addr::parse(&v).map_err(|e| format!("--forward '{v}': {e}"))?);
             }
             "--config" => config = Some(value("--config")?),
-            "--rule" => rule = Some(value("--rule")?),
+            "--rule" => rules.push(value("--rule")?),
+            "--rules" => rules_dirs.push(value("--rules")?),
+            "--skip-broken-rules" => skip_broken_rules = true,
             "--drain-timeout" => {
                 let v = value("--drain-timeout")?;
                 drain_timeout = match v.parse::<f64>() {
@@ -895,20 +918,43 @@ fn parse_options(args: Vec<String>) -> Result<Option<Options>, String> {
     if listen == forward {
         return Err(format!("--listen and --forward are the same address ({listen})"));
     }
-    Ok(Some(Options { listen, forward, config, rule, drain_timeout, queue_bytes, max_line_bytes, max_connections }))
+    Ok(Some(Options {
+        listen,
+        forward,
+        config,
+        rules,
+        rules_dirs,
+        skip_broken_rules,
+        drain_timeout,
+        queue_bytes,
+        max_line_bytes,
+        max_connections,
+    }))
 }
 
-/// The config and rule, chosen as the CLI chooses them; with the config's
-/// `stats_interval` (ms, 0: off).
-fn load_detector(config: Option<&str>, rule: Option<&str>) -> Result<(Detector, u64), String> {
-    let mut cfg = match config {
+/// The config and rule (or rule pack), chosen as the CLI chooses them; with
+/// the config's `stats_interval` (ms, 0: off).
+fn load_detector(opts: &Options) -> Result<(Detector, u64), String> {
+    let mut cfg = match opts.config.as_deref() {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {path}: {e}"))?;
             Config::from_json(&text).map_err(|e| format!("{path}: {e}"))?
         }
         None => Config::default(),
     };
-    if let Some(r) = rule {
+    if opts.rules.len() > 1 || !opts.rules_dirs.is_empty() {
+        cfg.rules.extend(opts.rules.iter().cloned());
+        for d in &opts.rules_dirs {
+            cfg.set_str("rules_dir", d).map_err(|e| format!("--rules {d}: {e}"))?;
+        }
+    }
+    if opts.skip_broken_rules {
+        cfg.skip_broken_rules = true;
+    }
+    if cfg.is_pack() {
+        return Ok((Detector::new(&cfg).map_err(|e| e.to_string())?, cfg.stats_interval_ms));
+    }
+    if let Some(r) = opts.rules.first().map(String::as_str) {
         if BUILTIN_NAMES.contains(&r) {
             cfg.rule = r.to_string();
             cfg.rule_file = None;
@@ -936,13 +982,19 @@ pub fn main(args: Vec<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (det, stats_interval_ms) = match load_detector(opts.config.as_deref(), opts.rule.as_deref()) {
+    let (det, stats_interval_ms) = match load_detector(&opts) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("apt-netcon serve: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(p) = det.pack() {
+        log(format_args!("a pack of {} rules ({} skipped: do not load)", p.rules().len(), p.skipped().len()));
+        for line in rule_lines(&det) {
+            log(line);
+        }
+    }
     if let Err(e) = install_signal_handlers() {
         eprintln!("apt-netcon serve: cannot install signal handlers: {e}");
         return ExitCode::from(1);
@@ -998,12 +1050,15 @@ pub fn main(args: Vec<String>) -> ExitCode {
             // queue): then at the next poll.
             if Instant::now() >= next {
                 if let Ok(d) = sh.det.try_lock() {
-                    let alerts = d.stats().annotated.to_string();
+                    let alerts = alerts_of(&d).to_string();
                     log(format_args!(
                         "counters: {}; detector: {}",
                         sidecar_counters_with(&sh, &alerts),
                         detector_counters(&d)
                     ));
+                    for line in rule_lines(&d) {
+                        log(format_args!("counters: {line}"));
+                    }
                     next_stats = Some(Instant::now() + every);
                 }
             }
@@ -1093,7 +1148,7 @@ fn report(sh: &Shared, started: Instant, interrupted: bool) {
     // A reader may hold the detector (blocked on a full queue) when the
     // drain was interrupted: then its counters are left out.
     let det = sh.det.try_lock();
-    let alerts = det.as_ref().map(|d| d.stats().annotated.to_string()).unwrap_or_else(|_| "?".into());
+    let alerts = det.as_ref().map(|d| alerts_of(d).to_string()).unwrap_or_else(|_| "?".into());
     log(format_args!(
         "{rin} records in, {rout} out, {alerts} alerts in {:.2} s; {} connections; {} forward connections ({} reconnects)",
         started.elapsed().as_secs_f64(),
@@ -1105,6 +1160,9 @@ fn report(sh: &Shared, started: Instant, interrupted: bool) {
     if let Ok(mut d) = det {
         d.flush();
         log(detector_counters(&d));
+        for line in rule_lines(&d) {
+            log(line);
+        }
         let by_item = d.exception_counts();
         if !by_item.is_empty() {
             log(format_args!(
@@ -1138,6 +1196,22 @@ fn sidecar_counters_with(sh: &Shared, alerts: &str) -> String {
         get(&c.peer_closes),
         get(&c.resent_partial),
     )
+}
+
+/// Alerts given: records annotated in place, and standalone alert records
+/// (`max_lateness` above 0, or a rule pack).
+fn alerts_of(d: &Detector) -> u64 {
+    let s = d.stats();
+    s.annotated + s.standalone_alerts
+}
+
+/// With a rule pack, one line per rule that alerted and per rule that did
+/// not load (see [`apt_netcon::ffi::rules_report_lines`]); none for one rule.
+fn rule_lines(d: &Detector) -> Vec<String> {
+    if d.pack().is_none() {
+        return Vec::new();
+    }
+    apt_netcon::ffi::rules_report_lines(&apt_netcon::ffi::rules_report(d))
 }
 
 /// The detector's counters: [`apt_netcon::Stats::fields`], then `unparsed`.

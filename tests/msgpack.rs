@@ -692,3 +692,92 @@ fn aptnc_finish_hands_over_every_alert_still_held() {
     assert_eq!(r.alert_count, 0);
     unsafe { aptnc_free(d) };
 }
+
+// ---------------------------------------------------------------------------
+// A rule pack in the chunk path: one record completing several rules
+
+/// A pack of small rules in a temporary directory: a_port, b_addr, and the
+/// three-stage c_seq, all three completed by one network record.
+fn pack_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("apt-netcon-msgpack-pack-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a_port.eql"), "network where destination.port == 4444").unwrap();
+    std::fs::write(dir.join("b_addr.eql"), "network where destination.address == \"203.0.113.9\"").unwrap();
+    std::fs::write(
+        dir.join("c_seq.eql"),
+        "sequence by host.id [process where process.name == \"stage1\"] [file where file.name == \"stage2\"] [network where destination.port == 4444]",
+    )
+    .unwrap();
+    dir
+}
+
+fn pack_events() -> [Value; 3] {
+    let host = json!({"id": "h1", "name": "web-1"});
+    [
+        json!({"@timestamp": "2026-03-14T09:30:00.000Z", "event": {"category": ["process"], "id": "e1"}, "host": host,
+               "process": {"name": "stage1", "entity_id": "p1"}}),
+        json!({"@timestamp": "2026-03-14T09:30:01.000Z", "event": {"category": ["file"], "id": "e2"}, "host": host,
+               "file": {"name": "stage2"}}),
+        json!({"@timestamp": "2026-03-14T09:30:02.000Z", "event": {"category": ["network"], "id": "e3"}, "host": host,
+               "destination": {"port": 4444, "address": "203.0.113.9", "ip": "203.0.113.9"}}),
+    ]
+}
+
+/// Through aptnc_filter_msgpack: the chunk's records go on byte for byte,
+/// then one alert record per completed rule, in rule order, each the
+/// completing record's body with `event.kind: "signal"` and its rule; and
+/// the same alerts as the JSON path gives for the same events.
+#[test]
+fn a_pack_appends_one_alert_per_rule_after_the_chunk() {
+    use apt_netcon::ffi::*;
+    let dir = pack_dir();
+    let config = json!({"rules_dir": dir}).to_string();
+    let d = c_detector(&config);
+    let ev = pack_events();
+    let (mut out, mut out_len) = (std::ptr::null(), 0usize);
+    let first = concat(&[v2(Time::Event(1, 0), &ev[0]), v2(Time::Event(2, 0), &ev[1])]);
+    let st = unsafe { aptnc_filter_msgpack(d, first.as_ptr(), first.len(), &mut out, &mut out_len) };
+    assert_eq!(st, aptnc_status::Unchanged, "nothing completes yet");
+    let second = v2(Time::Event(3, 0), &ev[2]);
+    let st = unsafe { aptnc_filter_msgpack(d, second.as_ptr(), second.len(), &mut out, &mut out_len) };
+    assert_eq!(st, aptnc_status::Annotated);
+    let chunk = unsafe { std::slice::from_raw_parts(out, out_len) }.to_vec();
+    let recs = split_records(&chunk);
+    assert_eq!(recs.len(), 4, "the record, then three alerts");
+    assert_eq!(recs[0].0, &second[..], "the record itself is untouched");
+    let alerts: Vec<Value> = recs[1..].iter().map(|(r, at)| dec(&r[*at..])).collect();
+    let names: Vec<&Value> = alerts.iter().map(|a| &a["rule"]["name"]).collect();
+    assert_eq!(names, [&json!("a_port"), &json!("b_addr"), &json!("c_seq")]);
+    for a in &alerts {
+        assert_eq!(a["event"]["kind"], "signal");
+        assert_eq!(a["event"]["id"], "e3");
+        assert_eq!(a["destination"], ev[2]["destination"]);
+    }
+    // The JSON path gives the same documents.
+    let mut det = Detector::new(&Config::from_json(&config).unwrap()).unwrap();
+    for e in &ev {
+        assert!(matches!(det.process(e.to_string().as_bytes()), Ok(Verdict::Unchanged)));
+    }
+    let json_alerts: Vec<Value> =
+        std::iter::from_fn(|| det.take_alert()).map(|a| serde_json::from_slice(&a.bytes).unwrap()).collect();
+    assert_eq!(alerts, json_alerts);
+    let mut st = aptnc_stats { size: std::mem::size_of::<aptnc_stats>() as u32, ..Default::default() };
+    assert_eq!(unsafe { aptnc_get_stats(d, &mut st) }, aptnc_status::Ok);
+    assert_eq!((st.records, st.annotated, st.standalone_alerts), (3, 0, 3));
+    unsafe { aptnc_free(d) };
+
+    // All three events in one chunk: the alerts follow the chunk's last
+    // record (a chunk's alerts are appended after its records).
+    let d = c_detector(&config);
+    let whole = concat(&[v2(Time::Event(1, 0), &ev[0]), v2(Time::Event(2, 0), &ev[1]), second.clone()]);
+    let st = unsafe { aptnc_filter_msgpack(d, whole.as_ptr(), whole.len(), &mut out, &mut out_len) };
+    assert_eq!(st, aptnc_status::Annotated);
+    let chunk = unsafe { std::slice::from_raw_parts(out, out_len) }.to_vec();
+    assert_eq!(&chunk[..whole.len()], &whole[..], "the chunk's records byte for byte");
+    let recs = split_records(&chunk[whole.len()..]);
+    let alerts: Vec<Value> = recs.iter().map(|(r, at)| dec(&r[*at..])).collect();
+    assert_eq!(alerts, json_alerts);
+    unsafe { aptnc_free(d) };
+    let _ = std::fs::remove_dir_all(&dir);
+}

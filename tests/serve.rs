@@ -825,3 +825,125 @@ fn no_stats_interval_no_periodic_counters() {
     assert!(!err.contains("counters:"), "{err}");
     assert!(!err.contains("warning:"), "the sample is parsed ECS: {err}");
 }
+
+// ---------------------------------------------------------------------------
+// Rule packs
+
+/// A pack of small rules: a_port, b_addr and the three-stage c_seq are all
+/// completed by one network record; e_broken does not load.
+fn pack_dir(name: &str, broken: bool) -> PathBuf {
+    let dir = tmpdir(name);
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(rules.join("a_port.eql"), "network where destination.port == 4444\n").unwrap();
+    std::fs::write(rules.join("b_addr.eql"), "network where destination.address == \"203.0.113.9\"\n").unwrap();
+    std::fs::write(
+        rules.join("c_seq.eql"),
+        "sequence by host.id\n  [process where process.name == \"stage1\"]\n  [file where file.name == \"stage2\"]\n  [network where destination.port == 4444]\n",
+    )
+    .unwrap();
+    if broken {
+        std::fs::write(rules.join("e_broken.eql"), "network where destination.port ==\n").unwrap();
+        std::fs::write(rules.join("f_broken.eql"), "this is not eql\n").unwrap();
+    }
+    dir
+}
+
+fn pack_input() -> Vec<u8> {
+    let recs = [
+        r#"{"@timestamp":"2026-03-14T09:30:00.000Z","event":{"category":["process"],"id":"e1"},"host":{"id":"h1"},"process":{"name":"stage1","entity_id":"p1"}}"#,
+        r#"{"@timestamp":"2026-03-14T09:30:01.000Z","event":{"category":["file"],"id":"e2"},"host":{"id":"h1"},"file":{"name":"stage2"}}"#,
+        r#"{"@timestamp":"2026-03-14T09:30:02.000Z","event":{"category":["network"],"id":"e3"},"host":{"id":"h1"},"destination":{"port":4444,"address":"203.0.113.9","ip":"203.0.113.9"}}"#,
+        r#"{"@timestamp":"2026-03-14T09:30:03.000Z","event":{"category":["process"],"id":"e4"},"host":{"id":"h1"},"process":{"name":"ls"}}"#,
+    ];
+    recs.iter().flat_map(|r| format!("{r}\n").into_bytes()).collect()
+}
+
+/// A pack config with skip_broken_rules: the skipped rules are reported at
+/// start and with the counters; every record is forwarded unchanged, and
+/// the one completing three rules is followed at once by their three alerts,
+/// in rule order; the exit report names each rule that alerted.
+#[test]
+fn a_pack_forwards_each_record_then_one_alert_per_rule() {
+    let dir = pack_dir("pack", true);
+    let config = dir.join("pack.json");
+    let rules = dir.join("rules");
+    std::fs::write(&config, format!(r#"{{"rules_dir": {:?}, "skip_broken_rules": true}}"#, rules.to_str().unwrap()))
+        .unwrap();
+    let input = pack_input();
+    let fwd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fport = fwd.local_addr().unwrap().port();
+    let lport = free_port();
+    let mut side = start(&tcp_args(lport, fport), &["--config", config.to_str().unwrap()]);
+    let recv = Receiver::tcp(fwd);
+    let mut c = connect_tcp(lport);
+    c.write_all(&input).unwrap();
+    recv.wait_for(7, &side);
+    drop(c);
+    let err = stop(&mut side);
+    let got = recv.finish();
+    let got_lines: Vec<&[u8]> = got.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let in_lines: Vec<&[u8]> = input.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    assert_eq!(got_lines.len(), 7, "{}", String::from_utf8_lossy(&got));
+    assert_eq!(&got_lines[..3], &in_lines[..3], "records unchanged, in order");
+    let names: Vec<String> = got_lines[3..6]
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+            assert_eq!(v["event"]["kind"], "signal");
+            assert_eq!(v["event"]["id"], "e3", "the completing record's document");
+            v["rule"]["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(names, ["a_port", "b_addr", "c_seq"]);
+    assert_eq!(got_lines[6], in_lines[3], "the next record after the alerts");
+    // Skipped rules: at start (before the first connection) and at exit.
+    let start_part = &err[..err.find("listening on").expect("the start line")];
+    assert!(start_part.contains("a pack of 3 rules (2 skipped: do not load)"), "{err}");
+    for b in ["e_broken.eql", "f_broken.eql"] {
+        assert!(start_part.contains("apt-netcon serve: skipped rule ") && start_part.contains(b), "{err}");
+        assert_eq!(err.matches(b).count(), 2, "at start and at exit: {err}");
+    }
+    assert_eq!(counter(&err, "in"), 4);
+    assert_eq!(counter(&err, "out"), 7);
+    assert_eq!(counter(&err, "alerts"), 3);
+    assert!(err.contains("standalone_alerts=3"), "{err}");
+    for r in ["a_port", "b_addr", "c_seq"] {
+        assert!(err.contains(&format!("apt-netcon serve: rule \"{r}\" ({r}): alerts=1 ")), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Without skip_broken_rules, a pack with broken rules does not start: exit
+/// status 2 and every broken rule named with its reason (config file, and
+/// the `--rules DIR` option).
+#[test]
+fn a_pack_with_broken_rules_does_not_start() {
+    let dir = pack_dir("pack-broken", true);
+    let rules = dir.join("rules");
+    let config = dir.join("pack.json");
+    std::fs::write(&config, format!(r#"{{"rules_dir": {:?}}}"#, rules.to_str().unwrap())).unwrap();
+    let lport = free_port();
+    let fport = free_port();
+    for extra in [vec!["--config", config.to_str().unwrap()], vec!["--rules", rules.to_str().unwrap()]] {
+        let mut side = start(&tcp_args(lport, fport), &extra);
+        let (st, err) = side.wait(LONG);
+        assert_eq!(st.code(), Some(2), "{err}");
+        assert!(err.contains("2 of 5 rules do not load"), "{err}");
+        assert!(err.contains("e_broken.eql: ") && err.contains("f_broken.eql: "), "{err}");
+        assert!(!err.contains("listening on"), "{err}");
+    }
+    // With --skip-broken-rules the same directory starts.
+    let fwd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fport = fwd.local_addr().unwrap().port();
+    let mut side = start(&tcp_args(lport, fport), &["--rules", rules.to_str().unwrap(), "--skip-broken-rules"]);
+    let recv = Receiver::tcp(fwd);
+    let mut c = connect_tcp(lport);
+    c.write_all(&pack_input()).unwrap();
+    recv.wait_for(7, &side);
+    drop(c);
+    let err = stop(&mut side);
+    assert_eq!(lines(&recv.finish()), 7);
+    assert!(err.contains("a pack of 3 rules (2 skipped: do not load)"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

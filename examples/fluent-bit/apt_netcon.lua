@@ -37,6 +37,8 @@ their own config instead (each has its own detector):
       key_check       false: send every record that may match a later stage
                       of the sequence, not only those whose join key a
                       first-stage record sent before held (see below)
+      footprint       false: send every record whole, as when the library
+                      gives no footprint (for comparisons and tests)
   A bad config raises an error naming the problem (at load time: Fluent Bit
   refuses to start the filter). An instance has the two callbacks
   (instance.apt_netcon, instance.apt_netcon_v2, same contracts as below)
@@ -71,25 +73,39 @@ to start the filter, with the message on standard error.
 
 What crosses the FFI. The library says, once, which fields its detector
 reads and which string values a record must hold to match any stage of the
-rule (aptnc_footprint). Most records fail that check on the Lua table at
-once (a field or two looked up) and are returned with code 0 without
-crossing the FFI: they match nothing, so the detector would have changed no
-state for them (they are counted as `skipped`, not in the library's
-`records`). So are the records that can match only a later stage of the
-sequence when no first-stage record sent before held their join key
-values (with max_lateness 0 a sequence's events pair only in arrival
-order; the glue remembers at least the last 262,144 first-stage keys it
-sent, at most twice that: more than the library's default of 100,000
-pending sequences). A record that passes is sent reduced to the fields the detector
-reads (dotted members; a field present at several places, nested and
-dotted, is sent once per place), encoded flat; the alert the library writes
-into that reduced record is then merged into the record table as the
-native path merges it into the record's bytes (alert roots appended or
-deep-merged, dotted members the alert covers removed). Records are sent
-whole instead when the library asks for it (a rule on the generic EQL
-engine, or max_lateness above 0, whose standalone alerts carry whole
-records), and when a field path crosses an array of objects (the library
-flattens those; the glue does not try). The JSON encoding:
+rule (aptnc_footprint). The glue turns that into Lua code of its own (one
+straight-line function, no loop, no pcall, nothing that can raise on a
+table: LuaJIT compiles it with the callback) that looks the fields up on the
+record table, each at most once, and decides:
+  - first the one field every stage tests that rules out most records (e.g.
+    event.action, which must be "exec" or "connection_attempted"): most
+    records fail there and are returned with code 0 at once;
+  - then each stage's other tests, in the order that rules out most for the
+    fewest tables looked into (counted now and then on a sample of records,
+    and put in order again);
+  - for a later stage of the sequence, its join key: sent only when a
+    first-stage record sent before held the same values (with max_lateness
+    0 a sequence's events pair only in arrival order; the glue remembers at
+    least the last 262,144 first-stage keys it sent, at most twice that:
+    more than the library's default of 100,000 pending sequences).
+A record left out matches nothing the detector could use, so the detector
+would have changed no state for it (it is counted as `skipped`, not in the
+library's `records`). A field is looked for at every spelling the library
+reads ("a.b.c" as a.b.c, a["b.c"], a.b["c"]... and "a.b.c" itself), a
+value that is an array at any element, and a record the glue cannot be
+sure of (an array of objects on the way, a nested array) is sent. A
+record that is sent goes reduced to the fields the detector reads (dotted
+members; a field present at several places, nested and dotted, is sent
+once per place), encoded flat by generated code as well; the alert the
+library writes into that reduced record is then merged into the record
+table as the native path merges it into the record's bytes (alert roots
+appended or deep-merged, dotted members the alert covers removed). Records
+are sent whole instead when the library gives no footprint (a rule pack, a
+rule on the generic EQL engine, max_lateness above 0, whose standalone
+alerts carry whole records; or an older library), and when a field path
+crosses an array of objects or a value read is not a scalar or an array of
+scalars (the library flattens those; the glue does not try). The JSON
+encoding:
   - strings: bytes passed through (UTF-8 as is), `"` `\` and control
     characters escaped (\n \r \t \b \f, others \u00XX);
   - numbers: integral values below 2^63 in magnitude without a fraction or
@@ -121,8 +137,8 @@ local byte, char, sub, find, format, gsub = string.byte, string.char, string.sub
     string.format, string.gsub
 local concat, sort = table.concat, table.sort
 local floor, huge = math.floor, math.huge
-local type, pairs, ipairs, next, tonumber, tostring, rawequal, pcall, error, setmetatable =
-    type, pairs, ipairs, next, tonumber, tostring, rawequal, pcall, error, setmetatable
+local type, pairs, ipairs, next, tonumber, tostring, rawequal, rawget, pcall, error, setmetatable, unpack =
+    type, pairs, ipairs, next, tonumber, tostring, rawequal, rawget, pcall, error, setmetatable, unpack
 
 -- The part of include/apt_netcon.h the glue uses. Guarded so that loading the
 -- script twice into one Lua state (tests) does not redefine the types.
@@ -597,111 +613,125 @@ end
 
 -- The value at `keys` in `t`, nil when absent, or UNSURE when the path
 -- crosses an array (the library flattens arrays of objects: the glue leaves
--- such records to it).
+-- such records to it; a table is looked at for an element 1 only when it
+-- lacks the member: that look costs a memory access of its own). rawget: a
+-- metatable on a record table changes nothing and raises nothing. The
+-- record itself (i == 1) is not checked here: see decide.
 local UNSURE = setmetatable({}, { __tostring = function() return "unsure" end })
 local function walk(t, keys, null)
     local v = t
     for i = 1, #keys do
         if type(v) ~= "table" or rawequal(v, null) then return nil end
-        if v[1] ~= nil then return UNSURE end
-        v = v[keys[i]]
-        if v == nil then return nil end
+        local w = rawget(v, keys[i])
+        if w == nil then
+            -- An array (a JSON array has no named member): unsure.
+            if i > 1 and rawget(v, 1) ~= nil then return UNSURE end
+            return nil
+        end
+        v = w
     end
     return v
 end
 
--- True when the record may hold one of `test.set`'s strings in the test's
--- field (a string equal to one, or an array holding one); true also when
--- unsure (an array crossed, a nested array).
-local function test_holds(record, test, null)
-    local sps, set = test.spellings, test.set
+-- True when the table `v` (an array, or any table) holds one of `set`'s
+-- strings, or a nested table (unsure: the library flattens it). Every
+-- member is looked at: a null element (without enable_flb_null) leaves a
+-- hole, and `#v` may then stop before elements after it. Interpreted (see
+-- the encoder's note on pairs() under Debian's LuaJIT); the compiled code
+-- calls it only for arrays with holes and longer arrays.
+local function table_holds(v, set, null)
+    for _, e in pairs(v) do
+        local te = type(e)
+        if te == "string" then
+            if set[e] then return true end
+        elseif te == "table" and not rawequal(e, null) then
+            return true
+        end
+    end
+    return false
+end
+jit.off(table_holds)
+
+-- The same for an array without holes (the usual case: `next(v, n)` is
+-- nil when nothing follows element n), in code LuaJIT compiles; anything
+-- else through table_holds.
+local function element_holds(e, set, null)
+    if type(e) == "string" then return set[e] == true end
+    return type(e) == "table" and not rawequal(e, null)
+end
+local function array_holds(v, set, null)
+    local n = #v
+    if next(v, n > 0 and n or nil) ~= nil then return table_holds(v, set, null) end
+    if n == 0 then return false end
+    if element_holds(rawget(v, 1), set, null) then return true end
+    if n == 1 then return false end
+    if element_holds(rawget(v, 2), set, null) then return true end
+    if n == 2 then return false end
+    if element_holds(rawget(v, 3), set, null) then return true end
+    for i = 4, n do
+        if element_holds(rawget(v, i), set, null) then return true end
+    end
+    return false
+end
+
+-- True when the record may hold one of `set`'s strings in the field spelt
+-- `sps` (at any of its spellings; true also when unsure). The exact test
+-- the compiled decision falls back on, and the reference it is tested
+-- against.
+local function holds(record, sps, set, null)
     for j = 1, #sps do
         local v = walk(record, sps[j], null)
         if v ~= nil then
-            if v == UNSURE then return true end
+            if rawequal(v, UNSURE) then return true end
             local tv = type(v)
             if tv == "string" then
                 if set[v] then return true end
             elseif tv == "table" and not rawequal(v, null) then
-                for _, e in pairs(v) do -- pairs: a null element leaves a hole
-                    local te = type(e)
-                    if te == "string" then
-                        if set[e] then return true end
-                    elseif te == "table" and not rawequal(e, null) then
-                        return true
-                    end
-                end
+                if table_holds(v, set, null) then return true end
             end
         end
     end
     return false
 end
 
--- A table holding scalars at 1..n and nothing else, as a JSON array; any
--- other table with the general encoder.
-local function encode_flat_table(v, null)
-    if next(v) == nil then return "{}" end
-    local n, count = #v, 0
-    for _ in pairs(v) do count = count + 1 end
-    if count ~= n then return encode(v, null) end
-    local out = {}
-    for i = 1, n do
-        local e = v[i]
-        local te = type(e)
-        if te == "string" then
-            out[i] = encode_string(e)
-        elseif te == "number" then
-            out[i] = encode_number(e)
-        elseif te == "boolean" then
-            out[i] = e and "true" or "false"
-        elseif null ~= nil and rawequal(e, null) then
-            out[i] = "null"
-        else
-            return encode(v, null)
-        end
-    end
-    return "[" .. concat(out, ",") .. "]"
+-- Numbers as encode_number writes them; integral values below 1e14 in
+-- magnitude through tostring (%.14g: the same digits, and compiled by
+-- LuaJIT, unlike string.format).
+local function encode_number_fast(x)
+    if x == floor(x) and x > -1e14 and x < 1e14 then return tostring(x) end
+    return encode_number(x)
 end
 
--- The record reduced to the fields the detector reads, as a flat JSON
--- object of dotted members; nil when a path crosses an array (send the
--- whole record then).
-local rbuf = {}
-local function encode_reduced(fields, record, null)
-    local n, first = 1, true
-    rbuf[1] = "{"
-    for f = 1, #fields do
-        local fd = fields[f]
-        local sps = fd.spellings
-        for j = 1, #sps do
-            local v = walk(record, sps[j], null)
-            if v ~= nil then
-                if v == UNSURE then return nil end
-                local tv, piece = type(v), nil
-                if tv == "string" then
-                    piece = encode_string(v)
-                elseif tv == "number" then
-                    piece = encode_number(v)
-                elseif tv == "boolean" then
-                    piece = v and "true" or "false"
-                elseif null ~= nil and rawequal(v, null) then
-                    piece = "null"
-                elseif tv == "table" then
-                    piece = encode_flat_table(v, null)
-                else
-                    error("a value of type " .. tv .. " cannot be written as JSON")
-                end
-                n = n + 1
-                rbuf[n] = first and fd.key or fd.comma_key
-                n = n + 1
-                rbuf[n] = piece
-                first = false
-            end
-        end
+local function encode_scalar(e, null)
+    local te = type(e)
+    if te == "string" then return encode_string(e) end
+    if te == "number" then return encode_number_fast(e) end
+    if te == "boolean" then return e and "true" or "false" end
+    if null ~= nil and rawequal(e, null) then return "null" end
+    return nil
+end
+
+-- A table holding scalars at 1..n and nothing else, as a JSON array ("{}"
+-- when empty, as the general encoder writes it); nil for any other table
+-- (the record then goes whole).
+local function encode_flat_array(v, null)
+    local n = #v
+    if n == 0 then
+        if next(v) == nil then return "{}" end
+        return nil
     end
-    n = n + 1
-    rbuf[n] = "}"
-    return concat(rbuf, "", 1, n)
+    if next(v, n) ~= nil then return nil end
+    if n == 1 then
+        local s = encode_scalar(rawget(v, 1), null)
+        return s and "[" .. s .. "]"
+    end
+    local out = {}
+    for i = 1, n do
+        local s = encode_scalar(rawget(v, i), null)
+        if s == nil then return nil end
+        out[i] = s
+    end
+    return "[" .. concat(out, ",") .. "]"
 end
 
 -- The alert's roots merged into the record table, as the library merges
@@ -761,37 +791,50 @@ local function merge_alert(record, roots, null)
         end
     end
 end
+jit.off(merge_alert)
 
 -- The keyword values of a join-key field (appended to `out`), false when
 -- unsure (a value that is not a string, a boolean or an integral number).
+local function keyword(e, null, out)
+    local te = type(e)
+    if te == "string" then
+        out[#out + 1] = e
+    elseif te == "number" and e == floor(e) and e > -2 ^ 53 and e < 2 ^ 53 then
+        out[#out + 1] = format("%.0f", e)
+    elseif te == "boolean" then
+        out[#out + 1] = tostring(e)
+    elseif not (null ~= nil and rawequal(e, null)) then
+        return false
+    end
+    return true
+end
+
+-- The same for a table value with holes or other keys (pairs: see the
+-- encoder's note on Debian's LuaJIT).
+local function table_keywords(v, null, out)
+    for k, e in pairs(v) do
+        if type(k) ~= "number" then return false end -- an object
+        if not keyword(e, null, out) then return false end
+    end
+    return true
+end
+jit.off(table_keywords)
+
 local function key_values(record, sps, null, out)
     for j = 1, #sps do
         local v = walk(record, sps[j], null)
         if v ~= nil then
-            if v == UNSURE then return false end
-            local tv = type(v)
-            if tv == "table" and not rawequal(v, null) then
-                if v[1] == nil and next(v) ~= nil then return false end -- an object
-                for i = 1, #v do
-                    local e = v[i]
-                    local te = type(e)
-                    if te == "string" then
-                        out[#out + 1] = e
-                    elseif te == "number" and e == floor(e) and e > -2 ^ 53 and e < 2 ^ 53 then
-                        out[#out + 1] = format("%.0f", e)
-                    elseif te == "boolean" then
-                        out[#out + 1] = tostring(e)
-                    elseif not (null ~= nil and rawequal(e, null)) then
-                        return false
+            if rawequal(v, UNSURE) then return false end
+            if type(v) == "table" and not rawequal(v, null) then
+                local n = #v
+                if next(v, n > 0 and n or nil) ~= nil then
+                    if not table_keywords(v, null, out) then return false end
+                else
+                    for i = 1, n do
+                        if not keyword(rawget(v, i), null, out) then return false end
                     end
                 end
-            elseif tv == "string" then
-                out[#out + 1] = v
-            elseif tv == "number" and v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then
-                out[#out + 1] = format("%.0f", v)
-            elseif tv == "boolean" then
-                out[#out + 1] = tostring(v)
-            elseif not rawequal(v, null) then
+            elseif not keyword(v, null, out) then
                 return false
             end
         end
@@ -799,18 +842,23 @@ local function key_values(record, sps, null, out)
     return true
 end
 
--- Every value combination of a stage's join key, joined with "\0"; nil
--- when unsure, an empty list when a key field has no value.
+-- Every value combination of a stage's join key, each a list of strings;
+-- nil when unsure, an empty list when a key field has no value.
 local MAX_COMBINATIONS = 64
 local function key_tuples(record, stage_keys, null)
-    local tuples = { "" }
+    local tuples = { {} }
     for i = 1, #stage_keys do
         local vals = {}
         if not key_values(record, stage_keys[i], null, vals) then return nil end
         if #vals == 0 then return {} end
         local nxt = {}
         for _, t in ipairs(tuples) do
-            for _, v in ipairs(vals) do nxt[#nxt + 1] = i == 1 and v or (t .. "\0" .. v) end
+            for _, v in ipairs(vals) do
+                local u = {}
+                for k = 1, i - 1 do u[k] = t[k] end
+                u[i] = v
+                nxt[#nxt + 1] = u
+            end
         end
         if #nxt > MAX_COMBINATIONS then return nil end
         tuples = nxt
@@ -818,146 +866,433 @@ local function key_tuples(record, stage_keys, null)
     return tuples
 end
 
--- Whether a field's value may hold one of the literals of `set` (or is
--- unsure: a nested array).
--- Arrays are walked 1..#v (pairs() stops LuaJIT's compiler): a null
--- element (without enable_flb_null) leaves a hole, and when the LAST
--- element is null `#v` may stop before elements in front of it.
-local function element_may_hold(e, set, null)
-    if e == nil then return false end
-    local te = type(e)
-    if te == "string" then return set[e] == true end
-    return te == "table" and not rawequal(e, null) -- nested: the library flattens it
+---------------------------------------------------------------------------
+-- The decision on the record table and the reduced record, as generated
+-- straight-line code: no loop, no pcall, no error on any table (rawget
+-- only, every value's type checked before use), so that LuaJIT compiles
+-- the callback whole and a record that cannot match costs a few table
+-- lookups.
+
+local NL = setmetatable({}, { __tostring = function() return "not looked up" end })
+local MULTI = setmetatable({}, { __tostring = function() return "several spellings" end })
+
+-- The member names the generated code looks up, read from a table at run
+-- time (N[i]), not written as constants: LuaJIT specializes a lookup with a
+-- constant key to the slot where the recorded table held it, and records
+-- of other shapes (most) would then leave the compiled code there.
+local function name_table()
+    local names, index = {}, {}
+    return names, function(k)
+        if not index[k] then
+            names[#names + 1] = k
+            index[k] = #names
+        end
+        return "N[" .. index[k] .. "]"
+    end
 end
 
-local function value_may_hold(v, set, null)
-    if type(v) == "string" then return set[v] == true end
-    if type(v) ~= "table" or rawequal(v, null) then return false end
-    local n = #v
-    if n <= 4 then
-        -- Unrolled: a loop here would keep LuaJIT from compiling the callback.
-        return element_may_hold(v[1], set, null) or element_may_hold(v[2], set, null)
-            or element_may_hold(v[3], set, null) or element_may_hold(v[4], set, null)
+-- Code that sets local `var` to the value of the field spelt `sps`: the
+-- value (false when none), MULTI when more than one spelling holds one,
+-- UNSURE when a spelling crosses an array.
+local function gen_load(src, var, sps, name, obj)
+    src[#src + 1] = format("u = false %s = false\n", var)
+    for i = #sps, 1, -1 do -- the most nested spelling first (see obj)
+        local keys = sps[i]
+        src[#src + 1] = format("v = rawget(r, %s)\n", name(keys[1]))
+        for j = 2, #keys do
+            -- A table is looked at for an element 1 (an array: unsure)
+            -- only when it lacks the member and no member was found in it
+            -- before: `o` is true once it showed it is an object.
+            local o = obj(concat(keys, "\0", 1, j - 1))
+            src[#src + 1] = format("if v ~= nil then if type(v) ~= 'table' or rawequal(v, null) then v = nil "
+                .. "else t = v v = rawget(t, %s) if v ~= nil then %s = true "
+                .. "elseif not %s and rawget(t, 1) ~= nil then u = true end end end\n", name(keys[j]), o, o)
+        end
+        src[#src + 1] = format("if v ~= nil then if %s == false then %s = v else %s = MULTI end end\n", var, var, var)
     end
-    for i = 1, n do
-        local e = v[i]
+    src[#src + 1] = format("if u then %s = UNSURE end\n", var)
+end
+
+-- Code that sets `h` to whether field variable `var` (loaded when not yet)
+-- may hold one of the strings of SETS[set_id].
+local MAX_COMPARED = 8
+local function gen_test(src, var, sps_id, set_id, sps, name, set, obj)
+    src[#src + 1] = format("if %s == NL then\n", var)
+    gen_load(src, var, sps, name, obj)
+    src[#src + 1] = format("end\nv = %s\n", var)
+    -- A few literals are compared (a string is compared by reference: the
+    -- string itself is not read); more are looked up in the set.
+    local lits = {}
+    for lit in pairs(set) do lits[#lits + 1] = lit end
+    sort(lits)
+    local string_test = format("SETS[%d][v] == true", set_id)
+    if #lits <= MAX_COMPARED then
+        for i, lit in ipairs(lits) do lits[i] = format("v == %q", lit) end
+        string_test = "(" .. concat(lits, " or ") .. ")"
+    end
+    src[#src + 1] = format("if type(v) == 'string' then h = %s ", string_test)
+    src[#src + 1] = format("elseif type(v) ~= 'table' or rawequal(v, null) then h = false "
+        .. "elseif rawequal(v, UNSURE) then h = true "
+        .. "elseif rawequal(v, MULTI) then h = holds(r, SPS[%d], SETS[%d], null) "
+        .. "else h = array_holds(v, SETS[%d], null) end\n", sps_id, set_id, set_id)
+end
+
+-- Code that loads the key fields `key` (field indexes) one after the other
+-- and sets `h` to whether a first-stage record sent before had the same
+-- key: K.now and K.before hold the keys as nested tables, one level per
+-- field, so that a first field no such record had ends it (true when
+-- unsure; KS(r, s, null) decides values that are not one string per field).
+local function gen_key_test(src, key, s, vars, fields, name, obj)
+    src[#src + 1] = "if K.any then h = true else\nh = false ka = K.now kb = K.before\n"
+    for i, f in ipairs(key) do
+        src[#src + 1] = format("if %s == NL then\n", vars[f])
+        gen_load(src, vars[f], fields[f], name, obj)
+        src[#src + 1] = "end\n"
+        src[#src + 1] = format("if type(%s) ~= 'string' then h = KS(r, %d, null) else\n"
+            .. "if ka ~= nil then ka = ka[%s] end if kb ~= nil then kb = kb[%s] end\n", vars[f], s, vars[f], vars[f])
+        if i < #key then
+            src[#src + 1] = "if ka ~= nil or kb ~= nil then\n"
+        else
+            src[#src + 1] = "h = ka == true or kb == true\n"
+        end
+    end
+    for i = 1, #key do
+        src[#src + 1] = i < #key and "end end\n" or "end\n"
+    end
+    src[#src + 1] = "end\n"
+end
+
+-- plan: { fields = {sps...} (every field tested or keyed, by index),
+--   sets = {set...}, prelude = candidate or nil, candidates = {{field=,
+--   set=, id=}...}, stages = { { tests = {test...}, key = {field...} or
+--   nil } } }, a test being {field=, set=, id=} or {key=, stage=, id=}.
+-- Returns decide(r, null) -> true when the record must go to the library:
+-- some stage's tests all hold (and for the first stage, its key is then
+-- remembered in K: K.now, K.before, nested tables one level per key
+-- field; A1(r, null) remembers keys that are not one string per field).
+-- With `census`, every candidate is evaluated and each failing one counted
+-- in FC[id]; then, if the prelude holds, every stage test likewise; it
+-- returns nothing.
+local function compile_decide(plan, census)
+    local src = { "local SETS, SPS, FC, K, A1, KS, holds, array_holds, NL, MULTI, UNSURE, N, AT = ...\n"
+        .. "local rawget, type, rawequal = rawget, type, rawequal\n" }
+    local names, name = name_table()
+    local flags, flag_index = {}, {}
+    local function obj(prefix)
+        if not flag_index[prefix] then
+            flags[#flags + 1] = "o" .. (#flags + 1)
+            flag_index[prefix] = flags[#flags]
+        end
+        return flag_index[prefix]
+    end
+    src[#src + 1] = "return function(r, null)\n"
+        .. "local v, h, u, t, ka, kb\n"
+    local flags_at = #src + 1
+    src[flags_at] = ""
+    local vars = {}
+    for i = 1, #plan.fields do vars[i] = "f" .. i end
+    if #vars > 0 then
+        src[#src + 1] = "local " .. concat(vars, ", ") .. " = NL" .. string.rep(", NL", #vars - 1) .. "\n"
+    end
+    local function test(t)
+        if t.key then
+            gen_key_test(src, t.key, t.stage, vars, plan.fields, name, obj)
+        else
+            gen_test(src, vars[t.field], t.field, t.set, plan.fields[t.field], name, plan.sets[t.set], obj)
+        end
+    end
+    if census then
+        for _, c in ipairs(plan.candidates) do
+            test(c)
+            src[#src + 1] = format("if not h then FC[%d] = FC[%d] + 1 end\n", c.id, c.id)
+        end
+        -- The stage tests on records that pass the prelude, and in each
+        -- stage only when its tests on the prelude's field pass (they come
+        -- first and cost nothing): how often a test fails where it runs.
+        local pf
+        if plan.prelude then
+            pf = plan.prelude.field
+            test(plan.prelude)
+            src[#src + 1] = "if not h then return end\n"
+        end
+        for s, st in ipairs(plan.stages) do
+            for _, t in ipairs(st.tests) do
+                if pf and t.field == pf then
+                    test(t)
+                    src[#src + 1] = format("if not h then goto c%d end\n", s)
+                end
+            end
+            for _, t in ipairs(st.tests) do
+                if not (pf and t.field == pf) then
+                    test(t)
+                    src[#src + 1] = format("if not h then FC[%d] = FC[%d] + 1 end\n", t.id, t.id)
+                    if t.field then
+                        -- How often the value is a table (an array: one more
+                        -- table to go through).
+                        src[#src + 1] = format("if type(f%d) == 'table' then AT[%d] = AT[%d] + 1 end\n",
+                            t.field, t.field, t.field)
+                    end
+                end
+            end
+            src[#src + 1] = format("::c%d::\n", s)
+        end
+        src[#src + 1] = "AT[0] = AT[0] + 1\nend\n"
+        if #flags > 0 then src[flags_at] = "local " .. concat(flags, ", ") .. " = false" .. string.rep(", false", #flags - 1) .. "\n" end
+        return assert(loadstring(concat(src), "=apt_netcon census")), names
+    end
+    -- A record that is an array (elements at 1..n) goes to the library,
+    -- which counts it (not_an_object): looked at only when the prelude's
+    -- field is absent (past the prelude, the record has a named member),
+    -- or, without a prelude, when no stage matched (a record with a named
+    -- member that rules it out can be left out whatever else it holds).
+    if plan.prelude then
+        test(plan.prelude)
+        src[#src + 1] = format("if not h then return %s == false and rawget(r, 1) ~= nil end\n",
+            vars[plan.prelude.field])
+    end
+    for s, st in ipairs(plan.stages) do
+        local next_label = "s" .. (s + 1)
+        for _, t in ipairs(st.tests) do
+            test(t)
+            src[#src + 1] = format("if not h then goto %s end\n", next_label)
+        end
+        if s == 1 and st.key then
+            -- Remember the key (one string per key field: here; else A1).
+            local conds = {}
+            for i, f in ipairs(st.key) do
+                src[#src + 1] = format("if %s == NL then\n", vars[f])
+                gen_load(src, vars[f], plan.fields[f], name, obj)
+                src[#src + 1] = "end\n"
+                conds[i] = format("type(%s) == 'string'", vars[f])
+            end
+            src[#src + 1] = "if " .. concat(conds, " and ") .. " then\nt = K.now\n"
+            for i = 1, #st.key - 1 do
+                local var = vars[st.key[i]]
+                src[#src + 1] = format("v = t[%s] if v == nil then v = {} t[%s] = v end t = v\n", var, var)
+            end
+            local last = vars[st.key[#st.key]]
+            src[#src + 1] = format("if t[%s] == nil then t[%s] = true K.count = K.count + 1 "
+                .. "if K.count >= K.limit then K.roll() end end\n", last, last)
+            src[#src + 1] = "else A1(r, null) end\n"
+        end
+        src[#src + 1] = format("do return true end\n::%s::\n", next_label)
+    end
+    src[#src + 1] = plan.prelude and "return false\nend\n" or "return rawget(r, 1) ~= nil\nend\n"
+    if #flags > 0 then src[flags_at] = "local " .. concat(flags, ", ") .. " = false" .. string.rep(", false", #flags - 1) .. "\n" end
+    return assert(loadstring(concat(src), "=apt_netcon decide")), names
+end
+
+-- An array of scalars (its elements at 1..n, nothing else) appended to the
+-- JSON pieces B (strings as they are, their text also appended to C for
+-- the check below); "{}" when empty, as the general encoder writes it. nil
+-- for any other table (the record then goes whole).
+local function push_array(B, C, v, null, n, c)
+    local len = #v
+    if len == 0 then
+        if next(v) ~= nil then return nil end
+        n = n + 1
+        B[n] = "{}"
+        return n, c
+    end
+    if next(v, len) ~= nil then return nil end
+    n = n + 1
+    B[n] = "["
+    for i = 1, len do
+        local e = rawget(v, i)
+        if i > 1 then
+            n = n + 1
+            B[n] = ","
+        end
         local te = type(e)
         if te == "string" then
-            if set[e] then return true end
-        elseif te == "table" and not rawequal(e, null) then
-            return true -- nested: the library flattens it
+            B[n + 1], B[n + 2], B[n + 3] = '"', e, '"'
+            n = n + 3
+            c = c + 1
+            C[c] = e
+        elseif te == "number" then
+            n = n + 1
+            B[n] = encode_number_fast(e)
+        elseif te == "boolean" then
+            n = n + 1
+            B[n] = e and "true" or "false"
+        elseif null ~= nil and rawequal(e, null) then
+            n = n + 1
+            B[n] = "null"
+        else
+            return nil
         end
     end
-    return false
+    n = n + 1
+    B[n] = "]"
+    return n, c
 end
 
-
-
--- A stage's join key as one string (values joined with "\0", as
--- key_tuples joins them) when each key field holds exactly one string: the
--- common case, in straight-line code. nil when a key field has no value;
--- false for anything else (then key_tuples decides).
-local function compile_key(stage_keys)
-    local src = { "return function(r, null)\nif r[1] ~= nil then return false end\nlocal v\n" }
-    for i, sps in ipairs(stage_keys) do
-        src[#src + 1] = format("local k%d\n", i)
-        for _, keys in ipairs(sps) do
-            src[#src + 1] = "v = r[" .. format("%q", keys[1]) .. "]\n"
-            for j = 2, #keys do
-                src[#src + 1] = "if v ~= nil then if type(v) ~= 'table' or v == null then v = nil "
-                    .. "elseif v[1] ~= nil then return false else v = v[" .. format("%q", keys[j]) .. "] end end\n"
-            end
-            src[#src + 1] = format("if v ~= nil then if type(v) == 'string' and k%d == nil then k%d = v else return false end end\n", i, i)
-        end
-        src[#src + 1] = format("if k%d == nil then return nil end\n", i)
-    end
-    local parts = {}
-    for i = 1, #stage_keys do parts[i] = "k" .. i end
-    src[#src + 1] = "return " .. (#parts > 0 and concat(parts, ' .. "\\0" .. ') or '""') .. "\nend\n"
-    return assert(loadstring(concat(src), "=apt_netcon key"))()
+-- The same, each string escaped (encode_string).
+local function push_array_escaped(B, C, v, null, n, c)
+    local s = encode_flat_array(v, null)
+    if s == nil then return nil end
+    n = n + 1
+    B[n] = s
+    return n, c
 end
 
--- Every stage's tests, in their current order, as ONE straight-line
--- function (no loop, no call per test: LuaJIT runs it fast whether it
--- compiles it or interprets it): true when the record may take part in a
--- sequence (some stage's tests all hold and after(record, null, stage)
--- says so). A failing test is counted in F[test.id].
-local function compile_match(stages)
-    local src = { "local F, after, held, SETS = ...\n" }
-    for _, tests in ipairs(stages) do
-        for _, t in ipairs(tests) do src[#src + 1] = format("local S%d = SETS[%d]\n", t.id, t.id) end
-    end
-    src[#src + 1] = "return function(r, null)\nif r[1] ~= nil then return true end\nlocal v, h\n"
-    for si, tests in ipairs(stages) do
-        for _, t in ipairs(tests) do
-            local S = "S" .. t.id
-            src[#src + 1] = format("h = false -- %s\n", t.field)
-            for _, keys in ipairs(t.spellings) do
-                src[#src + 1] = "if not h then v = r[" .. format("%q", keys[1]) .. "]\n"
+-- The record reduced to the fields the detector reads (every spelling
+-- found, as a dotted member), as flat JSON; nil when a path crosses an
+-- array, or a value is not a scalar or an array of scalars (the record
+-- then goes whole, with the general encoder). Generated code, in two
+-- variants: the fast one appends strings as they are and checks them all
+-- at once at the end (one loop over their bytes: most hold nothing to
+-- escape), returning false when one needs escaping; the other escapes each.
+local function compile_reduced(fields)
+    local names, name = name_table()
+    local function variant(escaped)
+        local src = { "local B, C, encode_string, encode_number, push_array, KEYS, N = ...\n"
+            .. "local rawget, type, rawequal, concat, byte = rawget, type, rawequal, table.concat, string.byte\n"
+            .. "return function(r, null)\n"
+            .. "if rawget(r, 1) ~= nil then return nil end\n"
+            .. "local n, c, v, t = 1, 0, nil, nil\n" }
+        for f, fd in ipairs(fields) do
+            for _, keys in ipairs(fd.spellings) do
+                src[#src + 1] = format("v = rawget(r, %s)\n", name(keys[1]))
                 for j = 2, #keys do
-                    src[#src + 1] = "if v ~= nil then if type(v) ~= 'table' or v == null then v = nil "
-                        .. "elseif v[1] ~= nil then h = true v = nil else v = v[" .. format("%q", keys[j]) .. "] end end\n"
+                    src[#src + 1] = format("if v ~= nil then if type(v) ~= 'table' or rawequal(v, null) then v = nil "
+                        .. "else t = v v = rawget(t, %s) if v == nil and rawget(t, 1) ~= nil then return nil end end end\n",
+                        name(keys[j]))
                 end
-                -- A string, or an array of one or two strings (event.category,
-                -- event.type) inline; anything else through held().
-                src[#src + 1] = format("if v ~= nil then if type(v) == 'string' then h = %s[v] == true "
-                    .. "elseif type(v) == 'table' and v ~= null then "
-                    .. "local e1, e2 = v[1], v[2] "
-                    .. "if (e1 == nil or type(e1) == 'string') and (e2 == nil or type(e2) == 'string') "
-                    .. "and v[3] == nil and v[4] == nil and #v <= 2 then h = (e1 ~= nil and %s[e1] == true) or (e2 ~= nil and %s[e2] == true) "
-                    .. "else h = held(v, %s, null) end end end end\n", S, S, S, S)
+                -- KEYS[4f-3 .. 4f]: the member name and colon, first or after
+                -- a comma, then the same with the string's opening quote.
+                local key = format("if n == 1 then B[2] = KEYS[%d] else B[n + 1] = KEYS[%d] end n = n + 1\n",
+                    4 * f - 3, 4 * f - 2)
+                local key_quote = format("if n == 1 then B[2] = KEYS[%d] else B[n + 1] = KEYS[%d] end n = n + 1\n",
+                    4 * f - 1, 4 * f)
+                local string_case = escaped and (key .. "n = n + 1 B[n] = encode_string(v)\n")
+                    or (key_quote .. "B[n + 1] = v B[n + 2] = '\"' n = n + 2 c = c + 1 C[c] = v\n")
+                src[#src + 1] = "if v ~= nil then\n"
+                    .. "if type(v) == 'string' then\n" .. string_case
+                    .. "elseif type(v) == 'number' then\n" .. key .. "n = n + 1 B[n] = encode_number(v)\n"
+                    .. "elseif type(v) == 'boolean' then\n" .. key .. "n = n + 1 B[n] = v and 'true' or 'false'\n"
+                    .. "elseif rawequal(v, null) then\n" .. key .. "n = n + 1 B[n] = 'null'\n"
+                    .. "elseif type(v) == 'table' then\n" .. key
+                    .. "n, c = push_array(B, C, v, null, n, c) if n == nil then return nil end\n"
+                    .. "else return nil end\nend\n"
             end
-            src[#src + 1] = format("if not h then F[%d] = F[%d] + 1 goto stage%d end\n", t.id, t.id, si + 1)
         end
-        src[#src + 1] = format("if after(r, null, %d) then return true end\n::stage%d::\n", si, si + 1)
+        if not escaped then
+            src[#src + 1] = "if c > 0 then\nlocal all = concat(C, '', 1, c)\n"
+                .. "for i = 1, #all do local b = byte(all, i) "
+                .. "if b < 32 or b == 34 or b == 92 or b == 127 then return false end end\nend\n"
+        end
+        src[#src + 1] = "if n == 1 then return '{}' end\nn = n + 1 B[n] = '}'\nreturn concat(B, '', 1, n)\nend\n"
+        local keys = {}
+        for f, fd in ipairs(fields) do
+            local k = encode_string(fd.name) .. ":"
+            keys[4 * f - 3], keys[4 * f - 2] = k, "," .. k
+            keys[4 * f - 1], keys[4 * f] = k .. '"', "," .. k .. '"'
+        end
+        return assert(loadstring(concat(src), escaped and "=apt_netcon reduced escaped" or "=apt_netcon reduced"))(
+            { "{" }, {}, encode_string, encode_number_fast, escaped and push_array_escaped or push_array, keys, names)
     end
-    src[#src + 1] = "return false\nend\n"
-    return assert(loadstring(concat(src), "=apt_netcon match"))
+    local fast, escaped = variant(false), variant(true)
+    return function(r, null)
+        local json = fast(r, null)
+        if json == false then return escaped(r, null) end
+        return json
+    end
 end
 
 ---------------------------------------------------------------------------
 -- Instances: one detector each, with the callbacks over it.
 
 local MAX_REPORTED = 5
-local REORDER_EVERY = 16384
+-- The decision's tests are put in order by how often each fails, counted
+-- on one record in CENSUS_EVERY (one in CENSUS_FIRST at first), from the
+-- record REORDER_FIRST on and then every REORDER_EVERY records. (The
+-- census runs interpreted, about 10 µs: rarely.)
+local CENSUS_FIRST, CENSUS_EVERY = 4, 4096
+local REORDER_FIRST, REORDER_EVERY = 1024, 65536
+local KEY_GENERATION = 262144
 
 local function load_footprint(det)
     if not has_footprint then return nil end
     if lib.aptnc_footprint(det, out_ptr, out_len) ~= STATUS_OK then return nil end
     local fp = decode(ffi.string(out_ptr[0], out_len[0]))
-    if fp.whole_record then return nil end
-    local fields, names = {}, {}
+    if type(fp) ~= "table" or fp.whole_record or type(fp.fields) ~= "table" or #fp.fields == 0 then return nil end
+    local fields = {}
     for i, name in ipairs(fp.fields) do
         local sps = spellings(name)
         if not sps then return nil end
-        local key = encode_string(name) .. ":"
-        fields[i] = { name = name, spellings = sps, key = key, comma_key = "," .. key }
-        names[name] = true
+        fields[i] = { name = name, spellings = sps }
+    end
+    -- The fields tested or keyed, by index (the decision's variables), the
+    -- test sets, and the stages.
+    local index, tested, tested_names, sets = {}, {}, {}, {}
+    local function field_index(name)
+        if not index[name] then
+            local sps = spellings(name)
+            if not sps then return nil end
+            tested[#tested + 1] = sps
+            tested_names[#tested] = name
+            index[name] = #tested
+        end
+        return index[name]
     end
     local stages = {}
     for s, tests in ipairs(fp.stages or {}) do
-        stages[s] = {}
+        local st = { tests = {} }
         for t, test in ipairs(tests) do
             local set = {}
             for _, lit in ipairs(test[2]) do set[lit] = true end
-            local sps = spellings(test[1])
-            if not sps then return nil end
-            stages[s][t] = { field = test[1], spellings = sps, set = set, fails = 0 }
+            local f = field_index(test[1])
+            if not f then return nil end
+            sets[#sets + 1] = set
+            st.tests[t] = { field = f, set = #sets, id = #sets, order = #sets }
         end
+        if #st.tests == 0 then stages = {} break end
+        stages[s] = st
+    end
+    -- Prelude candidates: a field tested in every stage, with the union of
+    -- one of its test sets per stage (a record that holds none of them can
+    -- match no stage).
+    local candidates = {}
+    if #stages > 0 then
+        local seen = {}
+        for _, t0 in ipairs(stages[1].tests) do
+            local union, in_all = {}, true
+            for _, st in ipairs(stages) do
+                local found
+                for _, t in ipairs(st.tests) do
+                    if t.field == t0.field then found = t break end
+                end
+                if not found then in_all = false break end
+                for lit in pairs(sets[found.set]) do union[lit] = true end
+            end
+            if in_all and not seen[t0.field] then
+                seen[t0.field] = true
+                sets[#sets + 1] = union
+                candidates[#candidates + 1] = { field = t0.field, set = #sets, id = #sets }
+            end
+        end
+    end
+    -- Join keys: the same number of fields in every stage, else no key check.
+    local keys, key_sps = {}, {}
+    for s, paths in ipairs(fp.keys or {}) do
+        keys[s], key_sps[s] = {}, {}
+        for i, path in ipairs(paths) do
+            local f = field_index(path)
+            if not f then return nil end
+            keys[s][i] = f
+            key_sps[s][i] = tested[f]
+        end
+    end
+    local keyed = #stages > 0 and #keys == #stages
+    for s = 1, #keys do
+        if #keys[s] == 0 or #keys[s] ~= #keys[1] then keyed = false end
     end
     local roots = {}
     for _, r in ipairs(fp.alert_roots or {}) do roots[#roots + 1] = r end
-    local keys = {}
-    for s, paths in ipairs(fp.keys or {}) do
-        keys[s] = {}
-        for i, path in ipairs(paths) do
-            local sps = spellings(path)
-            if not sps then return nil end
-            keys[s][i] = sps
-        end
-    end
-    if #keys ~= #stages then keys = nil end
-    return { fields = fields, names = names, stages = stages, keys = keys, roots = roots }
+    return { fields = fields, tested = tested, tested_names = tested_names, sets = sets, stages = stages,
+        candidates = candidates,
+        keys = keyed and keys or nil, key_sps = keyed and key_sps or nil, roots = roots }
 end
 
 local function new_instance(opts)
@@ -985,116 +1320,200 @@ local function new_instance(opts)
         detector = ffi.gc(detp[0], function(d) lib.aptnc_free(d) end)
     end
 
-    -- nil: every record goes whole, as before aptnc_footprint.
-    local fp = load_footprint(detector)
-    local stages = fp and #fp.stages > 0 and fp.stages or nil
+    -- nil: every record goes whole (no footprint: a rule on the generic
+    -- engine, a rule pack, max_lateness above 0, an older library; or
+    -- opts.footprint == false, for tests).
+    local fp
+    if opts.footprint ~= false then
+        local ok, res = pcall(load_footprint, detector)
+        fp = ok and res or nil
+    end
+    -- The first member of every spelling of the fields read.
     local first_segments = {}
     if fp then
-        for _, f in ipairs(fp.fields) do first_segments[f.spellings[1][1]] = true end
+        for _, f in ipairs(fp.fields) do
+            for _, keys in ipairs(f.spellings) do first_segments[keys[1]] = true end
+        end
         if opts.key_check == false then fp.keys = nil end
     end
 
-    local lua_errors, errors_reported, skipped, checks = 0, 0, 0, 0
+    local lua_errors, errors_reported, skipped = 0, 0, 0
     local unparsed_warned = false
     local next_stats = interval > 0 and os.time() + interval or nil
 
-    -- The join keys of the first-stage records sent (two generations, so
-    -- that at least the last KEY_GENERATION are remembered): a record that
-    -- can only match a later stage is sent when its key is among them.
-    local keys = fp and fp.keys
-    local KEY_GENERATION = 262144
-    local keys_now, keys_before, keys_count, any_key = {}, {}, 0, false
-    local function remember(tuples)
-        if not tuples then
-            any_key = true -- a first-stage key the glue cannot read: send every later-stage record
-            return
-        end
-        if type(tuples) == "string" then tuples = { tuples } end
-        for _, t in ipairs(tuples) do
-            if not keys_now[t] then
-                keys_now[t] = true
-                keys_count = keys_count + 1
-            end
-        end
-        if keys_count >= KEY_GENERATION then
-            keys_before, keys_now, keys_count = keys_now, {}, 0
+    local function lua_error(err)
+        lua_errors = lua_errors + 1
+        if errors_reported < MAX_REPORTED then
+            errors_reported = errors_reported + 1
+            pcall(log, "[" .. label .. "] record passed through: " .. tostring(err)
+                .. (errors_reported == MAX_REPORTED and " (further errors are only counted)" or ""))
         end
     end
-    local function known(tuples)
+
+    -- The join keys of the first-stage records sent, as nested tables (one
+    -- level per key field, `true` at the end), in two generations, so that
+    -- at least the last KEY_GENERATION are remembered: a record that can
+    -- only match a later stage is sent when its key is among them.
+    local K = { now = {}, before = {}, any = false, count = 0, limit = KEY_GENERATION }
+    function K.roll()
+        K.before, K.now, K.count = K.now, {}, 0
+    end
+    local function remember(tuples)
+        if not tuples then
+            K.any = true -- a first-stage key the glue cannot read: send every later-stage record
+            return
+        end
+        for _, tuple in ipairs(tuples) do
+            local t, n = K.now, #tuple
+            for i = 1, n - 1 do
+                local nt = t[tuple[i]]
+                if nt == nil then
+                    nt = {}
+                    t[tuple[i]] = nt
+                end
+                t = nt
+            end
+            if not t[tuple[n]] then
+                t[tuple[n]] = true
+                K.count = K.count + 1
+            end
+        end
+        if K.count >= K.limit then K.roll() end
+    end
+    local function found(map, tuple)
+        local t = map
+        for i = 1, #tuple do
+            t = t[tuple[i]]
+            if t == nil then return false end
+        end
+        return t == true
+    end
+    -- After stage 1's tests passed: remember the record's key.
+    local function after_first(record, null)
+        remember(key_tuples(record, fp.key_sps[1], null))
+    end
+    -- The exact key check of a later stage s (values that are not one
+    -- string per field).
+    local function key_known(record, s, null)
+        local tuples = key_tuples(record, fp.key_sps[s], null)
         if not tuples then return true end
-        if type(tuples) == "string" then return keys_now[tuples] or keys_before[tuples] or false end
-        for _, t in ipairs(tuples) do
-            if keys_now[t] or keys_before[t] then return true end
+        for _, tuple in ipairs(tuples) do
+            if found(K.now, tuple) or found(K.before, tuple) then return true end
         end
         return false
     end
-    local key_fns = {}
-    if keys then
-        for s = 1, #keys do key_fns[s] = compile_key(keys[s]) end
-    end
-    -- The key of the record for stage s: a string, a list, {} (none) or
-    -- nil (unsure).
-    local function key_of(record, s, null)
-        local k = key_fns[s](record, null)
-        if k == nil then return {} end
-        if k == false then return key_tuples(record, keys[s], null) end
-        return k
-    end
-    -- After stage s's tests passed: must the record go to the library?
-    local function after(record, null, s)
-        if not keys then return true end
-        if s == 1 then
-            remember(key_of(record, 1, null))
-            return true
-        end
-        return any_key or known(key_of(record, s, null))
-    end
 
-    -- The stages' tests compiled into one function (compile_match), tried
-    -- most often failing first: most records stop at the first test of
-    -- each stage.
-    local fails, sets, match_fn = {}, {}, nil
-    local function recompile()
-        match_fn = compile_match(stages)(fails, after, value_may_hold, sets)
+    -- The decision (nil: every record goes to the library) and its census.
+    local plan, decide, census, census_every, checks, next_census, next_reorder
+    local FC, AT = {}, { [0] = 0 }
+    local function build()
+        local f, names = compile_decide(plan)
+        decide = f(fp.sets, fp.tested, FC, K, after_first, key_known, holds, array_holds, NL, MULTI, UNSURE,
+            names, AT)
+        f, names = compile_decide(plan, true)
+        census = f(fp.sets, fp.tested, FC, K, after_first, key_known, holds, array_holds, NL, MULTI, UNSURE,
+            names, AT)
     end
-    if stages then
-        local id = 0
-        for _, tests in ipairs(stages) do
-            for _, t in ipairs(tests) do
-                id = id + 1
-                t.id = id
-                fails[id], sets[id] = 0, t.set
+    -- The tables a field's nested spelling goes through ("process" and
+    -- "process.parent" for process.parent.name): what looking it up costs.
+    local through = {}
+    if fp and #fp.stages > 0 then
+        plan = { fields = fp.tested, sets = fp.sets, candidates = fp.candidates, stages = {} }
+        for s, st in ipairs(fp.stages) do
+            local tests = {}
+            for i, t in ipairs(st.tests) do tests[i] = t end
+            local key = fp.keys and fp.keys[s] or nil
+            if key and s > 1 then
+                -- A later stage's key check is one more test, put in order
+                -- with the others.
+                tests[#tests + 1] = { key = key, stage = s, id = #fp.sets + s, order = #fp.sets + s }
             end
+            plan.stages[s] = { tests = tests, key = key }
         end
-        recompile()
+        for i = 1, #fp.sets + #fp.stages do FC[i] = 0 end
+        for f = 1, #fp.tested do AT[f] = 0 end
+        for f, name in ipairs(fp.tested_names) do
+            local list, start = {}, 1
+            while true do
+                local dot = find(name, ".", start, true)
+                if not dot then break end
+                list[#list + 1] = sub(name, 1, dot - 1)
+                start = dot + 1
+            end
+            through[f] = list
+        end
+        census_every, checks, next_census, next_reorder = CENSUS_FIRST, 0, CENSUS_FIRST, REORDER_FIRST
+        -- A rule beyond what generated code can hold (LuaJIT's limits on
+        -- locals): every record goes to the library.
+        if not pcall(build) then plan, decide, census = nil, nil, nil end
     end
-    local function by_fails(a, b)
-        if fails[a.id] ~= fails[b.id] then return fails[a.id] > fails[b.id] end
-        return a.id < b.id
-    end
+    -- The order. The prelude: the candidate that fails most often (if any
+    -- ever failed). Then in each stage, one test after the other, the one
+    -- that fails most often for what it costs: a field already looked up
+    -- is almost free; else one per table not yet gone through. (The
+    -- census counts the stage tests on records that pass the prelude.)
     local function reorder()
-        local changed = false
-        for s = 1, #stages do
-            local tests = stages[s]
-            local before = {}
-            for i, t in ipairs(tests) do before[i] = t.id end
-            sort(tests, by_fails)
-            for i, t in ipairs(tests) do if t.id ~= before[i] then changed = true end end
+        local best
+        for _, c in ipairs(plan.candidates) do
+            if FC[c.id] > 0 and (not best or FC[c.id] > FC[best.id]) then best = c end
         end
-        for k, v in pairs(fails) do fails[k] = floor(v / 2) end
-        if changed then recompile() end
+        local changed = best ~= plan.prelude
+        plan.prelude = best
+        for _, st in ipairs(plan.stages) do
+            local loaded, seen = {}, {}
+            local function fields_of(t) return t.key or { t.field } end
+            local function cost(t)
+                local c = 0
+                for _, f in ipairs(fields_of(t)) do
+                    if not loaded[f] then
+                        c = c + 1 + 1.5 * AT[f] / (AT[0] + 1)
+                        for _, p in ipairs(through[f]) do
+                            if not seen[p] then c = c + 1 end
+                        end
+                    end
+                end
+                return c + 0.25
+            end
+            local function take(t)
+                for _, f in ipairs(fields_of(t)) do
+                    loaded[f] = true
+                    for _, p in ipairs(through[f]) do seen[p] = true end
+                end
+            end
+            if best then take(best) end
+            local rest, order = {}, {}
+            for i, t in ipairs(st.tests) do rest[i] = t end
+            while #rest > 0 do
+                local bi, bs
+                for i, t in ipairs(rest) do
+                    local score = FC[t.id] / cost(t)
+                    if not bi or score > bs or (score == bs and t.order < rest[bi].order) then bi, bs = i, score end
+                end
+                local t = table.remove(rest, bi)
+                take(t)
+                order[#order + 1] = t
+            end
+            for i, t in ipairs(order) do if t ~= st.tests[i] then changed = true end end
+            st.tests = order
+        end
+        for i = 1, #FC do FC[i] = floor(FC[i] / 2) end
+        for f = 0, #AT do AT[f] = floor(AT[f] / 2) end
+        if changed then build() end
+    end
+    local function census_step(record, null)
+        next_census = checks + census_every
+        census(record, null) -- generated like decide: raises nothing
+        if checks >= next_reorder then
+            next_reorder = checks + REORDER_EVERY
+            census_every = CENSUS_EVERY
+            local ok, err = pcall(reorder)
+            if not ok then lua_error(err) end
+        end
     end
 
-    -- True when the record may take part in a sequence, so it must go to
-    -- the library (see the header comment).
-    local function may_match(record, null)
-        checks = checks + 1
-        if checks >= REORDER_EVERY then
-            checks = 0
-            reorder()
-        end
-        return match_fn(record, null)
-    end
+    -- nil (records go whole) when it cannot be generated.
+    local reduced = fp and select(2, pcall(compile_reduced, fp.fields)) or nil
+    if type(reduced) ~= "function" then reduced, decide = nil, nil end
 
     -- Once: a record of a single string member that is none of the fields
     -- the rule reads (`{"log": "..."}`) was not parsed as JSON upstream.
@@ -1107,6 +1526,40 @@ local function new_instance(opts)
                 .. "Parse the log line as JSON before this filter (a `Parser json` on the input, or a "
                 .. "`parser` filter with `Key_Name " .. k .. "`)")
         end
+    end
+
+    -- The library's warnings (e.g. stage matches without @timestamp),
+    -- logged; the log function (the caller's) may raise: protected.
+    local function take_warning()
+        if has_take_warning and lib.aptnc_take_warning(detector, warn_ptr, warn_len) == STATUS_OK
+            and warn_len[0] > 0 then
+            local ok, err = pcall(log, "[" .. label .. "] " .. ffi.string(warn_ptr[0], warn_len[0]))
+            if not ok then lua_error(err) end
+        end
+    end
+
+    -- The alert the library wrote into the reduced record, merged into the
+    -- record table.
+    local function annotate(record, text, null)
+        local t = decode(text, null)
+        local roots = {}
+        for _, r in ipairs(fp.roots) do roots[r] = t[r] end
+        merge_alert(record, roots, null)
+        return record
+    end
+
+    -- A reduced record to the library: the annotated record table, or nil.
+    local function send_reduced(record, json, null)
+        local st = lib.aptnc_filter(detector, json, #json, out_ptr, out_len)
+        if st == STATUS_ANNOTATED then
+            -- The output belongs to the detector until its next call: copy it now.
+            local ok, res = pcall(annotate, record, ffi.string(out_ptr[0], out_len[0]), null)
+            if ok then return res end
+            lua_error(res)
+            return nil
+        end
+        take_warning()
+        return nil
     end
 
     -- Standalone alert records (max_lateness above 0, or several results
@@ -1129,72 +1582,73 @@ local function new_instance(opts)
         return alerts
     end
 
-    -- The annotated record as a table (nil to leave the record alone), and
-    -- the standalone alerts that came out (nil when none).
-    local function evaluate(record)
-        local null = flb_null -- set by Fluent Bit when enable_flb_null is on
-        if stages and not may_match(record, null) then
-            skipped = skipped + 1
-            -- One record in 64 is enough to notice a stream of them.
-            if not unparsed_warned and skipped % 64 == 1 then check_unparsed(record) end
-            return nil
-        end
-        local json = fp and encode_reduced(fp.fields, record, null)
-        local reduced = json ~= nil
-        if not reduced then json = encode(record, null) end
+    -- The whole record to the library (no footprint, or a record the
+    -- reduced encoder leaves to it): the annotated record as a table (nil
+    -- to leave the record alone), and the standalone alerts that came out
+    -- (nil when none).
+    local function evaluate_whole(record)
+        local null = flb_null
+        local json = encode(record, null)
         local st = lib.aptnc_filter(detector, json, #json, out_ptr, out_len)
         local annotated
-        -- The library's warnings (e.g. stage matches without @timestamp).
-        if has_take_warning and st ~= STATUS_ANNOTATED
-            and lib.aptnc_take_warning(detector, warn_ptr, warn_len) == STATUS_OK and warn_len[0] > 0 then
-            log("[" .. label .. "] " .. ffi.string(warn_ptr[0], warn_len[0]))
-        end
         if st == STATUS_ANNOTATED then
-            -- The output belongs to the detector until its next call: copy it now.
-            local t = decode(ffi.string(out_ptr[0], out_len[0]), null)
-            if reduced then
-                local roots = {}
-                for _, r in ipairs(fp.roots) do roots[r] = t[r] end
-                merge_alert(record, roots, null)
-                annotated = record
-            else
-                annotated = t
-            end
-        end -- else UNCHANGED, or counted by the library
+            annotated = decode(ffi.string(out_ptr[0], out_len[0]), null)
+        else
+            take_warning()
+        end
         if fp then return annotated, nil end -- no standalone alerts (see load_footprint)
         return annotated, standalone_alerts(null)
     end
 
-    -- The records to return: the annotated one, or (when alerts came out) an
-    -- array of the record, annotated or as it came, followed by the alerts.
-    local function results(record, annotated, alerts)
+    local stats -- below
+
+    local function log_stats()
+        next_stats = os.time() + interval
+        local t = stats()
+        log(format("[%s] records=%d skipped=%d annotated=%d standalone_alerts=%d pending=%d errors=%d lua_errors=%d",
+            label, t.records, t.skipped, t.annotated, t.standalone_alerts, t.pending,
+            t.invalid_json + t.not_an_object + t.too_deep + t.too_large + t.bad_timestamp + t.annotate_failed,
+            t.lua_errors))
+    end
+
+    -- What to return for `record`: nil (leave it alone), the annotated
+    -- record, or (when standalone alerts came out) an array of the record,
+    -- annotated or as it came, followed by the alerts. Never raises.
+    local function filter(record)
+        if next_stats ~= nil and os.time() >= next_stats then
+            local ok, err = pcall(log_stats)
+            if not ok then lua_error(err) end
+        end
+        if type(record) ~= "table" then return nil end
+        if reduced ~= nil then
+            local null = flb_null -- set by Fluent Bit when enable_flb_null is on
+            if decide ~= nil then
+                checks = checks + 1
+                if checks >= next_census then census_step(record, null) end
+                if not decide(record, null) then
+                    -- Can match no stage (or only a later one, with a key
+                    -- no first-stage record had): left alone, counted here.
+                    skipped = skipped + 1
+                    -- One record in 1024 is enough to notice a stream of them.
+                    if not unparsed_warned and skipped % 1024 == 1 then
+                        local ok, err = pcall(check_unparsed, record)
+                        if not ok then lua_error(err) end
+                    end
+                    return nil
+                end
+            end
+            local json = reduced(record, null)
+            if json ~= nil then return send_reduced(record, json, null) end
+        end
+        local ok, annotated, alerts = pcall(evaluate_whole, record)
+        if not ok then
+            lua_error(annotated)
+            return nil
+        end
         if not alerts then return annotated end
         local out = { annotated or record }
         for i = 1, #alerts do out[i + 1] = alerts[i] end
         return out
-    end
-
-    local stats -- below
-
-    local function safe_evaluate(record)
-        if next_stats and os.time() >= next_stats then
-            next_stats = os.time() + interval
-            local t = stats()
-            log(format("[%s] records=%d skipped=%d annotated=%d standalone_alerts=%d pending=%d errors=%d lua_errors=%d",
-                label, t.records, t.skipped, t.annotated, t.standalone_alerts, t.pending,
-                t.invalid_json + t.not_an_object + t.too_deep + t.too_large + t.bad_timestamp + t.annotate_failed,
-                t.lua_errors))
-        end
-        if type(record) ~= "table" then return nil end
-        local ok, result, alerts = pcall(evaluate, record)
-        if ok then return results(record, result, alerts) end
-        lua_errors = lua_errors + 1
-        if errors_reported < MAX_REPORTED then
-            errors_reported = errors_reported + 1
-            log("[" .. label .. "] record passed through: " .. tostring(result)
-                .. (errors_reported == MAX_REPORTED and " (further errors are only counted)" or ""))
-        end
-        return nil
     end
 
     -- The library's counters plus `lua_errors` (records passed through
@@ -1213,24 +1667,35 @@ local function new_instance(opts)
 
     local inst = {}
     function inst.apt_netcon(tag, ts, record)
-        local annotated = safe_evaluate(record)
-        if annotated then return 2, ts, annotated end
+        local out = filter(record)
+        if out ~= nil then return 2, ts, out end
         return 0, ts, record
     end
 
     function inst.apt_netcon_v2(tag, ts, group_attrs, metadata, record)
         if record == nil and metadata == nil then
             -- Called the 3-argument way: (tag, ts, record).
-            return inst.apt_netcon(tag, ts, group_attrs)
+            local out = filter(group_attrs)
+            if out ~= nil then return 2, ts, out end
+            return 0, ts, group_attrs
         end
-        local annotated = safe_evaluate(record)
-        if annotated then return 2, ts, metadata, annotated end
+        local out = filter(record)
+        if out ~= nil then return 2, ts, metadata, out end
         return 0, ts, metadata, record
     end
 
     inst.stats = stats
     -- How records cross: "reduced" (the fields read), or "whole".
-    inst.mode = fp and "reduced" or "whole"
+    inst.mode = reduced and "reduced" or "whole"
+    -- For tests and diagnostics: the decision as it is now (true: the
+    -- record goes to the library), its plan (tests in their order) and the
+    -- footprint; nil when records go whole.
+    inst.internals = {
+        decide = decide and function(r, null) return decide(r, null) end,
+        reduced = reduced,
+        plan = plan,
+        footprint = fp,
+    }
     return inst
 end
 

@@ -12,6 +12,20 @@
 //		_ = err       // non-nil: why the record could not be read (counted in Stats)
 //	}
 //
+// # Rule packs
+//
+// A config with "rules" (a list of built-in names and rule files) or
+// "rules_dir" (every .toml and .eql file of a directory) runs a rule pack:
+// Filter then returns every record as it came (annotated false), and every
+// match is a standalone alert record of its own ("event.kind": "signal",
+// its rule's "rule" fields): one record completing k rules gives k alerts,
+// in the pack's rule order. Flush hands them over (call it after each
+// record whose Filter raised Stats().StandaloneAlerts, and forward its
+// Alerts right after the record); FilterChunk appends them to the chunk it
+// returns. A rule that does not load makes New fail with every such rule
+// listed, unless "skip_broken_rules" is true; RulesReport then lists them,
+// with each rule's counters.
+//
 // # Linking
 //
 // The module path is example.com/aptnetcon (no public path yet): from
@@ -70,6 +84,7 @@ package aptnetcon
 import "C"
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -282,6 +297,14 @@ type Stats struct {
 	BadTimestamp             uint64
 	AnnotateFailed           uint64
 	Pending                  uint64 // partial sequences held now
+	Excluded                 uint64 // events excluded by an exception item
+	EvictedByHostCap         uint64
+	EvictedByBytes           uint64
+	FutureTimestamp          uint64
+	Held                     uint64 // events held back for max_lateness now
+	HeldForced               uint64
+	StandaloneAlerts         uint64 // alerts given as records of their own (a rule pack, max_lateness)
+	AlertsDropped            uint64
 }
 
 // Stats reads the detector's counters.
@@ -319,7 +342,102 @@ func (d *Detector) Stats() (Stats, error) {
 		BadTimestamp:             uint64(s.bad_timestamp),
 		AnnotateFailed:           uint64(s.annotate_failed),
 		Pending:                  uint64(s.pending),
+		Excluded:                 uint64(s.excluded),
+		EvictedByHostCap:         uint64(s.evicted_by_host_cap),
+		EvictedByBytes:           uint64(s.evicted_by_bytes),
+		FutureTimestamp:          uint64(s.future_timestamp),
+		Held:                     uint64(s.held),
+		HeldForced:               uint64(s.held_forced),
+		StandaloneAlerts:         uint64(s.standalone_alerts),
+		AlertsDropped:            uint64(s.alerts_dropped),
 	}, nil
+}
+
+// RuleCounters is one rule's part of a RulesReport.
+type RuleCounters struct {
+	RuleID string
+	Name   string
+	Engine string // "fast" or "generic"
+	Alerts uint64 // alerts the rule gave
+	// Every counter of the rule by its aptnc_stats field name ("records":
+	// for a rule of a pack, the records it was tested on; "annotated",
+	// "sequences_completed", "pending", ...).
+	Counters map[string]uint64
+}
+
+// SkippedRule is a rule of a pack that did not load (skip_broken_rules).
+type SkippedRule struct {
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+}
+
+// RulesReport is each rule's counters, in the pack's order (one rule for a
+// detector of one rule), and the rules that did not load.
+type RulesReport struct {
+	Rules   []RuleCounters
+	Skipped []SkippedRule
+}
+
+// RulesReportJSON is the report as the library writes it
+// (aptnc_rules_report): {"rules":[{"rule_id","name","engine","alerts",
+// ...counters}],"skipped":[{"name","reason"}]}.
+func (d *Detector) RulesReportJSON() ([]byte, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.det == nil {
+		return nil, ErrClosed
+	}
+	var out *C.uint8_t
+	var outLen C.size_t
+	if st := Status(C.aptnc_rules_report(d.det, &out, &outLen)); st != StatusOK {
+		return nil, &Error{Status: st, Message: st.String()}
+	}
+	return copyOut(out, outLen), nil
+}
+
+// RulesReport reads each rule's counters and the rules that did not load.
+func (d *Detector) RulesReport() (RulesReport, error) {
+	text, err := d.RulesReportJSON()
+	if err != nil {
+		return RulesReport{}, err
+	}
+	var raw struct {
+		Rules   []map[string]json.RawMessage `json:"rules"`
+		Skipped []SkippedRule                `json:"skipped"`
+	}
+	if err := json.Unmarshal(text, &raw); err != nil {
+		return RulesReport{}, fmt.Errorf("apt_netcon: rules report: %w", err)
+	}
+	r := RulesReport{Rules: make([]RuleCounters, 0, len(raw.Rules)), Skipped: raw.Skipped}
+	if r.Skipped == nil {
+		r.Skipped = []SkippedRule{}
+	}
+	for _, m := range raw.Rules {
+		rc := RuleCounters{Counters: make(map[string]uint64, len(m))}
+		for k, v := range m {
+			var err error
+			switch k {
+			case "rule_id":
+				err = json.Unmarshal(v, &rc.RuleID)
+			case "name":
+				err = json.Unmarshal(v, &rc.Name)
+			case "engine":
+				err = json.Unmarshal(v, &rc.Engine)
+			case "alerts":
+				err = json.Unmarshal(v, &rc.Alerts)
+			default:
+				var n uint64
+				if json.Unmarshal(v, &n) == nil { // members that are not counters are left out
+					rc.Counters[k] = n
+				}
+			}
+			if err != nil {
+				return RulesReport{}, fmt.Errorf("apt_netcon: rules report: %s: %w", k, err)
+			}
+		}
+		r.Rules = append(r.Rules, rc)
+	}
+	return r, nil
 }
 
 // FlushReport is what Flush or Finish did.

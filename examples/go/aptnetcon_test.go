@@ -556,3 +556,177 @@ func TestFilterChunk(t *testing.T) {
 		t.Errorf("FilterChunk(garbage) = %x %v %v", out, annotated, err)
 	}
 }
+
+// ---------------------------------------------------------------------------
+// Rule packs: one record completing several rules.
+
+// writePack writes, in file-name order, a_port, b_addr, the three-stage
+// c_seq (all three completed by packRecords[2]) and d_quiet (never
+// matches), plus, with broken, e_broken and f_broken (which do not load).
+func writePack(t *testing.T, broken bool) string {
+	dir := t.TempDir()
+	files := map[string]string{
+		"a_port.eql":  "network where destination.port == 4444\n",
+		"b_addr.eql":  "network where destination.address == \"203.0.113.9\"\n",
+		"c_seq.eql":   "sequence by host.id\n  [process where process.name == \"stage1\"]\n  [file where file.name == \"stage2\"]\n  [network where destination.port == 4444]\n",
+		"d_quiet.eql": "process where process.name == \"never-seen\"\n",
+	}
+	if broken {
+		files["e_broken.eql"] = "network where destination.port ==\n"
+		files["f_broken.eql"] = "this is not eql\n"
+	}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+var packRecords = [][]byte{
+	[]byte(`{"@timestamp":"2026-03-14T09:30:00.000Z","event":{"category":["process"],"id":"e1"},"host":{"id":"h1"},"process":{"name":"stage1","entity_id":"p1"}}`),
+	[]byte(`{"@timestamp":"2026-03-14T09:30:01.000Z","event":{"category":["file"],"id":"e2"},"host":{"id":"h1"},"file":{"name":"stage2"}}`),
+	[]byte(`{"@timestamp":"2026-03-14T09:30:02.000Z","event":{"category":["network"],"id":"e3"},"host":{"id":"h1"},"destination":{"port":4444,"address":"203.0.113.9","ip":"203.0.113.9"}}`),
+}
+
+func packConfig(dir string, skip bool) string {
+	cfg, _ := json.Marshal(map[string]interface{}{"rules_dir": dir, "skip_broken_rules": skip})
+	return string(cfg)
+}
+
+// checkPackAlerts: each alert is the completing record with event.kind
+// "signal" and its rule's name, in the order given.
+func checkPackAlerts(t *testing.T, alerts [][]byte, names []string) {
+	t.Helper()
+	if len(alerts) != len(names) {
+		t.Fatalf("%d alerts, want %d: %s", len(alerts), len(names), bytes.Join(alerts, []byte("\n")))
+	}
+	for i, a := range alerts {
+		var m map[string]interface{}
+		if err := json.Unmarshal(a, &m); err != nil {
+			t.Fatalf("alert %d: %v: %s", i, err, a)
+		}
+		if field(m, "event.kind") != "signal" || field(m, "rule.name") != names[i] || field(m, "event.id") != "e3" {
+			t.Errorf("alert %d: kind %v, rule %v, event %v; want signal, %s, e3", i,
+				field(m, "event.kind"), field(m, "rule.name"), field(m, "event.id"), names[i])
+		}
+	}
+}
+
+func TestPackGivesOneAlertPerRuleAfterTheRecord(t *testing.T) {
+	d := newDetector(t, packConfig(writePack(t, false), false))
+	var alerts [][]byte
+	seen := uint64(0)
+	for i, rec := range packRecords {
+		out, annotated, err := d.Filter(rec)
+		if err != nil || annotated || !bytes.Equal(out, rec) {
+			t.Fatalf("record %d: annotated %v, err %v: a pack forwards every record as it came", i+1, annotated, err)
+		}
+		st, _ := d.Stats()
+		if st.StandaloneAlerts == seen {
+			continue
+		}
+		if i != 2 {
+			t.Fatalf("record %d gave alerts", i+1)
+		}
+		seen = st.StandaloneAlerts
+		r, err := d.Flush()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.AlertCount != 3 {
+			t.Fatalf("AlertCount %d, want 3", r.AlertCount)
+		}
+		for _, line := range bytes.Split(bytes.TrimSuffix(r.Alerts, []byte("\n")), []byte("\n")) {
+			alerts = append(alerts, line)
+		}
+	}
+	checkPackAlerts(t, alerts, []string{"a_port", "b_addr", "c_seq"})
+	if st, _ := d.Stats(); st.Records != 3 || st.Annotated != 0 || st.StandaloneAlerts != 3 {
+		t.Errorf("stats %+v", st)
+	}
+
+	rep, err := d.RulesReport()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range rep.Rules {
+		got = append(got, fmt.Sprintf("%s:%d", r.Name, r.Alerts))
+		if r.RuleID == "" || (r.Engine != "fast" && r.Engine != "generic") {
+			t.Errorf("rule %+v", r)
+		}
+	}
+	if want := "[a_port:1 b_addr:1 c_seq:1 d_quiet:0]"; fmt.Sprint(got) != want {
+		t.Errorf("rules %v, want %s", got, want)
+	}
+	if rep.Rules[2].Counters["sequences_completed"] != 1 || rep.Rules[2].Counters["records"] < 3 {
+		t.Errorf("c_seq counters %v", rep.Rules[2].Counters)
+	}
+	if len(rep.Skipped) != 0 {
+		t.Errorf("skipped %v", rep.Skipped)
+	}
+	text, err := d.RulesReportJSON()
+	if err != nil || !bytes.HasPrefix(text, []byte(`{"rules":[{"rule_id":`)) {
+		t.Errorf("RulesReportJSON: %s, %v", text, err)
+	}
+
+	// The same through FilterChunk: the chunk's records, then the alerts.
+	d2 := newDetector(t, packConfig(writePack(t, false), false))
+	var chunk bytes.Buffer
+	for i, rec := range packRecords {
+		if err := fbRecord(&chunk, 1773480600+uint32(i), 0, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, annotated, err := d2.FilterChunk(chunk.Bytes())
+	if err != nil || !annotated || !bytes.HasPrefix(out, chunk.Bytes()) {
+		t.Fatalf("FilterChunk: annotated %v, %v; the chunk's records must come first, unchanged", annotated, err)
+	}
+	tail := out[chunk.Len():]
+	pos := []int{bytes.Index(tail, []byte("a_port")), bytes.Index(tail, []byte("b_addr")), bytes.Index(tail, []byte("c_seq"))}
+	if pos[0] < 0 || pos[0] > pos[1] || pos[1] > pos[2] || bytes.Count(tail, []byte("signal")) != 3 {
+		t.Errorf("appended alerts out of rule order or missing: %v", pos)
+	}
+	d.Close()
+	if _, err := d.RulesReport(); err != ErrClosed {
+		t.Errorf("RulesReport after Close: %v", err)
+	}
+}
+
+func TestPackWithBrokenRules(t *testing.T) {
+	dir := writePack(t, true)
+	_, err := New(packConfig(dir, false))
+	var e *Error
+	if !errors.As(err, &e) || e.Status != StatusConfigError || e.Key != "rules_dir" {
+		t.Fatalf("New with broken rules: %v", err)
+	}
+	for _, want := range []string{"2 of 6 rules do not load", "e_broken.eql: ", "f_broken.eql: "} {
+		if !strings.Contains(e.Message, want) {
+			t.Errorf("error %q lacks %q", e.Message, want)
+		}
+	}
+
+	d := newDetector(t, packConfig(dir, true))
+	rep, err := d.RulesReport()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rules) != 4 || len(rep.Skipped) != 2 ||
+		!strings.HasSuffix(rep.Skipped[0].Name, "e_broken.eql") || rep.Skipped[0].Reason == "" ||
+		!strings.HasSuffix(rep.Skipped[1].Name, "f_broken.eql") || rep.Skipped[1].Reason == "" {
+		t.Errorf("report %+v", rep)
+	}
+	for _, rec := range packRecords {
+		d.Filter(rec)
+	}
+	r, _ := d.Flush()
+	checkPackAlerts(t, bytes.Split(bytes.TrimSuffix(r.Alerts, []byte("\n")), []byte("\n")), []string{"a_port", "b_addr", "c_seq"})
+
+	// The default detector: its one rule, nothing skipped.
+	one := newDetector(t, "")
+	rep, err = one.RulesReport()
+	if err != nil || len(rep.Rules) != 1 || rep.Rules[0].RuleID != "eaef8a35-12e0-4ac0-bc14-81c72b6bd27c" || len(rep.Skipped) != 0 {
+		t.Errorf("default report %+v, %v", rep, err)
+	}
+}

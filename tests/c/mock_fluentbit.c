@@ -1091,6 +1091,171 @@ static void test_null_arguments(void) {
     plugin_unload(&pl);
 }
 
+/* ------------------------------------------------------------------------ */
+/* A rule pack. */
+
+static void write_text(const char *dir, const char *name, const char *text) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    CHECK(fputs(text, f) >= 0);
+    fclose(f);
+}
+
+/* A new directory under the working directory holding, in file-name order,
+ * a_port, b_addr, the three-stage c_seq (all completed by pack_rec3),
+ * d_quiet (never matches), and e_broken and f_broken, which do not load. */
+static int make_pack(char *dir) {
+    char tmpl[] = "mock_fb_pack.XXXXXX";
+    if (!mkdtemp(tmpl) || !realpath(tmpl, dir)) {
+        perror("make_pack");
+        failures++;
+        return 0;
+    }
+    write_text(dir, "a_port.eql", "network where destination.port == 4444\n");
+    write_text(dir, "b_addr.eql", "network where destination.address == \"203.0.113.9\"\n");
+    write_text(dir, "c_seq.eql",
+               "sequence by host.id\n"
+               "  [process where process.name == \"stage1\"]\n"
+               "  [file where file.name == \"stage2\"]\n"
+               "  [network where destination.port == 4444]\n");
+    write_text(dir, "d_quiet.eql", "process where process.name == \"never-seen\"\n");
+    write_text(dir, "e_broken.eql", "network where destination.port ==\n");
+    write_text(dir, "f_broken.eql", "this is not eql\n");
+    return 1;
+}
+
+static void remove_pack(const char *dir) {
+    static const char *const names[] = {"a_port.eql", "b_addr.eql", "c_seq.eql", "d_quiet.eql",
+                                        "e_broken.eql", "f_broken.eql"};
+    char path[4096];
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+static void pack_event(buf *b, const char *ts, const char *category, const char *id) {
+    kv(b, "@timestamp", ts);
+    mp_str(b, "event");
+    mp_map(b, 2);
+    mp_str(b, "category");
+    mp_arr(b, 1);
+    mp_str(b, category);
+    kv(b, "id", id);
+    mp_str(b, "host");
+    mp_map(b, 1);
+    kv(b, "id", "h1");
+}
+
+static void pack_rec1(buf *b) {
+    rec_head(b, 1773480600, 0);
+    mp_map(b, 4);
+    pack_event(b, "2026-03-14T09:30:00.000Z", "process", "e1");
+    mp_str(b, "process");
+    mp_map(b, 2);
+    kv(b, "name", "stage1");
+    kv(b, "entity_id", "p1");
+}
+
+static void pack_rec2(buf *b) {
+    rec_head(b, 1773480601, 0);
+    mp_map(b, 4);
+    pack_event(b, "2026-03-14T09:30:01.000Z", "file", "e2");
+    mp_str(b, "file");
+    mp_map(b, 1);
+    kv(b, "name", "stage2");
+}
+
+static void pack_rec3(buf *b) {
+    rec_head(b, 1773480602, 0);
+    mp_map(b, 4);
+    pack_event(b, "2026-03-14T09:30:02.000Z", "network", "e3");
+    mp_str(b, "destination");
+    mp_map(b, 3);
+    mp_str(b, "port");
+    mp_uint(b, 4444);
+    kv(b, "address", "203.0.113.9");
+    kv(b, "ip", "203.0.113.9");
+}
+
+/* A pack with skip_broken_rules: the skipped rules are logged at start; the
+ * record completing three rules goes on untouched, followed by one alert
+ * record per rule, in rule order; at exit, one line per rule that alerted
+ * and per skipped rule. Without skip_broken_rules: refused, every broken
+ * rule named. */
+static void test_pack(void) {
+    char dir[4096];
+    if (!make_pack(dir)) return;
+    struct plugin pl;
+    struct filter_instance ins;
+    CHECK(plugin_load(&pl));
+    if (!pl.handle) {
+        remove_pack(dir);
+        return;
+    }
+
+    const struct prop strict[] = {{"rules_dir", dir}};
+    log_clear();
+    CHECK_INT(start(&pl, &ins, strict, 1), -1);
+    CHECK_INT(ins.set_context_calls, 0);
+    CHECK(logged("[error] [filter:apt_netcon:apt_netcon.0] property `rules_dir`: 2 of 6 rules do not load"));
+    CHECK(logged("e_broken.eql: "));
+    CHECK(logged("f_broken.eql: "));
+    CHECK(logged("; the filter does not start"));
+
+    const struct prop props[] = {{"rules_dir", dir}, {"skip_broken_rules", "true"}};
+    log_clear();
+    CHECK_INT(start(&pl, &ins, props, 2), 0);
+    CHECK(logged("[info] [filter:apt_netcon:apt_netcon.0] a pack of 4 rules (2 skipped: do not load), "
+                 "properties: rules_dir, skip_broken_rules"));
+    CHECK(logged("[warn] [filter:apt_netcon:apt_netcon.0] skipped rule "));
+    CHECK(logged("e_broken.eql: syntax error"));
+    CHECK_INT(logged_times("skipped rule "), 2);
+    if (ins.context) {
+        buf c1 = {0}, c2 = {0};
+        pack_rec1(&c1);
+        pack_rec2(&c1);
+        pack_rec3(&c2);
+        void *out;
+        size_t out_len;
+        CHECK_INT(run(&pl, &ins, &c1, &out, &out_len), FLB_FILTER_NOTOUCH);
+        CHECK_INT(run(&pl, &ins, &c2, &out, &out_len), FLB_FILTER_MODIFIED);
+        if (out) {
+            struct span got[16];
+            int n = split(out, out_len, got, 16);
+            CHECK_INT(n, 4);
+            /* The record itself, byte for byte, then the three alerts. */
+            CHECK(n >= 1 && got[0].len == c2.len && memcmp(out, c2.p, c2.len) == 0);
+            static const char *const names[] = {"a_port", "b_addr", "c_seq"};
+            for (int i = 1; i < n && i < 4; i++) {
+                const uint8_t *r = (const uint8_t *)out + got[i].start;
+                CHECK(contains(r, got[i].len, "signal"));
+                CHECK(contains(r, got[i].len, "e3"));
+                for (int j = 0; j < 3; j++)
+                    CHECK(contains(r, got[i].len, names[j]) == (j == i - 1));
+            }
+            free(out);
+        }
+        log_clear();
+        CHECK_INT(pl.p.cb_exit(ins.context, &config_token), 0);
+        CHECK(logged("exit: chunks=2 modified=1 records_annotated=0 "));
+        CHECK(logged(" standalone_alerts=3;"));
+        CHECK(logged("[info] [filter:apt_netcon:apt_netcon.0] exit: rule \"a_port\" (a_port): alerts=1 records="));
+        CHECK(logged("exit: rule \"b_addr\" (b_addr): alerts=1 "));
+        CHECK(logged("exit: rule \"c_seq\" (c_seq): alerts=1 "));
+        CHECK(!logged("d_quiet"));
+        CHECK_INT(logged_times("exit: skipped rule "), 2);
+        buf_free(&c1);
+        buf_free(&c2);
+    }
+    plugin_unload(&pl);
+    remove_pack(dir);
+}
+
 #define T(name) {#name, name}
 static const struct {
     const char *name;
@@ -1106,6 +1271,7 @@ static const struct {
     T(test_config_file),
     T(test_malformed_chunk),
     T(test_null_arguments),
+    T(test_pack),
 };
 
 int main(int argc, char **argv) {

@@ -866,6 +866,218 @@ static void test_finish_releases_held_events(void) {
     aptnc_free(det);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Rule packs. */
+
+/* Write `text` to DIR/NAME. */
+static void write_text(const char *dir, const char *name, const char *text) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    CHECK(fputs(text, f) >= 0);
+    fclose(f);
+}
+
+/* A new directory (under the working directory: ctest's build directory)
+ * holding the pack, in file-name order: a_port, b_addr, the three-stage
+ * c_seq (all three completed by PACK_REC3) and d_quiet (never matches);
+ * with `broken`, also e_broken and f_broken, which do not load. Its
+ * absolute path goes to `dir`. */
+static int make_pack(char *dir, size_t cap, int broken) {
+    char tmpl[] = "aptnc_pack.XXXXXX";
+    if (!mkdtemp(tmpl) || !realpath(tmpl, dir) || strlen(dir) >= cap) {
+        perror("make_pack");
+        failures++;
+        return 0;
+    }
+    write_text(dir, "a_port.eql", "network where destination.port == 4444\n");
+    write_text(dir, "b_addr.eql", "network where destination.address == \"203.0.113.9\"\n");
+    write_text(dir, "c_seq.eql",
+               "sequence by host.id\n"
+               "  [process where process.name == \"stage1\"]\n"
+               "  [file where file.name == \"stage2\"]\n"
+               "  [network where destination.port == 4444]\n");
+    write_text(dir, "d_quiet.eql", "process where process.name == \"never-seen\"\n");
+    if (broken) {
+        write_text(dir, "e_broken.eql", "network where destination.port ==\n");
+        write_text(dir, "f_broken.eql", "this is not eql\n");
+    }
+    return 1;
+}
+
+static void remove_pack(const char *dir) {
+    static const char *const names[] = {"a_port.eql", "b_addr.eql", "c_seq.eql", "d_quiet.eql",
+                                        "e_broken.eql", "f_broken.eql"};
+    char path[4096];
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+#define PACK_REC1                                                                             \
+    "{\"@timestamp\":\"2026-03-14T09:30:00.000Z\",\"event\":{\"category\":[\"process\"],"  \
+    "\"id\":\"e1\"},\"host\":{\"id\":\"h1\"},\"process\":{\"name\":\"stage1\","             \
+    "\"entity_id\":\"p1\"}}"
+#define PACK_REC2                                                                             \
+    "{\"@timestamp\":\"2026-03-14T09:30:01.000Z\",\"event\":{\"category\":[\"file\"],"     \
+    "\"id\":\"e2\"},\"host\":{\"id\":\"h1\"},\"file\":{\"name\":\"stage2\"}}"
+#define PACK_REC3                                                                             \
+    "{\"@timestamp\":\"2026-03-14T09:30:02.000Z\",\"event\":{\"category\":[\"network\"],"  \
+    "\"id\":\"e3\"},\"host\":{\"id\":\"h1\"},\"destination\":{\"port\":4444,"               \
+    "\"address\":\"203.0.113.9\",\"ip\":\"203.0.113.9\"}}"
+
+static aptnc_detector *pack_detector(const char *dir, int skip_broken) {
+    char config[4200];
+    snprintf(config, sizeof config, "{\"rules_dir\": \"%s\", \"skip_broken_rules\": %s}", dir,
+             skip_broken ? "true" : "false");
+    return new_detector(config);
+}
+
+/* Filter one record as a host does with a pack: forward it, then, when
+ * `standalone_alerts` moved, the alerts aptnc_flush hands over. Appends
+ * both to `out`; returns the number of alerts. */
+static uint64_t pack_filter(aptnc_detector *det, const char *rec, buf *out) {
+    uint64_t before = get_stats(det).standalone_alerts;
+    const uint8_t *o = NULL;
+    size_t o_len = 0;
+    CHECK_STATUS(aptnc_filter(det, u8(rec), strlen(rec), &o, &o_len), APTNC_STATUS_UNCHANGED);
+    put(out, rec, strlen(rec));
+    put(out, "\n", 1);
+    uint64_t n = get_stats(det).standalone_alerts - before;
+    if (n == 0) return 0;
+    aptnc_flush_report rep = {.size = sizeof rep};
+    CHECK_STATUS(aptnc_flush(det, &rep), APTNC_STATUS_OK);
+    CHECK_U64(rep.alert_count, n);
+    put(out, rep.alerts, rep.alerts_len);
+    return n;
+}
+
+/* The n-th line of `b` (0-based), NUL-terminated in `line`. */
+static int nth_line(const buf *b, int n, char *line, size_t cap) {
+    size_t pos = 0;
+    for (int i = 0; pos < b->len; i++) {
+        const uint8_t *nl = memchr(b->p + pos, '\n', b->len - pos);
+        size_t len = nl ? (size_t)(nl - (b->p + pos)) : b->len - pos;
+        if (i == n) {
+            if (len >= cap) return 0;
+            memcpy(line, b->p + pos, len);
+            line[len] = '\0';
+            return 1;
+        }
+        pos += len + 1;
+    }
+    return 0;
+}
+
+/* One record completing three rules of a pack: it goes on unchanged, then
+ * one alert per rule, in rule order, each `event.kind: "signal"` with its
+ * rule's name; then the per-rule report. */
+static void test_pack_json(void) {
+    char dir[4096];
+    if (!make_pack(dir, sizeof dir, 0)) return;
+    aptnc_detector *det = pack_detector(dir, 0);
+    buf out = {0};
+    CHECK_U64(pack_filter(det, PACK_REC1, &out), 0);
+    CHECK_U64(pack_filter(det, PACK_REC2, &out), 0);
+    CHECK_U64(pack_filter(det, PACK_REC3, &out), 3);
+    char line[8192];
+    static const char *const want[] = {PACK_REC1, PACK_REC2, PACK_REC3};
+    for (int i = 0; i < 3; i++) CHECK(nth_line(&out, i, line, sizeof line) && strcmp(line, want[i]) == 0);
+    static const char *const names[] = {"\"name\":\"a_port\"", "\"name\":\"b_addr\"",
+                                        "\"name\":\"c_seq\""};
+    for (int i = 0; i < 3; i++) {
+        CHECK(nth_line(&out, 3 + i, line, sizeof line));
+        CHECK(strstr(line, "\"kind\":\"signal\"") != NULL);
+        CHECK(strstr(line, "\"id\":\"e3\"") != NULL); /* the completing record's document */
+        CHECK(strstr(line, names[i]) != NULL);
+        for (int j = 0; j < 3; j++)
+            if (j != i) CHECK(strstr(line, names[j]) == NULL);
+    }
+    CHECK(!nth_line(&out, 6, line, sizeof line));
+    aptnc_stats st = get_stats(det);
+    CHECK_U64(st.records, 3);
+    CHECK_U64(st.annotated, 0);
+    CHECK_U64(st.standalone_alerts, 3);
+
+    /* The report: every rule, in order, with its alerts. */
+    const uint8_t *rep = NULL;
+    size_t rep_len = 0;
+    CHECK_STATUS(aptnc_rules_report(det, &rep, &rep_len), APTNC_STATUS_OK);
+    CHECK(rep != NULL && rep_len > 0 && rep[0] == '{' && rep[rep_len - 1] == '}');
+    const char *a = memmem(rep, rep_len, "\"name\":\"a_port\"", 15);
+    const char *b = memmem(rep, rep_len, "\"name\":\"b_addr\"", 15);
+    const char *c = memmem(rep, rep_len, "\"name\":\"c_seq\"", 14);
+    const char *q = memmem(rep, rep_len, "\"name\":\"d_quiet\"", 16);
+    CHECK(a && b && c && q && a < b && b < c && c < q);
+    if (a && q) {
+        CHECK(memmem(a, (size_t)(q - a), "\"alerts\":1", 10) != NULL);
+        CHECK(memmem(q, rep_len - (size_t)(q - (const char *)rep), "\"alerts\":0", 10) != NULL);
+    }
+    CHECK(contains(rep, rep_len, "\"skipped\":[]"));
+    /* Hostile calls: refused, nothing written. */
+    const uint8_t *keep = rep;
+    size_t keep_len = rep_len;
+    CHECK_STATUS(aptnc_rules_report(NULL, &rep, &rep_len), APTNC_STATUS_NULL_PARAMETER);
+    CHECK_STATUS(aptnc_rules_report(det, NULL, &rep_len), APTNC_STATUS_NULL_PARAMETER);
+    CHECK_STATUS(aptnc_rules_report(det, &rep, NULL), APTNC_STATUS_NULL_PARAMETER);
+    CHECK(rep == keep && rep_len == keep_len);
+    aptnc_free(det);
+    buf_free(&out);
+    remove_pack(dir);
+}
+
+/* Broken rules: refused with every one named, unless skip_broken_rules;
+ * then reported under "skipped". The default detector: one rule, none
+ * skipped. */
+static void test_pack_broken_rules(void) {
+    char dir[4096];
+    if (!make_pack(dir, sizeof dir, 1)) return;
+    char config[4200];
+    snprintf(config, sizeof config, "{\"rules_dir\": \"%s\"}", dir);
+    aptnc_detector *det = NULL;
+    aptnc_error *err = NULL;
+    CHECK_STATUS(aptnc_init(u8(config), strlen(config), NULL, &det, &err), APTNC_STATUS_CONFIG_ERROR);
+    CHECK(det == NULL);
+    CHECK(err != NULL);
+    if (err) {
+        const char *msg = aptnc_error_message(err);
+        CHECK(strstr(msg, "2 of 6 rules do not load") != NULL);
+        CHECK(strstr(msg, "e_broken.eql: ") != NULL);
+        CHECK(strstr(msg, "f_broken.eql: ") != NULL);
+        CHECK(aptnc_error_key(err) && strcmp(aptnc_error_key(err), "rules_dir") == 0);
+        aptnc_error_free(err);
+    }
+
+    det = pack_detector(dir, 1);
+    const uint8_t *rep = NULL;
+    size_t rep_len = 0;
+    CHECK_STATUS(aptnc_rules_report(det, &rep, &rep_len), APTNC_STATUS_OK);
+    const char *sk = memmem(rep, rep_len, "\"skipped\":[{\"name\":\"", 20);
+    CHECK(sk != NULL);
+    if (sk) {
+        size_t rest = rep_len - (size_t)(sk - (const char *)rep);
+        CHECK(memmem(sk, rest, "e_broken.eql\",\"reason\":\"", 24) != NULL);
+        CHECK(memmem(sk, rest, "f_broken.eql\",\"reason\":\"", 24) != NULL);
+    }
+    buf out = {0};
+    pack_filter(det, PACK_REC1, &out);
+    pack_filter(det, PACK_REC2, &out);
+    CHECK_U64(pack_filter(det, PACK_REC3, &out), 3);
+    buf_free(&out);
+    aptnc_free(det);
+    remove_pack(dir);
+
+    det = new_detector(NULL);
+    CHECK_STATUS(aptnc_rules_report(det, &rep, &rep_len), APTNC_STATUS_OK);
+    CHECK(contains(rep, rep_len, "{\"rules\":[{\"rule_id\":\"eaef8a35-12e0-4ac0-bc14-81c72b6bd27c\""));
+    CHECK(contains(rep, rep_len, "\"skipped\":[]}"));
+    aptnc_free(det);
+}
+
 static void test_take_warning(void) {
     aptnc_detector *det = new_detector(NULL);
     const uint8_t *w = NULL, *out;
@@ -1051,6 +1263,8 @@ static const struct {
     T(test_finish_releases_held_events),
     T(test_footprint),
     T(test_take_warning),
+    T(test_pack_json),
+    T(test_pack_broken_rules),
     T(test_panic_poisons_detector),
     T(test_annotated_output_equals_cli),
     T(test_threads_share_one_rule),

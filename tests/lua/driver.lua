@@ -15,14 +15,18 @@ code 2 must be the CLI's annotated records (`CLI --quiet SAMPLE`): the same
 event.id and kibana.alert.uuid, in the same order, and the same fields.
 With max_lateness, the standalone alerts returned in arrays must be the
 CLI's on the same out-of-order stream. Also: the JSON encoder and decoder,
-against the interpreter once the JIT has compiled them; fail-open cases;
-config errors; two instances with their own configs in one Lua state; the
-unparsed-record warning. With a CORPUS (NDJSON, e.g. the benchmarks'
-generated Defend traffic): the glue's alerts on it must be the CLI's, and
-the cost per record is printed: a no-op callback, the glue, and the
-pure-Lua peer (../shared/peers/apt_netcon_pure.lua, when present) on the
-same record tables. Prints `lua: N passed, M failed`; exits non-zero on any
-failure.
+against the interpreter once the JIT has compiled them; the glue's decision
+on the record table (which records go to the library) against a reference
+written here from the library's footprint, on random records, under the
+JIT and in the interpreter; records sent whole (no footprint) and a rule
+pack (standalone alerts, the CLI's); fail-open cases; config errors; two
+instances with their own configs in one Lua state; the unparsed-record
+warning. With a CORPUS (NDJSON, e.g. the benchmarks' generated Defend
+traffic): the glue's alerts on it must be the CLI's, and the cost per
+record is printed: a no-op callback, the glue, and the pure-Lua peer
+(../shared/peers/apt_netcon_pure.lua, when present) on the same record
+tables, then on fresh tables (built just before the call, as filter_lua
+does). Prints `lua: N passed, M failed`; exits non-zero on any failure.
 ]]
 
 local ffi = require("ffi")
@@ -516,6 +520,226 @@ do
         "a record matching nothing is skipped without crossing the FFI")
 end
 
+-- The decision on the table (generated code, compiled by LuaJIT): on random
+-- records built around the rule's required fields (every spelling of a
+-- path, values that hold a required string or not, arrays with and without
+-- holes, arrays of objects, nulls, numbers), it must say "send" exactly
+-- when some stage's required tests may all hold, as an independent
+-- reference here decides from the library's footprint; under the JIT (hot)
+-- and in the interpreter alike.
+do
+    local lib = ffi.load(os.getenv("APT_NETCON_LIB"))
+    local detp, errp = ffi.new("aptnc_detector *[1]"), ffi.new("aptnc_error *[1]")
+    assert(lib.aptnc_init("", 0, nil, detp, errp) == 0)
+    local op, ol = ffi.new("const uint8_t *[1]"), ffi.new("size_t[1]")
+    assert(lib.aptnc_footprint(detp[0], op, ol) == 0)
+    local fp = fb_decode(ffi.string(op[0], ol[0]))
+    lib.aptnc_free(detp[0])
+
+    local function split(path)
+        local segs = {}
+        for seg in path:gmatch("[^.]+") do segs[#segs + 1] = seg end
+        return segs
+    end
+    -- Every grouping of a path's segments into keys.
+    local function groupings(segs)
+        if #segs == 0 then return { {} } end
+        local out = {}
+        for i = 1, #segs do
+            local head = table.concat(segs, ".", 1, i)
+            local rest = {}
+            for j = i + 1, #segs do rest[#rest + 1] = segs[j] end
+            for _, tail in ipairs(groupings(rest)) do
+                local g = { head }
+                for _, k in ipairs(tail) do g[#g + 1] = k end
+                out[#out + 1] = g
+            end
+        end
+        return out
+    end
+    local UNSURE = {}
+    -- The values of a path in a record (one per spelling found), UNSURE
+    -- when a spelling crosses an array.
+    local function values_at(record, path, null)
+        local out = {}
+        for _, keys in ipairs(groupings(split(path))) do
+            local v = record
+            for i, k in ipairs(keys) do
+                if type(v) ~= "table" or rawequal(v, null) then v = nil break end
+                local w = rawget(v, k)
+                if w == nil and i > 1 and rawget(v, 1) ~= nil then return UNSURE end
+                v = w
+                if v == nil then break end
+            end
+            if v ~= nil then out[#out + 1] = v end
+        end
+        return out
+    end
+    local function test_may_hold(record, path, lits, null)
+        local vals = values_at(record, path, null)
+        if vals == UNSURE then return true end
+        local set = {}
+        for _, l in ipairs(lits) do set[l] = true end
+        for _, v in ipairs(vals) do
+            if type(v) == "string" and set[v] then return true end
+            if type(v) == "table" and not rawequal(v, null) then
+                for _, e in pairs(v) do
+                    if type(e) == "string" and set[e] then return true end
+                    if type(e) == "table" and not rawequal(e, null) then return true end
+                end
+            end
+        end
+        return false
+    end
+    local function reference(record, null)
+        for _, tests in ipairs(fp.stages) do
+            local all = true
+            for _, t in ipairs(tests) do
+                if not test_may_hold(record, t[1], t[2], null) then all = false break end
+            end
+            if all then return true end
+        end
+        return false
+    end
+
+    -- Random records (the same on every LuaJIT: a small LCG, its high bits).
+    local seed = 7
+    local function rnd(n)
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        return math.floor(seed / 65536) % n
+    end
+    local tested = {}
+    for _, tests in ipairs(fp.stages) do
+        for _, t in ipairs(tests) do
+            if not tested[t[1]] then
+                tested[t[1]] = t[2]
+                tested[#tested + 1] = t[1]
+            end
+        end
+    end
+    local function value(lits, null)
+        local k = rnd(20)
+        if k < 8 then return lits[1 + rnd(#lits)] end
+        if k < 10 then return "other" .. rnd(3) end
+        if k < 15 then
+            -- Sized like Fluent Bit's arrays (lua_createtable(n) then every
+            -- element set): a null without enable_flb_null leaves a hole,
+            -- and `#` may then stop before elements after it.
+            local t, n = {}, 1 + rnd(6)
+            for i = 1, n do
+                local e = rnd(5)
+                if e == 0 then t[i] = lits[1 + rnd(#lits)]
+                elseif e == 1 then t[i] = nil
+                elseif e == 2 and null then t[i] = null
+                else t[i] = "x" .. rnd(9) end
+            end
+            return { unpack(t, 1, n) }
+        end
+        if k == 15 then return rnd(100) end
+        if k == 16 then return rnd(2) == 0 end
+        if k == 17 then return null or {} end
+        if k == 18 then return { { "nested" } } end
+        return {}
+    end
+    local function put(record, path, v, null)
+        local segs = split(path)
+        local g = groupings(segs)
+        local keys = g[1 + rnd(#g)]
+        local t = record
+        for i = 1, #keys - 1 do
+            local nxt = rawget(t, keys[i])
+            if type(nxt) ~= "table" or rawequal(nxt, null) or nxt[1] ~= nil then
+                nxt = {}
+                t[keys[i]] = nxt
+            end
+            t = nxt
+        end
+        t[keys[#keys]] = v
+        -- Now and then an intermediate object becomes an array of objects.
+        if #keys > 1 and rnd(40) == 0 then record[keys[1]] = { record[keys[1]] } end
+    end
+    local function random_record(null)
+        local r = { filler = "x" }
+        for _, path in ipairs(tested) do
+            local n = rnd(10) == 0 and 2 or (rnd(8) == 0 and 0 or 1) -- sometimes twice, sometimes absent
+            for _ = 1, n do put(r, path, value(tested[path], null), null) end
+        end
+        -- Two records in three aim at a stage: most of its fields get one
+        -- of their strings (at some spelling, maybe beside another value).
+        local s = rnd(3)
+        if s > 0 and fp.stages[s] then
+            for _, t in ipairs(fp.stages[s]) do
+                if rnd(14) > 0 then
+                    local lit = t[2][1 + rnd(#t[2])]
+                    local form = rnd(6)
+                    if form == 0 then
+                        put(r, t[1], { "y", lit }, null)
+                    elseif form == 1 and not null then
+                        put(r, t[1], { unpack({ nil, nil, lit, nil }, 1, 4) }, null) -- `#` gives 0
+                    else
+                        put(r, t[1], lit, null)
+                    end
+                end
+            end
+        end
+        return r
+    end
+
+    for _, null in ipairs({ false, FLB_NULL }) do
+        local nv = null or nil
+        local records, want = {}, {}
+        for i = 1, 3000 do
+            records[i] = random_record(nv)
+            want[i] = reference(records[i], nv)
+        end
+        local g = load_glue({ flb_null = nv })
+        -- (Its records have no @timestamp: the library's warning is not shown.)
+        local inst = g.apt_netcon_glue.new { key_check = false, log = function() end }
+        local decide = inst.internals.decide
+        -- Through the callback first, so that the glue orders its tests.
+        for round = 1, 3 do
+            for i = 1, #records do inst.apt_netcon("t", 1.5, records[i]) end
+        end
+        local sends, jit_bad, int_bad = 0, 0, 0
+        for _ = 1, 20 do
+            for i = 1, #records do
+                local got = decide(records[i], nv)
+                if got ~= want[i] then jit_bad = jit_bad + 1 end
+            end
+        end
+        jit.off(); jit.flush()
+        for i = 1, #records do
+            if want[i] then sends = sends + 1 end
+            if decide(records[i], nv) ~= want[i] then int_bad = int_bad + 1 end
+        end
+        jit.on()
+        local what = null and "with flb_null" or "nulls as holes"
+        check(sends > 300 and sends < #records - 300,
+            ("decision on random records (%s): both outcomes (%d of %d sent)"):format(what, sends, #records))
+        check(jit_bad == 0, ("decision under the JIT equals the reference (%s; %d differ)"):format(what, jit_bad))
+        check(int_bad == 0, ("decision in the interpreter equals the reference (%s; %d differ)"):format(what, int_bad))
+    end
+end
+
+-- Without a footprint (a rule pack, a rule on the generic engine, an older
+-- library: here forced) every record goes whole, with the same alerts.
+do
+    local g = load_glue()
+    local inst = g.apt_netcon_glue.new { footprint = false }
+    check(inst.mode == "whole", "footprint = false: records go whole")
+    local got = {}
+    for i, line in ipairs(sample_lines) do
+        local code, _, rec = inst.apt_netcon("t", make_ts(i), fb_decode(line))
+        if code == 2 then got[#got + 1] = { id = field(rec, "event.id"), uuid = field(rec, "kibana.alert.uuid"), record = rec } end
+    end
+    check(same_ids(got, expected), "whole records: the CLI's alerts")
+    for k = 1, math.min(#got, #expected) do
+        local ok, where = deep_equal(got[k].record, fb_decode(expected[k].line))
+        check(ok, "whole records: alert " .. k .. " has the CLI's fields" .. (where and (" (" .. where .. ")") or ""))
+    end
+    check(inst.stats().skipped == 0 and inst.stats().records == #sample_lines, "whole records: none decided on the table")
+end
+
 -- Two instances in one Lua state, each with its own config, on the same
 -- records: each gives its own config's alerts. With maxspan 2s the second
 -- sample sequence (5 s apart) does not complete.
@@ -668,6 +892,47 @@ do
     end
 end
 
+-- A rule pack (config key `rules`): the library reports no footprint, so
+-- records go whole, and the pack's alerts come as standalone alerts in
+-- arrays after the record; they must be the CLI's on the same config.
+do
+    local PACK_CONFIG = '{"rules":["apt_netcon_v5","apt_netcon_v11"]}'
+    local config_path = os.tmpname()
+    local f = assert(io.open(config_path, "w"))
+    f:write(PACK_CONFIG)
+    f:close()
+    local want = cli_alerts(run_cli(SAMPLE, config_path))
+    os.remove(config_path)
+    local g = load_glue()
+    local inst = g.apt_netcon_glue.new { config = PACK_CONFIG }
+    check(inst.mode == "whole", "rule pack: records go whole (no footprint)")
+    local got, problems = {}, 0
+    for i, line in ipairs(sample_lines) do
+        local record = fb_decode(line)
+        local code, _, out = inst.apt_netcon("t", make_ts(i), record)
+        if code == 2 and type(out) == "table" and type(out[1]) == "table" then
+            if not rawequal(out[1], record) then problems = problems + 1 end
+            for k = 2, #out do
+                got[#got + 1] = { id = field(out[k], "event.id"), uuid = field(out[k], "kibana.alert.uuid"), record = out[k] }
+            end
+        elseif code == 2 then
+            got[#got + 1] = { id = field(out, "event.id"), uuid = field(out, "kibana.alert.uuid"), record = out }
+        elseif code ~= 0 or not rawequal(out, record) then
+            problems = problems + 1
+        end
+    end
+    local desc = {}
+    for _, a in ipairs(got) do desc[#desc + 1] = tostring(a.id) .. "=" .. tostring(a.uuid) end
+    check(problems == 0, "rule pack: callback protocol")
+    check(#want > 0 and same_ids(got, want),
+        ("rule pack: the CLI's alerts (%d vs %d): [%s]"):format(#got, #want, table.concat(desc, " ")))
+    for k = 1, math.min(#got, #want) do
+        local ok, where = deep_equal(got[k].record, fb_decode(want[k].line))
+        check(ok, "rule pack: alert " .. k .. " has the CLI's fields" .. (where and (" (" .. where .. ")") or ""))
+    end
+    print(("rule pack: %d alerts: %s"):format(#got, table.concat(desc, " ")))
+end
+
 ---------------------------------------------------------------------------
 -- Configuration from the environment.
 
@@ -748,6 +1013,62 @@ if CORPUS then
     print(("corpus: %d records, %d alerts; %d (%.1f %%) decided on the table, %d sent to the library")
         :format(n, #got, st.skipped, 100 * st.skipped / n, n - st.skipped))
 
+    -- The same records with some members spelt dotted (`event` flattened to
+    -- "event.action"..., `process.parent` as one member, `host` flattened
+    -- two levels deep), one record in four each: the glue must find every
+    -- spelling the library reads, and give the CLI's alerts on them.
+    do
+        local dotted = {}
+        for i = 1, n do
+            local t = json.decode(lines[i])
+            local k = i % 8
+            if k == 1 and type(t.event) == "table" then
+                for a, b in pairs(t.event) do t["event." .. a] = b end
+                t.event = nil
+            elseif k == 3 and type(t.process) == "table" and type(t.process.parent) == "table" then
+                t["process.parent"] = t.process.parent
+                t.process.parent = nil
+            elseif k == 5 and type(t.host) == "table" then
+                for a, b in pairs(t.host) do
+                    if type(b) == "table" and b[1] == nil then
+                        for c, d in pairs(b) do t["host." .. a .. "." .. c] = d end
+                    else
+                        t["host." .. a] = b
+                    end
+                end
+                t.host = nil
+            end
+            dotted[i] = json.encode(t)
+        end
+        local path = os.tmpname()
+        local f = assert(io.open(path, "w"))
+        f:write(table.concat(dotted, "\n"), "\n")
+        f:close()
+        local want_dotted = cli_alerts(run_cli(path))
+        os.remove(path)
+        local di = json.new()
+        local got_dotted = {}
+        for i = 1, n do
+            local code, _, rec = di.apt_netcon("t", 1.5, json.decode(dotted[i]))
+            if code == 2 then
+                got_dotted[#got_dotted + 1] = { id = field(rec, "event.id"), uuid = field(rec, "kibana.alert.uuid"), record = rec }
+            end
+        end
+        check(#want_dotted == #want and same_ids(got_dotted, want_dotted),
+            ("corpus with dotted members: the CLI's alerts (%d vs %d)"):format(#got_dotted, #want_dotted))
+        local ok_fields = true
+        for k = 1, math.min(#got_dotted, #want_dotted) do
+            local ok, where = deep_equal(got_dotted[k].record, fb_decode(want_dotted[k].line))
+            if not ok then
+                ok_fields = false
+                io.stderr:write("  dotted corpus alert ", k, ": ", where, "\n")
+                break
+            end
+        end
+        check(ok_fields, "corpus with dotted members: every alert has the CLI's fields")
+        check(di.stats().lua_errors == 0, "corpus with dotted members: no Lua error")
+    end
+
     -- Timing: one glue instance and one peer instance, each warmed by an
     -- untimed pass (as in a long-running Fluent Bit: the JIT has compiled
     -- what it can, the glue has ordered its tests), then ROUNDS rounds of
@@ -763,6 +1084,12 @@ if CORPUS then
         for i = 1, n do f("t", 1.5, tables[i]) end
         return (os.clock() - t0) / n * 1e6
     end
+    -- The correctness pass above left tens of megabytes of garbage (fresh
+    -- tables): collected now, not during the timed rounds. And the compiled
+    -- code of the tests above is dropped, as in Fluent Bit, where the
+    -- filter's Lua state runs nothing else.
+    collectgarbage("collect")
+    jit.flush()
     local gi = json.new()
     pass(gi.apt_netcon)
     local peer_cb
@@ -783,6 +1110,12 @@ if CORPUS then
         table.sort(v)
         return v[math.floor((#v + 1) / 2)]
     end
+    local function fastest(v)
+        local m = v[1]
+        for i = 2, #v do m = math.min(m, v[i]) end
+        return m
+    end
+    local min_noop, min_glue = fastest(times.noop), fastest(times.glue)
     local t_noop, t_glue = median(times.noop), median(times.glue)
     print(("cost per record (µs, CPU, median of %d rounds over %d tables): no-op %.3f; glue %.3f (%.3f over no-op)")
         :format(ROUNDS, n, t_noop, t_glue, t_glue - t_noop))
@@ -790,8 +1123,68 @@ if CORPUS then
         local t_peer = median(times.peer)
         print(("  pure-Lua peer %.3f (%.3f over no-op); glue / peer over no-op: %.2f")
             :format(t_peer, t_peer - t_noop, (t_glue - t_noop) / (t_peer - t_noop)))
+        local min_peer = fastest(times.peer)
+        print(("  fastest rounds: no-op %.3f; glue %.3f; peer %.3f; glue / peer over no-op: %.2f")
+            :format(min_noop, min_glue, min_peer, (min_glue - min_noop) / (min_peer - min_noop)))
     else
         print("  pure-Lua peer: not measured (" .. peer_path .. " is absent)")
+    end
+
+    -- The same on fresh tables. filter_lua builds each record's table from
+    -- the chunk's MessagePack just before the call, so the table is in the
+    -- CPU's caches; above, every callback reads every table of the corpus,
+    -- built long before, and cache misses weigh heavily on all of them
+    -- (the more tables a callback looks into, the more). Here each batch of
+    -- FRESH_BATCH records is copied anew for each callback (not timed) and
+    -- the callback then runs over its own copies (timed): the cost of each
+    -- callback's own work (the collector stopped while timing). Printed
+    -- only, like the figures above.
+    local FRESH_BATCH, FRESH_ROUNDS = 64, tonumber(os.getenv("APT_NETCON_LUA_FRESH_ROUNDS") or "3")
+    local fresh = { noop = {}, glue = {}, peer = {} }
+    -- A fresh copy of a record table (a little code: decoding the JSON
+    -- again would fill LuaJIT's machine code area with the decoder's).
+    local function copy(t)
+        local c = {}
+        for k, v in pairs(t) do
+            if type(v) == "table" then c[k] = copy(v) else c[k] = v end
+        end
+        return c
+    end
+    local function fresh_pass(f, which)
+        local total, batch = 0, {}
+        for b = 1, n, FRESH_BATCH do
+            local e = math.min(n, b + FRESH_BATCH - 1)
+            for i = b, e do batch[i - b + 1] = copy(tables[i]) end
+            -- The collector's debt from copying is paid outside the timing.
+            collectgarbage("stop")
+            local t0 = os.clock()
+            for k = 1, e - b + 1 do f("t", 1.5, batch[k]) end
+            total = total + (os.clock() - t0)
+            collectgarbage("restart")
+        end
+        fresh[which][#fresh[which] + 1] = total / n * 1e6
+    end
+    if FRESH_ROUNDS > 0 then
+        -- As above: a clean machine code area (LuaJIT flushes every trace
+        -- when its area is full, and compiles again from scratch).
+        collectgarbage("collect")
+        jit.flush()
+        pass(gi.apt_netcon)
+        if peer_cb then pass(peer_cb) end
+        for _ = 1, FRESH_ROUNDS do
+            fresh_pass(noop, "noop")
+            fresh_pass(gi.apt_netcon, "glue")
+            if peer_cb then fresh_pass(peer_cb, "peer") end
+        end
+        local f_noop, f_glue = median(fresh.noop), median(fresh.glue)
+        local line = ("on fresh tables (µs, CPU, median of %d rounds, batches of %d): no-op %.3f; glue %.3f (%.3f over no-op)")
+            :format(FRESH_ROUNDS, FRESH_BATCH, f_noop, f_glue, f_glue - f_noop)
+        if peer_cb then
+            local f_peer = median(fresh.peer)
+            line = line .. ("; peer %.3f (%.3f over no-op); glue / peer over no-op: %.2f")
+                :format(f_peer, f_peer - f_noop, (f_glue - f_noop) / (f_peer - f_noop))
+        end
+        print(line)
     end
 end
 

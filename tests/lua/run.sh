@@ -7,7 +7,8 @@
 # a generated corpus of realistic Defend traffic (APT_NETCON_LUA_EVENTS,
 # default 20000, written by the benchmarks' generator): the glue's alerts
 # must be the CLI's there too, and the driver prints the cost per record of
-# a no-op callback, the glue and the pure-Lua peer on the same tables.
+# a no-op callback, the glue and the pure-Lua peer on the same tables (and
+# on fresh tables, built just before each call as filter_lua builds them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
