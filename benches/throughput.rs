@@ -21,7 +21,9 @@
 //! `… -- --chart` draws `BENCHMARKS.svg` again from the last run's results
 //! (and the Python peer's, once `benches/peers/eql_peer.py` has run);
 //! `… -- --profile api|c|msgpack|scan|extract|serde` runs one row in a loop
-//! for a profiler and prints its events per CPU second.
+//! for a profiler and prints its events per CPU second;
+//! `… -- --pack DIR [--events N]` times a rule pack by pack size
+//! (see [`pack_mode`]).
 
 #[path = "corpus/mod.rs"]
 mod corpus;
@@ -576,10 +578,91 @@ fn redraw_chart() {
     println!("chart: {}", svg_path.display());
 }
 
+/// `-- --pack DIR [--events N]`: a rule pack (every `.toml` and `.eql` of
+/// DIR, e.g. Elastic's Linux rules in `../shared/rules/elastic-linux-eql`)
+/// through the Rust API on the corpus, by pack size (the first 1, 10, 50,
+/// 100 rules and all, in file-name order): events per CPU second (median of
+/// `APT_NETCON_BENCH_RUNS`, default 5), rules the index let through and
+/// rules evaluated per record, alerts; then through the C ABI on
+/// MessagePack chunks for the whole pack. Writes `target/bench/pack.json`.
+fn pack_mode(args: &[String]) {
+    let dir = args.iter().position(|a| a == "--pack").and_then(|i| args.get(i + 1)).expect("--pack DIR");
+    let events = args
+        .iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().expect("--events N"))
+        .unwrap_or(50_000);
+    let runs = env_usize("APT_NETCON_BENCH_RUNS", 5).max(1);
+    let started = Instant::now();
+    let (rules, skipped) = apt_netcon::pack::load_dir(Path::new(dir)).expect("a rules directory");
+    println!("pack: {} rules loaded from {dir} in {:.0?} ({} do not load)", rules.len(), started.elapsed(), skipped.len());
+    let corpus = Corpus::generate(&Spec::new(events, env_usize("APT_NETCON_BENCH_HOSTS", 1000)));
+    println!("corpus: {}", corpus.mix.summary());
+    let mut sizes: Vec<usize> = [1, 10, 50, 100].into_iter().filter(|&n| n < rules.len()).collect();
+    sizes.push(rules.len());
+    println!("{:>6} {:>14} {:>10} {:>10} {:>8} {:>10}", "rules", "events/CPU s", "indexed", "evaluated", "alerts", "build");
+    let mut table = Vec::new();
+    for &k in &sizes {
+        let subset: Vec<apt_netcon::Rule> = rules[..k].to_vec();
+        let mut rates = Vec::new();
+        let (mut indexed, mut tested, mut alerts, mut build) = (0.0, 0.0, 0, 0.0);
+        for _ in 0..runs {
+            let t = Instant::now();
+            let mut p = apt_netcon::pack::PackDetector::new(subset.clone(), &Config::default());
+            build = t.elapsed().as_secs_f64();
+            let c = cpu_now();
+            let mut a = 0;
+            for line in corpus.lines() {
+                a += p.process(line, false).unwrap_or(0);
+                while p.take_alert().is_some() {}
+            }
+            rates.push(corpus.len() as f64 / (cpu_now() - c));
+            let (n, t) = p.work();
+            indexed = p.indexed() as f64 / n as f64;
+            tested = t as f64 / n as f64;
+            alerts = a;
+        }
+        let rate = median(&rates);
+        println!("{k:>6} {rate:>14.0} {indexed:>10.2} {tested:>10.2} {alerts:>8} {:>8.0}ms", build * 1e3);
+        table.push(json!({"rules": k, "events_per_cpu_s": rate, "indexed_per_record": indexed, "evaluated_per_record": tested, "alerts": alerts}));
+    }
+    // The whole pack through the C ABI, MessagePack chunks of 64 records.
+    let corpus: &'static Corpus = Box::leak(Box::new(corpus));
+    let chunks = to_msgpack_chunks(corpus, 64);
+    let cfg = json!({"rules_dir": dir}).to_string();
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let mut det = ptr::null_mut();
+        let mut err = ptr::null_mut();
+        // SAFETY: valid pointers and lengths.
+        let st = unsafe { aptnc_init(cfg.as_ptr(), cfg.len(), ptr::null(), &mut det, &mut err) };
+        assert_eq!(st, aptnc_status::Ok);
+        let c = cpu_now();
+        let (mut out, mut out_len) = (ptr::null(), 0usize);
+        for chunk in &chunks {
+            // SAFETY: a live detector; the chunk outlives the call.
+            unsafe { aptnc_filter_msgpack(det, chunk.as_ptr(), chunk.len(), &mut out, &mut out_len) };
+        }
+        rates.push(corpus.len() as f64 / (cpu_now() - c));
+        // SAFETY: from aptnc_init, freed once.
+        unsafe { aptnc_free(det) };
+    }
+    let mp = median(&rates);
+    println!("{:>6} {mp:>14.0}  (C ABI, MessagePack chunks of 64)", rules.len());
+    let out = json!({"rules_dir": dir, "events": events, "runs": runs, "api": table, "c_abi_msgpack_events_per_cpu_s": mp});
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("bench");
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join("pack.json"), serde_json::to_string_pretty(&out).unwrap()).unwrap();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--write-corpus") {
         return write_corpus_mode(&args);
+    }
+    if args.iter().any(|a| a == "--pack") {
+        return pack_mode(&args);
     }
     if args.iter().any(|a| a == "--chart") {
         return redraw_chart();

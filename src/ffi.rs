@@ -973,7 +973,9 @@ unsafe fn text_out(
 /// a detector of one rule): its `rule_id` and `name`, the `engine` running
 /// it, `alerts` (the alerts it gave, inline or standalone) and every counter
 /// of aptnc_stats by its field name (`records`: for a rule of a pack, the
-/// records it was tested on — those the pack's index did not rule out).
+/// records it was tested on — those the pack's index and the stage tests on
+/// the record's fields did not rule out; `indexed`, for a rule of a pack:
+/// the records the index let through to those tests).
 /// New members may be added; none is ever removed. `skipped`: the rules of
 /// the pack that did not load (`skip_broken_rules`), empty otherwise.
 ///

@@ -2,21 +2,31 @@
 //! the rules it could match.
 //!
 //! A pack holds one [`Detector`] per rule (each with its own partial
-//! sequences, counters and exceptions, on the fast or the generic engine),
-//! and an index of the strings each rule's stages require. Most stages
-//! require some field to hold one of a few strings (`process.name ==
-//! "curl"`, `process.args : "*--proxy*"`, `event.action in ("exec",
-//! "fork")`), and every stage with a category requires it: a record can
-//! match such a stage only if one of each such set of strings appears in
-//! it (in JSON as a whole string value, between its quotes and not as a
-//! member name, unless an escape spells it otherwise, which a record
-//! without a backslash cannot; in MessagePack as its bytes). The index
-//! finds, in one pass over the record with an Aho-Corasick automaton
-//! (`aho-corasick` crate: the well-kept multi-pattern searcher, here as a
-//! DFA), every required string the record holds, and from them every stage
-//! all of whose sets (up to four, the most selective first) are there;
-//! only those stages' rules see the record. A stage that requires no
-//! string (e.g. `any where true`, a `regex` alone) sees every record.
+//! sequences, counters and exceptions, on the fast or the generic engine).
+//! Most of a rule's stages require some field to hold one of a few strings
+//! (`process.name == "curl"`, `process.args : "*--proxy*"`, `event.action
+//! in ("exec", "fork")`), and every stage with a category requires it.
+//! Before any rule sees a record, the pack:
+//!
+//! 1. reads the record once ([`FieldTable::scan`], or the MessagePack
+//!    reader) for every field any rule's index or stage tests use;
+//! 2. finds the stages all of whose sets of required strings are there
+//!    (`FieldIndex`): whole values are looked up in a hash map (by field),
+//!    fragments found by one Aho-Corasick automaton per field over that
+//!    field's values (`aho-corasick` crate: the well-kept multi-pattern
+//!    searcher);
+//! 3. tests those stages' conditions on the fields read (`PreCheck`):
+//!    exactly the fast engine's stage test for a fast rule, a sound
+//!    relaxation for a generic one;
+//!
+//! and hands the record only to the rules with a stage left. A record the
+//! reader is unsure of (malformed, too deep) goes to every rule, whose
+//! detectors read and count it. A stage that requires no string (e.g. `any
+//! where true`) is tested on every record.
+//!
+//! [`RuleIndex`] is the same index over a record's bytes (a required whole
+//! value as a JSON string between its quotes, never as a member name),
+//! used by a single generic rule to pass records unread.
 //!
 //! **Later stages while nothing waits.** A record that can match only the
 //! later stages of a plain sequence (no missing-event or `until` stage) in
@@ -308,7 +318,8 @@ struct StageReq {
 }
 
 /// A candidate rule: its index, and the stages the record may match (bit
-/// k: stage k, in [`rule_sets`]'s order; stages past the 63rd share bit 63).
+/// k: stage k, in the order of the rule's positive stages, then its
+/// missing-event and `until` stages; stages past the 63rd share bit 63).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Candidate {
     pub rule: u32,
@@ -777,6 +788,8 @@ pub struct PackDetector {
     /// Candidates the index gave, summed over records (before their
     /// stages' tests).
     indexed: u64,
+    /// Per rule, the records the index gave it (before its stages' tests).
+    indexed_by_rule: Vec<u64>,
     /// Rules that did not load, `(name, reason)` (`skip_broken_rules`).
     skipped: Vec<(String, String)>,
 }
@@ -791,6 +804,7 @@ impl PackDetector {
     /// report them in [`PackDetector::report`]).
     pub fn with_skipped(rules: Vec<Rule>, skipped: Vec<(String, String)>, config: &Config) -> PackDetector {
         let detectors = rules.iter().map(|r| Detector::with_rule(r.clone(), config)).collect();
+        let n_rules = rules.len();
         let types = config.types();
         let mut precheck = PreCheck::new(&rules, &types);
         let index = FieldIndex::new(&rules, &types, config.prefilter, &mut precheck.table);
@@ -806,6 +820,7 @@ impl PackDetector {
             tested: 0,
             bad_timestamps: 0,
             indexed: 0,
+            indexed_by_rule: vec![0; n_rules],
             skipped,
         }
     }
@@ -898,13 +913,15 @@ impl PackDetector {
             .rules
             .iter()
             .zip(&self.detectors)
-            .map(|(r, d)| {
+            .enumerate()
+            .map(|(i, (r, d))| {
                 let s = d.stats();
                 let mut m = serde_json::Map::new();
                 m.insert("rule_id".into(), r.meta().rule_id.clone().into());
                 m.insert("name".into(), r.meta().name.clone().into());
                 m.insert("engine".into(), if d.is_generic() { "generic" } else { "fast" }.into());
                 m.insert("alerts".into(), (s.annotated + s.standalone_alerts).into());
+                m.insert("indexed".into(), self.indexed_by_rule[i].into());
                 for (k, v) in s.fields() {
                     m.insert(k.to_string(), v.into());
                 }
@@ -995,8 +1012,8 @@ impl PackDetector {
         }
     }
 
-    /// The candidates of one record ([`FieldIndex`]), keeping of them only
-    /// the stages whose test the record passes ([`PreCheck`]), and the
+    /// The candidates of one record (`FieldIndex`), keeping of them only
+    /// the stages whose test the record passes (`PreCheck`), and the
     /// candidates with a stage left. A record the table's reader is unsure
     /// of goes to every rule (their detectors then read and count it).
     fn select(&mut self, record: &[u8], msgpack: bool) {
@@ -1014,7 +1031,19 @@ impl PackDetector {
         }
         self.index.candidates(&fields, &mut self.candidates);
         self.indexed += self.candidates.len() as u64;
+        for c in &self.candidates {
+            self.indexed_by_rule[c.rule as usize] += 1;
+        }
+        let (detectors, plain, gate) = (&self.detectors, &self.index.plan.plain_sequence, self.gate_later_stages);
         self.candidates.retain_mut(|c| {
+            // The later stages of a plain sequence in which nothing waits
+            // can extend nothing (see the module docs): not tested.
+            if gate && plain[c.rule as usize] && !detectors[c.rule as usize].has_state() {
+                c.stages &= 1;
+                if c.stages == 0 {
+                    return false;
+                }
+            }
             let Some(checks) = &pc.rules[c.rule as usize] else { return true };
             let mut bits = 0u64;
             for (k, ch) in checks.iter().enumerate() {

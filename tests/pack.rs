@@ -485,3 +485,17 @@ fn a_pack_skips_later_stages_while_nothing_waits() {
     }
     assert_eq!(pack.work(), (3, 3));
 }
+
+#[test]
+fn without_kibana_fields_a_rule_alert_says_it_under_eql() {
+    let rule = Rule::from_eql(r#"network where destination.port == 4444"#, apt_netcon::rule::meta_for_file("port_4444")).unwrap();
+    let mut d = Detector::with_rule(rule, &Config { kibana_fields: false, ..Config::default() });
+    let Ok(Verdict::Annotated(b)) = d.process(&three_stage_events()[2]) else { panic!("no alert") };
+    let a: Value = serde_json::from_slice(b).unwrap();
+    assert!(a.get("kibana").is_none());
+    assert_eq!(a["eql"]["severity"], "medium");
+    assert_eq!(a["eql"]["risk_score"], 47);
+    assert!(a["eql"]["alert_id"].as_str().unwrap().len() == 36);
+    assert!(a["eql"].get("group_id").is_none() && a["eql"].get("events").is_none(), "one event: no group, no events list");
+    assert!(a["eql"]["reason"].as_str().unwrap().starts_with("network event with process x.bin"));
+}

@@ -169,10 +169,10 @@ fn one_record_completing_three_rules_gives_three_alerts_in_rule_order() {
     assert!(rules[2]["records"].as_u64().unwrap() >= 3, "every stage's record reached c_seq");
     assert_eq!(rep["skipped"], json!([]));
     // Nothing in the report an aptnc_stats counter does not have, but the
-    // identity and `alerts`.
+    // identity, `alerts` and `indexed`.
     let fields: Vec<&str> = apt_netcon::Stats::default().fields().iter().map(|(k, _)| *k).collect();
     for k in rules[0].as_object().unwrap().keys() {
-        assert!(fields.contains(&k.as_str()) || ["rule_id", "name", "engine", "alerts"].contains(&k.as_str()), "{k}");
+        assert!(fields.contains(&k.as_str()) || ["rule_id", "name", "engine", "alerts", "indexed"].contains(&k.as_str()), "{k}");
     }
     unsafe { aptnc_free(d) };
     let _ = std::fs::remove_dir_all(&dir);
