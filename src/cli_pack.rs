@@ -91,11 +91,18 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], alerts_only: boo
             started.elapsed().as_secs_f64(),
             tested as f64 / records.max(1) as f64
         );
+        let summed = pack.summed_stats(Default::default());
+        eprintln!(
+            "apt-netcon: state at the end: {} partial sequences (about {:.1} MB), {} evicted by the caps",
+            summed.pending,
+            pack.state_bytes() as f64 / 1e6,
+            summed.evicted_by_cap + summed.evicted_by_host_cap + summed.evicted_by_bytes
+        );
         for (i, r) in pack.rules().iter().enumerate() {
             let s = pack.stats(i);
             let a = s.annotated + s.standalone_alerts;
-            if a > 0 {
-                eprintln!("apt-netcon:   {} ({}): {a} alerts", r.meta().rule_id, r.meta().name);
+            if a > 0 || s.pending > 1000 {
+                eprintln!("apt-netcon:   {} ({}): {a} alerts, {} pending", r.meta().rule_id, r.meta().name, s.pending);
             }
         }
     }

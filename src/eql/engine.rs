@@ -146,7 +146,15 @@ struct CStage {
 }
 
 type Key = Vec<Option<String>>;
-type Carried = Option<std::sync::Arc<serde_json::Map<String, Value>>>;
+/// The carried fields of a stored event, kept as their JSON text (a
+/// fraction of the memory of a map of values; read back only when a result
+/// is emitted).
+type Carried = Option<std::sync::Arc<str>>;
+
+/// Carried fields as [`Match::carried`] gives them.
+fn carried_map(c: &Carried) -> Option<std::sync::Arc<serde_json::Map<String, Value>>> {
+    c.as_ref().map(|text| std::sync::Arc::new(serde_json::from_str(text).unwrap_or_default()))
+}
 
 #[derive(Debug, Clone)]
 struct Ev {
@@ -352,7 +360,7 @@ impl Engine {
                     self.stats.results += 1;
                     let carried = self.carried(event);
                     let time = doc_time(&doc, self.ts_slot);
-                    out.push(Match { events: vec![Some(ordinal)], keys: Vec::new(), carried: vec![carried], times: vec![time] });
+                    out.push(Match { events: vec![Some(ordinal)], keys: Vec::new(), carried: vec![carried_map(&carried)], times: vec![time] });
                 }
             }
             Kind::Sequence => self.sequence_event(ordinal, event, &doc, out),
@@ -390,7 +398,7 @@ impl Engine {
                 }
             }
         }
-        Some(std::sync::Arc::new(m))
+        Some(serde_json::to_string(&m).unwrap_or_default().into())
     }
 
     /// Every key combination of `stage` for this event; `None` if a
@@ -692,7 +700,7 @@ impl Engine {
                 times.push(None);
             } else if let Some(e) = it.next() {
                 events.push(Some(e.ordinal));
-                carried.push(e.carried.clone());
+                carried.push(carried_map(&e.carried));
                 times.push(e.time);
             }
         }
