@@ -938,6 +938,25 @@ impl Detector {
 
     /// Whether this detector runs its rule on the generic engine (which
     /// reads a record as a whole tree: see [`Detector::process_parsed`]).
+    /// Partial sequences kept now (cheap).
+    pub fn pending_count(&self) -> u64 {
+        match &self.generic {
+            Some(g) => g.pending(),
+            None => self.state.len() as u64,
+        }
+    }
+
+    /// Change the cap on partial sequences (`max_pending_sequences`) of this
+    /// detector's rule: a rule pack shares one cap among its rules. Enforced
+    /// (oldest first, counted as `evicted_by_cap`) when the next partial is
+    /// stored.
+    pub fn set_pending_cap(&mut self, n: usize) {
+        match &mut self.generic {
+            Some(g) => g.set_max_partials(n),
+            None => self.state.set_total_cap(n),
+        }
+    }
+
     /// Whether any partial sequence or held event is kept (cheap).
     pub fn has_state(&self) -> bool {
         match &self.generic {

@@ -146,6 +146,11 @@ impl GenericRun {
         self.engine.state_len() as u64
     }
 
+    /// See [`Engine::set_max_partials`].
+    pub fn set_max_partials(&mut self, n: usize) {
+        self.engine.set_max_partials(n);
+    }
+
     pub fn held(&self) -> u64 {
         self.held.len() as u64
     }

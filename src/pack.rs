@@ -776,6 +776,10 @@ pub struct PackDetector {
     candidates: Vec<Candidate>,
     precheck: PreCheck,
     alerts: VecDeque<PackAlert>,
+    /// `max_pending_sequences`, for the whole pack, and the partial
+    /// sequences all rules keep (as of their last record).
+    global_cap: u64,
+    pending: u64,
     /// Whether a plain sequence rule with nothing waiting may skip records
     /// that can match only its later stages (not with `max_lateness`, where
     /// an earlier first-stage event may still arrive).
@@ -813,6 +817,8 @@ impl PackDetector {
             candidates: Vec::with_capacity(rules.len()),
             precheck,
             gate_later_stages: config.max_lateness_ms == 0,
+            global_cap: config.max_pending_sequences as u64,
+            pending: 0,
             rules,
             detectors,
             alerts: VecDeque::new(),
@@ -901,6 +907,7 @@ impl PackDetector {
             e += r.expired;
             p += r.pending;
         }
+        self.pending = self.detectors.iter().map(Detector::pending_count).sum();
         (e, p)
     }
 
@@ -984,6 +991,11 @@ impl PackDetector {
                 continue;
             }
             self.tested += 1;
+            // One cap for the whole pack: this rule may keep what the others
+            // leave, and evicts its own oldest beyond that.
+            let own = d.pending_count();
+            let others = self.pending.saturating_sub(own);
+            d.set_pending_cap(self.global_cap.saturating_sub(others).max(1) as usize);
             let bad_before = d.bad_timestamp_count();
             let verdict = if d.is_generic() {
                 let tree = parsed.get_or_insert_with(|| crate::generic::read(record, msgpack));
@@ -1002,6 +1014,7 @@ impl PackDetector {
                 Err(e) => err = err.or(Some(e)),
             }
             self.bad_timestamps += self.detectors[i].bad_timestamp_count() - bad_before;
+            self.pending = others + self.detectors[i].pending_count();
             while let Some(a) = self.detectors[i].take_alert() {
                 self.alerts.push_back(signal(i, a.msgpack, a.bytes));
             }
@@ -1079,6 +1092,7 @@ impl PackDetector {
                 self.alerts.push_back(signal(i, a.msgpack, a.bytes));
             }
         }
+        self.pending = self.detectors.iter().map(Detector::pending_count).sum();
         self.alerts.len() - before
     }
 }

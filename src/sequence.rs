@@ -216,6 +216,12 @@ impl SequenceState {
     }
 
     /// Number of partial sequences held.
+    /// Change the cap on partial sequences in total (at least 1); the next
+    /// insertion evicts, oldest first, down to it.
+    pub fn set_total_cap(&mut self, total: usize) {
+        self.caps.total = total.max(1);
+    }
+
     pub fn len(&self) -> usize {
         self.queue.len()
     }

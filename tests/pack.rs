@@ -499,3 +499,34 @@ fn without_kibana_fields_a_rule_alert_says_it_under_eql() {
     assert!(a["eql"].get("group_id").is_none() && a["eql"].get("events").is_none(), "one event: no group, no events list");
     assert!(a["eql"]["reason"].as_str().unwrap().starts_with("network event with process x.bin"));
 }
+
+/// `max_pending_sequences` caps the whole pack: a rule may keep what the
+/// others leave, and evicts its own oldest beyond that (counted per rule).
+#[test]
+fn the_pending_cap_is_one_for_the_whole_pack() {
+    let seq = |name: &str| {
+        let q = format!(
+            r#"sequence by host.id with maxspan=1h [process where process.name == "{name}"] [network where destination.port == 1]"#
+        );
+        Rule::from_eql(&q, apt_netcon::rule::meta_for_file(name)).unwrap()
+    };
+    let cfg = Config { max_pending_sequences: 10, ..Config::default() };
+    let mut pack = PackDetector::new(vec![seq("aaa"), seq("bbb")], &cfg);
+    let rec = |name: &str, host: usize, s: usize| {
+        format!(r#"{{"@timestamp":"2026-01-01T00:00:{s:02}Z","event":{{"category":["process"]}},"host":{{"id":"h{host}"}},"process":{{"name":"{name}"}}}}"#)
+            .into_bytes()
+    };
+    for h in 0..8 {
+        pack.process(&rec("aaa", h, h), false).unwrap();
+    }
+    for h in 0..5 {
+        pack.process(&rec("bbb", h, 10 + h), false).unwrap();
+    }
+    let (a, b) = (pack.stats(0), pack.stats(1));
+    assert_eq!((a.pending, b.pending), (8, 2), "the second rule keeps what the first leaves");
+    assert_eq!((a.evicted_by_cap, b.evicted_by_cap), (0, 3), "and evicts its own oldest");
+    // The first rule, now over what is left to it, evicts down as well.
+    pack.process(&rec("aaa", 100, 30), false).unwrap();
+    assert!(pack.stats(0).pending + pack.stats(1).pending <= 10);
+    assert_eq!(pack.summed_stats(Default::default()).evicted_by_cap, 3 + pack.stats(0).evicted_by_cap);
+}

@@ -341,6 +341,12 @@ impl Engine {
     }
 
     /// Partial sequences, held results and sample candidates now kept.
+    /// Change [`EngineOptions::max_partials`] (at least 1); enforced from
+    /// the next event on.
+    pub fn set_max_partials(&mut self, n: usize) {
+        self.opts.max_partials = n.max(1);
+    }
+
     pub fn state_len(&self) -> usize {
         self.n_partials + self.n_missing + self.held.len() + self.n_sample
     }
