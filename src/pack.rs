@@ -522,13 +522,22 @@ struct FieldIndex {
     /// case-insensitive: value → (field, set).
     exact: foldhash::HashMap<Box<str>, Vec<(Slot, u32)>>,
     exact_ci: foldhash::HashMap<Box<str>, Vec<(Slot, u32)>>,
-    /// The fields looked up, each once: (slot, in `exact`, in `exact_ci`).
-    exact_slots: Vec<(Slot, bool, bool)>,
+    /// The fields looked up, each once.
+    exact_slots: Vec<ExactSlot>,
     /// Fragments: per field and case, an automaton and each pattern's sets.
     frags: Vec<FragIndex>,
     plan: Plan,
     scratch: Scratch,
     fold: String,
+}
+
+/// A field whose whole values are looked up: the longest string sought
+/// there, case-sensitively and case-insensitively (`None`: none).
+#[derive(Debug, Clone, Copy)]
+struct ExactSlot {
+    slot: Slot,
+    cs: Option<usize>,
+    ci: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -544,7 +553,7 @@ impl FieldIndex {
         let plan = Plan::new(rules, types, enabled);
         let mut exact: foldhash::HashMap<Box<str>, Vec<(Slot, u32)>> = Default::default();
         let mut exact_ci: foldhash::HashMap<Box<str>, Vec<(Slot, u32)>> = Default::default();
-        let mut exact_slots: Vec<(Slot, bool, bool)> = Vec::new();
+        let mut exact_slots: Vec<ExactSlot> = Vec::new();
         let mut frag_builders: Vec<(Slot, bool, IndexBuilder)> = Vec::new();
         for (sid, set) in plan.sets.iter().enumerate() {
             let sid = sid as u32;
@@ -556,13 +565,15 @@ impl FieldIndex {
                     if !e.contains(&(slot, sid)) {
                         e.push((slot, sid));
                     }
-                    match exact_slots.iter_mut().find(|x| x.0 == slot) {
-                        Some(x) => {
-                            x.1 |= !n.ci;
-                            x.2 |= n.ci;
+                    let x = match exact_slots.iter().position(|x| x.slot == slot) {
+                        Some(p) => &mut exact_slots[p],
+                        None => {
+                            exact_slots.push(ExactSlot { slot, cs: None, ci: None });
+                            exact_slots.last_mut().expect("just pushed")
                         }
-                        None => exact_slots.push((slot, !n.ci, n.ci)),
-                    }
+                    };
+                    let longest = if n.ci { &mut x.ci } else { &mut x.cs };
+                    *longest = Some(longest.unwrap_or(0).max(n.text.len()));
                 } else {
                     let b = match frag_builders.iter().position(|x| x.0 == slot && x.1 == n.ci) {
                         Some(p) => &mut frag_builders[p].2,
@@ -601,16 +612,18 @@ impl FieldIndex {
                 sc.hits.push(set);
             }
         };
-        for &(slot, cs, ci) in &self.exact_slots {
+        for &ExactSlot { slot, cs, ci } in &self.exact_slots {
             for v in f.get(slot) {
                 let Scalar::Str(s) = v else { continue };
                 let s = s.as_ref();
-                if cs {
+                // A value longer than every string sought there is none of them.
+                if cs.is_some_and(|longest| s.len() <= longest) {
                     if let Some(list) = self.exact.get(s) {
                         list.iter().filter(|x| x.0 == slot).for_each(|x| hit(sc, x.1));
                     }
                 }
-                if ci {
+                // (Lower-casing keeps an ASCII value's length, not any other's.)
+                if ci.is_some_and(|longest| s.len() <= longest || !s.is_ascii()) {
                     self.fold.clear();
                     if s.is_ascii() {
                         self.fold.extend(s.chars().map(|c| c.to_ascii_lowercase()));
