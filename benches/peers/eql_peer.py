@@ -30,6 +30,16 @@ printed; where they still differ, it is the Python engine's own semantics
 
 Writes target/bench/peer-eql.json, which the next `cargo bench --bench
 throughput` draws in BENCHMARKS.svg.
+
+With `--pack DIR` (e.g. ../shared/rules/elastic-linux-eql): the rule pack
+instead. Every `.toml` (its `[rule] query`) and `.eql` of DIR that the
+Python engine parses, compiles and runs on the corpus without raising (the
+others are counted, with the first reasons) goes
+into one PythonEngine, run end to end on the corpus (`--limit`, default
+5,000 events: the Python engine is slow); apt-netcon's CLI runs the whole
+directory (`--rules DIR --alerts-only`) on the same file. No array-field
+rewriting here: the Python engine's own semantics on arrays stand, so the
+alert counts are printed but not compared. Writes target/bench/peer-eql-pack.json.
 """
 
 import argparse
@@ -126,13 +136,121 @@ def run_engine_only(query, events):
     return time.process_time() - t, len(alerts)
 
 
+def pack_queries(rules_dir):
+    """(name, query text) of every rule file in the directory, sorted."""
+    import tomllib
+
+    out = []
+    for name in sorted(os.listdir(rules_dir)):
+        path = os.path.join(rules_dir, name)
+        if name.endswith(".toml"):
+            with open(path, "rb") as f:
+                q = tomllib.load(f).get("rule", {}).get("query")
+            if q:
+                out.append((name, q))
+        elif name.endswith(".eql"):
+            with open(path) as f:
+                out.append((name, f.read()))
+    return out
+
+
+def pack_main(args):
+    queries = pack_queries(args.pack)
+    parsed, failed = [], []
+    for name, text in queries:
+        try:
+            with elasticsearch_syntax, ignore_missing_functions:
+                q = parse_query(text)
+            # Compiled alone first: some parse but name functions the Python
+            # engine does not have.
+            probe = eql.PythonEngine({"time_unit": 1000})
+            probe.add_custom_function("cidrmatch", cidrmatch)
+            probe.add_query(q)
+            parsed.append(q)
+        except Exception as e:  # the Python engine's own limits
+            failed.append((name, (str(e).splitlines() or ["?"])[0][:120]))
+    with open(args.corpus, "rb") as f:
+        lines = f.read().splitlines()[: args.limit or 5000]
+    n = len(lines)
+    # Some raise on the corpus (e.g. a list where the engine hashes a
+    # value): each rule alone first; those that raise are left out.
+    events = [to_event(json.loads(l)) for l in lines]
+    runnable = []
+    for q in parsed:
+        e = eql.PythonEngine({"time_unit": 1000})
+        e.add_custom_function("cidrmatch", cidrmatch)
+        e.add_query(q)
+        try:
+            for ev in events:
+                e.stream_event(ev)
+            e.finalize()
+            runnable.append(q)
+        except Exception as err:  # the Python engine's own limits
+            failed.append((str(q)[:60], "raised at run time: " + (str(err).splitlines() or ["?"])[0][:80]))
+    parsed = runnable
+    path = os.path.join(ROOT, "target", "bench", "peer-pack-corpus.ndjson")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(b"\n".join(lines) + b"\n")
+    print(f"pack: {args.pack}: {len(queries)} rules, {len(parsed)} run by eql {eql.__version__}, {len(failed)} not")
+    for name, why in failed[:5]:
+        print(f"  not parsed: {name}: {why}")
+
+    def run_pack():
+        alerts = []
+        e = eql.PythonEngine({"time_unit": 1000})
+        e.add_custom_function("cidrmatch", cidrmatch)
+        for q in parsed:
+            e.add_query(q)
+        e.add_output_hook(lambda events: alerts.append(events))
+        t = time.process_time()
+        for line in lines:
+            e.stream_event(to_event(json.loads(line)))
+        e.finalize()
+        return time.process_time() - t, len(alerts)
+
+    runs = [run_pack() for _ in range(args.runs)]
+    eql_eps = n / statistics.median(t for t, _ in runs)
+    cli_times = []
+    for _ in range(max(args.runs, 3)):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with open(os.devnull, "wb") as out:
+            subprocess.run([args.cli, "--quiet", "--alerts-only", "--rules", args.pack, path], check=True, stdout=out)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cli_times.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    cli = n / statistics.median(cli_times)
+    r = subprocess.run([args.cli, "--quiet", "--alerts-only", "--rules", args.pack, path], check=True, capture_output=True)
+    ours_alerts = r.stdout.count(b"\n")
+    print()
+    print(f"| engine ({n} events) | rules | events/s | alerts | apt-netcon CLI × |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| eql, end to end (json.loads + engine) | {len(parsed)} | {eql_eps:,.0f} | {runs[0][1]} | {cli / eql_eps:,.0f} |")
+    print(f"| apt-netcon CLI --rules, file → /dev/null | {len(queries)} | {cli:,.0f} | {ours_alerts} | 1 |")
+    out = {
+        "eql_version": eql.__version__,
+        "rules": len(queries),
+        "run_by_eql": len(parsed),
+        "not_parsed": failed,
+        "events": n,
+        "eql_events_per_s": eql_eps,
+        "eql_alerts": runs[0][1],
+        "cli_events_per_s": cli,
+        "ours_alerts": ours_alerts,
+    }
+    with open(os.path.join(ROOT, "target", "bench", "peer-eql-pack.json"), "w") as f:
+        json.dump(out, f, indent=2)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pack", help="a directory of rules: time the rule pack instead (see above)")
     ap.add_argument("--corpus", default=os.path.join(ROOT, "target", "bench", "corpus.ndjson"))
     ap.add_argument("--limit", type=int, default=0, help="first N events only (default: all)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--cli", default=os.path.join(ROOT, "target", "release", "apt-netcon"))
     args = ap.parse_args()
+    if args.pack:
+        return pack_main(args)
 
     with open(args.corpus, "rb") as f:
         lines = f.read().splitlines()
