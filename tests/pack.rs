@@ -5,9 +5,11 @@
 //! The events built for a rule take, for every stage, each conjunct
 //! `field == "…"`, `field in (…)` (the first value), `field : "…"` /
 //! `like` (wildcards filled), `startsWith`/`endsWith`/`stringContains` and
-//! the category, on one host, in stage order, one second apart: many
+//! the category, on one host, in stage order, a millisecond apart: many
 //! rules' conditions hold for them (their negated parts hold by absence),
-//! and the others are near misses. Rules from `../shared/rules/` (the test
+//! and the others are near misses; so are, on purpose, copies of each
+//! rule's events with one field a stage asks for left out (each of the
+//! first three of each stage). Rules from `../shared/rules/` (the test
 //! says "skipped" without them).
 
 #[path = "../benches/corpus/mod.rs"]
@@ -42,11 +44,23 @@ fn fill(p: &str) -> String {
 
 /// Set the fields a condition's positive conjuncts ask for.
 fn satisfy(e: &Expr, ev: &mut Map<String, Value>) {
+    satisfy_but(e, ev, None, &mut 0);
+}
+
+/// [`satisfy`], leaving out the `skip`-th field it would set (counted in
+/// `n`): a near miss, failing that one condition.
+fn satisfy_but(e: &Expr, ev: &mut Map<String, Value>, skip: Option<usize>, n: &mut usize) {
+    let mut set = |ev: &mut Map<String, Value>, path: &str, v: Value| {
+        *n += 1;
+        if skip != Some(*n - 1) {
+            set(ev, path, v);
+        }
+    };
     match e {
-        Expr::And(items, _) => items.iter().for_each(|x| satisfy(x, ev)),
+        Expr::And(items, _) => items.iter().for_each(|x| satisfy_but(x, ev, skip, n)),
         Expr::Or(items, _) => {
             if let Some(first) = items.first() {
-                satisfy(first, ev)
+                satisfy_but(first, ev, skip, n)
             }
         }
         Expr::Compare { op: CmpOp::Eq, left, right, .. } => {
@@ -88,7 +102,14 @@ fn satisfy(e: &Expr, ev: &mut Map<String, Value>) {
 
 /// Events meant to complete `rule` on host `host`, from time `t0` (ms).
 fn events_for(rule: &Rule, host: &str, t0: i64) -> Vec<Vec<u8>> {
-    let Ok(q) = parse(rule.query_text(), ParseLimits::default()) else { return Vec::new() };
+    events_but(rule, host, t0, None).unwrap_or_default()
+}
+
+/// [`events_for`], with stage `miss.0`'s event leaving out the `miss.1`-th
+/// field its condition asks for (a near miss); `None` when there is no such
+/// stage or field.
+fn events_but(rule: &Rule, host: &str, t0: i64, miss: Option<(usize, usize)>) -> Option<Vec<Vec<u8>>> {
+    let Ok(q) = parse(rule.query_text(), ParseLimits::default()) else { return Some(Vec::new()) };
     let stages: Vec<_> = match &q {
         Query::Event(e) => vec![(e.category.clone(), e.condition.clone(), 1)],
         Query::Sequence(s) => {
@@ -97,8 +118,9 @@ fn events_for(rule: &Rule, host: &str, t0: i64) -> Vec<Vec<u8>> {
         Query::Sample(s) => s.stages.iter().map(|st| (st.query.category.clone(), st.query.condition.clone(), 1)).collect(),
     };
     let mut out = Vec::new();
+    let mut missed = false;
     let mut t = t0;
-    for (cat, cond, runs) in stages {
+    for (si, (cat, cond, runs)) in stages.into_iter().enumerate() {
         for _ in 0..runs {
             let mut ev = Map::new();
             set(&mut ev, "@timestamp", json!(apt_netcon::time::format_ms(t)));
@@ -110,12 +132,15 @@ fn events_for(rule: &Rule, host: &str, t0: i64) -> Vec<Vec<u8>> {
             set(&mut ev, "user.name", json!("root"));
             set(&mut ev, "event.id", json!(format!("{host}-{t}")));
             set(&mut ev, "event.category", json!([cat.clone().unwrap_or_else(|| "process".into())]));
-            satisfy(&cond, &mut ev);
+            let skip = miss.filter(|m| m.0 == si).map(|m| m.1);
+            let mut n = 0;
+            satisfy_but(&cond, &mut ev, skip, &mut n);
+            missed |= skip.is_some_and(|k| k < n);
             out.push(serde_json::to_vec(&Value::Object(ev)).unwrap());
             t += 1;
         }
     }
-    out
+    (miss.is_none() || missed).then_some(out)
 }
 
 fn rules_dir() -> Option<std::path::PathBuf> {
@@ -143,7 +168,14 @@ fn stream(rules: &[Rule]) -> Vec<Vec<u8>> {
         let t = time_of(&b);
         out.push(b);
         if i % step == 0 && next < rules.len() {
-            out.extend(events_for(&rules[next], &format!("rule-host-{next}"), t + 1));
+            let r = &rules[next];
+            out.extend(events_for(r, &format!("rule-host-{next}"), t + 1));
+            // Near misses: each stage with one of its first three fields left out.
+            for stage in 0..4 {
+                for field in 0..3 {
+                    out.extend(events_but(r, &format!("rule-host-{next}-miss-{stage}-{field}"), t + 1, Some((stage, field))).into_iter().flatten());
+                }
+            }
             next += 1;
         }
     }
