@@ -52,6 +52,18 @@ pub struct Options {
 }
 
 /// A file to read, or standard input for "-".
+/// [`open`], or `None` after saying why (and marking the run failed).
+fn open_or_say(f: &str, status: &mut ExitCode) -> Option<File> {
+    match open(f) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            eprintln!("apt-netcon: cannot open {f}: {e}");
+            *status = ExitCode::from(1);
+            None
+        }
+    }
+}
+
 fn open(f: &str) -> io::Result<File> {
     if f == "-" {
         Ok(File::from(io::stdin().as_fd().try_clone_to_owned()?))
@@ -396,14 +408,7 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
     pipe_size::grow(&io::stdin());
     pipe_size::grow(&io::stdout());
     for f in files {
-        let mut input = match open(f) {
-            Ok(i) => i,
-            Err(e) => {
-                eprintln!("apt-netcon: cannot open {f}: {e}");
-                status = ExitCode::from(1);
-                continue;
-            }
-        };
+        let Some(mut input) = open_or_say(f, &mut status) else { continue };
         let name = display_name(f);
         if let Err(e) = s.filter(&mut det, &mut run, name, &mut input, &mut out, f != "-") {
             eprintln!("apt-netcon: {name}: {e}");
@@ -987,14 +992,7 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
     };
     let send = |b: Arc<Block>| -> bool { senders.iter().all(|tx| tx.send(b.clone()).is_ok()) && wtx.send(b).is_ok() };
     'files: for (fi, f) in files.iter().enumerate() {
-        let mut input = match open(f) {
-            Ok(i) => i,
-            Err(e) => {
-                eprintln!("apt-netcon: cannot open {f}: {e}");
-                status = ExitCode::from(1);
-                continue;
-            }
-        };
+        let Some(mut input) = open_or_say(f, &mut status) else { continue };
         let size = match input.metadata() {
             Ok(m) if f != "-" && m.is_file() => Some(m.len()),
             _ => None,

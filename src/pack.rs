@@ -264,6 +264,8 @@ pub struct RuleIndex {
     /// Scratch: which sets were found, the list of them, and per rule the
     /// stages found.
     scratch: std::cell::RefCell<Scratch>,
+    /// Scratch for [`RuleIndex::may_match`].
+    found: std::cell::RefCell<Vec<Candidate>>,
 }
 
 #[derive(Debug, Default)]
@@ -277,11 +279,12 @@ struct Scratch {
 /// found and every stage that requires none, by rule, in rule order, into
 /// `out`; the scratch is cleared for the next record.
 fn stages_found(by_primary: &[Vec<u32>], stages: &[StageReq], always: &[u32], sc: &mut Scratch, out: &mut Vec<Candidate>) {
-    let mut rules: Vec<u32> = Vec::new();
+    // Each rule enters `out` at its first stage found; its stage bits
+    // gather in the scratch and are filled in at the end.
     let mut mark = |sc: &mut Scratch, st: &StageReq| {
         let bits = &mut sc.rule_bits[st.rule as usize];
         if *bits == 0 {
-            rules.push(st.rule);
+            out.push(Candidate { rule: st.rule, stages: 0 });
         }
         *bits |= st.bit;
     };
@@ -301,10 +304,9 @@ fn stages_found(by_primary: &[Vec<u32>], stages: &[StageReq], always: &[u32], sc
         sc.set_hit[set as usize] = false;
     }
     sc.hits.clear();
-    rules.sort_unstable();
-    for r in rules {
-        let bits = std::mem::take(&mut sc.rule_bits[r as usize]);
-        out.push(Candidate { rule: r, stages: bits });
+    out.sort_unstable_by_key(|c| c.rule);
+    for c in out.iter_mut() {
+        c.stages = std::mem::take(&mut sc.rule_bits[c.rule as usize]);
     }
 }
 
@@ -408,6 +410,7 @@ impl RuleIndex {
             json: [j0.build(false), j1.build(true)],
             raw: [r0.build(false), r1.build(true)],
             scratch: std::cell::RefCell::new(plan.scratch()),
+            found: std::cell::RefCell::new(Vec::new()),
             plan,
         }
     }
@@ -451,7 +454,7 @@ impl RuleIndex {
 
     /// Whether the record could match any rule (for a one-rule index).
     pub fn may_match(&self, record: &[u8], json: bool) -> bool {
-        let mut out = Vec::new();
+        let mut out = self.found.borrow_mut();
         self.candidates(record, json, &mut out);
         !out.is_empty()
     }
@@ -802,9 +805,6 @@ pub struct PackDetector {
     tested: u64,
     /// Stage matches without a usable `@timestamp`, summed over rules.
     bad_timestamps: u64,
-    /// Candidates the index gave, summed over records (before their
-    /// stages' tests).
-    indexed: u64,
     /// Per rule, the records the index gave it (before its stages' tests).
     indexed_by_rule: Vec<u64>,
     /// Rules that did not load, `(name, reason)` (`skip_broken_rules`).
@@ -838,7 +838,6 @@ impl PackDetector {
             records: 0,
             tested: 0,
             bad_timestamps: 0,
-            indexed: 0,
             indexed_by_rule: vec![0; n_rules],
             skipped,
         }
@@ -975,7 +974,7 @@ impl PackDetector {
     /// Candidate rules the index gave, summed over records, before their
     /// stages were tested on the record.
     pub fn indexed(&self) -> u64 {
-        self.indexed
+        self.indexed_by_rule.iter().sum()
     }
 
     /// The next alert record, oldest first.
@@ -995,14 +994,8 @@ impl PackDetector {
         // Rules on the generic engine read the record as a tree: once for all.
         let mut parsed = None;
         for k in 0..self.candidates.len() {
-            let c = self.candidates[k];
-            let i = c.rule as usize;
+            let i = self.candidates[k].rule as usize;
             let d = &mut self.detectors[i];
-            // A record that can match only later stages of a sequence in
-            // which nothing waits can extend nothing (see the module docs).
-            if c.stages & 1 == 0 && self.gate_later_stages && self.index.plan.plain_sequence[i] && !d.has_state() {
-                continue;
-            }
             self.tested += 1;
             // One cap for the whole pack: this rule may keep what the others
             // leave, and evicts its own oldest beyond that.
@@ -1056,7 +1049,6 @@ impl PackDetector {
             return;
         }
         self.index.candidates(&fields, &mut self.candidates);
-        self.indexed += self.candidates.len() as u64;
         for c in &self.candidates {
             self.indexed_by_rule[c.rule as usize] += 1;
         }
