@@ -42,6 +42,7 @@ bash tests/lua/run.sh
 echo "== Go package"
 bash tests/go/run.sh
 
+echo "== documentation examples"; bash tests/docs/run.sh
 echo "== fuzz targets (cargo-fuzz, about 15 s each)"
 bash tests/fuzz/run.sh
 echo "all tests passed"

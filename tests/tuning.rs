@@ -1,6 +1,6 @@
 //! Tuning for real fleets: exceptions (every operator, the `trusted_*`
 //! shortcuts, where in a sequence they act), rule selection (TOML rule
-//! files, `maxspan`), refusals and config errors, and the README's worked
+//! files, `maxspan`), refusals and config errors, and docs/tuning.md's worked
 //! examples ("Tuning", one test per false-positive case of the rule's
 //! investigation guide).
 
@@ -495,11 +495,11 @@ fn exceptions_file_adds_items() {
 }
 
 // ---------------------------------------------------------------------------
-// The README's "Tuning" examples: each JSON snippet is in README.md verbatim.
+// The worked examples of docs/tuning.md: each JSON snippet is there verbatim.
 
 fn readme_has(snippet: &str) {
-    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
-    assert!(readme.contains(snippet), "README.md must show this config verbatim:\n{snippet}");
+    let page = std::fs::read_to_string(repo("docs/tuning.md")).unwrap();
+    assert!(page.contains(snippet), "docs/tuning.md must show this config verbatim:\n{snippet}");
 }
 
 const GUIDE_A: &str = r#"{

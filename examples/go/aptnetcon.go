@@ -43,7 +43,7 @@
 //	cargo build                           (then)  go build -tags aptnc_debug
 //
 // Without a tag it links target/release/libapt_netcon.a statically — what
-// the README's `cargo build --release` makes (the Go program then needs no
+// the Quick start's `cargo build --release` makes (the Go program then needs no
 // shared library at run time); aptnc_debug links target/debug's instead
 // (the test scripts' quicker build). aptnc_shared links the installed shared
 // library through `pkg-config apt_netcon` (set PKG_CONFIG_PATH for another
@@ -153,8 +153,8 @@ type Detector struct {
 	det *C.aptnc_detector // nil once closed
 }
 
-// New creates a detector from a JSON config object (see the README's
-// "Configuration" table: rule, rule_file, maxspan, exceptions, ...); "" or
+// New creates a detector from a JSON config object (see the table in
+// docs/configuration.md: rule, rule_file, maxspan, exceptions, ...); "" or
 // blank text means the defaults. On failure the error is an *Error whose Key
 // names the bad config key, or whose Line and Column place a rule error.
 func New(configJSON string) (*Detector, error) {
