@@ -215,7 +215,9 @@ for code in "$work"/*.sh; do
   ok=1 why=""
   [ "$status" = 0 ] || { ok=0; why="exit status $status"; }
   while IFS= read -r re; do
-    cat "$out" "$err" | grep -Eq -- "$re" || { ok=0; why="${why:+$why; }no line matches /$re/"; }
+    # (grep reads the files itself: `cat … | grep -q` under pipefail fails
+    # when grep stops early and cat gets SIGPIPE.)
+    grep -Eq -- "$re" "$out" "$err" || { ok=0; why="${why:+$why; }no line matches /$re/"; }
   done < <(sed -n 's/^expect //p' "$meta")
   want=$(sed -n 's/^expect-md5 //p' "$meta")
   if [ -n "$want" ]; then
