@@ -360,3 +360,108 @@ fn the_cli_warns_once_when_records_look_unparsed() {
     assert_eq!(err.matches("warning:").count(), 1, "{err}");
     assert!(err.contains("look unparsed") && err.contains("`log`"), "{err}");
 }
+
+/// `--help` (and `-h`): every option, the subcommands, the config keys'
+/// pointer, the examples and the exit statuses; on standard output, exit 0.
+#[test]
+fn help_lists_every_option() {
+    let out = run(&["--help"], b"");
+    assert!(out.status.success());
+    assert!(out.stderr.is_empty());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "Usage: apt-netcon [OPTIONS] [FILE]...",
+        "--config <FILE>",
+        "--rule <NAME|FILE>",
+        "--rules <DIR>",
+        "--skip-broken-rules",
+        "-q, --quiet",
+        "--print-rule",
+        "--alerts-only",
+        "-j, --threads <N>",
+        "[default: 1]",
+        "-h, --help",
+        "-V, --version",
+        "serve",
+        "completions",
+        "README, 'Configuration'",
+        "Examples:",
+        "Exit status: 0 done, 1 an input or output error, 2 a bad option",
+    ] {
+        assert!(help.contains(needle), "{needle} missing from:\n{help}");
+    }
+    assert_eq!(run(&["-h"], b"").stdout, help.as_bytes(), "-h is --help");
+    let out = run(&["-V"], b"");
+    assert!(out.status.success());
+    assert_eq!(out.stdout, format!("apt-netcon {}\n", env!("CARGO_PKG_VERSION")).into_bytes());
+}
+
+/// Usage errors: exit 2 (as before clap), the option named on standard
+/// error, nothing on standard output, no input read.
+#[test]
+fn usage_errors_exit_2_naming_the_option() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--bogus"], "unexpected argument '--bogus'"),
+        (&["-x", "-"], "unexpected argument '-x'"),
+        (&["--config"], "a value is required for '--config <FILE>'"),
+        (&["-q", "--rule"], "a value is required for '--rule <NAME|FILE>'"),
+        (&["--threads"], "a value is required for '--threads <N>'"),
+        (&["--threads", "x"], "invalid value 'x' for '--threads <N>': a number from 0 to 64"),
+        (&["-j", "65"], "invalid value '65' for '--threads <N>'"),
+        (&["--rules", "a", "--rules", "b"], "'--rules <DIR>' cannot be used multiple times"),
+        (&["--quiet=yes"], "--quiet"),
+        (&["completions", "tcsh"], "invalid value 'tcsh'"),
+    ];
+    for (args, needle) in cases {
+        let out = run(args, &sample());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(needle), "{args:?}: expected {needle} in: {err}");
+        assert!(err.contains("--help"), "{args:?}: points to --help: {err}");
+    }
+}
+
+/// The options' other forms: `--opt=value`, short forms, `--` before files
+/// (a file named like an option), options after files.
+#[test]
+fn option_forms() {
+    let want = run(&["-q", "--alerts-only", "--threads", "2"], &sample()).stdout;
+    assert!(!want.is_empty());
+    for args in [&["--quiet", "--alerts-only", "--threads=2"][..], &["-q", "-j", "2", "--alerts-only"], &["-", "--alerts-only", "-qj2"]] {
+        let out = run(args, &sample());
+        assert!(out.status.success(), "{args:?}");
+        assert!(out.stdout == want, "{args:?}");
+    }
+    let f = tmp("--alerts-only", &String::from_utf8(sample()).unwrap());
+    let dir = std::path::Path::new(&f).parent().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_apt-netcon"))
+        .current_dir(dir)
+        .args(["-q", "--", "--alerts-only"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, run(&["-q"], &sample()).stdout, "after --: a file");
+    // `serve` and `completions` are subcommands only as the first word.
+    let out = run(&["-q", "serve"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open serve"));
+}
+
+/// `completions SHELL`: a completion script on standard output, exit 0.
+#[test]
+fn completions_print_a_script() {
+    let out = run(&["completions", "bash"], b"");
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.contains("--rules") && script.contains("--threads"), "{script}");
+    assert!(script.contains("--drain-timeout"), "serve's options too");
+    assert!(script.contains("complete -F") || script.contains("complete -o"), "{script}");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = run(&["completions", shell], b"");
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains("rules") && script.contains("drain-timeout"), "{shell}: {script}");
+    }
+}

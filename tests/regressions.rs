@@ -1,7 +1,8 @@
 //! Regression tests for what the fuzz targets (`fuzz/`, see the README's
 //! "Hostile input and fuzzing") find.
 //!
-//! The targets' code lives in `fuzz/src/lib.rs`, which this file includes, so
+//! The targets' code lives in `fuzz/src/` (`lib.rs` and its modules, one a
+//! target: `rule_parser.rs`, …), which this file includes, so
 //! a crash input replays here through exactly the same calls and checks as
 //! under libFuzzer — without libFuzzer, on the stable toolchain, in every
 //! `cargo test`. (A panic the C ABI's guard catches shows up here as an

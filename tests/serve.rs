@@ -635,13 +635,16 @@ fn bad_addresses_and_options_exit_2_naming_them() {
         (&["--listen", "[nothere]:9000", "--forward", &fwd], "'[nothere]:9000'"),
         (&["--listen", "127.0.0.1:0", "--forward", "unix:"], "'unix:'"),
         (&["--listen", "127.0.0.1:0", "--forward", "localhost"], "'localhost'"),
-        (&["--listen", "127.0.0.1:0"], "--forward is required"),
-        (&["--forward", &fwd], "--listen is required"),
+        // Usage errors are clap's: the missing option named under "not provided".
+        (&["--listen", "127.0.0.1:0"], "not provided:\n  --forward <ADDR>"),
+        (&["--forward", &fwd], "not provided:\n  --listen <ADDR>"),
         (&["--listen", &fwd, "--forward", &fwd], "same address"),
         (&["--listen", "127.0.0.1:0", "--forward", &fwd, "--drain-timeout", "soon"], "'soon'"),
         (&["--listen", "127.0.0.1:0", "--forward", &fwd, "--queue-bytes", "0"], "--queue-bytes"),
         (&["--listen", "127.0.0.1:0", "--forward", &fwd, "--rule", "/no/such/rule.eql"], "/no/such/rule.eql"),
         (&["--listen", "127.0.0.1:0", "--forward", &fwd, "--bogus"], "'--bogus'"),
+        (&["--listen", "127.0.0.1:0", "--forward"], "'--forward <ADDR>'"),
+        (&["--listen", "127.0.0.1:0", "--forward", &fwd, "--max-connections", "x"], "'--max-connections <N>'"),
     ];
     for (args, needle) in cases {
         let mut side = Sidecar::start(args);
@@ -946,4 +949,38 @@ fn a_pack_with_broken_rules_does_not_start() {
     assert_eq!(lines(&recv.finish()), 7);
     assert!(err.contains("a pack of 3 rules (2 skipped: do not load)"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `serve --help`: every option, the address forms, the exit statuses; on
+/// standard output, exit 0, nothing started.
+#[test]
+fn help_lists_every_option() {
+    let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(out.stderr.is_empty());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "Usage: apt-netcon serve",
+        "--listen <ADDR>",
+        "--forward <ADDR>",
+        "--config <FILE>",
+        "--rule <NAME|FILE>",
+        "--rules <DIR>",
+        "--skip-broken-rules",
+        "--drain-timeout <SECS>",
+        "[default: 10]",
+        "--queue-bytes <N>",
+        "[default: 4194304]",
+        "--max-line-bytes <N>",
+        "[default: 67108864]",
+        "--max-connections <N>",
+        "[default: 64]",
+        "-h, --help",
+        "unix:/PATH",
+        "'Configuration'",
+        "Examples:",
+        "Exit status: 0 done",
+    ] {
+        assert!(help.contains(needle), "{needle} missing from:\n{help}");
+    }
 }

@@ -1,4 +1,4 @@
-//! Fuzz target: see `apt_netcon_fuzz::c_abi` (fuzz/src/lib.rs) for what it
+//! Fuzz target: see `apt_netcon_fuzz::c_abi` (fuzz/src/c_abi.rs) for what it
 //! feeds and what it checks.
 #![no_main]
 

@@ -1,4 +1,4 @@
-//! Fuzz target: see `apt_netcon_fuzz::json_record` (fuzz/src/lib.rs) for what it
+//! Fuzz target: see `apt_netcon_fuzz::json_record` (fuzz/src/json_record.rs) for what it
 //! feeds and what it checks.
 #![no_main]
 

@@ -1,4 +1,4 @@
-//! Fuzz target: see `apt_netcon_fuzz::msgpack_chunk` (fuzz/src/lib.rs) for what it
+//! Fuzz target: see `apt_netcon_fuzz::msgpack_chunk` (fuzz/src/msgpack_chunk.rs) for what it
 //! feeds and what it checks.
 #![no_main]
 

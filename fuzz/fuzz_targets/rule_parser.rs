@@ -1,4 +1,4 @@
-//! Fuzz target: see `apt_netcon_fuzz::rule_parser` (fuzz/src/lib.rs) for what it
+//! Fuzz target: see `apt_netcon_fuzz::rule_parser` (fuzz/src/rule_parser.rs) for what it
 //! feeds and what it checks.
 #![no_main]
 

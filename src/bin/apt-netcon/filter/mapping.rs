@@ -1,0 +1,85 @@
+//! Read-only mappings of regular files (the one-thread path).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as u64
+    } else {
+        4096
+    }
+}
+
+/// `len` bytes of a file from `offset` (a multiple of the page size),
+/// mapped read-only and private, its pages mapped at once.
+pub struct Map {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Map {
+    pub fn new(file: &File, offset: u64, len: usize) -> io::Result<Map> {
+        if len == 0 {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        on_sigbus_exit();
+        // SAFETY: a fresh mapping (no address given) of an open file;
+        // the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Map { ptr, len })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` readable bytes, mapped until drop. (A file cut
+        // shorter meanwhile raises SIGBUS on the bytes gone: see
+        // `on_sigbus_exit`.)
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// A mapped file cut shorter while it is filtered: report it and exit
+/// with status 1 (an input error), as a failed read would, instead of
+/// dying of the signal.
+fn on_sigbus_exit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    extern "C" fn handler(_: libc::c_int) {
+        const MSG: &[u8] = b"apt-netcon: an input file was cut shorter while it was read\n";
+        // SAFETY: write(2) and _exit(2) are async-signal-safe.
+        unsafe {
+            libc::write(2, MSG.as_ptr() as *const libc::c_void, MSG.len());
+            libc::_exit(1);
+        }
+    }
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction with a handler of the right type.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = handler as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
+        }
+    });
+}

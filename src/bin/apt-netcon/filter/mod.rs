@@ -1,0 +1,160 @@
+//! The CLI's record loop: NDJSON in, NDJSON out, at the library's speed.
+//!
+//! A regular file is mapped a window at a time and filtered where it lies
+//! in the page cache; other input is read in large blocks straight into one
+//! buffer (no line copies). Each complete line is handed to the detector
+//! where it lies, unless the rule's byte prefilter, run over the whole block
+//! at once ([`apt_netcon::footprint::Skipper`]), rules it out. Output is
+//! written from that same buffer: the untouched records between two alerts
+//! go out as one span, annotated records and standalone alerts from a small
+//! side buffer, all of a block in one vectored write. Standard input and
+//! output are read and written through their file descriptors, like files
+//! (no line buffering).
+//!
+//! With `--threads N` ([`run_threaded`]) the reading thread cuts blocks of
+//! whole lines; worker `b % N` routes the lines of block `b` by the rule's
+//! host key ([`apt_netcon::footprint::Partitioner`]); every worker runs its
+//! own detector over the lines routed to it, block after block, in input
+//! order; the writing thread puts each block back together in input order
+//! (the outcome of every line is the one a single detector gives, so the
+//! output is the same bytes).
+//!
+//! Here: the pieces both share (opening inputs, the vectored writer, line
+//! ends); [`serial`] and [`threaded`] are the two loops, [`report`] what a
+//! run reports, [`mapping`] and [`pipe_size`] the system calls behind them.
+
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+
+mod mapping;
+mod pipe_size;
+mod report;
+mod serial;
+mod threaded;
+
+pub use serial::run_serial;
+pub use threaded::run_threaded;
+
+/// The most `--threads`.
+pub const MAX_THREADS: usize = 64;
+/// Bytes read at a time on one thread: whatever is there up to this much
+/// (a pipe gives what it holds, so records are not held back).
+const SERIAL_BLOCK: usize = 1 << 20;
+/// Bytes of a regular file mapped at a time on one thread.
+const MAP_WINDOW: usize = 32 << 20;
+/// Bytes of whole lines per block with threads (read until full).
+const THREAD_BLOCK: usize = 2 << 20;
+/// The writer's error when an input block could not be read (reported
+/// already).
+const READ_FAILED: &str = "an input could not be read";
+/// How many bad records are reported by line number.
+const REPORT_FIRST_ERRORS: u64 = 5;
+
+pub struct Options {
+    pub alerts_only: bool,
+    pub quiet: bool,
+    pub progress: bool,
+}
+
+/// A file to read, or standard input for "-".
+/// [`open`], or `None` after saying why (and marking the run failed).
+fn open_or_say(f: &str, status: &mut ExitCode) -> Option<File> {
+    match open(f) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            eprintln!("apt-netcon: cannot open {f}: {e}");
+            *status = ExitCode::from(1);
+            None
+        }
+    }
+}
+
+fn open(f: &str) -> io::Result<File> {
+    if f == "-" {
+        Ok(File::from(io::stdin().as_fd().try_clone_to_owned()?))
+    } else {
+        File::open(f)
+    }
+}
+
+fn display_name(f: &str) -> &str {
+    if f == "-" {
+        "<stdin>"
+    } else {
+        f
+    }
+}
+
+fn stdout_file() -> io::Result<File> {
+    Ok(File::from(io::stdout().as_fd().try_clone_to_owned()?))
+}
+
+/// A piece of output: a range of the input block, or of the side buffer.
+#[derive(Clone, Copy)]
+enum Seg {
+    In(usize, usize),
+    Aux(usize, usize),
+}
+
+/// Write every segment, in order, with as few system calls as it takes.
+fn write_segs(out: &mut File, data: &[u8], aux: &[u8], segs: &[Seg]) -> io::Result<()> {
+    let pieces: Vec<&[u8]> = segs
+        .iter()
+        .map(|s| match *s {
+            Seg::In(a, b) => &data[a..b],
+            Seg::Aux(a, b) => &aux[a..b],
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    // (The partial write is tracked here: IoSlice::advance_slices was newer
+    // than the crate's MSRV, 1.74, when this was written.)
+    let (mut i, mut skip) = (0, 0);
+    while i < pieces.len() {
+        let end = (i + 512).min(pieces.len());
+        let mut slices: Vec<IoSlice> = Vec::with_capacity(end - i);
+        slices.push(IoSlice::new(&pieces[i][skip..]));
+        slices.extend(pieces[i + 1..end].iter().map(|p| IoSlice::new(p)));
+        let mut n = match out.write_vectored(&slices) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "failed to write whole buffer")),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        while n > 0 {
+            let left = pieces[i].len() - skip;
+            if n < left {
+                skip += n;
+                break;
+            }
+            n -= left;
+            i += 1;
+            skip = 0;
+        }
+    }
+    Ok(())
+}
+
+/// Read into `buf[at..]`; 0 at end of input.
+fn read_some(input: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match input.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
+/// The record of a line (without `\n` or `\r\n`), and whether it is blank.
+fn record_of(line: &[u8]) -> (&[u8], bool) {
+    let mut end = line.len();
+    if end > 0 && line[end - 1] == b'\n' {
+        end -= 1;
+        if end > 0 && line[end - 1] == b'\r' {
+            end -= 1;
+        }
+    }
+    let rec = &line[..end];
+    (rec, rec.iter().all(|b| b.is_ascii_whitespace()))
+}

@@ -1,0 +1,145 @@
+//! `apt-netcon`: filter newline-delimited JSON through the detector.
+//!
+//! The options are in [`args`] (clap); the record loop in [`filter`], a rule
+//! pack's in [`pack`]; the Vector sidecar (`apt-netcon serve`) in [`serve`].
+
+use apt_netcon::config::Config;
+use apt_netcon::rule::BUILTIN_NAMES;
+use apt_netcon::Detector;
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+
+mod args;
+mod filter;
+mod pack;
+mod serve;
+
+use args::{Cli, Command, FilterArgs};
+use clap::{CommandFactory, Parser};
+
+/// A rule pack (`--rules`, several `--rule`, or `rules`/`rules_dir` in the
+/// config).
+fn run_pack(config: &Config, args: &FilterArgs) -> ExitCode {
+    let loaded = match config.load_rules() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("apt-netcon: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for (name, why) in &loaded.skipped {
+        eprintln!("apt-netcon: skipped {name}: {why}");
+    }
+    if args.print_rule {
+        for r in &loaded.rules {
+            println!("// {} ({})\n{}\n", r.meta().name, r.meta().rule_id, r.query_text().trim_end());
+        }
+        return ExitCode::SUCCESS;
+    }
+    if args.threads > 1 && !args.quiet {
+        eprintln!("apt-netcon: --threads {}: a pack runs on one thread", args.threads);
+    }
+    let files = if args.files.is_empty() { vec!["-".to_string()] } else { args.files.clone() };
+    pack::run(loaded.rules, config, &files, args.alerts_only, args.quiet)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        // `apt-netcon serve …`: the Vector sidecar (serve/).
+        Some(Command::Serve(opts)) => serve::main(opts),
+        Some(Command::Completions { shell }) => {
+            // Written here, not by clap_complete (which panics on a write error).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "apt-netcon", &mut script);
+            match io::stdout().write_all(&script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("apt-netcon: standard output: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        None => run(cli.filter),
+    }
+}
+
+/// `apt-netcon [OPTIONS] [FILE]...`: the filter.
+fn run(args: FilterArgs) -> ExitCode {
+    let mut config = match &args.config {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => match Config::from_json(&text) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("apt-netcon: {path}: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            Err(e) => {
+                eprintln!("apt-netcon: cannot read config {path}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    if args.rule.len() > 1 || args.rules_dir.is_some() {
+        config.rules.extend(args.rule.iter().cloned());
+        if let Some(d) = &args.rules_dir {
+            if let Err(e) = config.set_str("rules_dir", d) {
+                eprintln!("apt-netcon: --rules {d}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if args.skip_broken_rules {
+        config.skip_broken_rules = true;
+    }
+    if config.is_pack() {
+        return run_pack(&config, &args);
+    }
+    if let Some(r) = args.rule.first() {
+        if BUILTIN_NAMES.contains(&r.as_str()) {
+            config.rule = r.clone();
+            config.rule_file = None;
+        } else if std::path::Path::new(r).is_file() {
+            config.rule_file = Some(r.clone());
+        } else {
+            eprintln!(
+                "apt-netcon: --rule {r}: neither a built-in rule ({}) nor a readable file",
+                BUILTIN_NAMES.join(", ")
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let det = match Detector::new(&config) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("apt-netcon: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_rule {
+        println!("{}", det.rule().query_text().trim_end());
+        return ExitCode::SUCCESS;
+    }
+    let files = if args.files.is_empty() { vec!["-".to_string()] } else { args.files.clone() };
+    let opts = filter::Options {
+        alerts_only: args.alerts_only,
+        quiet: args.quiet,
+        progress: !args.quiet && io::stderr().is_terminal(),
+    };
+    let mut threads = args.threads;
+    if threads > 1 {
+        if let Err(why) = apt_netcon::footprint::Partitioner::new(det.rule(), &config, threads) {
+            if !args.quiet {
+                eprintln!("apt-netcon: --threads {threads}: running on one thread: {why}");
+            }
+            threads = 1;
+        }
+    }
+    if threads > 1 {
+        filter::run_threaded(det.rule().clone(), &config, threads, &files, &opts)
+    } else {
+        filter::run_serial(det, &config, &files, &opts)
+    }
+}
