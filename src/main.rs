@@ -1,7 +1,7 @@
 //! `apt-netcon`: filter newline-delimited JSON through the detector.
 
-use apt_netcon::config::Config;
-use apt_netcon::rule::BUILTIN_NAMES;
+use apt_netcon::config::settings::Config;
+use apt_netcon::config::rule::BUILTIN_NAMES;
 use apt_netcon::Detector;
 use std::io::{self, IsTerminal};
 use std::process::ExitCode;
@@ -224,7 +224,7 @@ fn main() -> ExitCode {
     };
     let mut threads = args.threads;
     if threads > 1 {
-        if let Err(why) = apt_netcon::footprint::Partitioner::new(det.rule(), &config, threads) {
+        if let Err(why) = apt_netcon::engine::footprint::Partitioner::new(det.rule(), &config, threads) {
             if !args.quiet {
                 eprintln!("apt-netcon: --threads {threads}: running on one thread: {why}");
             }

@@ -83,7 +83,7 @@
 //! unparsed, such as Vector's `{"message": "…"}` when nothing parsed the
 //! line; stage matches without `@timestamp`) go to standard error as
 //! `apt-netcon serve: warning: …`, once and then every
-//! [`apt_netcon::detector::WARNING_EVERY`] occurrences. With the config's
+//! [`apt_netcon::engine::detector::WARNING_EVERY`] occurrences. With the config's
 //! `stats_interval` (default `0s`: off), the counters go to standard error
 //! every interval of wall-clock time, idle or not, as one line:
 //! `apt-netcon serve: counters: in=… …; detector: records=… …`.
@@ -100,8 +100,8 @@
 //! (at exit, and every `stats_interval`), one line per rule that alerted
 //! (`rule "NAME" (RULE_ID): alerts=N records=N …`) and per skipped rule.
 
-use apt_netcon::config::Config;
-use apt_netcon::rule::BUILTIN_NAMES;
+use apt_netcon::config::settings::Config;
+use apt_netcon::config::rule::BUILTIN_NAMES;
 use apt_netcon::{Detector, Verdict};
 use std::collections::VecDeque;
 use std::fmt;
@@ -1168,7 +1168,7 @@ fn report(sh: &Shared, started: Instant, interrupted: bool) {
             log(format_args!(
                 "excluded={} by exception item: {}",
                 d.stats().excluded,
-                apt_netcon::exceptions::format_counts(&by_item)
+                apt_netcon::engine::exceptions::format_counts(&by_item)
             ));
         }
     }
@@ -1206,12 +1206,12 @@ fn alerts_of(d: &Detector) -> u64 {
 }
 
 /// With a rule pack, one line per rule that alerted and per rule that did
-/// not load (see [`apt_netcon::ffi::rules_report_lines`]); none for one rule.
+/// not load (see [`apt_netcon::host::ffi::rules_report_lines`]); none for one rule.
 fn rule_lines(d: &Detector) -> Vec<String> {
     if d.pack().is_none() {
         return Vec::new();
     }
-    apt_netcon::ffi::rules_report_lines(&apt_netcon::ffi::rules_report(d))
+    apt_netcon::host::ffi::rules_report_lines(&apt_netcon::host::ffi::rules_report(d))
 }
 
 /// The detector's counters: [`apt_netcon::Stats::fields`], then `unparsed`.

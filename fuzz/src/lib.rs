@@ -5,7 +5,7 @@
 //!
 //! Nothing here is used by the library; the targets are in `fuzz_targets/`.
 
-use apt_netcon::msgpack::filter_chunk;
+use apt_netcon::engine::chunk::filter_chunk;
 use apt_netcon::{Config, Detector, RecordError, Rule, Stats, Verdict};
 use serde_json::{json, Map, Value};
 use std::path::Path;
@@ -606,11 +606,11 @@ pub fn seeds_from_env(target: &str) {
 pub mod rule_parser {
     use super::{chunk_of, msgpack, sample_lines};
     use apt_netcon::eql::{parse, ParseLimits};
-    use apt_netcon::ffi::{
+    use apt_netcon::host::ffi::{
         aptnc_error_free, aptnc_error_line, aptnc_error_status, aptnc_rule_compile, aptnc_rule_free, aptnc_status,
     };
-    use apt_netcon::msgpack::filter_chunk;
-    use apt_netcon::rule::meta_for_file;
+    use apt_netcon::engine::chunk::filter_chunk;
+    use apt_netcon::config::rule::meta_for_file;
     use apt_netcon::{Config, Detector, Rule};
     use std::ptr;
 
@@ -694,7 +694,7 @@ pub mod rule_parser {
 /// off: until a record it counts as an error passes as unchanged with the
 /// default, the default must give its verdict and bytes on every record,
 /// and the same stage matches, completions and pending count at the end.
-/// Every record also goes to `apt_netcon::syntax::valid`, whose verdict must
+/// Every record also goes to `apt_netcon::format::syntax::valid`, whose verdict must
 /// be serde_json's.
 pub mod json_record {
     use super::{detector, hook_shell, process_checked, sample_lines, Outcome, CONFIGS, STRICT};
@@ -709,7 +709,7 @@ pub mod json_record {
         let lines = prefix.into_iter().chain(data.split(|&x| x == b'\n')).chain(std::iter::once(data));
         for rec in lines {
             assert_eq!(
-                apt_netcon::syntax::valid(rec),
+                apt_netcon::format::syntax::valid(rec),
                 serde_json::from_slice::<serde::de::IgnoredAny>(rec).is_ok(),
                 "the syntax check and serde_json disagree"
             );
@@ -831,7 +831,7 @@ pub mod msgpack_chunk {
 /// counters never go backwards; every handle is freed at the end.
 pub mod c_abi {
     use super::{chunk_of, gen_event, msgpack, push_record, sample_chunks, sample_lines, Input, Wrap, CONFIGS};
-    use apt_netcon::ffi::*;
+    use apt_netcon::host::ffi::*;
     use apt_netcon::Rule;
     use std::ffi::{c_char, CStr};
     use std::mem::size_of;
@@ -916,7 +916,7 @@ pub mod c_abi {
                 let got = unsafe { std::slice::from_raw_parts(out, out_len) }.to_vec();
                 if msgpack_chunk {
                     let mut fresh = super::detector(0);
-                    apt_netcon::msgpack::filter_chunk(&mut fresh, &got, &mut Vec::new())
+                    apt_netcon::engine::chunk::filter_chunk(&mut fresh, &got, &mut Vec::new())
                         .expect("an annotated chunk walks");
                 } else {
                     let _: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
