@@ -14,6 +14,12 @@
 //!   value that is not an address in such a field could not be indexed by
 //!   Elasticsearch and matches nothing (see [`CompiledQuery::ip_slots`]).
 //! * `<category> where` means `event.category` contains the category.
+//!
+//! **Why hand-written** ([`wildcard_match`]): EQL's wildcards are `*` and
+//! `?` only; glob crates (`globset`, `wildmatch`) also read `[…]` classes,
+//! which EQL takes literally, and none folds case as Elasticsearch does. The
+//! matcher here runs on every record a stage tests, byte by byte on ASCII
+//! without allocating.
 
 use crate::eql::{CmpOp, EventQuery, Expr, Field, Literal, MatchOp, Query, RuleError, RuleErrorKind, Span};
 use crate::format::event::{FieldTable, Fields, Scalar, Slot};
