@@ -1,4 +1,4 @@
-//! Rule packs (`src/engine/pack.rs`): Elastic's 287 Linux rules in one pass give
+//! Rule packs (`src/engine/pack/`): Elastic's 287 Linux rules in one pass give
 //! exactly the alerts of each rule run alone, on the realistic corpus of the
 //! benchmarks with events built to satisfy each rule mixed in.
 //!
@@ -152,7 +152,7 @@ fn rules_dir() -> Option<std::path::PathBuf> {
 /// each rule's events together, timed from the background record they
 /// follow one millisecond apart (so that the stream stays in time order
 /// within far less than any maxspan: what counts as late is then the same
-/// for a rule alone and in a pack, see `src/engine/pack.rs`).
+/// for a rule alone and in a pack, see `src/engine/pack/`).
 fn stream(rules: &[Rule]) -> Vec<Vec<u8>> {
     let spec = corpus::Spec::new(3_000, 20);
     let c = corpus::Corpus::generate(&spec);
