@@ -28,7 +28,7 @@ BUILD_DIR    := $(CARGO_TARGET_DIR)/$(PROFILE_DIR)
 INSTALL      ?= install
 HEADER       := include/apt_netcon.h
 # Both come from the committed header (tests/header.rs keeps it equal to
-# Cargo.toml's version and to src/ffi.rs).
+# Cargo.toml's version and to src/host/ffi/).
 ABI          := $(shell sed -n 's/^\#define APTNC_ABI_VERSION \([0-9][0-9]*\).*/\1/p' $(HEADER))
 VERSION      := $(shell sed -n 's/^\#define APTNC_VERSION "\(.*\)"/\1/p' $(HEADER))
 SONAME       := libapt_netcon.so.$(ABI)

@@ -1,8 +1,8 @@
 //! Generates the C header with cbindgen into OUT_DIR (never into the source
 //! tree: `include/apt_netcon.h` is the committed copy, compared with this one
 //! by tests/header.rs) and sets the shared library's SONAME from the ABI
-//! version in src/ffi.rs. Only src/ffi.rs is parsed (no `cargo metadata`), so
-//! this works offline. Any failure fails the build.
+//! version in src/host/ffi/mod.rs. Only src/host/ffi/ is parsed (mod.rs and the modules it
+//! declares; no `cargo metadata`), so this works offline. Any failure fails the build.
 
 use std::env;
 use std::fs;
@@ -11,11 +11,11 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=cbindgen.toml");
-    println!("cargo:rerun-if-changed=src/ffi.rs");
+    println!("cargo:rerun-if-changed=src/host/ffi");
 
     let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
-    let ffi_path = crate_dir.join("src/ffi.rs");
+    let ffi_path = crate_dir.join("src/host/ffi/mod.rs");
     let ffi = fs::read_to_string(&ffi_path).unwrap_or_else(|e| panic!("reading {}: {e}", ffi_path.display()));
 
     let abi = abi_version(&ffi);
@@ -33,29 +33,29 @@ fn main() {
         .with_config(config)
         .with_src(&ffi_path)
         .generate()
-        .unwrap_or_else(|e| panic!("cbindgen could not generate the header from src/ffi.rs: {e}"));
+        .unwrap_or_else(|e| panic!("cbindgen could not generate the header from src/host/ffi/mod.rs: {e}"));
     let header = out_dir.join("apt_netcon.h");
     bindings.write_to_file(&header);
     println!("cargo:rustc-env=APTNC_GENERATED_HEADER={}", header.display());
 }
 
-/// The value of `pub const APTNC_ABI_VERSION: u32 = N;` in src/ffi.rs.
+/// The value of `pub const APTNC_ABI_VERSION: u32 = N;` in src/host/ffi/mod.rs.
 fn abi_version(ffi: &str) -> u32 {
     const DECL: &str = "pub const APTNC_ABI_VERSION: u32 = ";
     ffi.lines()
         .find_map(|l| l.strip_prefix(DECL))
         .and_then(|rest| rest.trim_end().strip_suffix(';'))
         .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("src/ffi.rs must contain `{DECL}<number>;`"))
+        .unwrap_or_else(|| panic!("src/host/ffi/mod.rs must contain `{DECL}<number>;`"))
 }
 
-/// The header's opening comment: the module docs (`//!`) of src/ffi.rs.
+/// The header's opening comment: the module docs (`//!`) of src/host/ffi/mod.rs.
 fn file_comment(ffi: &str) -> String {
     let mut s = String::from("/*\n");
     for line in ffi.lines().take_while(|l| l.starts_with("//!")) {
         let text = line.trim_start_matches("//!");
         let text = text.strip_prefix(' ').unwrap_or(text);
-        assert!(!text.contains("*/"), "src/ffi.rs module docs must not contain `*/`");
+        assert!(!text.contains("*/"), "src/host/ffi/mod.rs module docs must not contain `*/`");
         if text.is_empty() {
             s.push_str(" *\n");
         } else {

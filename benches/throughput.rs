@@ -28,9 +28,9 @@
 #[path = "corpus/mod.rs"]
 mod corpus;
 
-use apt_netcon::ffi::{aptnc_filter, aptnc_filter_msgpack, aptnc_free, aptnc_init, aptnc_status};
-use apt_netcon::compile::Pred;
-use apt_netcon::event::{FieldTable, FieldsBuf};
+use apt_netcon::host::ffi::{aptnc_filter, aptnc_filter_msgpack, aptnc_free, aptnc_init, aptnc_status};
+use apt_netcon::eql::compile::Pred;
+use apt_netcon::format::event::{FieldTable, FieldsBuf};
 use apt_netcon::{Config, Detector, Verdict};
 use corpus::{to_msgpack_chunks, Corpus, Generator, Spec};
 use serde::de::IgnoredAny;
@@ -595,7 +595,7 @@ fn pack_mode(args: &[String]) {
         .unwrap_or(50_000);
     let runs = env_usize("APT_NETCON_BENCH_RUNS", 5).max(1);
     let started = Instant::now();
-    let (rules, skipped) = apt_netcon::pack::load_dir(Path::new(dir)).expect("a rules directory");
+    let (rules, skipped) = apt_netcon::engine::pack::load_dir(Path::new(dir)).expect("a rules directory");
     println!("pack: {} rules loaded from {dir} in {:.0?} ({} do not load)", rules.len(), started.elapsed(), skipped.len());
     let corpus = Corpus::generate(&Spec::new(events, env_usize("APT_NETCON_BENCH_HOSTS", 1000)));
     println!("corpus: {}", corpus.mix.summary());
@@ -609,7 +609,7 @@ fn pack_mode(args: &[String]) {
         let (mut indexed, mut tested, mut alerts, mut build) = (0.0, 0.0, 0, 0.0);
         for _ in 0..runs {
             let t = Instant::now();
-            let mut p = apt_netcon::pack::PackDetector::new(subset.clone(), &Config::default());
+            let mut p = apt_netcon::engine::pack::PackDetector::new(subset.clone(), &Config::default());
             build = t.elapsed().as_secs_f64();
             let c = cpu_now();
             let mut a = 0;

@@ -19,9 +19,9 @@
 #[path = "../benches/corpus/mod.rs"]
 mod corpus;
 
-use apt_netcon::event::{FieldTable, FieldsBuf};
-use apt_netcon::ffi::{aptnc_filter, aptnc_free, aptnc_init, aptnc_status};
-use apt_netcon::msgpack::filter_chunk;
+use apt_netcon::format::event::{FieldTable, FieldsBuf};
+use apt_netcon::host::ffi::{aptnc_filter, aptnc_free, aptnc_init, aptnc_status};
+use apt_netcon::engine::chunk::filter_chunk;
 use apt_netcon::{Config, Detector, Verdict};
 use corpus::{mp_value, Corpus, Spec};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -236,7 +236,7 @@ fn c_abi_records_that_match_nothing_allocate_nothing() {
 }
 
 /// A Fluent Bit chunk in which nothing is annotated costs no allocation per
-/// record: only the chunk walk's list of records (`msgpack::filter_chunk`),
+/// record: only the chunk walk's list of records (`chunk::filter_chunk`),
 /// which grows by doubling, allocates — at most 1 + log2(records) times.
 #[test]
 fn msgpack_chunks_allocate_nothing_per_record() {

@@ -74,7 +74,7 @@ fn flatten(v: &Value, prefix: &str, out: &mut Map<String, Value>) {
 
 /// The 7-fractional-digit form Elastic Defend writes.
 fn defend_time(ms: i64, extra_100ns: i64) -> String {
-    let s = apt_netcon::time::format_ms(ms); // ...SS.mmmZ
+    let s = apt_netcon::format::time::format_ms(ms); // ...SS.mmmZ
     format!("{}{:04}Z", &s[..s.len() - 1], extra_100ns)
 }
 

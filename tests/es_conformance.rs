@@ -734,7 +734,7 @@ fn strip_json_comments(src: &str) -> String {
     out
 }
 
-use apt_netcon::time::days_from_civil;
+use apt_netcon::format::time::days_from_civil;
 
 /// `@timestamp` as epoch milliseconds, the way a `date` field with the
 /// default format (`strict_date_optional_time||epoch_millis`) reads it: a
@@ -1649,14 +1649,14 @@ enum FastCheck {
 }
 
 /// The detector runs a query within the fast engine's subset on the fast
-/// engine (`apt_netcon::compile`), which reads no mapping: it must find the
+/// engine (`apt_netcon::eql::compile`), which reads no mapping: it must find the
 /// same results as the generic engine here. The records a detector
 /// annotates (or alerts on) are compared with the last events of the
 /// generic engine's results, as sets. The documents get what the fast
 /// engine cannot take from a mapping: `event.category` copied from the
 /// `event_type` it aliases, and `@timestamp` written as RFC 3339.
 fn fast_differential(query: &str, ds: &Dataset, base: &EngineOptions) -> FastCheck {
-    let Ok(rule) = apt_netcon::Rule::from_eql(query, apt_netcon::rule::meta_for_file("spec")) else {
+    let Ok(rule) = apt_netcon::Rule::from_eql(query, apt_netcon::config::rule::meta_for_file("spec")) else {
         return FastCheck::NotFast;
     };
     if rule.generic_query().is_some() {
@@ -1678,7 +1678,7 @@ fn fast_differential(query: &str, ds: &Dataset, base: &EngineOptions) -> FastChe
                 }
             }
             if let Some(ts) = o.get("@timestamp").and_then(|v| timestamp_millis(v).ok()) {
-                o.insert("@timestamp".into(), Value::String(apt_netcon::time::format_ms(ts)));
+                o.insert("@timestamp".into(), Value::String(apt_netcon::format::time::format_ms(ts)));
             }
         }
         let bytes = serde_json::to_vec(&d).unwrap_or_default();

@@ -28,7 +28,7 @@
 //! (`cargo test --release --test flood -- --ignored`). Smaller versions of
 //! the same checks run with every `cargo test`.
 
-use apt_netcon::detector::HELD_OVERHEAD_BYTES;
+use apt_netcon::engine::detector::HELD_OVERHEAD_BYTES;
 use apt_netcon::{Config, Detector, Stats, Verdict};
 use serde_json::Value;
 use std::time::Instant;

@@ -1,5 +1,5 @@
 //! Rules beyond the fast engine's subset, run through the detector on the
-//! generic engine (`src/generic.rs`): alerts name every event of a result,
+//! generic engine (`src/engine/generic.rs`): alerts name every event of a result,
 //! every result gives an alert, through JSON and MessagePack; exceptions
 //! and `max_lateness` work as for the fast engine; every Elastic Linux rule
 //! loads; and the APT rule's alerts name their events by `event.id`.
@@ -9,12 +9,12 @@ use serde_json::{json, Value};
 use std::path::Path;
 
 fn rule(q: &str) -> Rule {
-    Rule::from_eql(q, apt_netcon::rule::meta_for_file("test-rule")).unwrap_or_else(|e| panic!("{q}: {e}"))
+    Rule::from_eql(q, apt_netcon::config::rule::meta_for_file("test-rule")).unwrap_or_else(|e| panic!("{q}: {e}"))
 }
 
 fn ev(id: &str, t: i64, cat: &str, extra: Value) -> Vec<u8> {
     let mut v = json!({
-        "@timestamp": apt_netcon::time::format_ms(1_714_557_600_000 + t),
+        "@timestamp": apt_netcon::format::time::format_ms(1_714_557_600_000 + t),
         "event": {"id": id, "category": [cat]},
         "host": {"id": "H1", "name": "host-1"},
     });
@@ -301,7 +301,7 @@ fn every_elastic_linux_rule_loads() {
     let started = std::time::Instant::now();
     for p in &paths {
         let text = std::fs::read_to_string(p).unwrap();
-        match apt_netcon::rule_file::load_toml(&text, &p.display().to_string()) {
+        match apt_netcon::config::rule_file::load_toml(&text, &p.display().to_string()) {
             Ok(r) => {
                 loaded += 1;
                 fast += r.generic_query().is_none() as usize;

@@ -1,8 +1,8 @@
 //! The committed C header (`include/apt_netcon.h`) must equal the one
-//! build.rs generates from src/ffi.rs with cbindgen, and its version macros
+//! build.rs generates from src/host/ffi/ with cbindgen, and its version macros
 //! must equal Cargo.toml's version.
 //!
-//! When src/ffi.rs changes on purpose: `cargo build`, look at the diff this
+//! When src/host/ffi/ changes on purpose: `cargo build`, look at the diff this
 //! test prints, then `APTNC_BLESS=1 cargo test --test header` copies the
 //! generated header over the committed one.
 
@@ -36,7 +36,7 @@ fn committed_header_equals_generated() {
         return;
     }
     panic!(
-        "include/apt_netcon.h differs from the header generated from src/ffi.rs.\n\
+        "include/apt_netcon.h differs from the header generated from src/host/ffi/.\n\
          --- include/apt_netcon.h (committed)\n\
          +++ {GENERATED} (generated)\n{}\n\
          If the change to the C API is intended, run: APTNC_BLESS=1 cargo test --test header",
@@ -67,7 +67,7 @@ fn header_version_equals_cargo_toml() {
     assert_eq!(define(&h, "APTNC_VERSION_MINOR"), parts[1], "APTNC_VERSION_MINOR");
     assert_eq!(define(&h, "APTNC_VERSION_PATCH"), parts[2], "APTNC_VERSION_PATCH");
     assert_eq!(version, apt_netcon::VERSION);
-    assert_eq!(define(&h, "APTNC_ABI_VERSION"), apt_netcon::ffi::APTNC_ABI_VERSION.to_string());
+    assert_eq!(define(&h, "APTNC_ABI_VERSION"), apt_netcon::host::ffi::APTNC_ABI_VERSION.to_string());
 }
 
 /// A unified diff of two texts by lines (longest common subsequence), with

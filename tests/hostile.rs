@@ -1,5 +1,5 @@
 //! Hostile input (issue 6, item 3): every case goes through the Rust API
-//! (`Detector::process`, `Detector::process_msgpack`, `msgpack::filter_chunk`),
+//! (`Detector::process`, `Detector::process_msgpack`, `chunk::filter_chunk`),
 //! the C ABI (`aptnc_filter` and `aptnc_filter_msgpack`, called from Rust) and
 //! the CLI, and must come out the same way everywhere:
 //!
@@ -20,8 +20,8 @@
 //!
 //! The test prints `hostile: N cases` at the end.
 
-use apt_netcon::ffi::*;
-use apt_netcon::msgpack::filter_chunk;
+use apt_netcon::host::ffi::*;
+use apt_netcon::engine::chunk::filter_chunk;
 use apt_netcon::{Config, Detector, RecordError, Verdict};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;

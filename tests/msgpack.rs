@@ -4,7 +4,8 @@
 //! Chunks are built by hand here with `rmp::encode`, and read back with a
 //! small `rmp::decode`-based decoder, independent of the module's own cursor.
 
-use apt_netcon::msgpack::{filter_chunk, ChunkError, ChunkOutcome};
+use apt_netcon::engine::chunk::{filter_chunk, ChunkOutcome};
+use apt_netcon::format::msgpack::ChunkError;
 use apt_netcon::{Config, Detector, Verdict};
 use rmp::decode::RmpRead;
 use rmp::Marker;
@@ -623,8 +624,8 @@ fn msgpack_fuzzed_chunks_never_panic() {
 // ---------------------------------------------------------------------------
 // Standalone alerts (max_lateness > 0) in the chunk path
 
-fn c_detector(config: &str) -> *mut apt_netcon::ffi::aptnc_detector {
-    use apt_netcon::ffi::*;
+fn c_detector(config: &str) -> *mut apt_netcon::host::ffi::aptnc_detector {
+    use apt_netcon::host::ffi::*;
     let mut d = std::ptr::null_mut();
     let st = unsafe { aptnc_init(config.as_ptr(), config.len(), std::ptr::null(), &mut d, std::ptr::null_mut()) };
     assert_eq!(st, aptnc_status::Ok);
@@ -636,7 +637,7 @@ fn c_detector(config: &str) -> *mut apt_netcon::ffi::aptnc_detector {
 /// to the chunk whose events move time past the window.
 #[test]
 fn a_standalone_alert_is_appended_to_the_next_chunk() {
-    use apt_netcon::ffi::*;
+    use apt_netcon::host::ffi::*;
     let d = c_detector(r#"{"max_lateness":"3s"}"#);
     let mut later = other(1);
     later["@timestamp"] = json!("2024-05-01T10:00:09.000Z");
@@ -669,7 +670,7 @@ fn a_standalone_alert_is_appended_to_the_next_chunk() {
 /// alerts as NDJSON in the report, none lost.
 #[test]
 fn aptnc_finish_hands_over_every_alert_still_held() {
-    use apt_netcon::ffi::*;
+    use apt_netcon::host::ffi::*;
     let d = c_detector(r#"{"max_lateness":"1m"}"#);
     for ev in [network(), shell()] {
         let rec = ev.to_string();
@@ -730,7 +731,7 @@ fn pack_events() -> [Value; 3] {
 /// the same alerts as the JSON path gives for the same events.
 #[test]
 fn a_pack_appends_one_alert_per_rule_after_the_chunk() {
-    use apt_netcon::ffi::*;
+    use apt_netcon::host::ffi::*;
     let dir = pack_dir();
     let config = json!({"rules_dir": dir}).to_string();
     let d = c_detector(&config);

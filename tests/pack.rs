@@ -1,4 +1,4 @@
-//! Rule packs (`src/pack.rs`): Elastic's 287 Linux rules in one pass give
+//! Rule packs (`src/engine/pack/`): Elastic's 287 Linux rules in one pass give
 //! exactly the alerts of each rule run alone, on the realistic corpus of the
 //! benchmarks with events built to satisfy each rule mixed in.
 //!
@@ -17,7 +17,7 @@
 mod corpus;
 
 use apt_netcon::eql::{parse, CmpOp, Expr, Literal, MatchOp, ParseLimits, Query};
-use apt_netcon::pack::{load_dir, PackDetector};
+use apt_netcon::engine::pack::{load_dir, PackDetector};
 use apt_netcon::{Config, Detector, Rule, Verdict};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -123,7 +123,7 @@ fn events_but(rule: &Rule, host: &str, t0: i64, miss: Option<(usize, usize)>) ->
     for (si, (cat, cond, runs)) in stages.into_iter().enumerate() {
         for _ in 0..runs {
             let mut ev = Map::new();
-            set(&mut ev, "@timestamp", json!(apt_netcon::time::format_ms(t)));
+            set(&mut ev, "@timestamp", json!(apt_netcon::format::time::format_ms(t)));
             set(&mut ev, "host.id", json!(host));
             set(&mut ev, "host.name", json!(host));
             set(&mut ev, "host.os.type", json!("linux"));
@@ -152,14 +152,14 @@ fn rules_dir() -> Option<std::path::PathBuf> {
 /// each rule's events together, timed from the background record they
 /// follow one millisecond apart (so that the stream stays in time order
 /// within far less than any maxspan: what counts as late is then the same
-/// for a rule alone and in a pack, see `src/pack.rs`).
+/// for a rule alone and in a pack, see `src/engine/pack/`).
 fn stream(rules: &[Rule]) -> Vec<Vec<u8>> {
     let spec = corpus::Spec::new(3_000, 20);
     let c = corpus::Corpus::generate(&spec);
     let background: Vec<Vec<u8>> = c.lines().map(|l| l.to_vec()).collect();
     let time_of = |rec: &[u8]| -> i64 {
         let v: Value = serde_json::from_slice(rec).unwrap();
-        apt_netcon::time::parse_rfc3339_ms(v["@timestamp"].as_str().unwrap()).unwrap()
+        apt_netcon::format::time::parse_rfc3339_ms(v["@timestamp"].as_str().unwrap()).unwrap()
     };
     let mut out = Vec::with_capacity(background.len() + rules.len() * 3);
     let step = (background.len() / rules.len().max(1)).max(1);
@@ -263,7 +263,7 @@ fn one_record_completing_several_rules_gives_an_alert_each() {
     let q3 = r#"process where process.name == "wget""#;
     let rules: Vec<Rule> = [q1, q2, q3]
         .iter()
-        .map(|q| Rule::from_eql(q, apt_netcon::rule::meta_for_file(q)).unwrap())
+        .map(|q| Rule::from_eql(q, apt_netcon::config::rule::meta_for_file(q)).unwrap())
         .collect();
     let mut pack = PackDetector::new(rules, &Config::default());
     let rec = br#"{"@timestamp":"2024-05-01T10:00:00Z","event":{"category":["process"],"kind":"event"},"process":{"name":"curl","args":["curl","--socks5"],"parent":{"name":"bash"}}}"#;
@@ -362,7 +362,7 @@ fn a_rule_of_any_file_writes_an_alert_in_its_own_words() {
     // The rule on the fast engine, and (with an optional field) on the generic one.
     let generic_query = THREE_STAGE.replace(r#"file.path : "/tmp/*""#, r#"file.path : "/tmp/*" and ?file.mode != "0""#);
     for (generic, q) in [(false, THREE_STAGE.to_string()), (true, generic_query)] {
-        let rule = Rule::from_eql(&q, apt_netcon::rule::meta_for_file("drop_chmod_connect")).unwrap();
+        let rule = Rule::from_eql(&q, apt_netcon::config::rule::meta_for_file("drop_chmod_connect")).unwrap();
         let mut d = Detector::with_rule(rule, &Config::default());
         assert_eq!(d.is_generic(), generic);
         let evs = three_stage_events();
@@ -398,7 +398,7 @@ fn a_rule_of_any_file_writes_an_alert_in_its_own_words() {
 
 #[test]
 fn a_single_event_rule_alert_is_what_kibana_writes_for_one() {
-    let rule = Rule::from_eql(r#"network where destination.port == 4444"#, apt_netcon::rule::meta_for_file("port_4444")).unwrap();
+    let rule = Rule::from_eql(r#"network where destination.port == 4444"#, apt_netcon::config::rule::meta_for_file("port_4444")).unwrap();
     let mut d = Detector::with_rule(rule, &Config::default());
     let evs = three_stage_events();
     let Ok(Verdict::Annotated(b)) = d.process(&evs[2]) else { panic!("no alert") };
@@ -493,7 +493,7 @@ fn an_exception_scoped_to_one_rule_leaves_the_others_alone() {
 #[test]
 fn a_pack_skips_later_stages_while_nothing_waits() {
     let q = r#"sequence by host.id with maxspan=5s [process where process.name == "first"] [network where destination.port == 4444]"#;
-    let rule = Rule::from_eql(q, apt_netcon::rule::meta_for_file("two_stage")).unwrap();
+    let rule = Rule::from_eql(q, apt_netcon::config::rule::meta_for_file("two_stage")).unwrap();
     let rec = |t: &str, cat: &str, extra: &str| {
         format!(r#"{{"@timestamp":"{t}","event":{{"category":["{cat}"]}},"host":{{"id":"h"}}{extra}}}"#).into_bytes()
     };
@@ -511,7 +511,7 @@ fn a_pack_skips_later_stages_while_nothing_waits() {
     assert_eq!(pack.work(), (3, 2), "the first record was not evaluated");
     // With max_lateness the pack skips nothing: the same as alone.
     let cfg = Config { max_lateness_ms: 1, ..Config::default() };
-    let mut pack = PackDetector::new(vec![Rule::from_eql(q, apt_netcon::rule::meta_for_file("two_stage")).unwrap()], &cfg);
+    let mut pack = PackDetector::new(vec![Rule::from_eql(q, apt_netcon::config::rule::meta_for_file("two_stage")).unwrap()], &cfg);
     for r in &stream {
         let _ = pack.process(r, false);
     }
@@ -520,7 +520,7 @@ fn a_pack_skips_later_stages_while_nothing_waits() {
 
 #[test]
 fn without_kibana_fields_a_rule_alert_says_it_under_eql() {
-    let rule = Rule::from_eql(r#"network where destination.port == 4444"#, apt_netcon::rule::meta_for_file("port_4444")).unwrap();
+    let rule = Rule::from_eql(r#"network where destination.port == 4444"#, apt_netcon::config::rule::meta_for_file("port_4444")).unwrap();
     let mut d = Detector::with_rule(rule, &Config { kibana_fields: false, ..Config::default() });
     let Ok(Verdict::Annotated(b)) = d.process(&three_stage_events()[2]) else { panic!("no alert") };
     let a: Value = serde_json::from_slice(b).unwrap();
@@ -540,7 +540,7 @@ fn the_pending_cap_is_one_for_the_whole_pack() {
         let q = format!(
             r#"sequence by host.id with maxspan=1h [process where process.name == "{name}"] [network where destination.port == 1]"#
         );
-        Rule::from_eql(&q, apt_netcon::rule::meta_for_file(name)).unwrap()
+        Rule::from_eql(&q, apt_netcon::config::rule::meta_for_file(name)).unwrap()
     };
     let cfg = Config { max_pending_sequences: 10, ..Config::default() };
     let mut pack = PackDetector::new(vec![seq("aaa"), seq("bbb")], &cfg);

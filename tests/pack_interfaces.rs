@@ -10,7 +10,7 @@
 //! sidecar in tests/serve.rs, the Fluent Bit mock host and the C harness in
 //! tests/c, the Go binding in examples/go.
 
-use apt_netcon::ffi::*;
+use apt_netcon::host::ffi::*;
 use apt_netcon::{Config, Detector};
 use serde_json::{json, Value};
 use std::path::PathBuf;

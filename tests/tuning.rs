@@ -4,7 +4,7 @@
 //! examples ("Tuning", one test per false-positive case of the rule's
 //! investigation guide).
 
-use apt_netcon::config::KeyType;
+use apt_netcon::config::settings::KeyType;
 use apt_netcon::{Config, Detector, RuleErrorKind, Verdict};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -48,7 +48,7 @@ fn unset_path(v: &mut Value, path: &str) {
 /// `sh -c <cmd>` exec'd by `apt` (entity `E1` on host `H1`) at `T0 + ms`.
 fn shell(ms: i64) -> Value {
     json!({
-        "@timestamp": apt_netcon::time::format_ms(T0 + ms),
+        "@timestamp": apt_netcon::format::time::format_ms(T0 + ms),
         "event": {"category": ["process"], "type": ["start"], "action": "exec", "kind": "event"},
         "host": {"id": "H1", "name": "web-1", "os": {"type": "linux"}},
         "process": {
@@ -66,7 +66,7 @@ fn shell(ms: i64) -> Value {
 /// A child of `E1` (`curl`) attempting a connection to 45.33.32.156:443 at `T0 + ms`.
 fn conn(ms: i64) -> Value {
     json!({
-        "@timestamp": apt_netcon::time::format_ms(T0 + ms),
+        "@timestamp": apt_netcon::format::time::format_ms(T0 + ms),
         "event": {"category": ["network"], "type": ["start"], "action": "connection_attempted", "kind": "event"},
         "host": {"id": "H1", "name": "web-1", "os": {"type": "linux"}},
         "process": {"name": "curl", "pid": 101, "entity_id": "C1", "executable": "/usr/bin/curl",
@@ -884,7 +884,7 @@ fn the_key_table_documents_the_new_keys() {
     assert!(t.contains("| `maxspan` | string |"), "{t}");
     assert!(t.contains("| `rules` | array |"), "{t}");
     // The exception keys and `rules`.
-    assert_eq!(apt_netcon::config::KEYS.iter().filter(|k| k.ty == KeyType::Array).count(), 7);
+    assert_eq!(apt_netcon::config::settings::KEYS.iter().filter(|k| k.ty == KeyType::Array).count(), 7);
 }
 
 // ---------------------------------------------------------------------------

@@ -735,7 +735,7 @@ local function encode_flat_array(v, null)
 end
 
 -- The alert's roots merged into the record table, as the library merges
--- them into a record's bytes (src/annotate.rs): dotted members naming a
+-- them into a record's bytes (src/format/merge.rs): dotted members naming a
 -- path the alert writes (or one below its leaves) are removed; a root that
 -- is an object on both sides is merged key by key (the alert's leaves
 -- win), any other is replaced or added.

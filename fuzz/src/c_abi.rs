@@ -32,7 +32,7 @@
 //! counters never go backwards; every handle is freed at the end.
 
 use super::{chunk_of, gen_event, msgpack, push_record, sample_chunks, sample_lines, Input, Wrap, CONFIGS};
-use apt_netcon::ffi::*;
+use apt_netcon::host::ffi::*;
 use apt_netcon::Rule;
 use std::ffi::{c_char, CStr};
 use std::mem::size_of;
@@ -117,7 +117,7 @@ impl World {
             let got = unsafe { std::slice::from_raw_parts(out, out_len) }.to_vec();
             if msgpack_chunk {
                 let mut fresh = super::detector(0);
-                apt_netcon::msgpack::filter_chunk(&mut fresh, &got, &mut Vec::new())
+                apt_netcon::engine::chunk::filter_chunk(&mut fresh, &got, &mut Vec::new())
                     .expect("an annotated chunk walks");
             } else {
                 let _: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =

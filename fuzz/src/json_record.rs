@@ -15,7 +15,7 @@
 //! off: until a record it counts as an error passes as unchanged with the
 //! default, the default must give its verdict and bytes on every record,
 //! and the same stage matches, completions and pending count at the end.
-//! Every record also goes to `apt_netcon::syntax::valid`, whose verdict must
+//! Every record also goes to `apt_netcon::format::syntax::valid`, whose verdict must
 //! be serde_json's.
 
 use super::{detector, hook_shell, process_checked, sample_lines, Outcome, CONFIGS, STRICT};
@@ -30,7 +30,7 @@ pub fn run(data: &[u8]) {
     let lines = prefix.into_iter().chain(data.split(|&x| x == b'\n')).chain(std::iter::once(data));
     for rec in lines {
         assert_eq!(
-            apt_netcon::syntax::valid(rec),
+            apt_netcon::format::syntax::valid(rec),
             serde_json::from_slice::<serde::de::IgnoredAny>(rec).is_ok(),
             "the syntax check and serde_json disagree"
         );

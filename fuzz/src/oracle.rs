@@ -1,7 +1,7 @@
 //! Configurations and invariants: the fuzz configs, detectors for them,
 //! and the checks every record and chunk goes through.
 
-use apt_netcon::msgpack::filter_chunk;
+use apt_netcon::engine::chunk::filter_chunk;
 use apt_netcon::{Config, Detector, RecordError, Rule, Stats, Verdict};
 
 /// Configurations the targets rotate through (none reads a file).

@@ -8,11 +8,11 @@
 
 use super::{chunk_of, msgpack, sample_lines};
 use apt_netcon::eql::{parse, ParseLimits};
-use apt_netcon::ffi::{
+use apt_netcon::host::ffi::{
     aptnc_error_free, aptnc_error_line, aptnc_error_status, aptnc_rule_compile, aptnc_rule_free, aptnc_status,
 };
-use apt_netcon::msgpack::filter_chunk;
-use apt_netcon::rule::meta_for_file;
+use apt_netcon::engine::chunk::filter_chunk;
+use apt_netcon::config::rule::meta_for_file;
 use apt_netcon::{Config, Detector, Rule};
 use std::ptr;
 

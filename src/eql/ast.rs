@@ -1,6 +1,6 @@
 //! The syntax tree of the EQL subset that Elastic's endpoint rules use.
 //!
-//! The parser (`super::parser`) produces it; `crate::compile` turns it into
+//! The parser (`super::parser`) produces it; `crate::eql::compile` turns it into
 //! predicates. Every node that can be the subject of a load-time error carries
 //! the [`Span`] of its source text so the error can point at it.
 

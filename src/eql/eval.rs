@@ -37,10 +37,10 @@ use super::lucene;
 use super::types::{FieldInfo, FieldType, TypeMap};
 use super::value::{compare, equals, literal_for, typed, Val};
 use super::{RuleError, RuleErrorKind, Span};
-use crate::ip::Cidr;
+use crate::format::ip::Cidr;
 use serde_json::Value;
 use std::cell::{Cell, OnceCell};
-use crate::compile::apply;
+use crate::eql::compile::apply;
 
 /// Most value combinations one atom evaluates on one event.
 pub const MAX_COMBINATIONS: usize = 4096;
@@ -744,7 +744,7 @@ fn eval_env(x: &X, slots: &[usize], env: &[&Val]) -> Val {
             None => Val::Null,
             Some(t) => {
                 let t = if *fold { fold_str(&t) } else { t };
-                Val::Bool(patterns.iter().any(|p| crate::compile::wildcard_match(&t, p, false)))
+                Val::Bool(patterns.iter().any(|p| crate::eql::compile::wildcard_match(&t, p, false)))
             }
         },
         X::Regex { subject, res } => match eval_env(subject, slots, env).text() {
@@ -847,7 +847,7 @@ pub fn call(f: Func, ci: bool, a: &[Val]) -> Val {
         Func::Modulo => arith(ArithOp::Mod, &a[0], &a[1]),
         Func::CidrMatch => match &a[0] {
             Val::Ip(ip) => b(a[1..].iter().any(|c| matches!(c, Val::Cidr(c) if c.contains(*ip)))),
-            Val::Str(s) => match crate::ip::parse_ip(s) {
+            Val::Str(s) => match crate::format::ip::parse_ip(s) {
                 Some(ip) => b(a[1..].iter().any(|c| matches!(c, Val::Cidr(c) if c.contains(ip)))),
                 None => Val::Null,
             },

@@ -80,6 +80,10 @@
 //! which the same characters mean different things (`@`, `#`, `<`, `~`, `&`, `"` are operators
 //! in Lucene and literals there; `^`, `$`, `\b`, `\n` are the opposite), and there is no implicit
 //! anchoring. Passing the pattern through unchanged would silently change what a rule detects.
+//!
+//! **Why hand-written.** No crate reads Lucene's `RegExp` syntax, whose
+//! rules (above) differ from Perl's; the matching is the `regex` crate's
+//! (linear time, no backtracking), on the translation made once at load.
 
 use std::fmt;
 

@@ -7,7 +7,7 @@
 //!   coerces numeric strings by default); a fraction in a `long` field is
 //!   truncated.
 //! * `ip`: an IPv4 or IPv6 address (IPv4-mapped IPv6 is IPv4, see
-//!   [`crate::ip`]).
+//!   [`crate::format::ip`]).
 //! * `date`: epoch milliseconds from a number or a string in the default
 //!   format `strict_date_optional_time||epoch_millis`.
 //! * `boolean`: `true`/`false` or the strings `"true"`/`"false"` (and `""`,
@@ -26,8 +26,8 @@
 //! counts as absent for that value; the engine counts them (`EngineStats::malformed_values`).
 
 use super::types::{FieldInfo, FieldType};
-use crate::ip::{parse_ip, Cidr};
-use crate::time::{days_from_civil, days_in_month};
+use crate::format::ip::{parse_ip, Cidr};
+use crate::format::time::{days_from_civil, days_in_month};
 use serde_json::Value;
 use std::cmp::Ordering;
 
@@ -65,7 +65,7 @@ impl Val {
             Val::Str(s) | Val::Version(s) => s.clone(),
             Val::Ip(ip) => ip_text(*ip),
             Val::Cidr(c) => format!("{}/{}", ip_text(c.network), c.prefix),
-            Val::Date(ms) => crate::time::format_ms(*ms),
+            Val::Date(ms) => crate::format::time::format_ms(*ms),
         })
     }
 

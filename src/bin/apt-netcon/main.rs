@@ -3,8 +3,8 @@
 //! The options are in [`args`] (clap); the record loop in [`filter`], a rule
 //! pack's in [`pack`]; the Vector sidecar (`apt-netcon serve`) in [`serve`].
 
-use apt_netcon::config::Config;
-use apt_netcon::rule::BUILTIN_NAMES;
+use apt_netcon::config::settings::Config;
+use apt_netcon::config::rule::BUILTIN_NAMES;
 use apt_netcon::Detector;
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
@@ -130,7 +130,7 @@ fn run(args: FilterArgs) -> ExitCode {
     };
     let mut threads = args.threads;
     if threads > 1 {
-        if let Err(why) = apt_netcon::footprint::Partitioner::new(det.rule(), &config, threads) {
+        if let Err(why) = apt_netcon::engine::footprint::Partitioner::new(det.rule(), &config, threads) {
             if !args.quiet {
                 eprintln!("apt-netcon: --threads {threads}: running on one thread: {why}");
             }

@@ -3,11 +3,11 @@
 //!
 //! Every record goes to standard output unchanged, followed by one alert
 //! record per rule it completes (`event.kind: "signal"`, see
-//! [`apt_netcon::pack`]); with `--alerts-only`, only the alert records.
+//! [`apt_netcon::engine::pack`]); with `--alerts-only`, only the alert records.
 //! Records are read line by line through a large buffer; the pack is one
 //! thread (`--threads` is noted and ignored).
 
-use apt_netcon::pack::PackDetector;
+use apt_netcon::engine::pack::PackDetector;
 use apt_netcon::{Config, Rule};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::process::ExitCode;

@@ -4,7 +4,7 @@
 //! in the page cache; other input is read in large blocks straight into one
 //! buffer (no line copies). Each complete line is handed to the detector
 //! where it lies, unless the rule's byte prefilter, run over the whole block
-//! at once ([`apt_netcon::footprint::Skipper`]), rules it out. Output is
+//! at once ([`apt_netcon::engine::footprint::Skipper`]), rules it out. Output is
 //! written from that same buffer: the untouched records between two alerts
 //! go out as one span, annotated records and standalone alerts from a small
 //! side buffer, all of a block in one vectored write. Standard input and
@@ -13,7 +13,7 @@
 //!
 //! With `--threads N` ([`run_threaded`]) the reading thread cuts blocks of
 //! whole lines; worker `b % N` routes the lines of block `b` by the rule's
-//! host key ([`apt_netcon::footprint::Partitioner`]); every worker runs its
+//! host key ([`apt_netcon::engine::footprint::Partitioner`]); every worker runs its
 //! own detector over the lines routed to it, block after block, in input
 //! order; the writing thread puts each block back together in input order
 //! (the outcome of every line is the one a single detector gives, so the

@@ -119,7 +119,7 @@ impl Run {
         let line: Vec<String> = t.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
         eprintln!("apt-netcon: {}", line.join(" "));
         if !t.exceptions.is_empty() {
-            let items = apt_netcon::exceptions::format_counts(&t.exceptions);
+            let items = apt_netcon::engine::exceptions::format_counts(&t.exceptions);
             eprintln!("apt-netcon: excluded={} by exception item: {items}", t.excluded);
         }
     }

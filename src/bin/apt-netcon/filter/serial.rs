@@ -1,7 +1,7 @@
 //! One thread: one detector; a regular file mapped a window at a time,
 //! other input read in blocks.
 
-use apt_netcon::footprint::Skipper;
+use apt_netcon::engine::footprint::Skipper;
 use apt_netcon::{Config, Detector, Verdict};
 use super::report::{Run, Totals};
 use super::{display_name, mapping, open_or_say, pipe_size, read_some, record_of, stdout_file, write_segs, Options, Seg, MAP_WINDOW, SERIAL_BLOCK};

@@ -1,7 +1,7 @@
 //! N threads (`--threads N`): blocks of whole lines routed by the rule's
 //! host key to N workers, put back together in input order by the writer.
 
-use apt_netcon::footprint::{Partitioner, Route, Skipper};
+use apt_netcon::engine::footprint::{Partitioner, Route, Skipper};
 use apt_netcon::{Config, Detector, RecordError, Rule, Verdict};
 use super::report::{Run, Totals};
 use super::{display_name, open_or_say, pipe_size, read_some, record_of, stdout_file, write_segs, Options, Seg, READ_FAILED, THREAD_BLOCK};

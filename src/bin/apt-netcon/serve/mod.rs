@@ -83,7 +83,7 @@
 //! unparsed, such as Vector's `{"message": "…"}` when nothing parsed the
 //! line; stage matches without `@timestamp`) go to standard error as
 //! `apt-netcon serve: warning: …`, once and then every
-//! [`apt_netcon::detector::WARNING_EVERY`] occurrences. With the config's
+//! [`apt_netcon::engine::detector::WARNING_EVERY`] occurrences. With the config's
 //! `stats_interval` (default `0s`: off), the counters go to standard error
 //! every interval of wall-clock time, idle or not, as one line:
 //! `apt-netcon serve: counters: in=… …; detector: records=… …`.
@@ -100,8 +100,8 @@
 //! (at exit, and every `stats_interval`), one line per rule that alerted
 //! (`rule "NAME" (RULE_ID): alerts=N records=N …`) and per skipped rule.
 
-use apt_netcon::config::Config;
-use apt_netcon::rule::BUILTIN_NAMES;
+use apt_netcon::config::settings::Config;
+use apt_netcon::config::rule::BUILTIN_NAMES;
 use apt_netcon::Detector;
 use std::fmt;
 use std::process::ExitCode;

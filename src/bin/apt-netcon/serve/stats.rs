@@ -65,7 +65,7 @@ pub(super) fn report(sh: &Shared, started: Instant, interrupted: bool) {
             log(format_args!(
                 "excluded={} by exception item: {}",
                 d.stats().excluded,
-                apt_netcon::exceptions::format_counts(&by_item)
+                apt_netcon::engine::exceptions::format_counts(&by_item)
             ));
         }
     }
@@ -103,12 +103,12 @@ pub(super) fn alerts_of(d: &Detector) -> u64 {
 }
 
 /// With a rule pack, one line per rule that alerted and per rule that did
-/// not load (see [`apt_netcon::ffi::rules_report_lines`]); none for one rule.
+/// not load (see [`apt_netcon::host::ffi::rules_report_lines`]); none for one rule.
 pub(super) fn rule_lines(d: &Detector) -> Vec<String> {
     if d.pack().is_none() {
         return Vec::new();
     }
-    apt_netcon::ffi::rules_report_lines(&apt_netcon::ffi::rules_report(d))
+    apt_netcon::host::ffi::rules_report_lines(&apt_netcon::host::ffi::rules_report(d))
 }
 
 /// The detector's counters: [`apt_netcon::Stats::fields`], then `unparsed`.

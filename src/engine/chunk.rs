@@ -1,0 +1,65 @@
+//! A Fluent Bit chunk through a detector: every record's body to
+//! [`Detector::process_msgpack`], the annotated bodies spliced into a copy
+//! of the chunk. How a chunk is read and validated:
+//! [`crate::format::msgpack`] (its module docs, "Walking a chunk").
+
+use crate::format::msgpack::{read_chunk, ChunkError};
+use crate::Detector;
+
+/// What [`filter_chunk`] did with a Fluent Bit chunk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkOutcome {
+    /// Records (excluding group markers) seen in the chunk.
+    pub records: u64,
+    /// Records annotated; when 0, `out` is untouched and the chunk goes on as it was.
+    pub annotated: u64,
+    /// Records that could not be evaluated (counted in the detector's stats) and went on unchanged.
+    pub errors: u64,
+    /// Group start/end markers passed through.
+    pub group_markers: u64,
+}
+
+/// Run every record of a Fluent Bit chunk (records concatenated; v2
+/// `[[EventTime, {meta}], {body}]` or legacy `[EventTime, {body}]`; integer or
+/// float times; group markers passed through) through the detector. When any
+/// record is annotated, `out` receives the whole new chunk, in which only the
+/// annotated bodies differ.
+///
+/// On `Err(ChunkError::Malformed)` no record was shown to the detector and
+/// `out` is untouched: pass the chunk on unchanged. See the module docs.
+pub fn filter_chunk(
+    det: &mut Detector,
+    chunk: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<ChunkOutcome, ChunkError> {
+    let recs = read_chunk(chunk)?;
+    let mut outcome = ChunkOutcome::default();
+    // Bytes of `chunk` already copied into `out` (once building).
+    let mut copied = 0usize;
+    for r in &recs {
+        if r.marker {
+            outcome.group_markers += 1;
+            continue;
+        }
+        outcome.records += 1;
+        match det.process_msgpack(&chunk[r.body.clone()]) {
+            Ok(crate::Verdict::Unchanged) => {}
+            Ok(crate::Verdict::Annotated(bytes)) => {
+                if outcome.annotated == 0 {
+                    out.clear();
+                    // The chunk with this body replaced (it grows if more follow).
+                    out.reserve(chunk.len() - r.body.len() + bytes.len() + 1024);
+                }
+                outcome.annotated += 1;
+                out.extend_from_slice(&chunk[copied..r.body.start]);
+                out.extend_from_slice(bytes);
+                copied = r.body.end;
+            }
+            Err(_) => outcome.errors += 1,
+        }
+    }
+    if outcome.annotated > 0 {
+        out.extend_from_slice(&chunk[copied..]);
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,604 @@
+//! Rules that only the generic engine runs, inside a [`crate::Detector`].
+//!
+//! A rule whose query is beyond the fast engine's subset (see
+//! [`crate::eql::compile::beyond_fast_path`]) runs on [`crate::eql::Engine`]. The
+//! detector's interface does not change: every record goes on unchanged
+//! unless it completes a result, read errors are counted, exceptions hide
+//! events from every stage, and `max_lateness` holds events back and
+//! releases them in time order. What differs is how a record is read (one
+//! full `serde_json` parse, or a MessagePack map decoded to the same tree)
+//! and the alert:
+//!
+//! * the record that completes a result (an event query's event, a
+//!   sequence's last positive event) carries the first alert inline, as the
+//!   fast engine's alerts are written;
+//! * every further result completed by the same record (one per value of a
+//!   multi-valued join key, as Elasticsearch completes one sequence per key
+//!   value) leaves as a standalone alert record (the record plus that
+//!   alert), so k results give k alerts;
+//! * a result completed later than its last event (a trailing missing-event
+//!   stage, released when its maxspan has passed) leaves as a standalone
+//!   alert built from the identifying fields of its last event.
+//!
+//! The alert is [`crate::alert::rule_alert`]'s: `kibana.alert.ancestors` names
+//! each event by its id field (`id_field`, default `event.id`; a digest of
+//! the event's identifying fields when it has none), and `eql.events` lists
+//! every result position in stage order (`"missing": true` for a
+//! missing-event stage), with `eql.join_keys` the key values.
+
+use crate::alert::annotate::{format_id, AnnotationStyle, RuleParts};
+use crate::format::merge::merge;
+use crate::engine::detector::{RecordError, StandaloneAlert, Stats, MAX_QUEUED_ALERTS};
+use crate::eql::{Engine, EngineOptions, Match, TypeMap};
+use crate::format::event::{ExtractError, FieldTable, Fields};
+use crate::engine::exceptions::Exceptions;
+use crate::config::rule::Rule;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{Hash, Hasher};
+
+/// Bytes counted per held event beyond its record (for `max_state_bytes`).
+const HELD_OVERHEAD: usize = 64;
+
+/// The generic engine's part of a detector.
+#[derive(Debug)]
+pub struct GenericRun {
+    engine: Engine,
+    /// The strings the rule requires (see [`crate::engine::pack`]): a record
+    /// holding none of them is not read at all.
+    index: crate::engine::pack::RuleIndex,
+    parts: RuleParts,
+    meta: crate::config::rule::RuleMeta,
+    style: AnnotationStyle,
+    id_field: String,
+    is_sequence: bool,
+    is_sample: bool,
+    ordinal: u64,
+    lateness_ms: i64,
+    max_held: usize,
+    max_held_bytes: usize,
+    held: BTreeMap<(i64, u64), (Box<[u8]>, bool)>,
+    held_bytes: usize,
+    max_seen: Option<i64>,
+    matches: Vec<Match>,
+    out: Vec<u8>,
+}
+
+/// Settings the generic run takes from the config.
+#[derive(Debug, Clone)]
+pub struct GenericSettings {
+    pub types: TypeMap,
+    pub id_field: String,
+    pub sample_window_ms: Option<u64>,
+    pub max_partials: usize,
+    pub maxspan_ms: Option<u64>,
+    pub lateness_ms: u64,
+    pub max_held: usize,
+    pub max_state_bytes: usize,
+    pub style: AnnotationStyle,
+    /// `prefilter`: pass records that hold none of the rule's strings unread.
+    pub prefilter: bool,
+}
+
+impl GenericRun {
+    /// `rule` must be a generic rule ([`Rule::generic_query`]); the query was
+    /// checked when the rule loaded, and is compiled again here with the
+    /// config's types.
+    pub fn new(rule: &Rule, s: GenericSettings) -> Result<GenericRun, crate::eql::RuleError> {
+        let query = match rule.generic_query() {
+            Some(q) => q.clone(),
+            None => crate::eql::parse(rule.query_text(), crate::eql::ParseLimits::default())?,
+        };
+        let (is_sequence, is_sample) = match &query {
+            crate::eql::Query::Sequence(_) => (true, false),
+            crate::eql::Query::Sample(_) => (false, true),
+            crate::eql::Query::Event(_) => (false, false),
+        };
+        let mut query = query;
+        if let (crate::eql::Query::Sequence(seq), Some(ms)) = (&mut query, s.maxspan_ms) {
+            seq.maxspan_ms = Some(ms);
+        }
+        let mut carry: Vec<String> = vec![s.id_field.clone()];
+        for f in crate::alert::rule_alert::carried_fields() {
+            if !carry.iter().any(|c| c == f) {
+                carry.push(f.to_string());
+            }
+        }
+        let opts = EngineOptions {
+            types: s.types,
+            timestamp_field: "@timestamp".into(),
+            sample_window_ms: s.sample_window_ms.or(rule.meta().look_back_ms),
+            max_partials: s.max_partials,
+            carry_fields: Vec::new(),
+            mapping_complete: false,
+        };
+        let index = crate::engine::pack::RuleIndex::new(std::slice::from_ref(rule), &opts.types, s.prefilter);
+        let mut engine = Engine::from_ast(&query, rule.query_text(), opts)?;
+        // The fields the query reads are carried too.
+        for f in engine.fields() {
+            if !carry.contains(f) {
+                carry.push(f.clone());
+            }
+        }
+        engine.set_carry_fields(carry);
+        Ok(GenericRun {
+            engine,
+            index,
+            parts: if rule.writes_apt_alert() { RuleParts::new(rule.meta()) } else { RuleParts::generic(rule.meta()) },
+            meta: rule.meta().clone(),
+            style: s.style,
+            id_field: s.id_field,
+            is_sequence,
+            is_sample,
+            ordinal: 0,
+            lateness_ms: s.lateness_ms.min(i64::MAX as u64) as i64,
+            max_held: s.max_held,
+            max_held_bytes: s.max_state_bytes,
+            held: BTreeMap::new(),
+            held_bytes: 0,
+            max_seen: None,
+            matches: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// Partial sequences (and held events) now kept.
+    pub fn pending(&self) -> u64 {
+        self.engine.state_len() as u64
+    }
+
+    /// See [`Engine::set_max_partials`].
+    pub fn set_max_partials(&mut self, n: usize) {
+        self.engine.set_max_partials(n);
+    }
+
+    pub fn held(&self) -> u64 {
+        self.held.len() as u64
+    }
+
+    pub fn state_bytes(&self) -> usize {
+        self.held_bytes + self.engine.state_len() * 256
+    }
+
+    pub fn engine_stats(&self) -> crate::eql::EngineStats {
+        *self.engine.stats()
+    }
+
+    /// The latest event time the engine has seen.
+    pub fn watermark(&self) -> Option<i64> {
+        self.max_seen
+    }
+
+    /// One record (`parsed`: its tree, when the caller has read it already,
+    /// as a rule pack does once for all its rules). `Ok(Some(bytes))`:
+    /// forward these bytes (the record with its alert) instead.
+    #[allow(clippy::too_many_arguments)]
+    pub fn process<'o>(
+        &'o mut self,
+        record: &[u8],
+        msgpack: bool,
+        parsed: Option<&Result<Value, ExtractError>>,
+        stats: &mut Stats,
+        exceptions: &mut Exceptions,
+        table: &FieldTable,
+        alerts: &mut VecDeque<StandaloneAlert>,
+    ) -> Result<Option<&'o [u8]>, RecordError> {
+        if parsed.is_none() && !self.index.may_match(record, !msgpack) {
+            return Ok(None);
+        }
+        let owned;
+        let parsed = match parsed {
+            Some(p) => p,
+            None => {
+                owned = read(record, msgpack);
+                &owned
+            }
+        };
+        let event = match parsed {
+            Ok(v) => v,
+            Err(e) => {
+                let (c, r) = match *e {
+                    ExtractError::InvalidJson => (&mut stats.invalid_json, RecordError::InvalidJson),
+                    ExtractError::InvalidMsgpack => (&mut stats.invalid_msgpack, RecordError::InvalidMsgpack),
+                    ExtractError::NotAnObject => (&mut stats.not_an_object, RecordError::NotAnObject),
+                    ExtractError::TooDeep => (&mut stats.too_deep, RecordError::TooDeep),
+                };
+                *c += 1;
+                return Err(r);
+            }
+        };
+        if !exceptions.is_empty() {
+            let mut f = Fields::new();
+            let read = if msgpack { crate::format::msgpack::extract(table, record, &mut f) } else { table.extract(record, &mut f) };
+            if read.is_ok() && exceptions.exclude(&f) {
+                stats.excluded += 1;
+                return Ok(None);
+            }
+        }
+        if self.lateness_ms > 0 && self.is_sequence {
+            let t = event_time(&event);
+            let Some(t) = t else {
+                // No time: it cannot be ordered; the engine ignores it too.
+                self.push(&event, record, msgpack, false, stats, alerts);
+                return Ok(None);
+            };
+            if self.max_seen.is_some_and(|m| t < m.saturating_sub(self.lateness_ms)) {
+                stats.late += 1;
+                return Ok(None);
+            }
+            self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
+            self.ordinal += 1;
+            self.held_bytes += record.len() + HELD_OVERHEAD;
+            self.held.insert((t, self.ordinal), (record.into(), msgpack));
+            let ready = self.max_seen.unwrap_or(t).saturating_sub(self.lateness_ms);
+            while let Some((&(tr, seq), _)) = self.held.iter().next() {
+                let forced = self.held.len() > self.max_held || self.held_bytes > self.max_held_bytes;
+                if tr > ready && !forced {
+                    break;
+                }
+                if forced && tr > ready {
+                    stats.held_forced += 1;
+                }
+                if let Some((bytes, mp)) = self.held.remove(&(tr, seq)) {
+                    self.held_bytes -= bytes.len() + HELD_OVERHEAD;
+                    if let Ok(ev) = read(&bytes, mp) {
+                        self.push(&ev, &bytes, mp, false, stats, alerts);
+                    }
+                }
+            }
+            return Ok(None);
+        }
+        let inline = self.push(&event, record, msgpack, true, stats, alerts);
+        match inline {
+            Some(alert) => {
+                self.out.clear();
+                let merged = if msgpack {
+                    crate::format::msgpack::merge(record, alert, &mut self.out)
+                } else {
+                    merge(record, alert, &mut self.out)
+                };
+                match merged {
+                    Ok(()) => {
+                        stats.annotated += 1;
+                        Ok(Some(&self.out))
+                    }
+                    Err(_) => {
+                        stats.annotate_failed += 1;
+                        Err(RecordError::AnnotateFailed)
+                    }
+                }
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// End of stream: release held events and results waiting for a
+    /// trailing missing-event stage.
+    pub fn finish(&mut self, stats: &mut Stats, alerts: &mut VecDeque<StandaloneAlert>) -> u64 {
+        let held = std::mem::take(&mut self.held);
+        self.held_bytes = 0;
+        let n = held.len() as u64;
+        for (_, (bytes, mp)) in held {
+            if let Ok(ev) = read(&bytes, mp) {
+                self.push(&ev, &bytes, mp, false, stats, alerts);
+            }
+        }
+        let mut done = Vec::new();
+        self.engine.finish(&mut done);
+        for m in done {
+            self.standalone_from_carried(&m, stats, alerts);
+        }
+        n
+    }
+
+    /// Push one event; returns the inline alert when `inline` and the event
+    /// completes a result; every other result becomes a standalone alert.
+    fn push(
+        &mut self,
+        event: &Value,
+        record: &[u8],
+        msgpack: bool,
+        inline: bool,
+        stats: &mut Stats,
+        alerts: &mut VecDeque<StandaloneAlert>,
+    ) -> Option<Map<String, Value>> {
+        self.ordinal += 1;
+        let ord = self.ordinal;
+        let before = *self.engine.stats();
+        self.matches.clear();
+        let mut matches = std::mem::take(&mut self.matches);
+        self.engine.push(ord, event, &mut matches);
+        let after = self.engine.stats();
+        stats.stage_matches[0] += after.stage_matches - before.stage_matches;
+        stats.bad_timestamp += after.no_timestamp - before.no_timestamp;
+        stats.invalid_ip += after.malformed_values - before.malformed_values;
+        stats.rejected_by_maxspan += after.expired - before.expired;
+        stats.evicted_by_cap += after.evicted - before.evicted;
+        stats.key_combinations_truncated += after.keys_truncated - before.keys_truncated;
+        let mut first = None;
+        for m in matches.drain(..) {
+            stats.sequences_completed += 1;
+            let completes_here = m.events.iter().rev().find_map(|e| *e) == Some(ord);
+            if !completes_here {
+                self.standalone_from_carried(&m, stats, alerts);
+                continue;
+            }
+            let alert = self.alert(&m);
+            if inline && first.is_none() {
+                first = Some(alert);
+                continue;
+            }
+            let mut out = Vec::new();
+            let merged = if msgpack { crate::format::msgpack::merge(record, alert, &mut out) } else { merge(record, alert, &mut out) };
+            match merged {
+                Ok(()) => queue(alerts, stats, StandaloneAlert { msgpack, bytes: out }),
+                Err(_) => stats.annotate_failed += 1,
+            }
+        }
+        self.matches = matches;
+        first
+    }
+
+    /// A standalone alert for a result whose completing record has gone:
+    /// the identifying fields of its last event plus the alert.
+    fn standalone_from_carried(&mut self, m: &Match, stats: &mut Stats, alerts: &mut VecDeque<StandaloneAlert>) {
+        let last = m.carried.iter().rev().find_map(|c| c.clone());
+        let mut body = Map::new();
+        if let Some(c) = last {
+            for (k, v) in c.iter() {
+                crate::alert::carried::insert_path(&mut body, k, v.clone());
+            }
+        }
+        let alert = self.alert(m);
+        let base = serde_json::to_vec(&Value::Object(body)).unwrap_or_else(|_| b"{}".to_vec());
+        let mut out = Vec::new();
+        if merge(&base, alert, &mut out).is_ok() {
+            queue(alerts, stats, StandaloneAlert { msgpack: false, bytes: out });
+        } else {
+            stats.annotate_failed += 1;
+        }
+    }
+
+    fn event_id(&self, carried: &Map<String, Value>) -> String {
+        match carried.get(&self.id_field) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => {
+                let text = serde_json::to_string(carried).unwrap_or_default();
+                format_id(digest128(&[&text]))
+            }
+        }
+    }
+
+    /// The alert roots for one result ([`crate::alert::rule_alert`]).
+    fn alert(&self, m: &Match) -> Map<String, Value> {
+        use crate::alert::rule_alert::{RuleAlert, Shape};
+        let mut docs: Vec<Option<Map<String, Value>>> = Vec::with_capacity(m.events.len());
+        let mut ids: Vec<String> = Vec::new();
+        let mut last_carried: Option<&Map<String, Value>> = None;
+        for (i, e) in m.events.iter().enumerate() {
+            match (e, m.carried.get(i).and_then(|c| c.as_deref())) {
+                (Some(_), Some(c)) => {
+                    ids.push(self.event_id(c));
+                    let mut nested = Map::new();
+                    for (k, v) in c {
+                        let v = match v {
+                            Value::Array(_) => v.clone(),
+                            _ if crate::alert::rule_alert::is_array_field(k) => Value::Array(vec![v.clone()]),
+                            _ => v.clone(),
+                        };
+                        crate::alert::carried::insert_path(&mut nested, k, v);
+                    }
+                    docs.push(Some(nested));
+                    last_carried = Some(c);
+                }
+                (Some(_), None) => docs.push(Some(Map::new())),
+                (None, _) => docs.push(None),
+            }
+        }
+        let times: Vec<i64> = m.times.iter().flatten().copied().collect();
+        let span = match (times.iter().min(), times.iter().max()) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0,
+        };
+        let mut key_parts: Vec<&str> = vec![&self.meta.rule_id];
+        key_parts.extend(ids.iter().map(String::as_str));
+        let alert_id = format_id(digest128(&key_parts));
+        let group_id = format_id(digest128(&[&alert_id, "group"]));
+        let original_time = last_carried
+            .and_then(|c| c.get("@timestamp"))
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .unwrap_or_default();
+        let present: Vec<&Map<String, Value>> = docs.iter().flatten().collect();
+        let reason = crate::alert::rule_alert::reason(&self.meta, &present);
+        let shape = if self.is_sequence {
+            Shape::Sequence
+        } else if self.is_sample {
+            Shape::Sample
+        } else {
+            Shape::Event
+        };
+        RuleAlert {
+            meta: &self.meta,
+            parts: &self.parts,
+            style: &self.style,
+            shape,
+            events: docs,
+            ids,
+            join_keys: m.keys.clone(),
+            span_ms: span,
+            alert_id,
+            group_id,
+            original_time,
+            reason,
+        }
+        .into_roots()
+    }
+}
+
+fn queue(alerts: &mut VecDeque<StandaloneAlert>, stats: &mut Stats, a: StandaloneAlert) {
+    if alerts.len() >= MAX_QUEUED_ALERTS {
+        alerts.pop_front();
+        stats.alerts_dropped += 1;
+    }
+    stats.standalone_alerts += 1;
+    alerts.push_back(a);
+}
+
+/// A stable 128-bit digest (two SipHash runs with fixed keys).
+fn digest128(parts: &[&str]) -> u128 {
+    let mut out = 0u128;
+    for salt in 0..2u8 {
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new_with_keys(0x6170_742d_6e65_7463 ^ salt as u64, 0x6571_6c2d_616c_7274);
+        for p in parts {
+            p.hash(&mut h);
+        }
+        out = (out << 64) | h.finish() as u128;
+    }
+    out
+}
+
+fn event_time(event: &Value) -> Option<i64> {
+    let mut raw = Vec::new();
+    crate::eql::eval::collect(event, &["@timestamp".to_string()], &mut raw);
+    match raw.first()? {
+        Value::String(s) => crate::eql::value::parse_date(s),
+        Value::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}
+
+/// Read a record as a JSON tree.
+pub fn read(record: &[u8], msgpack: bool) -> Result<Value, ExtractError> {
+    let v = if msgpack {
+        let mut pos = 0;
+        let v = mp_value(record, &mut pos, 0)?;
+        if pos != record.len() {
+            return Err(ExtractError::InvalidMsgpack);
+        }
+        v
+    } else {
+        match serde_json::from_slice::<Value>(record) {
+            Ok(v) => v,
+            Err(e) if e.to_string().contains("recursion limit") => return Err(ExtractError::TooDeep),
+            Err(_) => return Err(ExtractError::InvalidJson),
+        }
+    };
+    if !v.is_object() {
+        return Err(ExtractError::NotAnObject);
+    }
+    Ok(v)
+}
+
+/// Deepest MessagePack nesting read.
+const MP_MAX_DEPTH: usize = 127;
+
+fn mp_value(b: &[u8], pos: &mut usize, depth: usize) -> Result<Value, ExtractError> {
+    use ExtractError::InvalidMsgpack as Bad;
+    if depth > MP_MAX_DEPTH {
+        return Err(ExtractError::TooDeep);
+    }
+    let take = |pos: &mut usize, n: usize| -> Result<&[u8], ExtractError> {
+        let s = b.get(*pos..pos.checked_add(n).ok_or(Bad)?).ok_or(Bad)?;
+        *pos += n;
+        Ok(s)
+    };
+    let be = |s: &[u8]| s.iter().fold(0u64, |a, &x| a << 8 | x as u64);
+    let tag = *take(pos, 1)?.first().ok_or(Bad)?;
+    let str_of = |pos: &mut usize, n: usize| -> Result<Value, ExtractError> {
+        let s = take(pos, n)?;
+        Ok(Value::String(std::str::from_utf8(s).map_err(|_| Bad)?.to_string()))
+    };
+    let arr = |pos: &mut usize, n: usize| -> Result<Value, ExtractError> {
+        let mut v = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            v.push(mp_value(b, pos, depth + 1)?);
+        }
+        Ok(Value::Array(v))
+    };
+    let map = |pos: &mut usize, n: usize| -> Result<Value, ExtractError> {
+        let mut m = Map::new();
+        for _ in 0..n {
+            let Value::String(k) = mp_value(b, pos, depth + 1)? else { return Err(Bad) };
+            let v = mp_value(b, pos, depth + 1)?;
+            m.insert(k, v);
+        }
+        Ok(Value::Object(m))
+    };
+    Ok(match tag {
+        0x00..=0x7f => Value::from(tag as u64),
+        0x80..=0x8f => map(pos, (tag & 0x0f) as usize)?,
+        0x90..=0x9f => arr(pos, (tag & 0x0f) as usize)?,
+        0xa0..=0xbf => str_of(pos, (tag & 0x1f) as usize)?,
+        0xc0 => Value::Null,
+        0xc2 => Value::Bool(false),
+        0xc3 => Value::Bool(true),
+        0xc4..=0xc6 => {
+            let n = be(take(pos, 1 << (tag - 0xc4))?) as usize;
+            take(pos, n)?;
+            Value::Null
+        }
+        0xc7..=0xc9 => {
+            let n = be(take(pos, 1 << (tag - 0xc7))?) as usize;
+            take(pos, n + 1)?;
+            Value::Null
+        }
+        0xca => Value::from(f32::from_bits(be(take(pos, 4)?) as u32) as f64),
+        0xcb => Value::from(f64::from_bits(be(take(pos, 8)?))),
+        0xcc..=0xcf => Value::from(be(take(pos, 1 << (tag - 0xcc))?)),
+        0xd0 => Value::from(take(pos, 1)?[0] as i8 as i64),
+        0xd1 => Value::from(be(take(pos, 2)?) as u16 as i16 as i64),
+        0xd2 => Value::from(be(take(pos, 4)?) as u32 as i32 as i64),
+        0xd3 => Value::from(be(take(pos, 8)?) as i64),
+        0xd4..=0xd8 => {
+            take(pos, 1 + (1 << (tag - 0xd4)))?;
+            Value::Null
+        }
+        0xd9..=0xdb => {
+            let n = be(take(pos, 1 << (tag - 0xd9))?) as usize;
+            str_of(pos, n)?
+        }
+        0xdc | 0xdd => {
+            let n = be(take(pos, if tag == 0xdc { 2 } else { 4 })?) as usize;
+            arr(pos, n)?
+        }
+        0xde | 0xdf => {
+            let n = be(take(pos, if tag == 0xde { 2 } else { 4 })?) as usize;
+            map(pos, n)?
+        }
+        0xe0..=0xff => Value::from(tag as i8 as i64),
+        0xc1 => return Err(Bad),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msgpack_reads_as_json_does() {
+        // {"a": [1, -2, 3.5, "x", null, true], "e": 300}
+        let mut buf = vec![0x82, 0xa1, b'a', 0x96, 0x01, 0xfe, 0xcb];
+        buf.extend_from_slice(&3.5f64.to_bits().to_be_bytes());
+        buf.extend_from_slice(&[0xa1, b'x', 0xc0, 0xc3, 0xa1, b'e', 0xcd, 0x01, 0x2c]);
+        let v = serde_json::json!({"a": [1, -2, 3.5, "x", null, true], "e": 300});
+        assert_eq!(read(&buf, true).unwrap(), v);
+        assert_eq!(read(&buf[..buf.len() - 1], true), Err(ExtractError::InvalidMsgpack));
+        assert_eq!(read(&[0x91, 0x01], true), Err(ExtractError::NotAnObject));
+        let mut deep = vec![0x91; 200];
+        deep.insert(0, 0x81);
+        deep.insert(1, 0xa1);
+        deep.insert(2, b'k');
+        assert_eq!(read(&deep, true), Err(ExtractError::TooDeep));
+    }
+
+    #[test]
+    fn digests_are_stable() {
+        assert_eq!(digest128(&["a", "b"]), digest128(&["a", "b"]));
+        assert_ne!(digest128(&["a", "b"]), digest128(&["ab"]));
+    }
+}

@@ -1,0 +1,417 @@
+//! The index of required strings: which rules, and which of their stages, a
+//! record could match. [`RuleIndex`] over a record's bytes (one
+//! Aho-Corasick automaton), and the pack's index over the fields read once
+//! for all rules (whole values by hash, fragments by one automaton a field).
+
+use super::*;
+
+/// Which rules a record could match, and by which stages, from the
+/// strings each stage requires (see the module docs): one Aho-Corasick pass
+/// finds every required string the record holds; a stage is a candidate
+/// when each of its sets of strings has one there.
+#[derive(Debug)]
+pub struct RuleIndex {
+    /// The automata, for JSON (a required whole value between its quotes)
+    /// and for MessagePack (a string's bytes as they are): each with its
+    /// case-sensitive and ASCII-case-insensitive patterns, and the sets of
+    /// each pattern.
+    json: [Index; 2],
+    raw: [Index; 2],
+    plan: Plan,
+    /// Scratch: which sets were found, the list of them, and per rule the
+    /// stages found.
+    scratch: std::cell::RefCell<Scratch>,
+    /// Scratch for [`RuleIndex::may_match`].
+    found: std::cell::RefCell<Vec<Candidate>>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Scratch {
+    pub(super) set_hit: Vec<bool>,
+    pub(super) hits: Vec<u32>,
+    pub(super) rule_bits: Vec<u64>,
+}
+
+/// From the sets found (`sc.hits`), every stage all of whose sets were
+/// found and every stage that requires none, by rule, in rule order, into
+/// `out`; the scratch is cleared for the next record.
+pub(super) fn stages_found(by_primary: &[Vec<u32>], stages: &[StageReq], always: &[u32], sc: &mut Scratch, out: &mut Vec<Candidate>) {
+    // Each rule enters `out` at its first stage found; its stage bits
+    // gather in the scratch and are filled in at the end.
+    let mut mark = |sc: &mut Scratch, st: &StageReq| {
+        let bits = &mut sc.rule_bits[st.rule as usize];
+        if *bits == 0 {
+            out.push(Candidate { rule: st.rule, stages: 0 });
+        }
+        *bits |= st.bit;
+    };
+    for h in 0..sc.hits.len() {
+        let set = sc.hits[h];
+        for &id in &by_primary[set as usize] {
+            let st = &stages[id as usize];
+            if st.sets[1..].iter().all(|&s| sc.set_hit[s as usize]) {
+                mark(sc, st);
+            }
+        }
+    }
+    for &id in always {
+        mark(sc, &stages[id as usize]);
+    }
+    for &set in &sc.hits {
+        sc.set_hit[set as usize] = false;
+    }
+    sc.hits.clear();
+    out.sort_unstable_by_key(|c| c.rule);
+    for c in out.iter_mut() {
+        c.stages = std::mem::take(&mut sc.rule_bits[c.rule as usize]);
+    }
+}
+
+/// One stage of one rule, and the sets it requires (the first is its
+/// primary).
+#[derive(Debug)]
+pub(super) struct StageReq {
+    pub(super) rule: u32,
+    pub(super) bit: u64,
+    pub(super) sets: Vec<u32>,
+}
+
+/// A candidate rule: its index, and the stages the record may match (bit
+/// k: stage k, in the order of the rule's positive stages, then its
+/// missing-event and `until` stages; stages past the 63rd share bit 63).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub rule: u32,
+    pub stages: u64,
+}
+
+/// What a set of rules requires, stage by stage: the distinct sets of
+/// strings (numbered), each stage's sets, and which stages require none.
+#[derive(Debug)]
+pub(super) struct Plan {
+    pub(super) sets: Vec<Vec<Needle>>,
+    pub(super) by_primary: Vec<Vec<u32>>,
+    pub(super) stages: Vec<StageReq>,
+    pub(super) always: Vec<u32>,
+    pub(super) plain_sequence: Vec<bool>,
+}
+
+impl Plan {
+    /// `enabled` false: every rule sees every record.
+    pub(super) fn new(rules: &[Rule], types: &TypeMap, enabled: bool) -> Plan {
+        let mut sets: Vec<Vec<Needle>> = Vec::new();
+        let mut stages = Vec::new();
+        let mut always = Vec::new();
+        let mut plain_sequence = Vec::with_capacity(rules.len());
+        for (i, r) in rules.iter().enumerate() {
+            let (rule_stages, plain) = match rule_sets(r, types) {
+                Some(x) if enabled => x,
+                // Unknown: one stage that sees everything.
+                _ => (vec![Vec::new()], false),
+            };
+            plain_sequence.push(plain);
+            for (k, stage_sets) in rule_stages.into_iter().enumerate() {
+                let id = stages.len() as u32;
+                let mut req = StageReq { rule: i as u32, bit: 1u64 << k.min(63), sets: Vec::new() };
+                for set in stage_sets {
+                    let sid = match sets.iter().position(|s| *s == set) {
+                        Some(p) => p,
+                        None => {
+                            sets.push(set);
+                            sets.len() - 1
+                        }
+                    };
+                    req.sets.push(sid as u32);
+                }
+                if req.sets.is_empty() {
+                    always.push(id);
+                }
+                stages.push(req);
+            }
+        }
+        let mut by_primary = vec![Vec::new(); sets.len()];
+        for (id, st) in stages.iter().enumerate() {
+            if let Some(&p) = st.sets.first() {
+                by_primary[p as usize].push(id as u32);
+            }
+        }
+        Plan { sets, by_primary, stages, always, plain_sequence }
+    }
+
+    pub(super) fn scratch(&self) -> Scratch {
+        Scratch { set_hit: vec![false; self.sets.len()], hits: Vec::new(), rule_bits: vec![0; self.plain_sequence.len()] }
+    }
+
+    /// See [`stages_found`].
+    pub(super) fn found(&self, sc: &mut Scratch, out: &mut Vec<Candidate>) {
+        stages_found(&self.by_primary, &self.stages, &self.always, sc, out);
+    }
+}
+
+impl RuleIndex {
+    /// The index of `rules` (`enabled` false: every rule sees every record).
+    pub fn new(rules: &[Rule], types: &TypeMap, enabled: bool) -> RuleIndex {
+        let mut json = [IndexBuilder::default(), IndexBuilder::default()];
+        let mut raw = [IndexBuilder::default(), IndexBuilder::default()];
+        let plan = Plan::new(rules, types, enabled);
+        for (sid, set) in plan.sets.iter().enumerate() {
+            for n in set {
+                let c = n.ci as usize;
+                raw[c].add(n.text.clone(), sid as u32);
+                json[c].add(if n.exact { format!("\"{}\"", n.text) } else { n.text.clone() }, sid as u32);
+            }
+        }
+        let [j0, j1] = json;
+        let [r0, r1] = raw;
+        RuleIndex {
+            json: [j0.build(false), j1.build(true)],
+            raw: [r0.build(false), r1.build(true)],
+            scratch: std::cell::RefCell::new(plan.scratch()),
+            found: std::cell::RefCell::new(Vec::new()),
+            plan,
+        }
+    }
+
+    /// Whether rule `i` is a plain sequence: no missing-event or `until`
+    /// stage, at least two stages (its later stages can only extend a
+    /// partial sequence).
+    pub fn plain_sequence(&self, i: usize) -> bool {
+        self.plan.plain_sequence[i]
+    }
+
+    /// The rules the record could match, in rule order, with the stages.
+    pub fn candidates(&self, record: &[u8], json: bool, out: &mut Vec<Candidate>) {
+        out.clear();
+        // A JSON escape could spell a string otherwise: every rule, every stage.
+        if json && memchr::memchr(b'\\', record).is_some() {
+            out.extend((0..self.plan.plain_sequence.len() as u32).map(|rule| Candidate { rule, stages: u64::MAX }));
+            return;
+        }
+        let mut guard = self.scratch.borrow_mut();
+        let sc = &mut *guard;
+        let indexes = if json { &self.json } else { &self.raw };
+        for ix in indexes {
+            let Some(ac) = &ix.ac else { continue };
+            for m in ac.find_overlapping_iter(record) {
+                // A JSON string value is followed by what follows a value,
+                // never by the `:` of a member name.
+                if json && ix.exact[m.pattern().as_usize()] && is_member_name(record, m.end()) {
+                    continue;
+                }
+                for &set in &ix.sets[m.pattern().as_usize()] {
+                    if !sc.set_hit[set as usize] {
+                        sc.set_hit[set as usize] = true;
+                        sc.hits.push(set);
+                    }
+                }
+            }
+        }
+        self.plan.found(sc, out);
+    }
+
+    /// Whether the record could match any rule (for a one-rule index).
+    pub fn may_match(&self, record: &[u8], json: bool) -> bool {
+        let mut out = self.found.borrow_mut();
+        self.candidates(record, json, &mut out);
+        !out.is_empty()
+    }
+}
+
+/// Whether the string ending at `end` (after its closing quote) is a member
+/// name: the next non-blank byte is `:`.
+pub(super) fn is_member_name(record: &[u8], end: usize) -> bool {
+    record[end..].iter().find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n')) == Some(&b':')
+}
+
+/// Patterns and the sets each serves, being gathered.
+#[derive(Default)]
+pub(super) struct IndexBuilder {
+    pub(super) pats: Vec<String>,
+    pub(super) sets: Vec<Vec<u32>>,
+}
+
+impl IndexBuilder {
+    pub(super) fn add(&mut self, pat: String, set: u32) {
+        let k = match self.pats.iter().position(|p| *p == pat) {
+            Some(k) => k,
+            None => {
+                self.pats.push(pat);
+                self.sets.push(Vec::new());
+                self.pats.len() - 1
+            }
+        };
+        if !self.sets[k].contains(&set) {
+            self.sets[k].push(set);
+        }
+    }
+
+    pub(super) fn build(self, ci: bool) -> Index {
+        let exact = self.pats.iter().map(|p| p.len() >= 2 && p.starts_with('"') && p.ends_with('"')).collect();
+        let ac = (!self.pats.is_empty())
+            .then(|| {
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(ci)
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&self.pats)
+                    .ok()
+            })
+            .flatten();
+        Index { ac, sets: self.sets, exact }
+    }
+}
+
+/// One automaton and the sets of each of its patterns.
+#[derive(Debug)]
+pub(super) struct Index {
+    pub(super) ac: Option<AhoCorasick>,
+    pub(super) sets: Vec<Vec<u32>>,
+    /// Per pattern: a whole JSON string value, quotes included.
+    pub(super) exact: Vec<bool>,
+}
+
+/// Which rules a record could match, and by which stages, from the values
+/// of the fields their stages require, read once for all rules (see the
+/// module docs): a stage is a candidate when each of its sets of strings
+/// has one in its field — a whole value (looked up in a hash map), or a
+/// fragment of one (an Aho-Corasick automaton per field, over that field's
+/// values only).
+#[derive(Debug)]
+pub(super) struct FieldIndex {
+    /// Whole values, case-sensitive and (ASCII-lower-cased)
+    /// case-insensitive: value → (field, set).
+    pub(super) exact: foldhash::HashMap<Box<str>, Vec<(Slot, u32)>>,
+    pub(super) exact_ci: foldhash::HashMap<Box<str>, Vec<(Slot, u32)>>,
+    /// The fields looked up, each once.
+    pub(super) exact_slots: Vec<ExactSlot>,
+    /// Fragments: per field and case, an automaton and each pattern's sets.
+    pub(super) frags: Vec<FragIndex>,
+    pub(super) plan: Plan,
+    pub(super) scratch: Scratch,
+    pub(super) fold: String,
+}
+
+/// A field whose whole values are looked up: the longest string sought
+/// there, case-sensitively and case-insensitively (`None`: none).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ExactSlot {
+    pub(super) slot: Slot,
+    pub(super) cs: Option<usize>,
+    pub(super) ci: Option<usize>,
+}
+
+#[derive(Debug)]
+pub(super) struct FragIndex {
+    pub(super) slot: Slot,
+    pub(super) ci: bool,
+    pub(super) ac: AhoCorasick,
+    pub(super) sets: Vec<Vec<u32>>,
+}
+
+impl FieldIndex {
+    pub(super) fn new(rules: &[Rule], types: &TypeMap, enabled: bool, table: &mut FieldTable) -> FieldIndex {
+        let plan = Plan::new(rules, types, enabled);
+        let mut exact: foldhash::HashMap<Box<str>, Vec<(Slot, u32)>> = Default::default();
+        let mut exact_ci: foldhash::HashMap<Box<str>, Vec<(Slot, u32)>> = Default::default();
+        let mut exact_slots: Vec<ExactSlot> = Vec::new();
+        let mut frag_builders: Vec<(Slot, bool, IndexBuilder)> = Vec::new();
+        for (sid, set) in plan.sets.iter().enumerate() {
+            let sid = sid as u32;
+            for n in set {
+                let slot = table.intern(&n.field);
+                if n.exact {
+                    let (map, key) = if n.ci { (&mut exact_ci, n.text.to_ascii_lowercase()) } else { (&mut exact, n.text.clone()) };
+                    let e = map.entry(key.into_boxed_str()).or_default();
+                    if !e.contains(&(slot, sid)) {
+                        e.push((slot, sid));
+                    }
+                    let x = match exact_slots.iter().position(|x| x.slot == slot) {
+                        Some(p) => &mut exact_slots[p],
+                        None => {
+                            exact_slots.push(ExactSlot { slot, cs: None, ci: None });
+                            exact_slots.last_mut().expect("just pushed")
+                        }
+                    };
+                    let longest = if n.ci { &mut x.ci } else { &mut x.cs };
+                    *longest = Some(longest.unwrap_or(0).max(n.text.len()));
+                } else {
+                    let b = match frag_builders.iter().position(|x| x.0 == slot && x.1 == n.ci) {
+                        Some(p) => &mut frag_builders[p].2,
+                        None => {
+                            frag_builders.push((slot, n.ci, IndexBuilder::default()));
+                            &mut frag_builders.last_mut().expect("just pushed").2
+                        }
+                    };
+                    b.add(n.text.clone(), sid);
+                }
+            }
+        }
+        let frags = frag_builders
+            .into_iter()
+            .filter_map(|(slot, ci, b)| {
+                let ix = b.build(ci);
+                Some(FragIndex { slot, ci, ac: ix.ac?, sets: ix.sets })
+            })
+            .collect();
+        FieldIndex { exact, exact_ci, exact_slots, frags, scratch: plan.scratch(), plan, fold: String::new() }
+    }
+
+    /// Every rule, every stage (a record the table's reader is unsure of).
+    pub(super) fn all(&self, out: &mut Vec<Candidate>) {
+        out.clear();
+        out.extend((0..self.plan.plain_sequence.len() as u32).map(|rule| Candidate { rule, stages: u64::MAX }));
+    }
+
+    /// The candidates of a record read into `f`, in rule order.
+    pub(super) fn candidates(&mut self, f: &Fields, out: &mut Vec<Candidate>) {
+        out.clear();
+        let sc = &mut self.scratch;
+        let hit = |sc: &mut Scratch, set: u32| {
+            if !sc.set_hit[set as usize] {
+                sc.set_hit[set as usize] = true;
+                sc.hits.push(set);
+            }
+        };
+        for &ExactSlot { slot, cs, ci } in &self.exact_slots {
+            for v in f.get(slot) {
+                let Scalar::Str(s) = v else { continue };
+                let s = s.as_ref();
+                // A value longer than every string sought there is none of them.
+                if cs.is_some_and(|longest| s.len() <= longest) {
+                    if let Some(list) = self.exact.get(s) {
+                        list.iter().filter(|x| x.0 == slot).for_each(|x| hit(sc, x.1));
+                    }
+                }
+                // (Lower-casing keeps an ASCII value's length, not any other's.)
+                if ci.is_some_and(|longest| s.len() <= longest || !s.is_ascii()) {
+                    self.fold.clear();
+                    if s.is_ascii() {
+                        self.fold.extend(s.chars().map(|c| c.to_ascii_lowercase()));
+                    } else {
+                        self.fold.extend(s.chars().flat_map(char::to_lowercase));
+                    }
+                    if let Some(list) = self.exact_ci.get(self.fold.as_str()) {
+                        list.iter().filter(|x| x.0 == slot).for_each(|x| hit(sc, x.1));
+                    }
+                }
+            }
+        }
+        for fx in &self.frags {
+            for v in f.get(fx.slot) {
+                let Scalar::Str(s) = v else { continue };
+                let s = s.as_ref();
+                let text = if fx.ci && !s.is_ascii() {
+                    self.fold.clear();
+                    self.fold.extend(s.chars().flat_map(char::to_lowercase));
+                    self.fold.as_str()
+                } else {
+                    s
+                };
+                for m in fx.ac.find_overlapping_iter(text) {
+                    fx.sets[m.pattern().as_usize()].iter().for_each(|&set| hit(sc, set));
+                }
+            }
+        }
+        self.plan.found(sc, out);
+    }
+}

@@ -1,0 +1,469 @@
+//! Rule packs: many rules over one stream, each record tested only against
+//! the rules it could match.
+//!
+//! A pack holds one [`Detector`] per rule (each with its own partial
+//! sequences, counters and exceptions, on the fast or the generic engine).
+//! Most of a rule's stages require some field to hold one of a few strings
+//! (`process.name == "curl"`, `process.args : "*--proxy*"`, `event.action
+//! in ("exec", "fork")`), and every stage with a category requires it.
+//! Before any rule sees a record, the pack:
+//!
+//! 1. reads the record once ([`FieldTable::scan`], or the MessagePack
+//!    reader) for every field any rule's index or stage tests use;
+//! 2. finds the stages all of whose sets of required strings are there
+//!    (`FieldIndex`): whole values are looked up in a hash map (by field),
+//!    fragments found by one Aho-Corasick automaton per field over that
+//!    field's values (`aho-corasick` crate: the well-kept multi-pattern
+//!    searcher);
+//! 3. tests those stages' conditions on the fields read (`PreCheck`):
+//!    exactly the fast engine's stage test for a fast rule, a sound
+//!    relaxation for a generic one;
+//!
+//! and hands the record only to the rules with a stage left. A record the
+//! reader is unsure of (malformed, too deep) goes to every rule, whose
+//! detectors read and count it. A stage that requires no string (e.g. `any
+//! where true`) is tested on every record.
+//!
+//! [`RuleIndex`] is the same index over a record's bytes (a required whole
+//! value as a JSON string between its quotes, never as a member name),
+//! used by a single generic rule to pass records unread.
+//!
+//! **Later stages while nothing waits.** A record that can match only the
+//! later stages of a plain sequence (no missing-event or `until` stage) in
+//! which no partial sequence waits can extend nothing, and is not handed
+//! to that rule (without `max_lateness`, where an earlier first-stage event
+//! may still come). The one consequence: that record does not move the
+//! rule's watermark, so a first-stage event arriving more than maxspan
+//! behind it, which the rule alone would drop as late, can still pair in a
+//! pack — as Elasticsearch, which orders events by time, would pair it. On
+//! a stream in time order a pack gives exactly the alerts of its rules run
+//! alone (tested on the 287 Linux rules).
+//!
+//! **Output.** In a pack the record always goes on unchanged, and every
+//! match is an alert of its own: a standalone alert record (the record with
+//! that rule's alert fields, as one rule alone would annotate it, and
+//! `event.kind: "signal"`, the value Kibana writes in alert documents, to
+//! route on). So k matches of one record give k alert records, after it.
+//!
+//! What a stage requires is read from its query: the conjuncts `field ==
+//! "…"`, `field in (…)`, `field : (…)`, `like`, `like~` (their longest
+//! wildcard-free fragment), `startsWith`/`endsWith`/`stringContains` on a
+//! field, and the stage's category; an `or` requires the union of its
+//! branches' strings (when every branch requires some). Only strings a
+//! non-string value cannot equal and that JSON writes without escapes are
+//! used (as the byte prefilter does); case-insensitive ones are searched
+//! ASCII-case-insensitively and used only when ASCII.
+
+use crate::eql::compile::{compile, compile_precheck, typed_like_elasticsearch, CompiledQuery, CompiledStage, Pred};
+use crate::engine::detector::{RecordError, StandaloneAlert, Stats};
+use crate::eql::{parse, CmpOp, EventQuery, Expr, FieldType, Literal, MatchOp, ParseLimits, Query, TypeMap};
+use crate::format::event::{FieldTable, Fields, FieldsBuf, Scalar, Slot};
+use crate::config::rule::Rule;
+use crate::{Config, Detector, Verdict};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use std::collections::VecDeque;
+
+mod index;
+mod needles;
+mod precheck;
+
+pub use index::{Candidate, RuleIndex};
+use index::*;
+use needles::*;
+use precheck::*;
+
+/// A standalone alert record of one rule of the pack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackAlert {
+    /// Index of the rule in the pack.
+    pub rule: usize,
+    pub msgpack: bool,
+    pub bytes: Vec<u8>,
+}
+
+/// Many rules over one stream (see the module docs).
+#[derive(Debug)]
+pub struct PackDetector {
+    rules: Vec<Rule>,
+    detectors: Vec<Detector>,
+    index: FieldIndex,
+    candidates: Vec<Candidate>,
+    precheck: PreCheck,
+    alerts: VecDeque<PackAlert>,
+    /// `max_pending_sequences`, for the whole pack, and the partial
+    /// sequences all rules keep (as of their last record).
+    global_cap: u64,
+    pending: u64,
+    /// Whether a plain sequence rule with nothing waiting may skip records
+    /// that can match only its later stages (not with `max_lateness`, where
+    /// an earlier first-stage event may still arrive).
+    gate_later_stages: bool,
+    records: u64,
+    /// Records tested against a rule, summed over rules.
+    tested: u64,
+    /// Stage matches without a usable `@timestamp`, summed over rules.
+    bad_timestamps: u64,
+    /// Per rule, the records the index gave it (before its stages' tests).
+    indexed_by_rule: Vec<u64>,
+    /// Rules that did not load, `(name, reason)` (`skip_broken_rules`).
+    skipped: Vec<(String, String)>,
+}
+
+impl PackDetector {
+    /// A detector for every rule, with the same config (limits, exceptions).
+    pub fn new(rules: Vec<Rule>, config: &Config) -> PackDetector {
+        PackDetector::with_skipped(rules, Vec::new(), config)
+    }
+
+    /// [`PackDetector::new`], remembering the rules that did not load (to
+    /// report them in [`PackDetector::report`]).
+    pub fn with_skipped(rules: Vec<Rule>, skipped: Vec<(String, String)>, config: &Config) -> PackDetector {
+        let detectors = rules.iter().map(|r| Detector::with_rule(r.clone(), config)).collect();
+        let n_rules = rules.len();
+        let types = config.types();
+        let mut precheck = PreCheck::new(&rules, &types);
+        let index = FieldIndex::new(&rules, &types, config.prefilter, &mut precheck.table);
+        PackDetector {
+            index,
+            candidates: Vec::with_capacity(rules.len()),
+            precheck,
+            gate_later_stages: config.max_lateness_ms == 0,
+            global_cap: config.max_pending_sequences as u64,
+            pending: 0,
+            rules,
+            detectors,
+            alerts: VecDeque::new(),
+            records: 0,
+            tested: 0,
+            bad_timestamps: 0,
+            indexed_by_rule: vec![0; n_rules],
+            skipped,
+        }
+    }
+
+    /// Rules that did not load, `(name, reason)`.
+    pub fn skipped(&self) -> &[(String, String)] {
+        &self.skipped
+    }
+
+    /// Stage matches without a usable `@timestamp`, over every rule.
+    pub fn bad_timestamps(&self) -> u64 {
+        self.bad_timestamps
+    }
+
+    /// The pack's counters: those of the records (`base`: records, read
+    /// errors, unparsed, standalone alerts, as the caller counted them once
+    /// per record) with every rule's sequence and state counters summed.
+    pub fn summed_stats(&self, base: Stats) -> Stats {
+        let mut s = base;
+        for d in &self.detectors {
+            let r = d.stats();
+            for k in 0..4 {
+                s.stage_matches[k] += r.stage_matches[k];
+            }
+            s.sequences_completed += r.sequences_completed;
+            s.rejected_by_maxspan += r.rejected_by_maxspan;
+            s.expired_by_maxspan += r.expired_by_maxspan;
+            s.evicted_by_cap += r.evicted_by_cap;
+            s.evicted_by_host_cap += r.evicted_by_host_cap;
+            s.evicted_by_bytes += r.evicted_by_bytes;
+            s.replaced += r.replaced;
+            s.out_of_order += r.out_of_order;
+            s.late += r.late;
+            s.missing_key += r.missing_key;
+            s.key_combinations_truncated += r.key_combinations_truncated;
+            s.invalid_ip += r.invalid_ip;
+            s.pending += r.pending;
+            s.excluded += r.excluded;
+            s.future_timestamp += r.future_timestamp;
+            s.held += r.held;
+            s.held_forced += r.held_forced;
+            s.alerts_dropped += r.alerts_dropped;
+        }
+        s.bad_timestamp = self.bad_timestamps;
+        s
+    }
+
+    /// Events excluded by each exception item, summed over the rules it
+    /// applies to, in the order the items were configured.
+    pub fn exception_counts(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = Vec::new();
+        for d in &self.detectors {
+            for (name, n) in d.exception_counts() {
+                match out.iter_mut().find(|(k, _)| *k == name) {
+                    Some((_, m)) => *m += n,
+                    None => out.push((name, n)),
+                }
+            }
+        }
+        out
+    }
+
+    /// Estimated bytes of state, over every rule.
+    pub fn state_bytes(&self) -> usize {
+        self.detectors.iter().map(Detector::state_bytes).sum()
+    }
+
+    /// The latest event time any rule has seen.
+    pub fn watermark(&self) -> Option<i64> {
+        self.detectors.iter().filter_map(Detector::watermark).max()
+    }
+
+    /// Drop what can no longer complete, in every rule: `(expired, pending)`.
+    pub fn flush(&mut self) -> (u64, u64) {
+        let (mut e, mut p) = (0, 0);
+        for d in &mut self.detectors {
+            let r = d.flush();
+            e += r.expired;
+            p += r.pending;
+        }
+        self.pending = self.detectors.iter().map(Detector::pending_count).sum();
+        (e, p)
+    }
+
+    /// Every rule's own counters, as JSON: `{"rules": [{"rule_id", "name",
+    /// "engine", …counters}], "skipped": [{"name", "reason"}]}`. A rule's
+    /// `records` counts the records it was tested on (those the index let
+    /// through), its `alerts` the alerts it gave.
+    pub fn report(&self) -> serde_json::Value {
+        let rules: Vec<serde_json::Value> = self
+            .rules
+            .iter()
+            .zip(&self.detectors)
+            .enumerate()
+            .map(|(i, (r, d))| {
+                let s = d.stats();
+                let mut m = serde_json::Map::new();
+                m.insert("rule_id".into(), r.meta().rule_id.clone().into());
+                m.insert("name".into(), r.meta().name.clone().into());
+                m.insert("engine".into(), if d.is_generic() { "generic" } else { "fast" }.into());
+                m.insert("alerts".into(), (s.annotated + s.standalone_alerts).into());
+                m.insert("indexed".into(), self.indexed_by_rule[i].into());
+                for (k, v) in s.fields() {
+                    m.insert(k.to_string(), v.into());
+                }
+                serde_json::Value::Object(m)
+            })
+            .collect();
+        let skipped: Vec<serde_json::Value> =
+            self.skipped.iter().map(|(n, why)| serde_json::json!({"name": n, "reason": why})).collect();
+        serde_json::json!({"rules": rules, "skipped": skipped})
+    }
+
+    /// Whether rule `i` runs on the generic engine.
+    pub fn is_generic(&self, i: usize) -> bool {
+        self.detectors[i].is_generic()
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The counters of rule `i`.
+    pub fn stats(&self, i: usize) -> Stats {
+        self.detectors[i].stats()
+    }
+
+    /// Records seen, and rule evaluations made (records × candidate rules).
+    pub fn work(&self) -> (u64, u64) {
+        (self.records, self.tested)
+    }
+
+    /// Candidate rules the index gave, summed over records, before their
+    /// stages were tested on the record.
+    pub fn indexed(&self) -> u64 {
+        self.indexed_by_rule.iter().sum()
+    }
+
+    /// The next alert record, oldest first.
+    pub fn take_alert(&mut self) -> Option<PackAlert> {
+        self.alerts.pop_front()
+    }
+
+    /// One JSON record (`msgpack`: a MessagePack map body). The record goes
+    /// on unchanged; its alerts (and any other rule's standalone alerts
+    /// released meanwhile) wait in [`PackDetector::take_alert`]. Returns how
+    /// many alerts it added.
+    pub fn process(&mut self, record: &[u8], msgpack: bool) -> Result<usize, RecordError> {
+        self.records += 1;
+        self.select(record, msgpack);
+        let before = self.alerts.len();
+        let mut err = None;
+        // Rules on the generic engine read the record as a tree: once for all.
+        let mut parsed = None;
+        for k in 0..self.candidates.len() {
+            let i = self.candidates[k].rule as usize;
+            let d = &mut self.detectors[i];
+            self.tested += 1;
+            // One cap for the whole pack: this rule may keep what the others
+            // leave, and evicts its own oldest beyond that.
+            let own = d.pending_count();
+            let others = self.pending.saturating_sub(own);
+            d.set_pending_cap(self.global_cap.saturating_sub(others).max(1) as usize);
+            let bad_before = d.bad_timestamp_count();
+            let verdict = if d.is_generic() {
+                let tree = parsed.get_or_insert_with(|| crate::engine::generic::read(record, msgpack));
+                d.process_parsed(record, msgpack, tree)
+            } else if msgpack {
+                d.process_msgpack(record)
+            } else {
+                d.process(record)
+            };
+            match verdict {
+                Ok(Verdict::Annotated(bytes)) => {
+                    let bytes = bytes.to_vec();
+                    self.alerts.push_back(signal(i, msgpack, bytes));
+                }
+                Ok(Verdict::Unchanged) => {}
+                Err(e) => err = err.or(Some(e)),
+            }
+            self.bad_timestamps += self.detectors[i].bad_timestamp_count() - bad_before;
+            self.pending = others + self.detectors[i].pending_count();
+            while let Some(a) = self.detectors[i].take_alert() {
+                self.alerts.push_back(signal(i, a.msgpack, a.bytes));
+            }
+        }
+        match err {
+            Some(e) if self.alerts.len() == before => Err(e),
+            _ => Ok(self.alerts.len() - before),
+        }
+    }
+
+    /// The candidates of one record (`FieldIndex`), keeping of them only
+    /// the stages whose test the record passes (`PreCheck`), and the
+    /// candidates with a stage left. A record the table's reader is unsure
+    /// of goes to every rule (their detectors then read and count it).
+    fn select(&mut self, record: &[u8], msgpack: bool) {
+        let pc = &mut self.precheck;
+        let mut fields = pc.fields.take();
+        let read = if msgpack {
+            crate::format::msgpack::extract(&pc.table, record, &mut fields).is_ok()
+        } else {
+            pc.table.scan(record, &mut fields).is_ok()
+        };
+        if !read {
+            self.index.all(&mut self.candidates);
+            pc.fields.put_back(fields);
+            return;
+        }
+        self.index.candidates(&fields, &mut self.candidates);
+        for c in &self.candidates {
+            self.indexed_by_rule[c.rule as usize] += 1;
+        }
+        let (detectors, plain, gate) = (&self.detectors, &self.index.plan.plain_sequence, self.gate_later_stages);
+        self.candidates.retain_mut(|c| {
+            // The later stages of a plain sequence in which nothing waits
+            // can extend nothing (see the module docs): not tested.
+            if gate && plain[c.rule as usize] && !detectors[c.rule as usize].has_state() {
+                c.stages &= 1;
+                if c.stages == 0 {
+                    return false;
+                }
+            }
+            let Some(checks) = &pc.rules[c.rule as usize] else { return true };
+            let mut bits = 0u64;
+            for (k, ch) in checks.iter().enumerate() {
+                let bit = 1u64 << k.min(63);
+                if c.stages & bit == 0 {
+                    continue;
+                }
+                let unsure_ip = ch.ip_slots.iter().any(|&s| {
+                    fields.get(s).any(|v| match v {
+                        Scalar::Null => false,
+                        Scalar::Str(x) => crate::format::ip::parse_ip(x).is_none(),
+                        _ => true,
+                    })
+                });
+                if unsure_ip || ch.stage.matches(&fields, pc.category_slot) {
+                    bits |= bit;
+                }
+            }
+            c.stages = bits;
+            bits != 0
+        });
+        pc.fields.put_back(fields);
+    }
+
+    /// End of stream for every rule: held events and waiting results.
+    pub fn finish(&mut self) -> usize {
+        let before = self.alerts.len();
+        for i in 0..self.detectors.len() {
+            let bad_before = self.detectors[i].bad_timestamp_count();
+            self.detectors[i].finish();
+            self.bad_timestamps += self.detectors[i].bad_timestamp_count() - bad_before;
+            while let Some(a) = self.detectors[i].take_alert() {
+                self.alerts.push_back(signal(i, a.msgpack, a.bytes));
+            }
+        }
+        self.pending = self.detectors.iter().map(Detector::pending_count).sum();
+        self.alerts.len() - before
+    }
+}
+
+/// An alert record with `event.kind: "signal"` (Kibana's value for alerts).
+fn signal(rule: usize, msgpack: bool, bytes: Vec<u8>) -> PackAlert {
+    let mut roots = serde_json::Map::new();
+    roots.insert("event".into(), serde_json::json!({"kind": "signal"}));
+    let mut out = Vec::with_capacity(bytes.len() + 32);
+    let merged =
+        if msgpack { crate::format::msgpack::merge(&bytes, roots, &mut out) } else { crate::format::merge::merge(&bytes, roots, &mut out) };
+    PackAlert { rule, msgpack, bytes: if merged.is_ok() { out } else { bytes } }
+}
+
+/// A standalone alert from one rule alone (for tests comparing a pack with
+/// its rules run one by one).
+pub fn signal_of(rule: usize, a: StandaloneAlert) -> PackAlert {
+    signal(rule, a.msgpack, a.bytes)
+}
+
+/// Every rule file of a directory (`.toml`: detection-rules files; `.eql`:
+/// bare queries named after the file), sorted by file name. Rules that do
+/// not load are returned with their reasons, not dropped silently.
+pub fn load_dir(dir: &std::path::Path) -> std::io::Result<(Vec<Rule>, Vec<(String, String)>)> {
+    if !dir.is_dir() {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} is not a directory", dir.display())));
+    }
+    let cfg = Config { rules_dir: Some(dir.display().to_string()), skip_broken_rules: true, ..Config::default() };
+    match cfg.load_rules() {
+        Ok(l) => Ok((l.rules, l.skipped)),
+        Err(crate::config::settings::LoadError::Config(e)) if e.message == crate::config::settings::NO_RULE => Ok((Vec::new(), Vec::new())),
+        Err(e) => Err(std::io::Error::other(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(q: &str) -> Option<Vec<Vec<Needle>>> {
+        rule_needles(&Rule::from_eql(q, crate::config::rule::meta_for_file("t")).unwrap(), &TypeMap::ecs())
+    }
+
+    fn texts(q: &str) -> Vec<Vec<String>> {
+        req(q).unwrap().into_iter().map(|s| s.into_iter().map(|n| n.text).collect()).collect()
+    }
+
+    #[test]
+    fn the_rarest_conjunct_is_indexed() {
+        assert_eq!(texts(r#"process where process.name == "curl" and event.type == "start""#), [["curl"]]);
+        assert_eq!(texts(r#"process where process.name == "socat""#), [["socat"]]);
+        assert_eq!(texts(r#"process where process.name in ("sh", "sh2")"#), [["process"]], "two bytes are as common as a category");
+        assert_eq!(texts(r#"network where process.name in ("curlx", "wgetx")"#), [["curlx", "wgetx"]]);
+        assert_eq!(texts(r#"any where process.args : "*--proxy-user*""#), [["--proxy-user"]]);
+        assert_eq!(texts(r#"any where a == "left" or b like~ "*right*""#), [["left", "right"]]);
+        assert_eq!(
+            texts(r#"sequence [process where x == "first"] [network where y == "second!"]"#),
+            [["first"], ["second!"]]
+        );
+    }
+
+    #[test]
+    fn what_requires_nothing_sees_everything() {
+        assert!(req(r#"any where true"#).is_none());
+        assert!(req(r#"any where not x == "a""#).is_none());
+        assert!(req(r#"any where x == "a" or y > 3"#).is_none());
+        assert!(req(r#"any where x == "5""#).is_none(), "a number can equal it");
+        assert!(req(r#"any where x regex "abc.*""#).is_none());
+        assert!(req(r#"sequence [process where true] [any where true]"#).is_none());
+    }
+}

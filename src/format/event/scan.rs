@@ -1,0 +1,416 @@
+//! The fast scanner ([`FieldTable::scan`]): a hand-written byte scanner that
+//! checks a record's structure and reads the table's paths, unsure rather
+//! than guessing (see the module docs of [`crate::format::event`]).
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// The fast scanner
+//
+// A recursive descent over the record that reads, at each level, only the
+// keys, and for each member either descends (a path of the table) or jumps
+// to the member's end. Strings — most of a record's bytes — are crossed
+// eight bytes at a time (SWAR: bit tricks on a u64, no `unsafe`, no SIMD
+// intrinsics), stopping at the first quote, backslash, control or non-ASCII
+// byte; a string holding anything but the closing quote takes the slow path,
+// which checks escapes and UTF-8. A skipped container is crossed byte by
+// byte between its strings, counting brackets (and matching their kinds on
+// a bit stack).
+
+/// [`FieldTable::scan`] could not vouch for a record: read it with
+/// [`FieldTable::extract`] instead (which says what, if anything, is wrong).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsure;
+
+/// The deepest nesting [`FieldTable::scan`] follows (containers, the
+/// top-level object included), anywhere in a record; deeper, it is unsure.
+/// Below the validating reader's limit of 127 on the paths it reads, so that
+/// every record refused as too deep is one the scanner is unsure of.
+pub const SCAN_MAX_DEPTH: usize = 100;
+
+impl FieldTable {
+    /// The fast scanner (see the module docs): read the values of every slot
+    /// from one JSON record, checking its structure but not every detail of
+    /// the members it skips. `Err(Unsure)` means: read it with
+    /// [`FieldTable::extract`]. Allocates only to grow `out`.
+    pub fn scan<'a>(&self, record: &'a [u8], out: &mut Fields<'a>) -> Result<(), Unsure> {
+        out.values.clear();
+        let mut s = Scanner { b: record, i: 0, table: self, out: &mut out.values };
+        s.ws();
+        if s.peek() != Some(b'{') {
+            return Err(Unsure);
+        }
+        s.i += 1;
+        s.object(Self::ROOT, 1)?;
+        s.ws();
+        if s.i != record.len() {
+            return Err(Unsure);
+        }
+        Ok(())
+    }
+}
+
+pub(super) const LO: u64 = 0x0101_0101_0101_0101;
+pub(super) const HI: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in the bytes of `w` that are `"`, `\`, below 0x20 or above
+/// 0x7f. Exact for the lowest such byte (bits above it may be spurious),
+/// which is the only one used.
+#[inline(always)]
+pub(super) fn special_bytes(w: u64) -> u64 {
+    let q = w ^ (LO * b'"' as u64);
+    let bs = w ^ (LO * b'\\' as u64);
+    (q.wrapping_sub(LO) & !q | bs.wrapping_sub(LO) & !bs | w.wrapping_sub(LO * 0x20) & !w | w) & HI
+}
+
+#[inline(always)]
+pub(super) fn is_special(c: u8) -> bool {
+    c == b'"' || c == b'\\' || !(0x20..=0x7f).contains(&c)
+}
+
+/// Kinds of bytes outside strings, for skipping a container.
+pub(super) const OTHER: u8 = 0;
+pub(super) const QUOTE: u8 = 1;
+pub(super) const OPEN: u8 = 2;
+pub(super) const CLOSE: u8 = 3;
+
+pub(super) static CLASS: [u8; 256] = {
+    let mut t = [OTHER; 256];
+    t[b'"' as usize] = QUOTE;
+    t[b'{' as usize] = OPEN;
+    t[b'[' as usize] = OPEN;
+    t[b'}' as usize] = CLOSE;
+    t[b']' as usize] = CLOSE;
+    t
+};
+
+/// Bytes that can continue a number or a literal (`true`, `false`, `null`).
+pub(super) static SCALAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = (c as u8).is_ascii_alphanumeric() || c == b'-' as usize || c == b'+' as usize || c == b'.' as usize;
+        c += 1;
+    }
+    t
+};
+
+/// A number read where a field ends, converted exactly as the validating
+/// reader converts it (serde_json's own number parser).
+pub(super) fn number(token: &[u8]) -> Result<Scalar<'static>, Unsure> {
+    let n: serde_json::Number = serde_json::from_slice(token).map_err(|_| Unsure)?;
+    if let Some(i) = n.as_i64() {
+        Ok(Scalar::Int(i))
+    } else if let Some(u) = n.as_u64() {
+        Ok(Scalar::UInt(u))
+    } else {
+        n.as_f64().map(Scalar::Float).ok_or(Unsure)
+    }
+}
+
+pub(super) struct Scanner<'t, 'f, 'a> {
+    b: &'a [u8],
+    i: usize,
+    table: &'t FieldTable,
+    out: &'f mut Vec<(Slot, Scalar<'a>)>,
+}
+
+impl<'a> Scanner<'_, '_, 'a> {
+    #[inline(always)]
+    pub(super) fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    /// Skip whitespace (compact JSON has none: one test).
+    #[inline(always)]
+    pub(super) fn ws(&mut self) {
+        if let Some(&c) = self.b.get(self.i) {
+            if c <= b' ' {
+                self.ws_slow();
+            }
+        }
+    }
+
+    pub(super) fn ws_slow(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    /// Cross the string whose contents start at `self.i`; returns where its
+    /// contents start and whether it holds an escape.
+    #[inline(always)]
+    pub(super) fn string(&mut self) -> Result<(usize, bool), Unsure> {
+        let b = self.b;
+        let start = self.i;
+        let mut i = start;
+        while let Some(chunk) = b.get(i..i + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            let m = special_bytes(w);
+            if m != 0 {
+                i += (m.trailing_zeros() >> 3) as usize;
+                if b[i] == b'"' {
+                    self.i = i + 1;
+                    return Ok((start, false));
+                }
+                return self.string_slow(start, i);
+            }
+            i += 8;
+        }
+        while i < b.len() && !is_special(b[i]) {
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b'"') => {
+                self.i = i + 1;
+                Ok((start, false))
+            }
+            Some(_) => self.string_slow(start, i),
+            None => Err(Unsure),
+        }
+    }
+
+    /// The rest of a string from its first backslash, control or non-ASCII
+    /// byte at `i`: escapes checked, control bytes refused, UTF-8 checked.
+    #[cold]
+    pub(super) fn string_slow(&mut self, start: usize, mut i: usize) -> Result<(usize, bool), Unsure> {
+        let b = self.b;
+        let mut escaped = false;
+        let mut ascii = true;
+        loop {
+            match *b.get(i).ok_or(Unsure)? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    match b.get(i + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                        Some(b'u') => {
+                            let hex = b.get(i + 2..i + 6).ok_or(Unsure)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return Err(Unsure);
+                            }
+                            i += 6;
+                        }
+                        _ => return Err(Unsure),
+                    }
+                }
+                0..=0x1f => return Err(Unsure),
+                0x80.. => {
+                    ascii = false;
+                    i += 1;
+                }
+                _ => i += 1,
+            }
+        }
+        if !ascii && std::str::from_utf8(&b[start..i]).is_err() {
+            return Err(Unsure);
+        }
+        self.i = i + 1;
+        Ok((start, escaped))
+    }
+
+    /// The members of an object whose `{` was just consumed, at trie node
+    /// `node`, `depth` containers deep (this one included).
+    pub(super) fn object(&mut self, node: u32, depth: usize) -> Result<(), Unsure> {
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            if self.peek() != Some(b'"') {
+                return Err(Unsure);
+            }
+            self.i += 1;
+            let (start, escaped) = self.string()?;
+            if escaped {
+                // A key to unescape: the validating reader's job.
+                return Err(Unsure);
+            }
+            let child = self.table.walk_key(node, self.b, start, self.i - 1);
+            self.expect(b':')?;
+            self.ws();
+            match child {
+                Some(c) => self.value(c, depth)?,
+                None => self.skip_value(depth)?,
+            }
+            if self.peek() != Some(b',') {
+                self.ws();
+                match self.peek() {
+                    Some(b',') => {}
+                    Some(b'}') => {
+                        self.i += 1;
+                        return Ok(());
+                    }
+                    _ => return Err(Unsure),
+                }
+            }
+            self.i += 1;
+            self.ws();
+        }
+    }
+
+    /// Consume `c`, after optional whitespace.
+    #[inline(always)]
+    pub(super) fn expect(&mut self, c: u8) -> Result<(), Unsure> {
+        if self.peek() != Some(c) {
+            self.ws();
+            if self.peek() != Some(c) {
+                return Err(Unsure);
+            }
+        }
+        self.i += 1;
+        Ok(())
+    }
+
+    /// A value at trie node `node`, inside `depth` open containers.
+    pub(super) fn value(&mut self, node: u32, depth: usize) -> Result<(), Unsure> {
+        let slot = self.table.node_slot(node);
+        match self.peek() {
+            Some(b'"') => {
+                self.i += 1;
+                let (start, escaped) = self.string()?;
+                if let Some(slot) = slot {
+                    if escaped {
+                        return Err(Unsure);
+                    }
+                    let s = std::str::from_utf8(&self.b[start..self.i - 1]).map_err(|_| Unsure)?;
+                    self.out.push((slot, Scalar::Str(Cow::Borrowed(s))));
+                }
+            }
+            Some(b'{') => {
+                if depth >= SCAN_MAX_DEPTH {
+                    return Err(Unsure);
+                }
+                self.i += 1;
+                if let Some(slot) = slot {
+                    self.out.push((slot, Scalar::Object));
+                }
+                if self.table.node_has_children(node) {
+                    self.object(node, depth + 1)?;
+                } else {
+                    self.skip_open(depth + 1, true)?;
+                }
+            }
+            Some(b'[') => {
+                if depth >= SCAN_MAX_DEPTH {
+                    return Err(Unsure);
+                }
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b']') {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.value(node, depth + 1)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => {
+                            self.i += 1;
+                            self.ws();
+                        }
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(Unsure),
+                    }
+                }
+            }
+            Some(c) if SCALAR[c as usize] => {
+                let start = self.i;
+                self.skip_scalar();
+                // On a path of the table even where no field ends, as the
+                // validating reader parses it there.
+                let v = match &self.b[start..self.i] {
+                    b"true" => Scalar::Bool(true),
+                    b"false" => Scalar::Bool(false),
+                    b"null" => Scalar::Null,
+                    s => number(s)?,
+                };
+                if let Some(slot) = slot {
+                    self.out.push((slot, v));
+                }
+            }
+            _ => return Err(Unsure),
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    pub(super) fn skip_scalar(&mut self) {
+        while let Some(&c) = self.b.get(self.i) {
+            if !SCALAR[c as usize] {
+                break;
+            }
+            self.i += 1;
+        }
+    }
+
+    /// Skip a value no field is read from, inside `depth` open containers.
+    #[inline]
+    pub(super) fn skip_value(&mut self, depth: usize) -> Result<(), Unsure> {
+        match self.peek() {
+            Some(b'"') => {
+                self.i += 1;
+                self.string().map(|_| ())
+            }
+            Some(b'{') => {
+                self.i += 1;
+                self.skip_open(depth + 1, true)
+            }
+            Some(b'[') => {
+                self.i += 1;
+                self.skip_open(depth + 1, false)
+            }
+            Some(c) if SCALAR[c as usize] => {
+                self.skip_scalar();
+                Ok(())
+            }
+            _ => Err(Unsure),
+        }
+    }
+
+    /// Skip the rest of a container whose opening bracket was just consumed
+    /// (`object`: `{`, else `[`), `depth` containers deep (this one
+    /// included): its strings, and its brackets, balanced and matching.
+    pub(super) fn skip_open(&mut self, depth: usize, object: bool) -> Result<(), Unsure> {
+        if depth > SCAN_MAX_DEPTH {
+            return Err(Unsure);
+        }
+        // Bit k: the container at relative level k is an object.
+        let mut kinds: u128 = object as u128;
+        let mut level = 0usize;
+        loop {
+            let c = *self.b.get(self.i).ok_or(Unsure)?;
+            self.i += 1;
+            match CLASS[c as usize] {
+                OTHER => {}
+                QUOTE => {
+                    self.string()?;
+                }
+                OPEN => {
+                    level += 1;
+                    if depth + level > SCAN_MAX_DEPTH {
+                        return Err(Unsure);
+                    }
+                    if c == b'{' {
+                        kinds |= 1 << level;
+                    } else {
+                        kinds &= !(1 << level);
+                    }
+                }
+                _ => {
+                    if (kinds >> level & 1 == 1) != (c == b'}') {
+                        return Err(Unsure);
+                    }
+                    if level == 0 {
+                        return Ok(());
+                    }
+                    level -= 1;
+                }
+            }
+        }
+    }
+}

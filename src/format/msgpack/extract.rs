@@ -1,0 +1,147 @@
+//! Reading a body ([`extract`]): the rule's fields out of one MessagePack map,
+//! with the JSON reader's semantics (see the module docs of
+//! [`crate::format::msgpack`]).
+
+use super::cursor::*;
+use super::*;
+
+/// Read the table's fields from one MessagePack map (a record body) into
+/// `out` (cleared first). See the module docs for the mapping of types.
+pub fn extract<'a>(table: &FieldTable, body: &'a [u8], out: &mut Fields<'a>) -> Result<(), ExtractError> {
+    out.clear();
+    let mut cur = Cursor::new(body);
+    let n = match cur.tok() {
+        Ok(Tok::Map(n)) => n,
+        Ok(_) => return Err(ExtractError::NotAnObject),
+        Err(_) => return Err(ExtractError::InvalidMsgpack),
+    };
+    let mut reader = Reader { table, cur, out };
+    reader.map(FieldTable::ROOT, n, 1)?;
+    if !reader.cur.at_end() {
+        return Err(ExtractError::InvalidMsgpack);
+    }
+    Ok(())
+}
+
+impl From<Bad> for ExtractError {
+    fn from(_: Bad) -> Self {
+        ExtractError::InvalidMsgpack
+    }
+}
+
+pub(super) struct Reader<'t, 'f, 'a> {
+    pub(super) table: &'t FieldTable,
+    pub(super) cur: Cursor<'a>,
+    pub(super) out: &'f mut Fields<'a>,
+}
+
+pub(super) fn utf8(b: &[u8]) -> Result<&str, ExtractError> {
+    std::str::from_utf8(b).map_err(|_| ExtractError::InvalidMsgpack)
+}
+
+impl<'t, 'f, 'a> Reader<'t, 'f, 'a> {
+    /// Read the `n` members of a map whose head was just read, at trie node
+    /// `node`; `depth` counts the containers open, this map included.
+    pub(super) fn map(&mut self, node: u32, n: u32, depth: usize) -> Result<(), ExtractError> {
+        for _ in 0..n {
+            let key = self.key()?;
+            // The key's bytes against the table: a key that leads somewhere
+            // equals the table's own (UTF-8) segments joined by dots, so
+            // only the others need their UTF-8 checked — an ASCII test,
+            // for nearly all.
+            match self.table.walk_bytes(node, key) {
+                Some(child) => self.value(child, depth)?,
+                None => {
+                    if !key.is_ascii() {
+                        utf8(key)?;
+                    }
+                    self.skip_one()?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A map key: a string's bytes. The fixstr format (keys of up to 31
+    /// bytes, nearly all) is read here, the others by [`Cursor::tok`].
+    #[inline(always)]
+    pub(super) fn key(&mut self) -> Result<&'a [u8], ExtractError> {
+        let buf = self.cur.buf;
+        let pos = self.cur.pos;
+        if let Some(&m) = buf.get(pos) {
+            if m & 0xe0 == 0xa0 {
+                let end = pos + 1 + (m & 0x1f) as usize;
+                let k = buf.get(pos + 1..end).ok_or(ExtractError::InvalidMsgpack)?;
+                self.cur.pos = end;
+                return Ok(k);
+            }
+        }
+        match self.cur.tok()? {
+            Tok::Str(k) => Ok(k),
+            _ => Err(ExtractError::InvalidMsgpack),
+        }
+    }
+
+    /// Skip one value no field is read from: a scalar of fixed size, a
+    /// fixstr or an empty container here, anything else by [`Cursor::skip_n`].
+    #[inline(always)]
+    pub(super) fn skip_one(&mut self) -> Result<(), ExtractError> {
+        let buf = self.cur.buf;
+        let pos = self.cur.pos;
+        if let Some(&m) = buf.get(pos) {
+            let next = match SKIP[m as usize] {
+                k @ 0..=17 => pos + 1 + k as usize,
+                FIXSTR => pos + 1 + (m & 0x1f) as usize,
+                FIXMAP | FIXARRAY if m & 0x0f == 0 => pos + 1,
+                _ => return Ok(self.cur.skip_n(1)?),
+            };
+            if next <= buf.len() {
+                self.cur.pos = next;
+                return Ok(());
+            }
+        }
+        Ok(self.cur.skip_n(1)?)
+    }
+
+    pub(super) fn push(&mut self, node: u32, v: Scalar<'a>) {
+        if let Some(slot) = self.table.node_slot(node) {
+            self.out.push(slot, v);
+        }
+    }
+
+    /// Read one value at trie node `node`, inside `depth` open containers.
+    pub(super) fn value(&mut self, node: u32, depth: usize) -> Result<(), ExtractError> {
+        match self.cur.tok()? {
+            Tok::Nil => self.push(node, Scalar::Null),
+            Tok::Bool(b) => self.push(node, Scalar::Bool(b)),
+            Tok::Int(i) => self.push(node, Scalar::Int(i)),
+            Tok::UInt(u) => self.push(node, Scalar::UInt(u)),
+            Tok::Float(f) => self.push(node, Scalar::Float(f)),
+            Tok::Str(s) => {
+                let s = utf8(s)?;
+                self.push(node, Scalar::Str(Cow::Borrowed(s)));
+            }
+            Tok::Bin(_) | Tok::Ext(..) => self.push(node, Scalar::Object),
+            Tok::Array(n) => {
+                if depth >= MAX_DEPTH {
+                    return Err(ExtractError::TooDeep);
+                }
+                for _ in 0..n {
+                    self.value(node, depth + 1)?;
+                }
+            }
+            Tok::Map(n) => {
+                if depth >= MAX_DEPTH {
+                    return Err(ExtractError::TooDeep);
+                }
+                self.push(node, Scalar::Object);
+                if self.table.node_has_children(node) {
+                    self.map(node, n, depth + 1)?;
+                } else {
+                    self.cur.skip_n(2 * n as u64)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,353 @@
+//! JSON syntax check without allocating.
+//!
+//! [`valid`] accepts exactly the texts `serde_json::from_slice::<IgnoredAny>`
+//! accepts: one value with optional whitespace around it, numbers, literals
+//! and escapes as RFC 8259 spells them, no raw control character in a
+//! string. Like serde_json when it ignores a value, it does not check the
+//! UTF-8 of strings or what a `\u` escape names. serde_json keeps the nesting
+//! in a growable buffer, so its first nested container allocates; this
+//! check keeps it in a bit stack on the machine stack, and hands the rare
+//! text nested deeper than [`MAX_DEPTH`] to serde_json itself.
+//!
+//! **Why hand-written.** The library answer is the one this copies,
+//! `serde_json::from_slice::<IgnoredAny>`: it stays the fallback for deep
+//! nesting and the oracle of the tests. The check exists only to take
+//! serde_json's allocation out of the per-record path (BENCHMARKS.md).
+
+use serde::de::IgnoredAny;
+
+/// Nesting this check follows itself (one bit per level).
+pub const MAX_DEPTH: usize = 1024;
+
+/// Whether `text` is one JSON value, as `serde_json::from_slice::<IgnoredAny>`
+/// decides.
+pub fn valid(text: &[u8]) -> bool {
+    match Checker::new(text).run() {
+        Some(ok) => ok,
+        None => serde_json::from_slice::<IgnoredAny>(text).is_ok(),
+    }
+}
+
+struct Checker<'a> {
+    b: &'a [u8],
+    i: usize,
+    /// Bit set: the container at that level is an object.
+    objects: [u64; MAX_DEPTH / 64],
+    depth: usize,
+}
+
+impl<'a> Checker<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Checker { b, i: 0, objects: [0; MAX_DEPTH / 64], depth: 0 }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn skip_ws(&mut self) -> Option<u8> {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+        self.peek()
+    }
+
+    /// Enter a container; `None` when deeper than the bit stack.
+    fn push(&mut self, object: bool) -> Option<()> {
+        if self.depth == MAX_DEPTH {
+            return None;
+        }
+        let (w, bit) = (self.depth / 64, 1u64 << (self.depth % 64));
+        if object {
+            self.objects[w] |= bit;
+        } else {
+            self.objects[w] &= !bit;
+        }
+        self.depth += 1;
+        Some(())
+    }
+
+    fn in_object(&self) -> bool {
+        let d = self.depth - 1;
+        self.objects[d / 64] & 1u64 << (d % 64) != 0
+    }
+
+    /// `Some(true)` valid, `Some(false)` not, `None` too deep to tell here.
+    fn run(&mut self) -> Option<bool> {
+        'value: loop {
+            // A value is expected.
+            match self.skip_ws() {
+                Some(b'{') => {
+                    self.i += 1;
+                    self.push(true)?;
+                    match self.skip_ws() {
+                        Some(b'}') => self.i += 1,
+                        _ => {
+                            if !self.member_name() {
+                                return Some(false);
+                            }
+                            continue 'value;
+                        }
+                    }
+                    self.depth -= 1;
+                }
+                Some(b'[') => {
+                    self.i += 1;
+                    self.push(false)?;
+                    if self.skip_ws() != Some(b']') {
+                        continue 'value;
+                    }
+                    self.i += 1;
+                    self.depth -= 1;
+                }
+                Some(b'"') => {
+                    self.i += 1;
+                    if !self.string() {
+                        return Some(false);
+                    }
+                }
+                Some(b'-') => {
+                    self.i += 1;
+                    if !self.number() {
+                        return Some(false);
+                    }
+                }
+                Some(b'0'..=b'9') => {
+                    if !self.number() {
+                        return Some(false);
+                    }
+                }
+                Some(b'n') => {
+                    if !self.literal(b"null") {
+                        return Some(false);
+                    }
+                }
+                Some(b't') => {
+                    if !self.literal(b"true") {
+                        return Some(false);
+                    }
+                }
+                Some(b'f') => {
+                    if !self.literal(b"false") {
+                        return Some(false);
+                    }
+                }
+                _ => return Some(false),
+            }
+            // A value ended: close containers until one takes another member.
+            loop {
+                if self.depth == 0 {
+                    return Some(self.skip_ws().is_none());
+                }
+                let object = self.in_object();
+                match self.skip_ws() {
+                    Some(b',') => {
+                        self.i += 1;
+                        if object && !self.member_name() {
+                            return Some(false);
+                        }
+                        continue 'value;
+                    }
+                    Some(b'}') if object => {}
+                    Some(b']') if !object => {}
+                    _ => return Some(false),
+                }
+                self.i += 1;
+                self.depth -= 1;
+            }
+        }
+    }
+
+    /// A member name and its colon (whitespace before each).
+    fn member_name(&mut self) -> bool {
+        if self.skip_ws() != Some(b'"') {
+            return false;
+        }
+        self.i += 1;
+        if !self.string() {
+            return false;
+        }
+        if self.skip_ws() != Some(b':') {
+            return false;
+        }
+        self.i += 1;
+        true
+    }
+
+    /// The rest of a string after its opening quote.
+    fn string(&mut self) -> bool {
+        let b = self.b;
+        let mut i = self.i;
+        loop {
+            // Plain bytes in bulk: the next quote or backslash, then no
+            // control character before it.
+            let Some(n) = memchr::memchr2(b'"', b'\\', &b[i..]) else { return false };
+            if b[i..i + n].iter().any(|&c| c < 0x20) {
+                return false;
+            }
+            i += n;
+            if b[i] == b'"' {
+                self.i = i + 1;
+                return true;
+            }
+            match b.get(i + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                Some(b'u') => {
+                    match b.get(i + 2..i + 6) {
+                        Some(h) if h.iter().all(u8::is_ascii_hexdigit) => {}
+                        _ => return false,
+                    }
+                    i += 6;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// A number from its first digit (after any minus sign).
+    fn number(&mut self) -> bool {
+        let digits = |s: &mut Self| {
+            let start = s.i;
+            while let Some(b'0'..=b'9') = s.peek() {
+                s.i += 1;
+            }
+            s.i - start
+        };
+        match self.peek() {
+            Some(b'0') => {
+                self.i += 1;
+                if let Some(b'0'..=b'9') = self.peek() {
+                    return false;
+                }
+            }
+            Some(b'1'..=b'9') => {
+                digits(self);
+            }
+            _ => return false,
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if digits(self) == 0 {
+                return false;
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            if digits(self) == 0 {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn literal(&mut self, word: &[u8]) -> bool {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serde(text: &[u8]) -> bool {
+        serde_json::from_slice::<IgnoredAny>(text).is_ok()
+    }
+
+    const CASES: &[&str] = &[
+        "", " ", "{}", " {} ", "[]", "[ ]", "{ }", "{", "}", "[", "]", "{]", "[}", "[[]]", "[[]", "[]]",
+        "{\"a\":1}", "{\"a\" : 1 }", "{\"a\"1}", "{\"a\":}", "{\"a\":1,}", "{,\"a\":1}", "{\"a\":1\"b\":2}",
+        "{\"a\":1,\"b\":[1,2,{\"c\":null}]}", "{a:1}", "{1:1}", "[1,]", "[,1]", "[1 2]", "[1,,2]",
+        "0", "-0", "01", "-01", "-", "1.", "1.5", ".5", "1e", "1e5", "1E+5", "1e-5", "1.5e3", "1.e3",
+        "-1.25E-02", "1e+", "+1", "0x10", "1.5.2", "00", "123456789012345678901234567890",
+        "true", "false", "null", "tru", "nul", "falsey", "True", "nullnull", "[true,false,null]",
+        "\"\"", "\"a\"", "\"a", "\"\\\"\"", "\"\\\\\"", "\"\\/\"", "\"\\b\\f\\n\\r\\t\"", "\"\\a\"",
+        "\"\\u00e9\"", "\"\\u00E9\"", "\"\\u00g9\"", "\"\\u00e\"", "\"\\u\"", "\"\\ud800\"",
+        "\"\\udc00\\ud800\"", "\"\\", "\"\\u12", "\"tab\tin\"", "\"nl\nin\"", "\"del\x7f\"",
+        "\"\u{e9}\"", "{\"\u{1F600}\":\"\u{2713}\"}", "1 2", "{} {}", "{}x", "\t\r\n{}\t\r\n", "\x0c{}",
+        "{\"a\":[[[[[[]]]]]]}", "[\"a\",{\"b\":[\"c\",{}]}]", "{\"a\":{\"b\":{}}}}",
+    ];
+
+    #[test]
+    fn agrees_with_serde_json_on_cases() {
+        for c in CASES {
+            assert_eq!(valid(c.as_bytes()), serde(c.as_bytes()), "{c:?}");
+        }
+        // Bytes that are not UTF-8, raw: serde_json does not check them when
+        // it ignores a value; nor does this.
+        for c in [&b"\"\xff\xfe\""[..], b"{\"\xc3\":\"\x80\"}", b"\"\x00\"", b"[\"\x1f\"]"] {
+            assert_eq!(valid(c), serde(c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_exact() {
+        for depth in [1, 63, 64, 65, MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, 5000] {
+            let mut ok = "[".repeat(depth);
+            ok.push_str(&"]".repeat(depth));
+            assert!(valid(ok.as_bytes()), "{depth}");
+            assert_eq!(valid(ok.as_bytes()), serde(ok.as_bytes()));
+            let bad = &ok[..ok.len() - 1];
+            assert!(!valid(bad.as_bytes()), "{depth}");
+            let mut mixed = String::new();
+            for i in 0..depth {
+                mixed.push_str(if i % 3 == 0 { "{\"k\":" } else { "[" });
+            }
+            mixed.push('0');
+            for i in (0..depth).rev() {
+                mixed.push(if i % 3 == 0 { '}' } else { ']' });
+            }
+            assert!(valid(mixed.as_bytes()), "{depth}");
+            let swapped = mixed.replacen('}', "]", 1);
+            assert_eq!(valid(swapped.as_bytes()), serde(swapped.as_bytes()), "{depth}");
+        }
+    }
+
+    /// Random edits of realistic records: every verdict is serde_json's.
+    #[test]
+    fn agrees_with_serde_json_on_mutations() {
+        let seeds = [
+            &br#"{"@timestamp":"2026-03-14T09:30:00.123Z","event":{"category":["process"],"type":["start"]},"process":{"name":"sh","args":["sh","-c","echo \"hi\" \\ \u00e9"],"pid":4242,"parent":{"name":"apt","pid":1}},"n":-1.5e-3,"t":true,"z":null,"a":[]}"#[..],
+            br#"[{"a":[1,2.5,{"b":{}}]},"x\/y",false,0,-0.0E+1]"#,
+            br#"[0,-0,10,0.5,1e9,-2E-3,3.25e+7,0e0,"\u12aF"]"#,
+        ];
+        let alphabet = b"{}[]\":,\\ ntfrue0123456789.-+eEu\t\n\x01\x7f\xc3a/";
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut agreed_valid, mut total) = (0, 0);
+        for seed in seeds {
+            for _ in 0..40_000 {
+                let mut t = seed.to_vec();
+                for _ in 0..1 + next() % 3 {
+                    let at = (next() % (t.len() as u64 + 1)) as usize;
+                    let c = alphabet[(next() % alphabet.len() as u64) as usize];
+                    match next() % 3 {
+                        0 if at < t.len() => t[at] = c,
+                        1 if at < t.len() => {
+                            t.remove(at);
+                        }
+                        _ => t.insert(at, c),
+                    }
+                }
+                let v = valid(&t);
+                assert_eq!(v, serde(&t), "{}", String::from_utf8_lossy(&t));
+                agreed_valid += v as u32;
+                total += 1;
+            }
+        }
+        // Both verdicts occur often enough to mean something.
+        assert!(agreed_valid > total / 20 && agreed_valid < total - total / 20, "{agreed_valid} of {total}");
+    }
+}
