@@ -13,7 +13,7 @@
 //! ([`format::event`]);
 //! partial sequences are held in bounded, event-time-expired state
 //! ([`engine::sequence`]). The semantics are Elasticsearch's, point by point; the
-//! crate README lists them with the choices made where a stream differs from
+//! documentation (docs/semantics.md) lists them with the choices made where a stream differs from
 //! a sorted index.
 //!
 //! Any other Elasticsearch EQL rule runs too: a query within the fast

@@ -384,7 +384,7 @@ fn help_lists_every_option() {
         "-V, --version",
         "serve",
         "completions",
-        "README, 'Configuration'",
+        "docs/configuration.md",
         "Examples:",
         "Exit status: 0 done, 1 an input or output error, 2 a bad option",
     ] {

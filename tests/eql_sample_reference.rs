@@ -11,7 +11,7 @@
 //!   for (a sample exists in the stream iff one exists among the events seen
 //!   when the engine emits), and at most one;
 //! * the engine's sample is `matchSamples` over the events seen up to its
-//!   last event (the streaming choice: README, "EQL"), which can differ
+//!   last event (the streaming choice: docs/eql.md), which can differ
 //!   from the reference's choice over the whole stream only in WHICH events
 //!   are picked when an event matching several stages came first.
 //!

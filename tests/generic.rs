@@ -269,7 +269,7 @@ fn the_apt_rule_names_its_events_by_event_id() {
             ancestors.push(a["kibana"]["alert"]["ancestors"].clone());
         }
     }
-    // The new bytes (README, "Alerts"): each stage's own `event.id`.
+    // The new bytes (docs/eql.md, "Alerts of rules on the generic engine"): each stage's own `event.id`.
     assert_eq!(
         ancestors,
         vec![

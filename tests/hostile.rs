@@ -627,7 +627,7 @@ fn json_cases() -> Vec<Case> {
             &with(conn(), |v| v["host"]["id"] = json!(42)),
             Annotated,
             alert(),
-            "a number is the keyword \"42\" as a join key (README, Semantics 6)",
+            "a number is the keyword \"42\" as a join key (docs/semantics.md, "What matches")",
         )
         .prefix(vec![bytes(&with(shell(), |v| v["host"]["id"] = json!("42")))]),
         Case::same(
@@ -642,7 +642,7 @@ fn json_cases() -> Vec<Case> {
             &with(conn(), |v| v["host"]["id"] = json!(["elsewhere", "7d3f0c2a9b1e4d6f8a2c5e7b9d1f3a5c"])),
             Annotated,
             alert(),
-            "every value of a key field is a candidate key (README, Semantics 6)",
+            "every value of a key field is a candidate key (docs/semantics.md, "What matches")",
         ),
         Case::same(
             "@timestamp missing",
@@ -721,7 +721,7 @@ fn json_cases() -> Vec<Case> {
             &with(conn(), |v| v["destination"]["ip"] = json!("2a01:4f8:c17:b8f::2%eth0")),
             Unchanged,
             vec![("invalid_ip", 1)],
-            "Elasticsearch cannot index a zone id in an ip field (README, Semantics 5)",
+            "Elasticsearch cannot index a zone id in an ip field (docs/semantics.md, "What matches")",
         ),
         // --- NUL bytes
         Case::pair(
@@ -1432,7 +1432,7 @@ fn records_of_64_mib() -> usize {
         unsafe { aptnc_filter_msgpack(d, chunk.as_ptr(), chunk.len(), &mut out, &mut len) }
     });
     assert_eq!(st, aptnc_status::Annotated);
-    // The merged body, then the new chunk: two copies (see the README).
+    // The merged body, then the new chunk: two copies (see docs/reliability.md).
     assert!(peak < 2 * chunk.len() + (4 << 20), "C msgpack annotated: {peak} bytes at peak");
     figures.push(format!("chunk annotated {:.1} MiB", peak as f64 / (1 << 20) as f64));
     unsafe { aptnc_free(d) };
@@ -1517,7 +1517,7 @@ fn hostile_input() {
 /// With the byte prefilter on (the default), every case gives the strict
 /// run's verdict and bytes, except that a malformed record holding none of
 /// the strings a stage requires may pass as `Unchanged` where the strict run
-/// counts an error (README, "Prefilter"). Through the JSON and MessagePack
+/// counts an error (docs/semantics.md, "Streaming choices"). Through the JSON and MessagePack
 /// Rust API, which every other path shares.
 type RunFn = fn(&mut Detector, &[u8]) -> Result<Option<Vec<u8>>, RecordError>;
 

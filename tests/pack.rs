@@ -42,13 +42,9 @@ fn fill(p: &str) -> String {
     p.replace(['*', '?'], "x")
 }
 
-/// Set the fields a condition's positive conjuncts ask for.
-fn satisfy(e: &Expr, ev: &mut Map<String, Value>) {
-    satisfy_but(e, ev, None, &mut 0);
-}
-
-/// [`satisfy`], leaving out the `skip`-th field it would set (counted in
-/// `n`): a near miss, failing that one condition.
+/// Set the fields a condition's positive conjuncts ask for; with `skip`,
+/// all but the `skip`-th field it would set (counted in `n`): a near miss,
+/// failing that one condition.
 fn satisfy_but(e: &Expr, ev: &mut Map<String, Value>, skip: Option<usize>, n: &mut usize) {
     let mut set = |ev: &mut Map<String, Value>, path: &str, v: Value| {
         *n += 1;
@@ -484,7 +480,7 @@ fn an_exception_scoped_to_one_rule_leaves_the_others_alone() {
     let _ = std::fs::remove_dir_all(&dir2);
 }
 
-/// The one place a pack and its rules alone may differ, by choice (README,
+/// The one place a pack and its rules alone may differ, by choice (docs/rules.md,
 /// "Rule packs"): a record that can match only a later stage of a sequence
 /// in which nothing waits is skipped in a pack, so it does not move that
 /// rule's watermark, and a first-stage event arriving more than maxspan

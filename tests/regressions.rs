@@ -1,5 +1,5 @@
-//! Regression tests for what the fuzz targets (`fuzz/`, see the README's
-//! "Hostile input and fuzzing") find.
+//! Regression tests for what the fuzz targets (`fuzz/`, see docs/reliability.md,
+//! "Fuzzing") find.
 //!
 //! The targets' code lives in `fuzz/src/` (`lib.rs` and its modules, one a
 //! target: `rule_parser.rs`, …), which this file includes, so
@@ -12,7 +12,7 @@
 //! inlined as bytes (`xxd -i crash-…`), calling the target's `run`; fix the
 //! bug; keep the test.
 //!
-//! Crashes found so far: none (see the fuzzing notes in the README for the
+//! Crashes found so far: none (see the fuzzing notes in docs/reliability.md for the
 //! runs made). `the_seed_corpus_passes_every_target` keeps the targets and
 //! their seeds compiling and passing.
 

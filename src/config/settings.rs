@@ -1,6 +1,6 @@
 //! Detector configuration: one table of keys ([`KEYS`]) drives validation of
 //! the JSON config, the CLI and string properties (Fluent Bit), and the
-//! README's configuration table.
+//! configuration table in docs/configuration.md.
 
 use crate::eql::RuleError;
 use crate::config::exceptions::{parse_items, Entry, ExceptionItem, Operator};
@@ -199,7 +199,7 @@ pub const KEYS: &[KeySpec] = &[
         key: "prefilter",
         ty: KeyType::Boolean,
         default: "true",
-        description: "Decide most records from a few bytes and fields: pass a record unread when none of the strings every stage requires (e.g. `\"apt\"`, `\"connection_attempted\"`) appears in it, and a record that matches only a later stage and finds nothing waiting after a syntax check. false: read every record that may match whole, so that every malformed one is counted (README, \"Prefilter\").",
+        description: "Decide most records from a few bytes and fields: pass a record unread when none of the strings every stage requires (e.g. `\"apt\"`, `\"connection_attempted\"`) appears in it, and a record that matches only a later stage and finds nothing waiting after a syntax check. false: read every record that may match whole, so that every malformed one is counted (docs/semantics.md, \"Streaming choices\").",
     },
     KeySpec {
         key: "stats_interval",
@@ -684,7 +684,7 @@ impl Config {
         Ok(LoadedRules { rules, skipped })
     }
 
-    /// The README's table of keys, generated from [`KEYS`].
+    /// docs/configuration.md's table of keys, generated from [`KEYS`].
     pub fn markdown_table() -> String {
         let mut s = String::from("| key | type | default | description |\n|---|---|---|---|\n");
         for k in KEYS {

@@ -7,7 +7,7 @@
 //! [`filter_apt_netcon_plugin`], and its three callbacks. The same cdylib
 //! serves the C ABI of [`crate::host::ffi`]: copy `libapt_netcon.so` to
 //! `flb-filter_apt_netcon.so`. Older Fluent Bit versions have another struct
-//! layout and must not load it (see examples/fluent-bit/README.md).
+//! layout and must not load it (see docs/fluent-bit.md).
 //!
 //! # Properties
 //!
@@ -90,7 +90,7 @@ const FLB_LOG_ERROR: c_int = 1;
 const FLB_LOG_WARN: c_int = 2;
 const FLB_LOG_INFO: c_int = 3;
 
-/// The property naming a JSON config file (keys as in the README's
+/// The property naming a JSON config file (keys as in docs/configuration.md's
 /// "Configuration"). Read before the other properties, which apply on top.
 pub const CONFIG_FILE_PROPERTY: &str = "config_file";
 

@@ -20,7 +20,7 @@ complete the rule's sequence, which gain alert fields. Counters go to standard
 error at the end.";
 
 const AFTER_HELP: &str = "\
-The config's keys: see README, 'Configuration'.
+The config's keys: docs/configuration.md.
 
 Examples:
   apt-netcon events.ndjson > annotated.ndjson
@@ -72,7 +72,7 @@ pub enum Command {
 /// The options of the filter (no subcommand).
 #[derive(Args)]
 pub struct FilterArgs {
-    /// JSON config (keys: see README, 'Configuration')
+    /// JSON config (keys: docs/configuration.md)
     #[arg(long, value_name = "FILE")]
     pub config: Option<String>,
 

@@ -15,8 +15,8 @@ with the alert fields), and sends the lines, each ending in a newline, to ADDR
 ADDR is HOST:PORT, tcp:HOST:PORT ([v6 address]:PORT) or unix:/PATH.";
 
 pub(crate) const AFTER_HELP: &str = "\
-The config's keys: see README, 'Configuration' (stats_interval: counters
-every interval); the Vector side: examples/vector/README.md.
+The config's keys: docs/configuration.md (stats_interval: counters
+every interval); the Vector side: docs/vector.md.
 
 Examples:
   apt-netcon serve --listen 127.0.0.1:9000 --forward 127.0.0.1:9001
