@@ -627,7 +627,7 @@ fn json_cases() -> Vec<Case> {
             &with(conn(), |v| v["host"]["id"] = json!(42)),
             Annotated,
             alert(),
-            "a number is the keyword \"42\" as a join key (docs/semantics.md, "What matches")",
+            "a number is the keyword \"42\" as a join key (docs/semantics.md, What matches)",
         )
         .prefix(vec![bytes(&with(shell(), |v| v["host"]["id"] = json!("42")))]),
         Case::same(
@@ -642,7 +642,7 @@ fn json_cases() -> Vec<Case> {
             &with(conn(), |v| v["host"]["id"] = json!(["elsewhere", "7d3f0c2a9b1e4d6f8a2c5e7b9d1f3a5c"])),
             Annotated,
             alert(),
-            "every value of a key field is a candidate key (docs/semantics.md, "What matches")",
+            "every value of a key field is a candidate key (docs/semantics.md, What matches)",
         ),
         Case::same(
             "@timestamp missing",
@@ -721,7 +721,7 @@ fn json_cases() -> Vec<Case> {
             &with(conn(), |v| v["destination"]["ip"] = json!("2a01:4f8:c17:b8f::2%eth0")),
             Unchanged,
             vec![("invalid_ip", 1)],
-            "Elasticsearch cannot index a zone id in an ip field (docs/semantics.md, "What matches")",
+            "Elasticsearch cannot index a zone id in an ip field (docs/semantics.md, What matches)",
         ),
         // --- NUL bytes
         Case::pair(
