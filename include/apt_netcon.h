@@ -532,8 +532,8 @@ void aptnc_rule_free(struct aptnc_rule *rule);
 /**
  * Create a detector.
  *
- * `config`/`config_len`: a JSON object of config keys (see the README's
- * "Configuration" table: rule, rule_file, rules, rules_dir,
+ * `config`/`config_len`: a JSON object of config keys (see the table
+ * in docs/configuration.md: rule, rule_file, rules, rules_dir,
  * skip_broken_rules, maxspan, exceptions, the trusted_* lists, the state
  * caps, max_lateness, max_future, max_record_bytes, annotation_prefix,
  * kibana_fields, prefilter); copied, so it may be released after the call.
