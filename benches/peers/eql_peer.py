@@ -4,9 +4,9 @@ benchmark corpus, against apt-netcon on the same records.
 
 Not part of CI. Usage (from the repository root):
 
-    python3 -m venv /tmp/eql-venv && /tmp/eql-venv/bin/pip install eql
+    python3 -m venv target/eql-venv && target/eql-venv/bin/pip install eql
     cargo bench --bench throughput          # writes target/bench/corpus.ndjson and results.json
-    /tmp/eql-venv/bin/python benches/peers/eql_peer.py [--corpus FILE] [--limit N] [--runs N]
+    target/eql-venv/bin/python benches/peers/eql_peer.py [--corpus FILE] [--limit N] [--runs N]
 
 What it measures, in events per CPU second (as `cargo bench` does), median
 of `--runs` (default 3):
