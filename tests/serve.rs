@@ -977,7 +977,7 @@ fn help_lists_every_option() {
         "[default: 64]",
         "-h, --help",
         "unix:/PATH",
-        "'Configuration'",
+        "docs/configuration.md",
         "Examples:",
         "Exit status: 0 done",
     ] {
