@@ -315,23 +315,30 @@ fn stop(side: &mut Sidecar) -> String {
     err
 }
 
+/// A sidecar over TCP with `extra` options, fed `input` on one connection
+/// until `n` lines have been forwarded, then stopped (a clean exit
+/// asserted). Returns what it forwarded and its standard error.
+fn through_tcp(extra: &[&str], input: &[u8], n: usize) -> (Vec<u8>, String) {
+    let fwd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fport = fwd.local_addr().unwrap().port();
+    let lport = free_port();
+    let mut side = start(&tcp_args(lport, fport), extra);
+    let recv = Receiver::tcp(fwd);
+    let mut c = connect_tcp(lport);
+    c.write_all(input).unwrap();
+    // Forwarded as it streams: no signal and no close needed.
+    recv.wait_for(n, &side);
+    drop(c);
+    let err = stop(&mut side);
+    (recv.finish(), err)
+}
+
 #[test]
 fn records_come_back_in_order_and_annotated_as_by_the_cli() {
     let input = repeat(20);
     let n = lines(&input);
     let expected = cli_output(&input, "order");
-    let fwd = TcpListener::bind("127.0.0.1:0").unwrap();
-    let fport = fwd.local_addr().unwrap().port();
-    let lport = free_port();
-    let mut side = start(&tcp_args(lport, fport), &[]);
-    let recv = Receiver::tcp(fwd);
-    let mut c = connect_tcp(lport);
-    c.write_all(&input).unwrap();
-    // Forwarded as it streams: no signal and no close needed.
-    recv.wait_for(n, &side);
-    drop(c);
-    let err = stop(&mut side);
-    let got = recv.finish();
+    let (got, err) = through_tcp(&[], &input, n);
     assert_eq!(lines(&got), n);
     assert!(got == expected, "the forwarded stream differs from `apt-netcon --quiet` on the same input");
     // The sample alone gives its two alerts, as the CLI does.
@@ -754,17 +761,7 @@ fn with_max_lateness_held_alerts_go_out_before_the_drain_ends() {
     let dir = tmpdir("lateness");
     let cfg = dir.join("late.json");
     std::fs::write(&cfg, r#"{"max_lateness":"1d"}"#).unwrap();
-    let fwd = TcpListener::bind("127.0.0.1:0").unwrap();
-    let fport = fwd.local_addr().unwrap().port();
-    let lport = free_port();
-    let mut side = start(&tcp_args(lport, fport), &["--config", cfg.to_str().unwrap()]);
-    let recv = Receiver::tcp(fwd);
-    let mut c = connect_tcp(lport);
-    c.write_all(&input).unwrap();
-    recv.wait_for(recs.len(), &side);
-    drop(c);
-    let err = stop(&mut side);
-    let got = recv.finish();
+    let (got, err) = through_tcp(&["--config", cfg.to_str().unwrap()], &input, recs.len());
     assert_eq!(lines(&got), recs.len() + 2, "{err}");
     assert_eq!(&got[..input.len()], &input[..], "every record unchanged, in order");
     assert_eq!(annotated_lines(&got[input.len()..]), 2, "the two alerts follow");
@@ -874,17 +871,7 @@ fn a_pack_forwards_each_record_then_one_alert_per_rule() {
     std::fs::write(&config, format!(r#"{{"rules_dir": {:?}, "skip_broken_rules": true}}"#, rules.to_str().unwrap()))
         .unwrap();
     let input = pack_input();
-    let fwd = TcpListener::bind("127.0.0.1:0").unwrap();
-    let fport = fwd.local_addr().unwrap().port();
-    let lport = free_port();
-    let mut side = start(&tcp_args(lport, fport), &["--config", config.to_str().unwrap()]);
-    let recv = Receiver::tcp(fwd);
-    let mut c = connect_tcp(lport);
-    c.write_all(&input).unwrap();
-    recv.wait_for(7, &side);
-    drop(c);
-    let err = stop(&mut side);
-    let got = recv.finish();
+    let (got, err) = through_tcp(&["--config", config.to_str().unwrap()], &input, 7);
     let got_lines: Vec<&[u8]> = got.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
     let in_lines: Vec<&[u8]> = input.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
     assert_eq!(got_lines.len(), 7, "{}", String::from_utf8_lossy(&got));
@@ -937,16 +924,8 @@ fn a_pack_with_broken_rules_does_not_start() {
         assert!(!err.contains("listening on"), "{err}");
     }
     // With --skip-broken-rules the same directory starts.
-    let fwd = TcpListener::bind("127.0.0.1:0").unwrap();
-    let fport = fwd.local_addr().unwrap().port();
-    let mut side = start(&tcp_args(lport, fport), &["--rules", rules.to_str().unwrap(), "--skip-broken-rules"]);
-    let recv = Receiver::tcp(fwd);
-    let mut c = connect_tcp(lport);
-    c.write_all(&pack_input()).unwrap();
-    recv.wait_for(7, &side);
-    drop(c);
-    let err = stop(&mut side);
-    assert_eq!(lines(&recv.finish()), 7);
+    let (got, err) = through_tcp(&["--rules", rules.to_str().unwrap(), "--skip-broken-rules"], &pack_input(), 7);
+    assert_eq!(lines(&got), 7);
     assert!(err.contains("a pack of 3 rules (2 skipped: do not load)"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,12 +4,12 @@
 //! pack's in [`pack`]; the Vector sidecar (`apt-netcon serve`) in [`serve`].
 
 use apt_netcon::config::settings::Config;
-use apt_netcon::config::rule::BUILTIN_NAMES;
 use apt_netcon::Detector;
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 
 mod args;
+mod choose;
 mod filter;
 mod pack;
 mod serve;
@@ -66,50 +66,15 @@ fn main() -> ExitCode {
 
 /// `apt-netcon [OPTIONS] [FILE]...`: the filter.
 fn run(args: FilterArgs) -> ExitCode {
-    let mut config = match &args.config {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(text) => match Config::from_json(&text) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("apt-netcon: {path}: {e}");
-                    return ExitCode::from(2);
-                }
-            },
-            Err(e) => {
-                eprintln!("apt-netcon: cannot read config {path}: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => Config::default(),
-    };
-    if args.rule.len() > 1 || args.rules_dir.is_some() {
-        config.rules.extend(args.rule.iter().cloned());
-        if let Some(d) = &args.rules_dir {
-            if let Err(e) = config.set_str("rules_dir", d) {
-                eprintln!("apt-netcon: --rules {d}: {e}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    if args.skip_broken_rules {
-        config.skip_broken_rules = true;
-    }
-    if config.is_pack() {
-        return run_pack(&config, &args);
-    }
-    if let Some(r) = args.rule.first() {
-        if BUILTIN_NAMES.contains(&r.as_str()) {
-            config.rule = r.clone();
-            config.rule_file = None;
-        } else if std::path::Path::new(r).is_file() {
-            config.rule_file = Some(r.clone());
-        } else {
-            eprintln!(
-                "apt-netcon: --rule {r}: neither a built-in rule ({}) nor a readable file",
-                BUILTIN_NAMES.join(", ")
-            );
+    let config = match choose::config(args.config.as_deref(), &args.rule, args.rules_dir.as_slice(), args.skip_broken_rules) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("apt-netcon: {e}");
             return ExitCode::from(2);
         }
+    };
+    if config.is_pack() {
+        return run_pack(&config, &args);
     }
     let det = match Detector::new(&config) {
         Ok(d) => d,

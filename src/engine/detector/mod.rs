@@ -544,14 +544,7 @@ impl Detector {
     /// passes as `Unchanged` rather than counted as `invalid_json`; it is
     /// forwarded unchanged either way.
     pub fn process(&mut self, record: &[u8]) -> Result<Verdict<'_>, RecordError> {
-        self.stats.records += 1;
-        if record.len() > self.max_record_bytes {
-            self.stats.too_large += 1;
-            return Err(RecordError::TooLarge);
-        }
-        if let Some(key) = lone_string_member_json(record) {
-            self.note_unparsed(key);
-        }
+        self.take_in(record, lone_string_member_json)?;
         if self.pack.is_some() {
             return self.process_pack(record, false);
         }
@@ -604,14 +597,7 @@ impl Detector {
     /// body passes as `Unchanged` rather than counted as `invalid_msgpack`
     /// or `too_deep`.
     pub fn process_msgpack(&mut self, body: &[u8]) -> Result<Verdict<'_>, RecordError> {
-        self.stats.records += 1;
-        if body.len() > self.max_record_bytes {
-            self.stats.too_large += 1;
-            return Err(RecordError::TooLarge);
-        }
-        if let Some(key) = lone_string_member_msgpack(body) {
-            self.note_unparsed(key);
-        }
+        self.take_in(body, lone_string_member_msgpack)?;
         if self.pack.is_some() {
             return self.process_pack(body, true);
         }
@@ -694,6 +680,23 @@ impl Detector {
             ));
         }
         None
+    }
+
+    /// What every record goes through first, JSON or MessagePack: counted,
+    /// refused when over `max_record_bytes`, and a lone string member
+    /// (`lone`: the format's reader) noted as a record the shipper did not
+    /// parse.
+    #[inline]
+    fn take_in(&mut self, record: &[u8], lone: fn(&[u8]) -> Option<&[u8]>) -> Result<(), RecordError> {
+        self.stats.records += 1;
+        if record.len() > self.max_record_bytes {
+            self.stats.too_large += 1;
+            return Err(RecordError::TooLarge);
+        }
+        if let Some(key) = lone(record) {
+            self.note_unparsed(key);
+        }
+        Ok(())
     }
 
     /// Count a record that is one member holding a string, unless the

@@ -100,8 +100,6 @@
 //! (at exit, and every `stats_interval`), one line per rule that alerted
 //! (`rule "NAME" (RULE_ID): alerts=N records=N …`) and per skipped rule.
 
-use apt_netcon::config::settings::Config;
-use apt_netcon::config::rule::BUILTIN_NAMES;
 use apt_netcon::Detector;
 use std::fmt;
 use std::process::ExitCode;
@@ -158,38 +156,7 @@ fn log(msg: impl fmt::Display) {
 /// The config and rule (or rule pack), chosen as the CLI chooses them; with
 /// the config's `stats_interval` (ms, 0: off).
 fn load_detector(opts: &ServeArgs) -> Result<(Detector, u64), String> {
-    let mut cfg = match opts.config.as_deref() {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {path}: {e}"))?;
-            Config::from_json(&text).map_err(|e| format!("{path}: {e}"))?
-        }
-        None => Config::default(),
-    };
-    if opts.rules.len() > 1 || !opts.rules_dirs.is_empty() {
-        cfg.rules.extend(opts.rules.iter().cloned());
-        for d in &opts.rules_dirs {
-            cfg.set_str("rules_dir", d).map_err(|e| format!("--rules {d}: {e}"))?;
-        }
-    }
-    if opts.skip_broken_rules {
-        cfg.skip_broken_rules = true;
-    }
-    if cfg.is_pack() {
-        return Ok((Detector::new(&cfg).map_err(|e| e.to_string())?, cfg.stats_interval_ms));
-    }
-    if let Some(r) = opts.rules.first().map(String::as_str) {
-        if BUILTIN_NAMES.contains(&r) {
-            cfg.rule = r.to_string();
-            cfg.rule_file = None;
-        } else if std::path::Path::new(r).is_file() {
-            cfg.rule_file = Some(r.to_string());
-        } else {
-            return Err(format!(
-                "--rule {r}: neither a built-in rule ({}) nor a readable file",
-                BUILTIN_NAMES.join(", ")
-            ));
-        }
-    }
+    let cfg = super::choose::config(opts.config.as_deref(), &opts.rules, &opts.rules_dirs, opts.skip_broken_rules)?;
     Ok((Detector::new(&cfg).map_err(|e| e.to_string())?, cfg.stats_interval_ms))
 }
 
