@@ -303,6 +303,11 @@ pub fn with_prefix(roots: Map<String, Value>, prefix: &str) -> Map<String, Value
 mod tests {
     use super::*;
 
+    /// An alert of `meta` with fixed ids, reason and time, no events.
+    fn fixed_alert(meta: &RuleMeta) -> Alert<'_> {
+        Alert { meta, events: &[], alert_id: "a".into(), group_id: "g".into(), reason: "r".into(), original_time: "t".into() }
+    }
+
     /// The alert members, in order, byte for byte as the version before
     /// `RuleParts` wrote them (`tests/data/alert_v5.ndjson`: the built-in v5
     /// rule with Kibana fields, then without).
@@ -314,14 +319,7 @@ mod tests {
         let mut lines = recorded.lines();
         for kibana in [true, false] {
             let style = AnnotationStyle { prefix: String::new(), kibana };
-            let alert = Alert {
-                meta: &meta,
-                events: &[],
-                alert_id: "a".into(),
-                group_id: "g".into(),
-                reason: "r".into(),
-                original_time: "t".into(),
-            };
+            let alert = fixed_alert(&meta);
             let got = Value::Object(alert.to_json_with(&style, &parts)).to_string();
             assert_eq!(got, lines.next().unwrap(), "kibana {kibana}");
         }
@@ -332,26 +330,12 @@ mod tests {
         let mut meta = crate::config::rule::Rule::builtin("v5").unwrap().meta().clone();
         let style = AnnotationStyle { prefix: String::new(), kibana: true };
         let alert_json = |meta: &RuleMeta| {
-            let alert = Alert {
-                meta,
-                events: &[],
-                alert_id: "a".into(),
-                group_id: "g".into(),
-                reason: "r".into(),
-                original_time: "t".into(),
-            };
+            let alert = fixed_alert(meta);
             Value::Object(alert.to_json(&style))
         };
         let v = alert_json(&meta);
         let prebuilt = RuleParts::new(&meta);
-        let alert = Alert {
-            meta: &meta,
-            events: &[],
-            alert_id: "a".into(),
-            group_id: "g".into(),
-            reason: "r".into(),
-            original_time: "t".into(),
-        };
+        let alert = fixed_alert(&meta);
         assert_eq!(Value::Object(alert.to_json_with(&style, &prebuilt)).to_string(), v.to_string());
         assert_eq!(v["rule"]["version"], "5");
         assert_eq!(v["kibana"]["alert"]["rule"]["version"], 5);

@@ -747,17 +747,8 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let digits = t.bytes().take_while(|b| b.is_ascii_digit()).count();
     let (num, unit) = t.split_at(digits);
-    let factor: u64 = match unit.trim() {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
-            return Err(format!(
-                "\"{s}\" is not a duration: a whole number and a unit, ms, s, m, h or d (e.g. 10s)"
-            ))
-        }
+    let Some(factor) = crate::format::time::unit_ms(unit.trim()) else {
+        return Err(format!("\"{s}\" is not a duration: a whole number and a unit, ms, s, m, h or d (e.g. 10s)"));
     };
     let n: u64 = num.parse().map_err(|_| format!("\"{s}\" is not a duration: a whole number comes first (e.g. 10s)"))?;
     n.checked_mul(factor).ok_or_else(|| format!("\"{s}\" is too large"))

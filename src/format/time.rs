@@ -99,6 +99,19 @@ fn is_leap(y: i64) -> bool {
 }
 
 /// Days in month `m` (1–12) of year `y`.
+/// Milliseconds in one of EQL's time units (`ms`, `s`, `m`, `h`, `d`), as
+/// `maxspan` and the config's durations take them.
+pub fn unit_ms(unit: &str) -> Option<u64> {
+    Some(match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    })
+}
+
 pub fn days_in_month(y: i64, m: i64) -> i64 {
     match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,

@@ -194,15 +194,8 @@ impl<'a> Parser<'a> {
             Tok::Ident { tilde: false } => self.text_of(self.span()),
             _ => "",
         };
-        let factor: u64 = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => {
-                return Err(self.expected("a time unit (ms, s, m, h or d) after the maxspan value"))
-            }
+        let Some(factor) = crate::format::time::unit_ms(unit) else {
+            return Err(self.expected("a time unit (ms, s, m, h or d) after the maxspan value"));
         };
         self.advance();
         value.checked_mul(factor).ok_or_else(|| {
