@@ -1,4 +1,4 @@
-//! Read-only mappings of regular files (the one-thread path).
+//! Read-only mappings of regular files.
 
 use std::fs::File;
 use std::io;
@@ -23,6 +23,17 @@ pub struct Map {
 
 impl Map {
     pub fn new(file: &File, offset: u64, len: usize) -> io::Result<Map> {
+        Map::with_flags(file, offset, len, libc::MAP_POPULATE)
+    }
+
+    /// [`Map::new`] without mapping the pages at once: each is mapped when
+    /// first read, by the thread that reads it (the threaded path maps a
+    /// whole file once and its workers read their blocks of it).
+    pub fn lazy(file: &File, offset: u64, len: usize) -> io::Result<Map> {
+        Map::with_flags(file, offset, len, 0)
+    }
+
+    fn with_flags(file: &File, offset: u64, len: usize, flags: libc::c_int) -> io::Result<Map> {
         if len == 0 {
             return Err(io::ErrorKind::InvalidInput.into());
         }
@@ -34,7 +45,7 @@ impl Map {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ,
-                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                libc::MAP_PRIVATE | flags,
                 file.as_raw_fd(),
                 offset as libc::off_t,
             )
@@ -52,6 +63,11 @@ impl Map {
         unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
     }
 }
+
+// SAFETY: the mapping is read-only and lives until drop; reading it from
+// several threads at once is reading shared immutable memory.
+unsafe impl Send for Map {}
+unsafe impl Sync for Map {}
 
 impl Drop for Map {
     fn drop(&mut self) {

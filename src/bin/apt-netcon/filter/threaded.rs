@@ -4,6 +4,7 @@
 use apt_netcon::engine::footprint::{Partitioner, Route, Skipper};
 use apt_netcon::{Config, Detector, RecordError, Rule, Verdict};
 use super::report::{Run, Totals};
+use super::mapping::Map;
 use super::{display_name, open_or_say, pipe_size, read_some, record_of, stdout_file, write_segs, Options, Seg, READ_FAILED, THREAD_BLOCK};
 use std::collections::VecDeque;
 use std::fs::File;
@@ -40,13 +41,18 @@ struct Block {
 enum Source {
     Bytes(Vec<u8>),
     File { file: Arc<File>, start: u64, end: Option<u64> },
+    /// The same lines of a file mapped whole (of `size` bytes when the run
+    /// began): read where they lie in the page cache, no copy.
+    Mapped { map: Arc<Map>, file: Arc<File>, start: u64, end: u64 },
 }
 
 /// The lines of a block and where each goes.
 struct Routed {
-    /// The block's bytes: whole lines, from `begin`.
+    /// The block's bytes: whole lines, from `begin` (in `data`, or in
+    /// `mapped` when it is set: its range of a mapped file).
     data: Vec<u8>,
     begin: usize,
+    mapped: Option<(Arc<Map>, usize, usize)>,
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
     /// End of each line (its terminator included); a line starts where the
     /// previous one ends.
@@ -56,6 +62,31 @@ struct Routed {
     blank: u64,
     /// The block could not be read.
     error: Option<io::Error>,
+}
+
+impl Routed {
+    /// The block's whole lines.
+    fn lines(&self) -> &[u8] {
+        match &self.mapped {
+            Some((map, from, to)) => &map.bytes()[*from..*to],
+            None => &self.data[self.begin..],
+        }
+    }
+}
+
+/// The lines that start in `[start, end)` of a mapped file: their byte
+/// range in the mapping, or `None` when the last of them runs on past the
+/// mapping's end (the file grew, or it ends without a newline: read it).
+fn mapped_lines(map: &Map, start: u64, end: u64) -> Option<(usize, usize)> {
+    let bytes = map.bytes();
+    let (start, end) = (start as usize, (end as usize).min(bytes.len()));
+    // A line starts at `start` when the byte before it is a newline.
+    let from = if start == 0 { 0 } else { memchr::memchr(b'\n', &bytes[start - 1..]).map_or(bytes.len(), |i| start + i) };
+    if from >= end {
+        return Some((from.min(bytes.len()), from.min(bytes.len())));
+    }
+    let to = memchr::memchr(b'\n', &bytes[end - 1..]).map(|i| end + i)?;
+    Some((from, to))
 }
 
 impl Drop for Routed {
@@ -162,8 +193,20 @@ impl Block {
         let source = self.source.lock().unwrap().take();
         let mut error = None;
         let mut begin = 0;
+        let mut mapped = None;
+        let source = match source {
+            Some(Source::Mapped { map, file, start, end }) => match mapped_lines(&map, start, end) {
+                Some((from, to)) => {
+                    mapped = Some((map, from, to));
+                    None
+                }
+                None => Some(Source::File { file, start, end: Some(end) }),
+            },
+            s => s,
+        };
         let buf = match source {
             Some(Source::Bytes(b)) => b,
+            Some(Source::Mapped { .. }) => unreachable!("taken above"),
             Some(Source::File { file, start, end }) => {
                 let mut buf = self.pool.lock().unwrap().pop().unwrap_or_default();
                 match read_lines_at(&file, start, end, &mut buf) {
@@ -177,10 +220,14 @@ impl Block {
             }
             None => Vec::new(),
         };
-        let data = &buf[begin..];
+        let data = match &mapped {
+            Some((map, from, to)) => &map.bytes()[*from..*to],
+            None => &buf[begin..],
+        };
         let mut r = Routed {
             data: Vec::new(),
             begin,
+            mapped: mapped.clone(),
             pool: self.pool.clone(),
             ends: Vec::with_capacity(data.len() / 512),
             routes: Vec::new(),
@@ -288,7 +335,7 @@ fn worker(k: usize, n: usize, rule: Rule, config: Config, quiet: bool, rx: Recei
         for (i, (&end, &route)) in r.ends.iter().zip(&r.routes).enumerate() {
             let end = end as usize;
             if route as usize == k {
-                let line = &r.data[r.begin + start..r.begin + end];
+                let line = &r.lines()[start..end];
                 let (record, _) = record_of(line);
                 let mut ev = Event { line: i as u32, annotated: None, error: None, alerts: Vec::new() };
                 let mut any = true;
@@ -389,10 +436,18 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
             let file = Arc::new(input);
             let block = THREAD_BLOCK as u64;
             let count = size.div_ceil(block).max(1);
+            // Mapped whole, its pages mapped as the workers first read them
+            // (not mappable: read).
+            let map = Map::lazy(&file, 0, size as usize).ok().map(Arc::new);
             for i in 0..count {
-                // The last block reads on to the end of the file.
+                // The last block reads on to the end of the file (which may
+                // have grown since).
                 let end = (i + 1 < count).then_some((i + 1) * block);
-                let b = new_block(seq, fi, i == 0, Source::File { file: file.clone(), start: i * block, end });
+                let source = match (&map, end) {
+                    (Some(map), Some(end)) => Source::Mapped { map: map.clone(), file: file.clone(), start: i * block, end },
+                    _ => Source::File { file: file.clone(), start: i * block, end },
+                };
+                let b = new_block(seq, fi, i == 0, source);
                 seq += 1;
                 if !send(b) {
                     break 'files;
@@ -511,7 +566,7 @@ fn write_blocks(
             eprintln!("apt-netcon: {name}: {e}");
             return Err(io::Error::other(READ_FAILED));
         }
-        let data = &r.data[r.begin..];
+        let data = r.lines();
         aux.clear();
         segs.clear();
         let mut span = 0usize;
@@ -578,6 +633,38 @@ mod tests {
                 let mut buf = Vec::new();
                 let begin = read_lines_at(&file, i * size, end, &mut buf).unwrap();
                 got.extend_from_slice(&buf[begin..]);
+            }
+            assert_eq!(got, text.to_vec(), "range size {size}");
+        }
+        std::fs::remove_file(path).unwrap();
+    }
+
+    /// The same from a mapping: every line once, in order; a range whose
+    /// last line runs past the mapping is left to be read.
+    #[test]
+    fn mapped_ranges_give_every_line_once() {
+        let text = b"{\"a\":1}\n\n{\"bb\":22}\r\nxyz\n\n\nlast line without newline";
+        let path = std::env::temp_dir().join(format!("apt-netcon-mapped-{}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let file = File::open(&path).unwrap();
+        let map = Map::lazy(&file, 0, text.len()).unwrap();
+        let len = text.len() as u64;
+        let last_start = text.iter().rposition(|&b| b == b'\n').unwrap() as u64 + 1;
+        for size in 1..=len + 1 {
+            let count = len.div_ceil(size).max(1);
+            let mut got = Vec::new();
+            for i in 0..count {
+                let (start, end) = (i * size, ((i + 1) * size).min(len));
+                match mapped_lines(&map, start, end) {
+                    Some((from, to)) => got.extend_from_slice(&map.bytes()[from..to]),
+                    None => {
+                        // Only the range holding the unterminated last line.
+                        assert!(start <= last_start && last_start < end.max(start + 1), "range size {size}, block {i}");
+                        let mut buf = Vec::new();
+                        let begin = read_lines_at(&file, start, None, &mut buf).unwrap();
+                        got.extend_from_slice(&buf[begin..]);
+                    }
+                }
             }
             assert_eq!(got, text.to_vec(), "range size {size}");
         }
