@@ -23,7 +23,7 @@ use crate::config::rule::Rule;
 use crate::Detector;
 use memchr::arch::all::packedpair::HeuristicFrequencyRank;
 use memchr::memmem::{Finder, FinderBuilder};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 /// Where a record goes (see [`Partitioner::route`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,6 @@ pub struct Partitioner {
     decide: FieldTable,
     slots: Vec<Slot>,
     buf: FieldsBuf,
-    values: Vec<String>,
     max_record_bytes: usize,
     n: usize,
     multi_valued: u64,
@@ -93,7 +92,6 @@ impl Partitioner {
             decide: q.fields.subset(&decide),
             slots,
             buf: FieldsBuf::default(),
-            values: Vec::new(),
             max_record_bytes: config.max_record_bytes,
             n: n.max(1),
             multi_valued: 0,
@@ -109,6 +107,17 @@ impl Partitioner {
 
     /// Where the JSON `record` (one line, without its terminator) goes.
     pub fn route(&mut self, record: &[u8]) -> Route {
+        self.route_with(record, true)
+    }
+
+    /// [`Partitioner::route`] for a record a [`Skipper`] let through: the
+    /// byte prefilter is not run again (it would rule out few of them; the
+    /// scan below decides as well).
+    pub fn route_unskipped(&mut self, record: &[u8]) -> Route {
+        self.route_with(record, false)
+    }
+
+    fn route_with(&mut self, record: &[u8], prefilter: bool) -> Route {
         if record.len() > self.max_record_bytes {
             return Route::Any;
         }
@@ -117,7 +126,7 @@ impl Partitioner {
             // when its prefilter rules it out: a detector must see it.
             return Route::Any;
         }
-        if self.prefilter.rules_out_json(record) {
+        if prefilter && self.prefilter.rules_out_json(record) {
             return Route::Skip;
         }
         let mut f = self.buf.take();
@@ -131,24 +140,29 @@ impl Partitioner {
             return Route::Skip;
         }
         let read = scanned || self.decide.extract(record, &mut f).is_ok();
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        // A fixed seed: the same key goes to the same detector all run long.
+        let mut h = foldhash::fast::FixedState::with_seed(0x6170_746e_6300).build_hasher();
         let mut route = Route::Any;
         if read {
             route = Route::Worker(0);
             for &slot in &self.slots {
-                self.values.clear();
-                self.values.extend(f.get(slot).filter_map(|v| v.keyword()).map(|k| k.into_owned()));
-                self.values.sort_unstable();
-                self.values.dedup();
-                match self.values.len() {
-                    0 => {
-                        route = Route::Any;
-                        break;
+                // The one value, as most records hold it, hashed where it
+                // lies; several: the smallest.
+                let mut vals = f.get(slot).filter_map(|v| v.keyword());
+                let Some(first) = vals.next() else {
+                    route = Route::Any;
+                    break;
+                };
+                let mut smallest = first;
+                let mut several = false;
+                for v in vals {
+                    several |= v != smallest;
+                    if v < smallest {
+                        smallest = v;
                     }
-                    1 => {}
-                    _ => self.multi_valued += 1,
                 }
-                self.values[0].hash(&mut h);
+                self.multi_valued += several as u64;
+                smallest.hash(&mut h);
             }
         }
         self.buf.put_back(f);

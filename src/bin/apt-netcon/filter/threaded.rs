@@ -251,7 +251,8 @@ impl Block {
                 r.skipped += 1;
                 SKIP
             } else {
-                match p.route(record) {
+                let routed = if skip.is_some() { p.route_unskipped(record) } else { p.route(record) };
+                match routed {
                     Route::Skip => {
                         r.skipped += 1;
                         SKIP
