@@ -465,3 +465,36 @@ fn completions_print_a_script() {
         assert!(script.contains("rules") && script.contains("drain-timeout"), "{shell}: {script}");
     }
 }
+
+/// Output that cannot be written (a full device): the write error is named
+/// and the run fails with status 1, from a file (mapped) or from standard
+/// input (read), on one thread (written by its writing thread) or two.
+#[test]
+fn a_failed_write_is_reported_and_fails_the_run() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("no /dev/full here: skipped");
+        return;
+    };
+    let text = String::from_utf8(sample()).unwrap();
+    let file = tmp("full.ndjson", &text);
+    for (args, from_stdin) in [
+        (vec!["--quiet", file.as_str()], false),
+        (vec!["--quiet", "-"], true),
+        (vec!["--quiet", "--threads", "2", file.as_str()], false),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_apt-netcon"))
+            .args(&args)
+            .stdin(if from_stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(full.try_clone().unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(mut pipe) = child.stdin.take() {
+            let _ = pipe.write_all(text.as_bytes());
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("apt-netcon: writing output: No space left on device"), "{args:?}: {err}");
+    }
+}

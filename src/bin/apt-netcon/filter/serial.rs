@@ -1,17 +1,102 @@
-//! One thread: one detector; a regular file mapped a window at a time,
-//! other input read in blocks.
+//! One detector: a regular file mapped a window at a time, other input
+//! read in blocks; the output of each block is written by a second thread
+//! while the detector goes on with the next (on a machine with a core to
+//! spare, writing, and the kernel's copy into the page cache or the pipe
+//! it costs, then takes no time from detection).
 
 use apt_netcon::engine::footprint::Skipper;
 use apt_netcon::{Config, Detector, Verdict};
 use super::report::{Run, Totals};
+use super::mapping::Map;
 use super::{display_name, mapping, open_or_say, pipe_size, read_some, record_of, stdout_file, write_segs, Options, Seg, MAP_WINDOW, SERIAL_BLOCK};
 use std::fs::File;
-use std::io::{self, Seek, Write};
+use std::io::{self, Seek};
 use std::process::ExitCode;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+
+/// Blocks filtered but not yet written, at most (the detector waits for
+/// the writer beyond that: memory stays bounded).
+const WRITES_IN_FLIGHT: usize = 8;
+
+/// Where a block's bytes lie, kept until the writer has written them.
+enum Bytes {
+    Mapped(Arc<Map>),
+    Read(Vec<u8>),
+    None,
+}
+
+/// One block's output: its segments of `bytes[from..to]` and of `aux`.
+struct Job {
+    bytes: Bytes,
+    from: usize,
+    to: usize,
+    aux: Vec<u8>,
+    segs: Vec<Seg>,
+}
+
+/// The writing thread: every job in order; the read buffers go back to
+/// `pool`. Stops at the first error (the next send then fails).
+fn writer(rx: Receiver<Job>, mut out: File, pool: Arc<Mutex<Vec<Vec<u8>>>>) -> io::Result<()> {
+    for job in rx {
+        let data: &[u8] = match &job.bytes {
+            Bytes::Mapped(m) => &m.bytes()[job.from..job.to],
+            Bytes::Read(b) => &b[job.from..job.to],
+            Bytes::None => &[],
+        };
+        write_segs(&mut out, data, &job.aux, &job.segs)?;
+        if let Bytes::Read(b) = job.bytes {
+            if let Ok(mut p) = pool.lock() {
+                if p.len() < WRITES_IN_FLIGHT + 2 && b.len() <= SERIAL_BLOCK {
+                    p.push(b);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The writing thread's end of a run.
+struct Output {
+    tx: Option<SyncSender<Job>>,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+    pool: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+/// Said when the writer has stopped on an error (reported at the end).
+const WRITER_STOPPED: &str = "the output could not be written";
+
+impl Output {
+    fn send(&mut self, job: Job) -> io::Result<()> {
+        match self.tx.as_ref().map(|tx| tx.send(job)) {
+            Some(Ok(())) => Ok(()),
+            _ => Err(io::Error::other(WRITER_STOPPED)),
+        }
+    }
+
+    /// A read buffer of at least `len` bytes (its contents undefined).
+    fn buffer(&self, len: usize) -> Vec<u8> {
+        let mut b = self.pool.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
+        if b.len() < len {
+            b.resize(len, 0);
+        }
+        b
+    }
+
+    /// Wait for every write: the first error, if any.
+    fn finish(&mut self) -> io::Result<()> {
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the writer thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
 
 /// Filter `files` with one detector.
 pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &Options) -> ExitCode {
-    let mut out = match stdout_file() {
+    let out = match stdout_file() {
         Ok(o) => o,
         Err(e) => {
             eprintln!("apt-netcon: standard output: {e}");
@@ -20,6 +105,13 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
     };
     let mut run = Run::new(opts);
     let mut status = ExitCode::SUCCESS;
+    pipe_size::grow(&io::stdin());
+    pipe_size::grow(&out);
+    let pool = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = sync_channel(WRITES_IN_FLIGHT);
+    let writer_pool = pool.clone();
+    let thread = std::thread::spawn(move || writer(rx, out, writer_pool));
+    let mut out = Output { tx: Some(tx), thread: Some(thread), pool };
     let mut s = Serial {
         buf: vec![0; SERIAL_BLOCK],
         lines: Lines {
@@ -29,13 +121,14 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
             skip: Skipper::new(det.rule(), config),
         },
     };
-    pipe_size::grow(&io::stdin());
-    pipe_size::grow(&io::stdout());
     for f in files {
         let Some(mut input) = open_or_say(f, &mut status) else { continue };
         let name = display_name(f);
         if let Err(e) = s.filter(&mut det, &mut run, name, &mut input, &mut out, f != "-") {
-            eprintln!("apt-netcon: {name}: {e}");
+            match out.finish() {
+                Err(w) => eprintln!("apt-netcon: writing output: {w}"),
+                Ok(()) => eprintln!("apt-netcon: {name}: {e}"),
+            }
             return ExitCode::from(1);
         }
     }
@@ -44,7 +137,8 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
     det.finish();
     let mut lines = Vec::new();
     det.take_json_alerts(&mut lines);
-    if let Err(e) = out.write_all(&lines) {
+    let last = Job { bytes: Bytes::None, from: 0, to: 0, segs: vec![Seg::Aux(0, lines.len())], aux: lines };
+    if let Err(e) = out.send(last).and_then(|_| out.finish()).or_else(|e| out.finish().and(Err(e))) {
         eprintln!("apt-netcon: writing output: {e}");
         return ExitCode::from(1);
     }
@@ -79,7 +173,7 @@ impl Serial {
         run: &mut Run,
         name: &str,
         input: &mut File,
-        out: &mut File,
+        out: &mut Output,
         mappable: bool,
     ) -> io::Result<()> {
         let mut lineno = 0u64;
@@ -112,8 +206,15 @@ impl Serial {
             };
             if upto > 0 {
                 run.bytes += upto as u64;
-                self.lines.block(det, run, name, &mut lineno, &self.buf[..upto], out)?;
-                self.buf.copy_within(upto..len, 0);
+                let (aux, segs) = self.lines.block(det, run, name, &mut lineno, &self.buf[..upto]);
+                // The block goes to the writer; what follows its last line
+                // starts the next buffer.
+                // (A buffer grown for a long line is not kept: back to the
+                // block size.)
+                let mut next = out.buffer(SERIAL_BLOCK.max(len - upto));
+                next[..len - upto].copy_from_slice(&self.buf[upto..len]);
+                let full = std::mem::replace(&mut self.buf, next);
+                out.send(Job { bytes: Bytes::Read(full), from: 0, to: upto, aux, segs })?;
                 len -= upto;
             }
             if eof {
@@ -136,7 +237,7 @@ impl Serial {
         lineno: &mut u64,
         file: &File,
         size: u64,
-        out: &mut File,
+        out: &mut Output,
     ) -> io::Result<u64> {
         let page = mapping::page_size();
         let mut pos = 0u64; // the start of the first line not filtered
@@ -147,7 +248,9 @@ impl Serial {
             let Ok(map) = mapping::Map::new(file, base, len) else {
                 break; // not mappable after all: read it
             };
-            let data = &map.bytes()[(pos - base) as usize..];
+            let map = Arc::new(map);
+            let skip = (pos - base) as usize;
+            let data = &map.bytes()[skip..];
             let Some(last) = memchr::memrchr(b'\n', data) else {
                 if base + len as u64 == size {
                     break;
@@ -163,7 +266,8 @@ impl Serial {
                     None => data.len(),
                 };
                 run.bytes += (end - start) as u64;
-                self.lines.block(det, run, name, lineno, &data[start..end], out)?;
+                let (aux, segs) = self.lines.block(det, run, name, lineno, &data[start..end]);
+                out.send(Job { bytes: Bytes::Mapped(map.clone()), from: skip + start, to: skip + end, aux, segs })?;
                 start = end;
             }
             pos += data.len() as u64;
@@ -174,19 +278,12 @@ impl Serial {
 }
 
 impl Lines {
-    /// Filter the whole lines of `data` and write them out.
-    fn block(
-        &mut self,
-        det: &mut Detector,
-        run: &mut Run,
-        name: &str,
-        lineno: &mut u64,
-        data: &[u8],
-        out: &mut File,
-    ) -> io::Result<()> {
+    /// Filter the whole lines of `data`: what to write, as segments of
+    /// `data` and of the side buffer returned with them.
+    fn block(&mut self, det: &mut Detector, run: &mut Run, name: &str, lineno: &mut u64, data: &[u8]) -> (Vec<u8>, Vec<Seg>) {
         let upto = data.len();
-        self.aux.clear();
-        self.segs.clear();
+        self.aux = Vec::new();
+        self.segs = Vec::with_capacity(4);
         let mut span = 0; // start of the untouched records not yet in `segs`
         let mut start = 0;
         if let Some(s) = &mut self.skip {
@@ -234,13 +331,12 @@ impl Lines {
         if !self.alerts_only {
             self.segs.push(Seg::In(span, upto));
         }
-        write_segs(out, data, &self.aux, &self.segs)?;
         run.warnings(det);
         if run.progress {
             let s = det.stats();
             let skipped = self.skip.as_ref().map_or(0, Skipper::skipped);
             run.show_progress(name, s.records + skipped, s.annotated + s.standalone_alerts);
         }
-        Ok(())
+        (std::mem::take(&mut self.aux), std::mem::take(&mut self.segs))
     }
 }
