@@ -11,7 +11,7 @@ impl FieldTable {
     /// whole record valid UTF-8. Values borrow from `record` where no
     /// unescaping was needed.
     pub fn extract<'a>(&self, record: &'a [u8], out: &mut Fields<'a>) -> Result<(), ExtractError> {
-        out.values.clear();
+        out.clear();
         // serde_json checks UTF-8 only in the strings it reads, not in the
         // members it skips; a record that is not UTF-8 is not JSON at all.
         if std::str::from_utf8(record).is_err() {
@@ -143,7 +143,7 @@ impl<'t, 'f, 'a> ValueSeed<'t, 'f, 'a> {
     }
     pub(super) fn push(&mut self, v: Scalar<'a>) {
         if let Some(s) = self.slot() {
-            self.out.values.push((s, v));
+            self.out.push(s, v);
         }
     }
 }

@@ -350,30 +350,80 @@ pub enum ExtractError {
     TooDeep,
 }
 
-/// The values found in one record: `(slot, value)` pairs in document order.
+/// The values found in one record: `(slot, value)` pairs in document order,
+/// and, per slot, a chain through its values (so that [`Fields::get`] costs
+/// the values of that slot, not of the record: a rule pack reads a hundred
+/// fields and asks for each).
 #[derive(Debug, Default)]
 pub struct Fields<'a> {
     values: Vec<(Slot, Scalar<'a>)>,
+    links: Links,
+}
+
+/// The chains of [`Fields`]: positions + 1 (0: none). `heads[s]` is the
+/// first value of slot `s` (zero for every slot without a value: reset
+/// by [`Fields::clear`]), `tails[s]` its last (meaningful only when the
+/// head is set), `next[i]` the value after value `i` in its slot.
+#[derive(Debug, Default)]
+struct Links {
+    heads: Vec<u32>,
+    tails: Vec<u32>,
+    next: Vec<u32>,
+}
+
+/// The values of one slot, following its chain.
+#[derive(Clone)]
+pub struct SlotValues<'f, 'a> {
+    fields: &'f Fields<'a>,
+    at: u32,
+}
+
+impl<'f, 'a> Iterator for SlotValues<'f, 'a> {
+    type Item = &'f Scalar<'a>;
+
+    fn next(&mut self) -> Option<&'f Scalar<'a>> {
+        let i = self.at.checked_sub(1)? as usize;
+        self.at = self.fields.links.next[i];
+        Some(&self.fields.values[i].1)
+    }
 }
 
 impl<'a> Fields<'a> {
     pub fn new() -> Self {
-        Fields { values: Vec::new() }
+        Fields { values: Vec::new(), links: Links::default() }
     }
 
     /// Forget every value (keeps the allocation).
     pub(crate) fn clear(&mut self) {
+        for &(s, _) in &self.values {
+            self.links.heads[s as usize] = 0;
+        }
         self.values.clear();
+        self.links.next.clear();
     }
 
     /// Add a value of `slot`.
     pub(crate) fn push(&mut self, slot: Slot, v: Scalar<'a>) {
+        let l = &mut self.links;
+        let s = slot as usize;
+        if s >= l.heads.len() {
+            l.heads.resize(s + 1, 0);
+            l.tails.resize(s + 1, 0);
+        }
+        let at = self.values.len() as u32 + 1;
+        if l.heads[s] == 0 {
+            l.heads[s] = at;
+        } else {
+            l.next[l.tails[s] as usize - 1] = at;
+        }
+        l.tails[s] = at;
+        l.next.push(0);
         self.values.push((slot, v));
     }
 
-    /// All values of `slot` (empty when absent).
-    pub fn get(&self, slot: Slot) -> impl Iterator<Item = &Scalar<'a>> + Clone + '_ {
-        self.values.iter().filter(move |(s, _)| *s == slot).map(|(_, v)| v)
+    /// All values of `slot`, in document order (empty when absent).
+    pub fn get(&self, slot: Slot) -> SlotValues<'_, 'a> {
+        SlotValues { fields: self, at: self.links.heads.get(slot as usize).copied().unwrap_or(0) }
     }
 
     /// True when `slot` is absent, null, or an empty array (`== null`).
@@ -441,6 +491,7 @@ impl FieldTable {
 #[derive(Debug, Default)]
 pub struct FieldsBuf {
     values: Vec<(Slot, Scalar<'static>)>,
+    links: Links,
 }
 
 /// A buffer grown past this many values by an unusual record is released
@@ -450,13 +501,15 @@ const KEEP_CAPACITY: usize = 1 << 14;
 impl FieldsBuf {
     /// An empty `Fields` using the kept allocation.
     pub fn take<'a>(&mut self) -> Fields<'a> {
-        Fields { values: relabel(std::mem::take(&mut self.values)) }
+        Fields { values: relabel(std::mem::take(&mut self.values)), links: std::mem::take(&mut self.links) }
     }
 
     /// Keep the allocation of `fields` (its values are dropped).
-    pub fn put_back(&mut self, fields: Fields<'_>) {
+    pub fn put_back(&mut self, mut fields: Fields<'_>) {
         if fields.values.capacity() <= KEEP_CAPACITY {
+            fields.clear();
             self.values = relabel(fields.values);
+            self.links = fields.links;
         }
     }
 }
@@ -482,6 +535,28 @@ mod tests {
 
     fn strings(f: &Fields, slot: Slot) -> Vec<String> {
         f.get(slot).filter_map(|v| v.keyword().map(|s| s.into_owned())).collect()
+    }
+
+    /// Each slot's values come back in document order, however they
+    /// interleave; cleared (or put back and taken again), none is left.
+    #[test]
+    fn values_by_slot_follow_their_chains() {
+        let t = table(&["a", "b", "c"]);
+        let mut buf = FieldsBuf::default();
+        let mut f = buf.take();
+        t.extract(br#"{"a":["1","2"],"b":"x","c":[],"a.z":0}"#, &mut f).unwrap();
+        f.push(0, Scalar::Str("3".into()));
+        assert_eq!(strings(&f, 0), ["1", "2", "3"]);
+        assert_eq!(strings(&f, 1), ["x"]);
+        assert_eq!(f.get(2).count(), 0);
+        assert_eq!(f.get(40).count(), 0, "a slot past every slot read");
+        buf.put_back(f);
+        let mut f = buf.take();
+        assert_eq!(f.get(0).count() + f.get(1).count(), 0, "taken again: empty");
+        t.scan(br#"{"b":"y","a":"4"}"#, &mut f).unwrap();
+        assert_eq!((strings(&f, 0), strings(&f, 1)), (vec!["4".to_string()], vec!["y".to_string()]));
+        f.clear();
+        assert_eq!(f.get(0).count() + f.get(1).count(), 0, "cleared: empty");
     }
 
     #[test]

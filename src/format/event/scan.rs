@@ -34,8 +34,8 @@ impl FieldTable {
     /// the members it skips. `Err(Unsure)` means: read it with
     /// [`FieldTable::extract`]. Allocates only to grow `out`.
     pub fn scan<'a>(&self, record: &'a [u8], out: &mut Fields<'a>) -> Result<(), Unsure> {
-        out.values.clear();
-        let mut s = Scanner { b: record, i: 0, table: self, out: &mut out.values };
+        out.clear();
+        let mut s = Scanner { b: record, i: 0, table: self, out };
         s.ws();
         if s.peek() != Some(b'{') {
             return Err(Unsure);
@@ -112,7 +112,7 @@ pub(super) struct Scanner<'t, 'f, 'a> {
     b: &'a [u8],
     i: usize,
     table: &'t FieldTable,
-    out: &'f mut Vec<(Slot, Scalar<'a>)>,
+    out: &'f mut Fields<'a>,
 }
 
 impl<'a> Scanner<'_, '_, 'a> {
@@ -275,7 +275,7 @@ impl<'a> Scanner<'_, '_, 'a> {
                         return Err(Unsure);
                     }
                     let s = std::str::from_utf8(&self.b[start..self.i - 1]).map_err(|_| Unsure)?;
-                    self.out.push((slot, Scalar::Str(Cow::Borrowed(s))));
+                    self.out.push(slot, Scalar::Str(Cow::Borrowed(s)));
                 }
             }
             Some(b'{') => {
@@ -284,7 +284,7 @@ impl<'a> Scanner<'_, '_, 'a> {
                 }
                 self.i += 1;
                 if let Some(slot) = slot {
-                    self.out.push((slot, Scalar::Object));
+                    self.out.push(slot, Scalar::Object);
                 }
                 if self.table.node_has_children(node) {
                     self.object(node, depth + 1)?;
@@ -330,7 +330,7 @@ impl<'a> Scanner<'_, '_, 'a> {
                     s => number(s)?,
                 };
                 if let Some(slot) = slot {
-                    self.out.push((slot, v));
+                    self.out.push(slot, v);
                 }
             }
             _ => return Err(Unsure),
