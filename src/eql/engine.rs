@@ -151,6 +151,17 @@ type Key = Vec<Option<String>>;
 /// is emitted).
 type Carried = Option<std::sync::Arc<str>>;
 
+/// Each carried field once (its first occurrence), with its path.
+fn carry_paths(fields: &[String]) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::with_capacity(fields.len());
+    for f in fields {
+        if !out.iter().any(|(n, _)| n == f) {
+            out.push((f.clone(), f.split('.').map(str::to_string).collect()));
+        }
+    }
+    out
+}
+
 /// Carried fields as [`Match::carried`] gives them.
 fn carried_map(c: &Carried) -> Option<std::sync::Arc<serde_json::Map<String, Value>>> {
     c.as_ref().map(|text| std::sync::Arc::new(serde_json::from_str(text).unwrap_or_default()))
@@ -217,7 +228,8 @@ pub struct Engine {
     until: Option<CStage>,
     maxspan: Option<i64>,
     opts: EngineOptions,
-    carry: Vec<Vec<String>>,
+    /// The carried fields, each once (first occurrence): name and path.
+    carry: Vec<(String, Vec<String>)>,
     pos: u64,
     watermark: i64,
     /// key → per positive stage (but the last), partials ordered by last pos.
@@ -297,7 +309,7 @@ impl Engine {
         };
         let positive = stages.iter().enumerate().filter(|(_, s)| !s.missing).map(|(i, _)| i).collect();
         let n_stages = stages.len();
-        let carry = options.carry_fields.iter().map(|f| f.split('.').map(str::to_string).collect()).collect();
+        let carry = carry_paths(&options.carry_fields);
         Ok(Engine {
             kind,
             fields: cc.fields,
@@ -326,7 +338,7 @@ impl Engine {
     /// Copy these fields out of each event that takes part in a result
     /// ([`Match::carried`]), replacing [`EngineOptions::carry_fields`].
     pub fn set_carry_fields(&mut self, fields: Vec<String>) {
-        self.carry = fields.iter().map(|f| f.split('.').map(str::to_string).collect()).collect();
+        self.carry = carry_paths(&fields);
         self.opts.carry_fields = fields;
     }
 
@@ -385,31 +397,52 @@ impl Engine {
         }
     }
 
+    /// The carried fields of `event` as a JSON object's text: each field
+    /// present, in the order given, its one value or the array of its
+    /// values (written as they are read, not gathered in a map first).
     fn carried(&self, event: &Value) -> Carried {
         if self.carry.is_empty() {
             return None;
         }
-        let mut m = serde_json::Map::new();
+        let mut out: Vec<u8> = Vec::with_capacity(256);
         let mut raw = Vec::new();
-        for (name, segs) in self.opts.carry_fields.iter().zip(&self.carry) {
+        out.push(b'{');
+        for (name, segs) in &self.carry {
             raw.clear();
             super::eval::collect(event, segs, &mut raw);
-            match raw.len() {
-                0 => {}
-                1 => {
-                    m.insert(name.clone(), raw[0].clone());
+            if raw.is_empty() {
+                continue;
+            }
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            // (Writing to a vector cannot fail; a Value always serializes.)
+            let _ = serde_json::to_writer(&mut out, name);
+            out.push(b':');
+            if let [one] = raw.as_slice() {
+                let _ = serde_json::to_writer(&mut out, one);
+            } else {
+                out.push(b'[');
+                for (i, v) in raw.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    let _ = serde_json::to_writer(&mut out, v);
                 }
-                _ => {
-                    m.insert(name.clone(), Value::Array(raw.iter().map(|v| (*v).clone()).collect()));
-                }
+                out.push(b']');
             }
         }
-        Some(serde_json::to_string(&m).unwrap_or_default().into())
+        out.push(b'}');
+        Some(String::from_utf8_lossy(&out).into())
     }
 
-    /// Every key combination of `stage` for this event; `None` if a
-    /// non-optional key has no value.
-    fn keys_of(&mut self, stage: &CStage, doc: &Doc) -> Option<Vec<Key>> {
+    /// Every key combination of stage `si` (`None`: the `until` stage) for
+    /// this event; `None` if a non-optional key has no value.
+    fn keys_of(&mut self, si: Option<usize>, doc: &Doc) -> Option<Vec<Key>> {
+        let stage = match si {
+            Some(i) => &self.stages[i],
+            None => self.until.as_ref()?,
+        };
         let mut combos: Vec<Key> = vec![Vec::new()];
         for k in &stage.keys {
             let vals: Vec<Option<String>> = {
@@ -471,17 +504,21 @@ impl Engine {
             self.watermark = t;
         }
         let pos = self.pos;
-        let carried = if matched.iter().enumerate().any(|(i, m)| *m && !self.stages[i].missing) {
-            self.carried(event)
-        } else {
-            None
+        // The stored form of this event (its carried fields serialized) is
+        // made only when a partial sequence takes it: a later stage's match
+        // with nothing before it to extend costs no more than the test.
+        let carries = matched.iter().enumerate().any(|(i, m)| *m && !self.stages[i].missing);
+        let mut stored: Option<Ev> = None;
+        let mut ev = |this: &Self| -> Ev {
+            stored
+                .get_or_insert_with(|| Ev { ordinal, pos, time, carried: if carries { this.carried(event) } else { None } })
+                .clone()
         };
-        let ev = Ev { ordinal, pos, time, carried };
         // Trailing missing events cancel held results first (an event at
         // the deadline still counts).
         for (si, m) in matched.iter().enumerate() {
             if *m && self.stages[si].missing {
-                if let Some(keys) = self.keys_of(&self.stages[si].clone(), doc) {
+                if let Some(keys) = self.keys_of(Some(si), doc) {
                     for k in keys {
                         self.note_missing(si, k, pos, t);
                     }
@@ -503,11 +540,10 @@ impl Engine {
             if !matched[si] {
                 continue;
             }
-            let stage = self.stages[si].clone();
-            let Some(keys) = self.keys_of(&stage, doc) else { continue };
+            let Some(keys) = self.keys_of(Some(si), doc) else { continue };
             for key in keys {
                 if pi == 0 {
-                    let p = Partial { events: vec![ev.clone()] };
+                    let p = Partial { events: vec![ev(self)] };
                     if npos == 1 {
                         self.complete(key, p.events, out);
                     } else {
@@ -527,7 +563,7 @@ impl Engine {
                     continue;
                 }
                 let mut p = p;
-                p.events.push(ev.clone());
+                p.events.push(ev(self));
                 if pi == npos - 1 {
                     self.complete(key, p.events, out);
                 } else {
@@ -537,12 +573,9 @@ impl Engine {
         }
         out[first_new..].sort_by(|a, b| a.keys.cmp(&b.keys));
         if until_hit {
-            let u = self.until.clone();
-            if let Some(u) = u {
-                if let Some(keys) = self.keys_of(&u, doc) {
-                    for k in keys {
-                        self.until_last.insert(k, pos);
-                    }
+            if let Some(keys) = self.keys_of(None, doc) {
+                for k in keys {
+                    self.until_last.insert(k, pos);
                 }
             }
         }
@@ -815,8 +848,7 @@ impl Engine {
             if !matched[si] {
                 continue;
             }
-            let st = self.stages[si].clone();
-            let Some(keys) = self.keys_of(&st, doc) else { continue };
+            let Some(keys) = self.keys_of(Some(si), doc) else { continue };
             for key in keys {
                 let slot = self.samples.entry(key.clone()).or_insert_with(|| SampleSlot {
                     cands: vec![Vec::new(); n],
@@ -1077,4 +1109,32 @@ fn compile_stages(cc: &mut CondCompiler<'_>, by: &[Field], stages: &[Stage], out
         }
     }
     Ok(nkeys.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The carried text is the JSON object of the fields present, in the
+    /// order given, each once: one value as it is, several as an array.
+    #[test]
+    fn carried_fields_are_written_in_order_once() {
+        let opts = EngineOptions {
+            carry_fields: ["b", "a.x", "b", "missing", "arr", "a"].map(String::from).to_vec(),
+            ..EngineOptions::default()
+        };
+        let mut e = Engine::new("any where true", opts).unwrap();
+        let ev = serde_json::json!({"a": {"x": 1.5, "y": "q"}, "b": "t\"é", "arr": [1, "two", null], "@timestamp": "2026-01-01T00:00:00Z"});
+        assert_eq!(
+            e.carried(&ev).as_deref(),
+            Some(r#"{"b":"t\"é","a.x":1.5,"arr":[1,"two",null]}"#),
+            "an object is no field's value"
+        );
+        let mut out = Vec::new();
+        e.push(7, &ev, &mut out);
+        let got = out[0].carried[0].as_ref().unwrap();
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["b", "a.x", "arr"]);
+        e.set_carry_fields(Vec::new());
+        assert_eq!(e.carried(&ev), None);
+    }
 }
