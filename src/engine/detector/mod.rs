@@ -244,17 +244,22 @@ impl Scratch {
     /// to tell that a record matching only a later stage finds nothing
     /// waiting (see [`Detector::nothing_waiting`]).
     fn decide(&mut self, rule: &Rule, table: &FieldTable, ts_slot: Slot) -> &FieldTable {
-        self.decide.get_or_insert_with(|| {
-            let q = rule.compiled();
-            let mut slots = vec![q.category_slot, ts_slot];
-            for stage in &q.stages {
-                pred_slots(&stage.predicate, &mut slots);
-                slots.extend_from_slice(&stage.keys);
-            }
-            slots.extend_from_slice(&q.ip_slots);
-            table.subset(&slots)
-        })
+        self.decide.get_or_insert_with(|| table.subset(&decide_slots(rule, ts_slot)))
     }
+}
+
+/// The slots of [`Scratch::decide`]'s table.
+fn decide_slots(rule: &Rule, ts_slot: Slot) -> Vec<Slot> {
+    let q = rule.compiled();
+    let mut slots = vec![q.category_slot, ts_slot];
+    for stage in &q.stages {
+        pred_slots(&stage.predicate, &mut slots);
+        slots.extend_from_slice(&stage.keys);
+    }
+    slots.extend_from_slice(&q.ip_slots);
+    slots.sort_unstable();
+    slots.dedup();
+    slots
 }
 
 
@@ -556,24 +561,42 @@ impl Detector {
         }
         let mut fields = self.scratch.fields.take();
         let decide = self.scratch.decide(&self.rule, &self.table, self.ts_slot);
-        if decide.scan(record, &mut fields).is_ok() {
-            let matched = stage_bits(self.rule.compiled(), &fields);
-            let decided = matched == 0
-                || self.nothing_waiting(&fields, matched, || crate::format::syntax::valid(record));
-            if decided {
-                self.scratch.fields.put_back(fields);
-                return Ok(Verdict::Unchanged);
-            }
+        let read = decide.scan(record, &mut fields).is_ok();
+        let decided = read && self.decides_unchanged(record, false, &fields);
+        self.scratch.fields.put_back(fields);
+        if decided {
+            return Ok(Verdict::Unchanged);
         }
-        let evaluated = match self.table.extract(record, &mut fields) {
-            Ok(()) => self.evaluate_rec(&fields, Some(Rec { bytes: record, msgpack: false })),
+        self.evaluate_whole(record, false)
+    }
+
+    /// Whether the decisive fields read from `record` (the table of
+    /// [`Scratch::decide`]) show that it changes nothing: it matches no
+    /// stage, or only later stages with nothing waiting for it.
+    fn decides_unchanged(&mut self, record: &[u8], msgpack: bool, fields: &Fields) -> bool {
+        let matched = stage_bits(self.rule.compiled(), fields);
+        // (The MessagePack reader has checked the whole body's framing
+        // already; the fast JSON scanner has not, so a record it would
+        // leave unchanged must be valid JSON, as a full read would find.)
+        matched == 0 || self.nothing_waiting(fields, matched, || msgpack || crate::format::syntax::valid(record))
+    }
+
+    /// Read `record` whole, evaluate it, and annotate it if it completes
+    /// a sequence.
+    fn evaluate_whole(&mut self, record: &[u8], msgpack: bool) -> Result<Verdict<'_>, RecordError> {
+        let mut fields = self.scratch.fields.take();
+        let read =
+            if msgpack { crate::format::msgpack::extract(&self.table, record, &mut fields) } else { self.table.extract(record, &mut fields) };
+        let evaluated = match read {
+            Ok(()) => self.evaluate_rec(&fields, Some(Rec { bytes: record, msgpack })),
             Err(e) => Err(self.count_extract_error(e)),
         };
         self.scratch.fields.put_back(fields);
         let Some(alert) = evaluated? else {
             return Ok(Verdict::Unchanged);
         };
-        match merge(record, alert, &mut self.out) {
+        let merged = if msgpack { crate::format::msgpack::merge(record, alert, &mut self.out) } else { merge(record, alert, &mut self.out) };
+        match merged {
             Ok(()) => {
                 self.stats.annotated += 1;
                 Ok(Verdict::Annotated(&self.out))
@@ -583,6 +606,41 @@ impl Detector {
                 Err(RecordError::AnnotateFailed)
             }
         }
+    }
+
+    /// For a rule pack, which has read the record once for all its rules: a
+    /// record of a fast rule with its decisive fields (`decided`, filled
+    /// in this detector's slots from that read, in a buffer from
+    /// [`Detector::fields_buf`], which gets it back). What
+    /// [`Detector::process`] (or [`Detector::process_msgpack`]) does after
+    /// its own read of them; the same outcome.
+    pub(crate) fn process_read<'r>(&mut self, record: &'r [u8], msgpack: bool, decided: Fields<'r>) -> Result<Verdict<'_>, RecordError> {
+        let lone = if msgpack { lone_string_member_msgpack } else { lone_string_member_json };
+        if let Err(e) = self.take_in(record, lone) {
+            self.scratch.fields.put_back(decided);
+            return Err(e);
+        }
+        let unchanged = self.decides_unchanged(record, msgpack, &decided);
+        self.scratch.fields.put_back(decided);
+        if unchanged {
+            return Ok(Verdict::Unchanged);
+        }
+        self.evaluate_whole(record, msgpack)
+    }
+
+    /// The paths of the fields that decide about a record (see
+    /// [`Detector::process_read`]), each with its slot in this detector;
+    /// `None` for a rule on the generic engine or a pack.
+    pub(crate) fn decide_paths(&self) -> Option<Vec<(Slot, String)>> {
+        if self.generic.is_some() || self.pack.is_some() {
+            return None;
+        }
+        Some(decide_slots(&self.rule, self.ts_slot).into_iter().map(|s| (s, self.table.name(s).to_string())).collect())
+    }
+
+    /// The allocation for [`Detector::process_read`]'s fields.
+    pub(crate) fn fields_buf(&mut self) -> &mut FieldsBuf {
+        &mut self.scratch.fields
     }
 
     /// Evaluate one record given as a MessagePack map (a Fluent Bit record
@@ -609,35 +667,16 @@ impl Detector {
         }
         let mut fields = self.scratch.fields.take();
         let decide = self.scratch.decide(&self.rule, &self.table, self.ts_slot);
-        if crate::format::msgpack::extract(decide, body, &mut fields).is_ok() {
-            // The reader has checked the whole body's framing already; what
-            // a full read adds (UTF-8 of the other fields it reads) is not
-            // needed to apply a record that finds nothing waiting.
-            let matched = stage_bits(self.rule.compiled(), &fields);
-            let decided = matched == 0 || self.nothing_waiting(&fields, matched, || true);
-            if decided {
-                self.scratch.fields.put_back(fields);
-                return Ok(Verdict::Unchanged);
-            }
-        }
-        let evaluated = match crate::format::msgpack::extract(&self.table, body, &mut fields) {
-            Ok(()) => self.evaluate_rec(&fields, Some(Rec { bytes: body, msgpack: true })),
-            Err(e) => Err(self.count_extract_error(e)),
-        };
+        // The reader has checked the whole body's framing already; what a
+        // full read adds (UTF-8 of the other fields it reads) is not needed
+        // to apply a record that finds nothing waiting.
+        let read = crate::format::msgpack::extract(decide, body, &mut fields).is_ok();
+        let decided = read && self.decides_unchanged(body, true, &fields);
         self.scratch.fields.put_back(fields);
-        let Some(alert) = evaluated? else {
+        if decided {
             return Ok(Verdict::Unchanged);
-        };
-        match crate::format::msgpack::merge(body, alert, &mut self.out) {
-            Ok(()) => {
-                self.stats.annotated += 1;
-                Ok(Verdict::Annotated(&self.out))
-            }
-            Err(_) => {
-                self.stats.annotate_failed += 1;
-                Err(RecordError::AnnotateFailed)
-            }
         }
+        self.evaluate_whole(body, true)
     }
 
     /// A warning for whoever runs the detector to log, when the input looks

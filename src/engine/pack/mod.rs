@@ -89,6 +89,10 @@ pub struct PackDetector {
     index: FieldIndex,
     candidates: Vec<Candidate>,
     precheck: PreCheck,
+    /// Per rule on the fast engine, where its decisive fields are in the
+    /// pack's read of a record: `(its slot, the pack's slot)`. Its detector
+    /// is handed them rather than reading the record again.
+    decide_maps: Vec<Option<Vec<(Slot, Slot)>>>,
     alerts: VecDeque<PackAlert>,
     /// `max_pending_sequences`, for the whole pack, and the partial
     /// sequences all rules keep (as of their last record).
@@ -118,13 +122,21 @@ impl PackDetector {
     /// [`PackDetector::new`], remembering the rules that did not load (to
     /// report them in [`PackDetector::report`]).
     pub fn with_skipped(rules: Vec<Rule>, skipped: Vec<(String, String)>, config: &Config) -> PackDetector {
-        let detectors = rules.iter().map(|r| Detector::with_rule(r.clone(), config)).collect();
+        let detectors: Vec<Detector> = rules.iter().map(|r| Detector::with_rule(r.clone(), config)).collect();
         let n_rules = rules.len();
         let types = config.types();
         let mut precheck = PreCheck::new(&rules, &types);
         let index = FieldIndex::new(&rules, &types, config.prefilter, &mut precheck.table);
+        let decide_maps = detectors
+            .iter()
+            .map(|d: &Detector| {
+                let paths = d.decide_paths()?;
+                Some(paths.into_iter().map(|(slot, path)| (slot, precheck.table.intern(&path))).collect())
+            })
+            .collect();
         PackDetector {
             index,
+            decide_maps,
             candidates: Vec::with_capacity(rules.len()),
             precheck,
             gate_later_stages: config.max_lateness_ms == 0,
@@ -286,7 +298,7 @@ impl PackDetector {
     /// many alerts it added.
     pub fn process(&mut self, record: &[u8], msgpack: bool) -> Result<usize, RecordError> {
         self.records += 1;
-        self.select(record, msgpack);
+        let read = self.select(record, msgpack);
         let before = self.alerts.len();
         let mut err = None;
         // Rules on the generic engine read the record as a tree: once for all.
@@ -304,6 +316,15 @@ impl PackDetector {
             let verdict = if d.is_generic() {
                 let tree = parsed.get_or_insert_with(|| crate::engine::generic::read(record, msgpack));
                 d.process_parsed(record, msgpack, tree)
+            } else if let (Some(fields), Some(map)) = (&read, &self.decide_maps[i]) {
+                // Its decisive fields, from the pack's read of the record.
+                let mut mine = d.fields_buf().take();
+                for &(to, from) in map {
+                    for v in fields.get(from) {
+                        mine.push(to, v.clone());
+                    }
+                }
+                d.process_read(record, msgpack, mine)
             } else if msgpack {
                 d.process_msgpack(record)
             } else {
@@ -323,6 +344,9 @@ impl PackDetector {
                 self.alerts.push_back(signal(i, a.msgpack, a.bytes));
             }
         }
+        if let Some(f) = read {
+            self.precheck.fields.put_back(f);
+        }
         match err {
             Some(e) if self.alerts.len() == before => Err(e),
             _ => Ok(self.alerts.len() - before),
@@ -331,9 +355,10 @@ impl PackDetector {
 
     /// The candidates of one record (`FieldIndex`), keeping of them only
     /// the stages whose test the record passes (`PreCheck`), and the
-    /// candidates with a stage left. A record the table's reader is unsure
-    /// of goes to every rule (their detectors then read and count it).
-    fn select(&mut self, record: &[u8], msgpack: bool) {
+    /// candidates with a stage left; returns the fields read (to give back
+    /// to `precheck.fields`). A record the table's reader is unsure of goes
+    /// to every rule (their detectors then read and count it): `None`.
+    fn select<'r>(&mut self, record: &'r [u8], msgpack: bool) -> Option<Fields<'r>> {
         let pc = &mut self.precheck;
         let mut fields = pc.fields.take();
         let read = if msgpack {
@@ -344,7 +369,7 @@ impl PackDetector {
         if !read {
             self.index.all(&mut self.candidates);
             pc.fields.put_back(fields);
-            return;
+            return None;
         }
         self.index.candidates(&fields, &mut self.candidates);
         for c in &self.candidates {
@@ -381,7 +406,7 @@ impl PackDetector {
             c.stages = bits;
             bits != 0
         });
-        pc.fields.put_back(fields);
+        Some(fields)
     }
 
     /// End of stream for every rule: held events and waiting results.
