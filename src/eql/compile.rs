@@ -719,7 +719,13 @@ fn eq_fold(value: &str, folded: &str) -> bool {
 /// all) are matched byte by byte without allocating; others character by
 /// character.
 pub fn wildcard_match(value: &str, pattern: &str, fold: bool) -> bool {
-    if value.is_ascii() && pattern.is_ascii() {
+    wildcard_match_with(value, value.is_ascii(), pattern, fold)
+}
+
+/// [`wildcard_match`], told whether `value` is ASCII (one check for every
+/// pattern tried on a value).
+fn wildcard_match_with(value: &str, value_ascii: bool, pattern: &str, fold: bool) -> bool {
+    if value_ascii && pattern.is_ascii() {
         let (v, p) = (value.as_bytes(), pattern.as_bytes());
         return if fold {
             glob(v, p, |a, b| a.to_ascii_lowercase() == *b, b'*', b'?')
@@ -738,6 +744,14 @@ pub fn wildcard_match(value: &str, pattern: &str, fold: bool) -> bool {
 
 /// The wildcard match itself (greedy, backtracking to the last `*`).
 fn glob<T: Copy + PartialEq>(v: &[T], p: &[T], eq: impl Fn(&T, &T) -> bool, star_c: T, any_c: T) -> bool {
+    // What follows the last `*`, when it holds no `?`, must end the value:
+    // most values fail here, at the cost of comparing that tail.
+    if let Some(last) = p.iter().rposition(|c| *c == star_c) {
+        let tail = &p[last + 1..];
+        if !tail.contains(&any_c) && (tail.len() > v.len() || !v[v.len() - tail.len()..].iter().zip(tail).all(|(a, b)| eq(a, b))) {
+            return false;
+        }
+    }
     let (mut vi, mut pi) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while vi < v.len() {
@@ -747,6 +761,9 @@ fn glob<T: Copy + PartialEq>(v: &[T], p: &[T], eq: impl Fn(&T, &T) -> bool, star
         } else if pi < p.len() && p[pi] == star_c {
             star = Some((pi, vi));
             pi += 1;
+            if pi == p.len() {
+                return true; // a last `*` takes the rest
+            }
         } else if let Some((sp, sv)) = star {
             pi = sp + 1;
             vi = sv + 1;
@@ -794,7 +811,10 @@ impl Test {
                 match self {
                     Test::StrIn(set) => set.iter().any(|s| s == k),
                     Test::StrInFold(set) => set.iter().any(|s| eq_fold(k, s)),
-                    Test::Wildcard { patterns, fold } => patterns.iter().any(|p| wildcard_match(k, p, *fold)),
+                    Test::Wildcard { patterns, fold } => {
+                        let ascii = k.is_ascii();
+                        patterns.iter().any(|p| wildcard_match_with(k, ascii, p, *fold))
+                    }
                     Test::StartsWith { needles, fold } => {
                         let k = if *fold { std::borrow::Cow::Owned(crate::eql::compile::fold(k)) } else { k.into() };
                         needles.iter().any(|n| k.starts_with(n.as_str()))
@@ -859,6 +879,36 @@ impl CompiledQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcards_agree_with_a_plain_recursive_matcher() {
+        // The reference: `*` any run, `?` one character, fold lower-cases
+        // the value (patterns are given folded).
+        fn reference(v: &[u8], p: &[u8]) -> bool {
+            match p.split_first() {
+                None => v.is_empty(),
+                Some((b'*', rest)) => (0..=v.len()).any(|i| reference(&v[i..], rest)),
+                Some((&c, rest)) => v.split_first().is_some_and(|(&x, vr)| (c == b'?' || c == x) && reference(vr, rest)),
+            }
+        }
+        fn all(alphabet: &[u8], max: usize) -> Vec<String> {
+            let mut out = vec![String::new()];
+            let mut last = vec![String::new()];
+            for _ in 0..max {
+                last = last.iter().flat_map(|s| alphabet.iter().map(move |&c| format!("{s}{}", c as char))).collect();
+                out.extend(last.iter().cloned());
+            }
+            out
+        }
+        let (values, patterns) = (all(b"abA", 5), all(b"ab*?", 4));
+        for v in &values {
+            for p in &patterns {
+                assert_eq!(wildcard_match(v, p, false), reference(v.as_bytes(), p.as_bytes()), "{v:?} like {p:?}");
+                let folded = v.to_ascii_lowercase();
+                assert_eq!(wildcard_match(v, p, true), reference(folded.as_bytes(), p.as_bytes()), "{v:?} like~ {p:?}");
+            }
+        }
+    }
 
     #[test]
     fn wildcards() {
