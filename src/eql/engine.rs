@@ -48,7 +48,10 @@ use super::types::{FieldInfo, FieldType, TypeMap};
 use super::value::Val;
 use super::{parse, ParseLimits, RuleError, RuleErrorKind};
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+/// The state's maps, keyed by join-key values (foldhash: a fast hasher,
+/// seeded per process; nothing depends on their iteration order).
+type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 /// How an [`Engine`] reads events.
 #[derive(Debug, Clone)]
@@ -322,13 +325,13 @@ impl Engine {
             carry,
             pos: 0,
             watermark: i64::MIN,
-            partials: HashMap::new(),
+            partials: HashMap::default(),
             n_partials: 0,
-            until_last: HashMap::new(),
-            missing_hist: (0..n_stages).map(|_| HashMap::new()).collect(),
+            until_last: HashMap::default(),
+            missing_hist: (0..n_stages).map(|_| HashMap::default()).collect(),
             n_missing: 0,
             held: VecDeque::new(),
-            samples: HashMap::new(),
+            samples: HashMap::default(),
             sample_order: VecDeque::new(),
             n_sample: 0,
             stats: EngineStats::default(),
