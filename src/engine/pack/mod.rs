@@ -472,7 +472,9 @@ mod tests {
     fn the_rarest_conjunct_is_indexed() {
         assert_eq!(texts(r#"process where process.name == "curl" and event.type == "start""#), [["curl"]]);
         assert_eq!(texts(r#"process where process.name == "socat""#), [["socat"]]);
-        assert_eq!(texts(r#"process where process.name in ("sh", "sh2")"#), [["process"]], "two bytes are as common as a category");
+        assert_eq!(texts(r#"process where process.name in ("sh", "sh2")"#), [["sh", "sh2"]], "a whole value of two bytes is as rare as the value");
+        assert_eq!(texts(r#"process where process.name : "*sh*""#), [["process"]], "a fragment of two bytes is everywhere");
+        assert_eq!(texts(r#"process where process.name == "id" and event.action == "exec""#), [["id"]], "not a common value");
         assert_eq!(texts(r#"network where process.name in ("curlx", "wgetx")"#), [["curlx", "wgetx"]]);
         assert_eq!(texts(r#"any where process.args : "*--proxy-user*""#), [["--proxy-user"]]);
         assert_eq!(texts(r#"any where a == "left" or b like~ "*right*""#), [["left", "right"]]);

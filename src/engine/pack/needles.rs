@@ -56,13 +56,16 @@ pub(super) const COMMON: &[&str] = &[
     "windows", "macos", "endpoint", "executed", "modification", "rename", "open",
 ];
 
-/// How selective a set of strings is: neither a common value nor a string
-/// of one or two bytes (both occur nearly everywhere), then the longest
-/// shortest string (rarer), then the fewest strings.
+/// How selective a set of strings is: no common value, and no fragment of
+/// one or two bytes (found nearly everywhere; a whole value of two bytes,
+/// `process.name == "id"`, is as rare as the value: it is looked up whole,
+/// or searched between its quotes), then the longest shortest string
+/// (rarer), then the fewest strings.
 pub(super) fn selectivity(o: &[Needle]) -> (bool, usize, std::cmp::Reverse<usize>) {
     let common = o.iter().any(|n| COMMON.iter().any(|c| c.eq_ignore_ascii_case(&n.text)));
     let shortest = o.iter().map(|n| n.text.len()).min().unwrap_or(0);
-    (!common && shortest >= 3, shortest.min(16), std::cmp::Reverse(o.len()))
+    let whole = o.iter().all(|n| n.exact);
+    (!common && (shortest >= 3 || whole), shortest.min(16), std::cmp::Reverse(o.len()))
 }
 
 /// The most selective of several sets.
