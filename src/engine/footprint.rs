@@ -311,6 +311,21 @@ impl Skipper {
         self.marks.sort_unstable();
     }
 
+    /// [`Skipper::scan`] for a reading thread: the marks of `block`, to
+    /// hand with it to the thread whose skipper decides
+    /// ([`Skipper::set_marks`]).
+    pub fn marks_of(&mut self, block: &[u8]) -> Vec<usize> {
+        self.scan(block);
+        std::mem::take(&mut self.marks)
+    }
+
+    /// The marks of the next block, found by another skipper of the same
+    /// rule ([`Skipper::marks_of`]), in place of [`Skipper::scan`].
+    pub fn set_marks(&mut self, marks: Vec<usize>) {
+        self.marks = marks;
+        self.cursor = 0;
+    }
+
     /// Whether the detector can be spared `record`, the line at `start` of
     /// the block last given to [`Skipper::scan`] without its line
     /// terminator; the records of a block must be asked about in order.

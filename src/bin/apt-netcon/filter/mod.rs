@@ -7,8 +7,9 @@
 //! at once ([`apt_netcon::engine::footprint::Skipper`]), rules it out. Output is
 //! written from that same buffer: the untouched records between two alerts
 //! go out as one span, annotated records and standalone alerts from a small
-//! side buffer, all of a block in one vectored write, made by a writing
-//! thread while the detector filters the next block. Standard input and
+//! side buffer, all of a block in one vectored write. On one detector
+//! ([`run_serial`]) a reading thread, the detector's thread and a writing
+//! thread work on three blocks at once. Standard input and
 //! output are read and written through their file descriptors, like files
 //! (no line buffering).
 //!

@@ -1,14 +1,16 @@
-//! One detector: a regular file mapped a window at a time, other input
-//! read in blocks; the output of each block is written by a second thread
-//! while the detector goes on with the next (on a machine with a core to
-//! spare, writing, and the kernel's copy into the page cache or the pipe
-//! it costs, then takes no time from detection).
+//! One detector, three threads: the reading thread maps a regular file a
+//! window at a time (other input: read in blocks) and finds each block's
+//! line ends and the skipper's marks; the detector's thread filters the
+//! block; the writing thread writes its output while the detector goes on
+//! with the next. On a machine with a core to spare, reading, splitting,
+//! the byte scan, writing and the kernel's copies they cost take no time
+//! from detection. Bounded: 4 blocks read ahead, 8 waiting to be written.
 
 use apt_netcon::engine::footprint::Skipper;
 use apt_netcon::{Config, Detector, Verdict};
 use super::report::{Run, Totals};
 use super::mapping::Map;
-use super::{display_name, mapping, open_or_say, pipe_size, read_some, record_of, stdout_file, write_segs, Options, Seg, MAP_WINDOW, SERIAL_BLOCK};
+use super::{display_name, mapping, pipe_size, read_some, record_of, stdout_file, write_segs, Options, Seg, MAP_WINDOW, SERIAL_BLOCK};
 use std::fs::File;
 use std::io::{self, Seek};
 use std::process::ExitCode;
@@ -74,15 +76,6 @@ impl Output {
         }
     }
 
-    /// A read buffer of at least `len` bytes (its contents undefined).
-    fn buffer(&self, len: usize) -> Vec<u8> {
-        let mut b = self.pool.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
-        if b.len() < len {
-            b.resize(len, 0);
-        }
-        b
-    }
-
     /// Wait for every write: the first error, if any.
     fn finish(&mut self) -> io::Result<()> {
         self.tx = None;
@@ -112,32 +105,55 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
     let writer_pool = pool.clone();
     let thread = std::thread::spawn(move || writer(rx, out, writer_pool));
     let mut out = Output { tx: Some(tx), thread: Some(thread), pool };
-    let mut s = Serial {
-        buf: vec![0; SERIAL_BLOCK],
-        lines: Lines {
-            aux: Vec::new(),
-            segs: Vec::new(),
-            alerts_only: opts.alerts_only,
-            skip: Skipper::new(det.rule(), config),
-        },
-    };
-    for f in files {
-        let Some(mut input) = open_or_say(f, &mut status) else { continue };
-        let name = display_name(f);
-        if let Err(e) = s.filter(&mut det, &mut run, name, &mut input, &mut out, f != "-") {
-            match out.finish() {
-                Err(w) => eprintln!("apt-netcon: writing output: {w}"),
-                Ok(()) => eprintln!("apt-netcon: {name}: {e}"),
+    let mut lines = Lines { alerts_only: opts.alerts_only, skip: Skipper::new(det.rule(), config) };
+    // The reading thread: the files in order, cut into blocks of whole
+    // lines, each with its line ends and the byte scan's marks.
+    let (feed_tx, feed) = sync_channel(BLOCKS_READ_AHEAD);
+    let reader = Reader { skip: Skipper::new(det.rule(), config), pool: out.pool.clone(), tx: feed_tx, buf: Vec::new() };
+    let paths: Vec<String> = files.to_vec();
+    std::thread::spawn(move || reader.run(&paths));
+    let (mut name, mut lineno) = ("", 0u64);
+    for item in feed {
+        match item {
+            Feed::Start(i) => {
+                name = display_name(&files[i]);
+                lineno = 0;
             }
-            return ExitCode::from(1);
+            Feed::NotOpened(msg) => {
+                eprintln!("{msg}");
+                status = ExitCode::from(1);
+            }
+            Feed::Block { bytes, from, to, ends, marks } => {
+                let data: &[u8] = match &bytes {
+                    Bytes::Mapped(m) => &m.bytes()[from..to],
+                    Bytes::Read(b) => &b[from..to],
+                    Bytes::None => &[],
+                };
+                run.bytes += data.len() as u64;
+                let (aux, segs) = lines.block(&mut det, &mut run, name, &mut lineno, data, &ends, marks);
+                if out.send(Job { bytes, from, to, aux, segs }).is_err() {
+                    if let Err(w) = out.finish() {
+                        eprintln!("apt-netcon: writing output: {w}");
+                    }
+                    return ExitCode::from(1);
+                }
+            }
+            Feed::End => run.end_progress(),
+            Feed::Failed(i, e) => {
+                match out.finish() {
+                    Err(w) => eprintln!("apt-netcon: writing output: {w}"),
+                    Ok(()) => eprintln!("apt-netcon: {}: {e}", display_name(&files[i])),
+                }
+                return ExitCode::from(1);
+            }
         }
     }
     // End of stream: events held back for max_lateness are released now;
     // their alerts follow the last record.
     det.finish();
-    let mut lines = Vec::new();
-    det.take_json_alerts(&mut lines);
-    let last = Job { bytes: Bytes::None, from: 0, to: 0, segs: vec![Seg::Aux(0, lines.len())], aux: lines };
+    let mut tail = Vec::new();
+    det.take_json_alerts(&mut tail);
+    let last = Job { bytes: Bytes::None, from: 0, to: 0, segs: vec![Seg::Aux(0, tail.len())], aux: tail };
     if let Err(e) = out.send(last).and_then(|_| out.finish()).or_else(|e| out.finish().and(Err(e))) {
         eprintln!("apt-netcon: writing output: {e}");
         return ExitCode::from(1);
@@ -146,45 +162,106 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
     if !opts.quiet {
         let mut t = Totals::default();
         t.add(&det);
-        t.add_skipped(s.lines.skip.as_ref().map_or(0, Skipper::skipped));
+        t.add_skipped(lines.skip.as_ref().map_or(0, Skipper::skipped));
         run.report(&t);
     }
     status
 }
 
-struct Serial {
-    buf: Vec<u8>,
-    lines: Lines,
+/// Blocks read ahead of the detector, at most.
+const BLOCKS_READ_AHEAD: usize = 4;
+
+/// What the reading thread hands the detector's thread, in input order.
+enum Feed {
+    /// The file of this index starts.
+    Start(usize),
+    /// A file that could not be opened: the message.
+    NotOpened(String),
+    /// Whole lines of the current file, `bytes[from..to]`: where each line
+    /// ends (its terminator included), and the byte scan's marks (`None`:
+    /// the rule has no skipper).
+    Block { bytes: Bytes, from: usize, to: usize, ends: Vec<u32>, marks: Option<Vec<usize>> },
+    /// The current file is done.
+    End,
+    /// Reading the file of this index failed: the run stops.
+    Failed(usize, io::Error),
 }
 
-/// What filters a block of whole lines.
-struct Lines {
-    aux: Vec<u8>,
-    segs: Vec<Seg>,
-    alerts_only: bool,
-    /// Spares the detector the records its prefilter would rule out.
+/// The reading thread: a regular file mapped a window at a time (its
+/// pages mapped here, not on the detector's thread), other input read in
+/// blocks; each block's lines found and its bytes scanned for the
+/// skipper's needles before the detector gets it.
+struct Reader {
     skip: Option<Skipper>,
+    pool: Arc<Mutex<Vec<Vec<u8>>>>,
+    tx: SyncSender<Feed>,
+    buf: Vec<u8>,
 }
 
-impl Serial {
-    fn filter(
-        &mut self,
-        det: &mut Detector,
-        run: &mut Run,
-        name: &str,
-        input: &mut File,
-        out: &mut Output,
-        mappable: bool,
-    ) -> io::Result<()> {
-        let mut lineno = 0u64;
+/// The detector's thread has stopped (a write failed): stop reading.
+struct Gone;
+
+impl Reader {
+    fn run(mut self, files: &[String]) {
+        for (i, f) in files.iter().enumerate() {
+            let mut input = match super::open(f) {
+                Ok(x) => x,
+                Err(e) => {
+                    if self.tx.send(Feed::NotOpened(format!("apt-netcon: cannot open {f}: {e}"))).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if self.tx.send(Feed::Start(i)).is_err() {
+                return;
+            }
+            match self.file(&mut input, f != "-") {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let _ = self.tx.send(Feed::Failed(i, e));
+                    return;
+                }
+                Err(Gone) => return,
+            }
+            if self.tx.send(Feed::End).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Hand on the whole lines of `data` (`bytes[from..]`, which holds it).
+    fn send(&mut self, bytes: Bytes, from: usize, data: &[u8]) -> Result<(), Gone> {
+        let (ends, marks) = self.survey(data);
+        let block = Feed::Block { bytes, from, to: from + data.len(), ends, marks };
+        self.tx.send(block).map_err(|_| Gone)
+    }
+
+    /// The line ends of `data` (the last line may lack its newline) and
+    /// the skipper's marks.
+    fn survey(&mut self, data: &[u8]) -> (Vec<u32>, Option<Vec<usize>>) {
+        let mut ends: Vec<u32> = memchr::memchr_iter(b'\n', data).map(|i| i as u32 + 1).collect();
+        if ends.last().map_or(0, |&e| e as usize) < data.len() {
+            ends.push(data.len() as u32);
+        }
+        (ends, self.skip.as_mut().map(|s| s.marks_of(data)))
+    }
+
+    /// One input: `Err(Gone)` when the detector's thread has stopped.
+    fn file(&mut self, input: &mut File, mappable: bool) -> Result<io::Result<()>, Gone> {
         // A regular file is filtered where it lies in the page cache, mapped
         // a window at a time (no copy into a buffer); what follows its last
         // newline, and whatever it grew by meanwhile, is read as below.
         if mappable {
             if let Some(size) = input.metadata().ok().filter(|m| m.is_file()).map(|m| m.len()) {
-                let done = self.filter_mapped(det, run, name, &mut lineno, input, size, out)?;
-                input.seek(io::SeekFrom::Start(done))?;
+                let done = self.mapped(input, size)?;
+                if let Err(e) = input.seek(io::SeekFrom::Start(done)) {
+                    return Ok(Err(e));
+                }
             }
+        }
+        if self.buf.len() < SERIAL_BLOCK {
+            self.buf = vec![0; SERIAL_BLOCK];
         }
         let mut len = 0; // bytes held: a partial line carried over
         loop {
@@ -192,7 +269,10 @@ impl Serial {
                 // One line longer than the buffer: grow it.
                 self.buf.resize(self.buf.len() * 2, 0);
             }
-            let n = read_some(input, &mut self.buf[len..])?;
+            let n = match read_some(input, &mut self.buf[len..]) {
+                Ok(n) => n,
+                Err(e) => return Ok(Err(e)),
+            };
             let eof = n == 0;
             len += n;
             let upto = if eof {
@@ -205,42 +285,37 @@ impl Serial {
                 }
             };
             if upto > 0 {
-                run.bytes += upto as u64;
-                let (aux, segs) = self.lines.block(det, run, name, &mut lineno, &self.buf[..upto]);
-                // The block goes to the writer; what follows its last line
-                // starts the next buffer.
-                // (A buffer grown for a long line is not kept: back to the
-                // block size.)
-                let mut next = out.buffer(SERIAL_BLOCK.max(len - upto));
+                // The block goes on; what follows its last line starts the
+                // next buffer (a buffer grown for a long line is not kept:
+                // back to the block size).
+                let mut next = self.pool.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
+                let want = SERIAL_BLOCK.max(len - upto);
+                if next.len() < want {
+                    next.resize(want, 0);
+                }
                 next[..len - upto].copy_from_slice(&self.buf[upto..len]);
                 let full = std::mem::replace(&mut self.buf, next);
-                out.send(Job { bytes: Bytes::Read(full), from: 0, to: upto, aux, segs })?;
+                self.send_read(full, upto)?;
                 len -= upto;
             }
             if eof {
-                break;
+                return Ok(Ok(()));
             }
         }
-        run.end_progress();
-        Ok(())
     }
 
-    /// Filter the whole lines of the first `size` bytes of `file`, mapped a
-    /// window at a time; returns where the lines filtered end (the rest, a
-    /// line without its newline, is left to be read).
-    #[allow(clippy::too_many_arguments)]
-    fn filter_mapped(
-        &mut self,
-        det: &mut Detector,
-        run: &mut Run,
-        name: &str,
-        lineno: &mut u64,
-        file: &File,
-        size: u64,
-        out: &mut Output,
-    ) -> io::Result<u64> {
+    /// Hand on the first `upto` bytes (whole lines) of a read buffer.
+    fn send_read(&mut self, full: Vec<u8>, upto: usize) -> Result<(), Gone> {
+        let (ends, marks) = self.survey(&full[..upto]);
+        self.tx.send(Feed::Block { bytes: Bytes::Read(full), from: 0, to: upto, ends, marks }).map_err(|_| Gone)
+    }
+
+    /// The whole lines of the first `size` bytes of `file`, mapped a window
+    /// at a time; returns where they end (the rest, a line without its
+    /// newline, is left to be read).
+    fn mapped(&mut self, file: &File, size: u64) -> Result<u64, Gone> {
         let page = mapping::page_size();
-        let mut pos = 0u64; // the start of the first line not filtered
+        let mut pos = 0u64; // the start of the first line not handed on
         let mut window = MAP_WINDOW;
         while pos < size {
             let base = pos - pos % page;
@@ -250,47 +325,63 @@ impl Serial {
             };
             let map = Arc::new(map);
             let skip = (pos - base) as usize;
-            let data = &map.bytes()[skip..];
-            let Some(last) = memchr::memrchr(b'\n', data) else {
+            let Some(last) = memchr::memrchr(b'\n', &map.bytes()[skip..]) else {
                 if base + len as u64 == size {
                     break;
                 }
                 window *= 2; // a line longer than the window
                 continue;
             };
-            let data = &data[..last + 1];
+            let whole = last + 1;
             let mut start = 0;
-            while start < data.len() {
+            while start < whole {
+                let data = &map.bytes()[skip..skip + whole];
                 let end = match data.get(start + SERIAL_BLOCK..) {
-                    Some(rest) => memchr::memchr(b'\n', rest).map_or(data.len(), |i| start + SERIAL_BLOCK + i + 1),
-                    None => data.len(),
+                    Some(rest) => memchr::memchr(b'\n', rest).map_or(whole, |i| start + SERIAL_BLOCK + i + 1),
+                    None => whole,
                 };
-                run.bytes += (end - start) as u64;
-                let (aux, segs) = self.lines.block(det, run, name, lineno, &data[start..end]);
-                out.send(Job { bytes: Bytes::Mapped(map.clone()), from: skip + start, to: skip + end, aux, segs })?;
+                self.send(Bytes::Mapped(map.clone()), skip + start, &data[start..end])?;
                 start = end;
             }
-            pos += data.len() as u64;
+            pos += whole as u64;
             window = MAP_WINDOW;
         }
         Ok(pos)
     }
 }
 
+/// What filters a block of whole lines.
+struct Lines {
+    alerts_only: bool,
+    /// Spares the detector the records its prefilter would rule out.
+    skip: Option<Skipper>,
+}
+
 impl Lines {
-    /// Filter the whole lines of `data`: what to write, as segments of
-    /// `data` and of the side buffer returned with them.
-    fn block(&mut self, det: &mut Detector, run: &mut Run, name: &str, lineno: &mut u64, data: &[u8]) -> (Vec<u8>, Vec<Seg>) {
+    /// Filter the whole lines of `data` (ending at `ends`; `marks`: the
+    /// skipper's, found by the reading thread): what to write, as segments
+    /// of `data` and of a side buffer returned with them.
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &mut self,
+        det: &mut Detector,
+        run: &mut Run,
+        name: &str,
+        lineno: &mut u64,
+        data: &[u8],
+        ends: &[u32],
+        marks: Option<Vec<usize>>,
+    ) -> (Vec<u8>, Vec<Seg>) {
         let upto = data.len();
-        self.aux = Vec::new();
-        self.segs = Vec::with_capacity(4);
+        let mut aux = Vec::new();
+        let mut segs = Vec::with_capacity(4);
         let mut span = 0; // start of the untouched records not yet in `segs`
         let mut start = 0;
-        if let Some(s) = &mut self.skip {
-            s.scan(data);
+        if let (Some(s), Some(m)) = (&mut self.skip, marks) {
+            s.set_marks(m);
         }
-        while start < upto {
-            let end = memchr::memchr(b'\n', &data[start..]).map_or(upto, |i| start + i + 1);
+        for &end in ends {
+            let end = end as usize;
             let line = &data[start..end];
             *lineno += 1;
             let (record, blank) = record_of(line);
@@ -304,12 +395,12 @@ impl Lines {
                     Ok(Verdict::Unchanged) => {}
                     Ok(Verdict::Annotated(bytes)) => {
                         if !self.alerts_only {
-                            self.segs.push(Seg::In(span, start));
+                            segs.push(Seg::In(span, start));
                         }
-                        let a = self.aux.len();
-                        self.aux.extend_from_slice(bytes);
-                        self.aux.extend_from_slice(&line[record.len()..]);
-                        self.segs.push(Seg::Aux(a, self.aux.len()));
+                        let a = aux.len();
+                        aux.extend_from_slice(bytes);
+                        aux.extend_from_slice(&line[record.len()..]);
+                        segs.push(Seg::Aux(a, aux.len()));
                         span = end;
                     }
                     Err(e) => run.bad_record(name, *lineno, e),
@@ -318,18 +409,18 @@ impl Lines {
                 // record whose arrival released them: in stream position.
                 if det.queued_alerts() > 0 {
                     if !self.alerts_only {
-                        self.segs.push(Seg::In(span, end));
+                        segs.push(Seg::In(span, end));
                     }
                     span = end;
-                    let a = self.aux.len();
-                    det.take_json_alerts(&mut self.aux);
-                    self.segs.push(Seg::Aux(a, self.aux.len()));
+                    let a = aux.len();
+                    det.take_json_alerts(&mut aux);
+                    segs.push(Seg::Aux(a, aux.len()));
                 }
             }
             start = end;
         }
         if !self.alerts_only {
-            self.segs.push(Seg::In(span, upto));
+            segs.push(Seg::In(span, upto));
         }
         run.warnings(det);
         if run.progress {
@@ -337,6 +428,6 @@ impl Lines {
             let skipped = self.skip.as_ref().map_or(0, Skipper::skipped);
             run.show_progress(name, s.records + skipped, s.annotated + s.standalone_alerts);
         }
-        (std::mem::take(&mut self.aux), std::mem::take(&mut self.segs))
+        (aux, segs)
     }
 }
