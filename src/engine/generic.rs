@@ -142,6 +142,16 @@ impl GenericRun {
         })
     }
 
+    /// See [`Engine::by_fields`].
+    pub fn by_fields(&self) -> Option<Vec<(String, bool)>> {
+        self.engine.by_fields()
+    }
+
+    /// See [`Engine::nothing_under`].
+    pub fn nothing_under(&self, by: &[&str]) -> bool {
+        self.engine.nothing_under(by)
+    }
+
     /// Partial sequences (and held events) now kept.
     pub fn pending(&self) -> u64 {
         self.engine.state_len() as u64

@@ -238,6 +238,9 @@ pub struct Engine {
     /// key → per positive stage (but the last), partials ordered by last pos.
     partials: HashMap<Key, Vec<Vec<Partial>>>,
     n_partials: usize,
+    /// How many of every stage's keys are the sequence's own `by` fields
+    /// (they come first); 0 for any other query.
+    n_by: usize,
     until_last: HashMap<Key, u64>,
     /// Per stage index (missing stages only): key → (pos, time) of events.
     missing_hist: Vec<HashMap<Key, VecDeque<(u64, i64)>>>,
@@ -273,6 +276,10 @@ impl Engine {
         let mut stages = Vec::new();
         let mut until = None;
         let mut maxspan = None;
+        let n_by = match ast {
+            Query::Sequence(seq) => seq.by.len(),
+            _ => 0,
+        };
         let kind = match ast {
             Query::Event(q) => {
                 let cond = cc.event_query(q)?;
@@ -327,6 +334,7 @@ impl Engine {
             watermark: i64::MIN,
             partials: HashMap::default(),
             n_partials: 0,
+            n_by,
             until_last: HashMap::default(),
             missing_hist: (0..n_stages).map(|_| HashMap::default()).collect(),
             n_missing: 0,
@@ -353,6 +361,39 @@ impl Engine {
     /// The fields the query reads (after alias resolution).
     pub fn fields(&self) -> &[String] {
         &self.fields.names
+    }
+
+    /// For a sequence with `by` fields, no missing-event or `until` stage:
+    /// their paths and whether each is read as text, as written (a keyword
+    /// or text field, or one without a type). `None` for any other query.
+    pub fn by_fields(&self) -> Option<Vec<(String, bool)>> {
+        let plain = matches!(self.kind, Kind::Sequence) && self.until.is_none() && self.stages.iter().all(|s| !s.missing);
+        if !plain || self.n_by == 0 {
+            return None;
+        }
+        let keys = &self.stages.first()?.keys[..self.n_by];
+        Some(
+            keys.iter()
+                .map(|k| {
+                    let as_text = match &self.fields.infos[k.slot] {
+                        None => true,
+                        Some(i) => matches!(i.ty, FieldType::Keyword | FieldType::Text | FieldType::Other) && i.null_value.is_none(),
+                    };
+                    (self.fields.names[k.slot].clone(), as_text && !keys.iter().any(|x| x.optional))
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether no partial sequence is kept under these values of the `by`
+    /// fields ([`Engine::by_fields`], each read as text): an event that
+    /// matches only later stages, with these values, then extends nothing.
+    /// False (unsure) when there are too many partials to look through.
+    pub fn nothing_under(&self, by: &[&str]) -> bool {
+        if by.len() != self.n_by || self.partials.len() > 256 {
+            return false;
+        }
+        !self.partials.keys().any(|k| k.len() >= by.len() && k.iter().zip(by).all(|(a, b)| a.as_deref() == Some(*b)))
     }
 
     /// Partial sequences, held results and sample candidates now kept.

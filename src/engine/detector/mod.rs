@@ -807,6 +807,19 @@ impl Detector {
         self.generic.is_some()
     }
 
+    /// For a plain sequence on the generic engine whose `by` fields are
+    /// all read as text: their paths (see [`crate::eql::Engine::by_fields`]).
+    pub(crate) fn generic_by_paths(&self) -> Option<Vec<String>> {
+        let by = self.generic.as_ref()?.by_fields()?;
+        by.iter().all(|(_, text)| *text).then(|| by.into_iter().map(|(p, _)| p).collect())
+    }
+
+    /// Whether nothing waits under these `by` values (generic engine only;
+    /// see [`crate::eql::Engine::nothing_under`]).
+    pub(crate) fn generic_nothing_under(&self, by: &[&str]) -> bool {
+        self.generic.as_ref().is_some_and(|g| g.held() == 0 && g.nothing_under(by))
+    }
+
     /// [`Detector::process`] (or, with `msgpack`, [`Detector::process_msgpack`])
     /// of a record already read as a tree by [`crate::engine::generic::read`], for
     /// a rule on the generic engine: a rule pack reads each record once for

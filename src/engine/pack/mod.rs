@@ -32,7 +32,11 @@
 //! later stages of a plain sequence (no missing-event or `until` stage) in
 //! which no partial sequence waits can extend nothing, and is not handed
 //! to that rule (without `max_lateness`, where an earlier first-stage event
-//! may still come). The one consequence: that record does not move the
+//! may still come). For a rule on the generic engine whose `by` fields are
+//! read as text, the same holds when partial sequences wait, but none under
+//! the record's `by` values (one string each; up to 256 kept partials are
+//! looked through). (A fast rule's detector makes that test itself, per
+//! host key, from the fields the pack hands it.) The one consequence: that record does not move the
 //! rule's watermark, so a first-stage event arriving more than maxspan
 //! behind it, which the rule alone would drop as late, can still pair in a
 //! pack — as Elasticsearch, which orders events by time, would pair it. On
@@ -93,6 +97,9 @@ pub struct PackDetector {
     /// pack's read of a record: `(its slot, the pack's slot)`. Its detector
     /// is handed them rather than reading the record again.
     decide_maps: Vec<Option<Vec<(Slot, Slot)>>>,
+    /// Per plain sequence on the generic engine, its `by` fields in the
+    /// pack's read (see the module docs: later stages while nothing waits).
+    by_slots: Vec<Option<Vec<Slot>>>,
     alerts: VecDeque<PackAlert>,
     /// `max_pending_sequences`, for the whole pack, and the partial
     /// sequences all rules keep (as of their last record).
@@ -134,9 +141,14 @@ impl PackDetector {
                 Some(paths.into_iter().map(|(slot, path)| (slot, precheck.table.intern(&path))).collect())
             })
             .collect();
+        let by_slots = detectors
+            .iter()
+            .map(|d: &Detector| Some(d.generic_by_paths()?.iter().map(|p| precheck.table.intern(p)).collect()))
+            .collect();
         PackDetector {
             index,
             decide_maps,
+            by_slots,
             candidates: Vec::with_capacity(rules.len()),
             precheck,
             gate_later_stages: config.max_lateness_ms == 0,
@@ -376,13 +388,33 @@ impl PackDetector {
             self.indexed_by_rule[c.rule as usize] += 1;
         }
         let (detectors, plain, gate) = (&self.detectors, &self.index.plan.plain_sequence, self.gate_later_stages);
+        let by_slots = &self.by_slots;
         self.candidates.retain_mut(|c| {
             // The later stages of a plain sequence in which nothing waits
             // can extend nothing (see the module docs): not tested.
-            if gate && plain[c.rule as usize] && !detectors[c.rule as usize].has_state() {
-                c.stages &= 1;
-                if c.stages == 0 {
-                    return false;
+            let rule = c.rule as usize;
+            if gate && plain[rule] {
+                if !detectors[rule].has_state() {
+                    c.stages &= 1;
+                    if c.stages == 0 {
+                        return false;
+                    }
+                } else if c.stages & 1 == 0 {
+                    // Nothing waits under this record's `by` values (one
+                    // string each, as the engine reads them).
+                    if let Some(slots) = &by_slots[rule] {
+                        let mut by: Vec<&str> = Vec::with_capacity(slots.len());
+                        for &s in slots {
+                            let mut vals = fields.get(s);
+                            match (vals.next(), vals.next()) {
+                                (Some(Scalar::Str(v)), None) => by.push(v.as_ref()),
+                                _ => break,
+                            }
+                        }
+                        if by.len() == slots.len() && detectors[rule].generic_nothing_under(&by) {
+                            return false;
+                        }
+                    }
                 }
             }
             let Some(checks) = &pc.rules[c.rule as usize] else { return true };
@@ -482,6 +514,44 @@ mod tests {
             texts(r#"sequence [process where x == "first"] [network where y == "second!"]"#),
             [["first"], ["second!"]]
         );
+    }
+
+    /// A record that can only extend a generic plain sequence goes to it
+    /// only when a partial sequence waits under its `by` value; the alerts
+    /// are the rule's alone.
+    #[test]
+    fn later_stages_of_a_generic_sequence_go_where_a_partial_waits() {
+        let q = r#"sequence by host.id with maxspan=1m
+            [process where process.name == "first" and length(process.args) > 0]
+            [network where destination.port == 4444 and length(process.name) > 0]"#;
+        let rule = Rule::from_eql(q, crate::config::rule::meta_for_file("gate")).unwrap();
+        let mut pack = PackDetector::new(vec![rule.clone()], &Config::default());
+        assert!(pack.is_generic(0), "the test needs the generic engine");
+        let mut alone = Detector::with_rule(rule, &Config::default());
+        let ev = |t: u32, host: &str, cat: &str, name: &str, port: u32| {
+            format!(
+                r#"{{"@timestamp":"2026-01-01T00:00:{t:02}Z","event":{{"category":["{cat}"],"id":"e{t}"}},"host":{{"id":"{host}"}},"process":{{"name":"{name}","args":["x"]}},"destination":{{"port":{port}}}}}"#
+            )
+        };
+        let stream = [
+            ev(1, "b", "network", "nc", 4444), // nothing waits anywhere
+            ev(2, "a", "process", "first", 0),
+            ev(3, "b", "network", "nc", 4444), // a partial waits, under "a"
+            ev(4, "a", "network", "nc", 4444), // completes
+        ];
+        let mut tested = Vec::new();
+        let (mut from_pack, mut from_alone) = (0, 0);
+        for r in &stream {
+            from_pack += pack.process(r.as_bytes(), false).unwrap();
+            tested.push(pack.stats(0).records);
+            if let Verdict::Annotated(_) = alone.process(r.as_bytes()).unwrap() {
+                from_alone += 1;
+            }
+            from_alone += alone.queued_alerts();
+            while alone.take_alert().is_some() {}
+        }
+        assert_eq!(tested, [0, 1, 1, 2], "records 1 and 3 are not tested");
+        assert_eq!((from_pack, from_alone), (1, 1));
     }
 
     #[test]
