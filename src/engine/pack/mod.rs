@@ -20,7 +20,8 @@
 //!    relaxation for a generic one;
 //!
 //! and hands the record only to the rules with a stage left. A record the
-//! reader is unsure of (malformed, too deep) goes to every rule, whose
+//! fast scanner is unsure of is read by the validating reader instead; one
+//! that neither reads (malformed, too deep) goes to every rule, whose
 //! detectors read and count it. A stage that requires no string (e.g. `any
 //! where true`) is tested on every record.
 //!
@@ -376,7 +377,10 @@ impl PackDetector {
         let read = if msgpack {
             crate::format::msgpack::extract(&pc.table, record, &mut fields).is_ok()
         } else {
-            pc.table.scan(record, &mut fields).is_ok()
+            // The fast scanner, or where it is unsure (an escape in a field
+            // read, say), the validating reader: only a record neither can
+            // read goes to every rule.
+            pc.table.scan(record, &mut fields).is_ok() || pc.table.extract(record, &mut fields).is_ok()
         };
         if !read {
             self.index.all(&mut self.candidates);
@@ -552,6 +556,21 @@ mod tests {
         }
         assert_eq!(tested, [0, 1, 1, 2], "records 1 and 3 are not tested");
         assert_eq!((from_pack, from_alone), (1, 1));
+    }
+
+    /// An escape in a field read makes the fast scanner unsure; the
+    /// validating reader then reads the record, and only its candidates
+    /// see it (a malformed record still goes to every rule, to be counted).
+    #[test]
+    fn a_record_with_escapes_goes_to_its_candidates_only() {
+        let rule = |q: &str| Rule::from_eql(q, crate::config::rule::meta_for_file("r")).unwrap();
+        let rules = vec![rule(r#"process where process.name == "aaa""#), rule(r#"process where process.name == "bbb""#)];
+        let mut pack = PackDetector::new(rules, &Config::default());
+        let rec = br#"{"@timestamp":"2026-01-01T00:00:00Z","event":{"category":"process","id":"x"},"process":{"name":"\u0061aa"}}"#;
+        assert_eq!(pack.process(rec, false).unwrap(), 1, "rule 0 matches the unescaped value");
+        assert_eq!((pack.stats(0).records, pack.stats(1).records), (1, 0));
+        assert!(pack.process(br#"{"process":{"name":"aaa""#, false).is_err());
+        assert_eq!((pack.stats(0).records, pack.stats(1).records), (2, 1), "a malformed record: every rule counts it");
     }
 
     #[test]
