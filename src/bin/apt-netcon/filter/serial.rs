@@ -28,6 +28,16 @@ enum Bytes {
     None,
 }
 
+impl Bytes {
+    fn get(&self, from: usize, to: usize) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => &m.bytes()[from..to],
+            Bytes::Read(b) => &b[from..to],
+            Bytes::None => &[],
+        }
+    }
+}
+
 /// One block's output: its segments of `bytes[from..to]` and of `aux`.
 struct Job {
     bytes: Bytes,
@@ -41,12 +51,7 @@ struct Job {
 /// `pool`. Stops at the first error (the next send then fails).
 fn writer(rx: Receiver<Job>, mut out: File, pool: Arc<Mutex<Vec<Vec<u8>>>>) -> io::Result<()> {
     for job in rx {
-        let data: &[u8] = match &job.bytes {
-            Bytes::Mapped(m) => &m.bytes()[job.from..job.to],
-            Bytes::Read(b) => &b[job.from..job.to],
-            Bytes::None => &[],
-        };
-        write_segs(&mut out, data, &job.aux, &job.segs)?;
+        write_segs(&mut out, job.bytes.get(job.from, job.to), &job.aux, &job.segs)?;
         if let Bytes::Read(b) = job.bytes {
             if let Ok(mut p) = pool.lock() {
                 if p.len() < WRITES_IN_FLIGHT + 2 && b.len() <= SERIAL_BLOCK {
@@ -124,11 +129,7 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
                 status = ExitCode::from(1);
             }
             Feed::Block { bytes, from, to, ends, marks } => {
-                let data: &[u8] = match &bytes {
-                    Bytes::Mapped(m) => &m.bytes()[from..to],
-                    Bytes::Read(b) => &b[from..to],
-                    Bytes::None => &[],
-                };
+                let data = bytes.get(from, to);
                 run.bytes += data.len() as u64;
                 let (aux, segs) = lines.block(&mut det, &mut run, name, &mut lineno, data, &ends, marks);
                 if out.send(Job { bytes, from, to, aux, segs }).is_err() {
@@ -154,7 +155,9 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
     let mut tail = Vec::new();
     det.take_json_alerts(&mut tail);
     let last = Job { bytes: Bytes::None, from: 0, to: 0, segs: vec![Seg::Aux(0, tail.len())], aux: tail };
-    if let Err(e) = out.send(last).and_then(|_| out.finish()).or_else(|e| out.finish().and(Err(e))) {
+    let sent = out.send(last);
+    // (The writer's own error, if it stopped, says more than the send's.)
+    if let Err(e) = out.finish().and(sent) {
         eprintln!("apt-netcon: writing output: {e}");
         return ExitCode::from(1);
     }
@@ -230,21 +233,16 @@ impl Reader {
         }
     }
 
-    /// Hand on the whole lines of `data` (`bytes[from..]`, which holds it).
-    fn send(&mut self, bytes: Bytes, from: usize, data: &[u8]) -> Result<(), Gone> {
-        let (ends, marks) = self.survey(data);
-        let block = Feed::Block { bytes, from, to: from + data.len(), ends, marks };
-        self.tx.send(block).map_err(|_| Gone)
-    }
-
-    /// The line ends of `data` (the last line may lack its newline) and
-    /// the skipper's marks.
-    fn survey(&mut self, data: &[u8]) -> (Vec<u32>, Option<Vec<usize>>) {
+    /// Hand on the whole lines `bytes[from..to]`, with their line ends (the
+    /// last line may lack its newline) and the skipper's marks.
+    fn send(&mut self, bytes: Bytes, from: usize, to: usize) -> Result<(), Gone> {
+        let data = bytes.get(from, to);
         let mut ends: Vec<u32> = memchr::memchr_iter(b'\n', data).map(|i| i as u32 + 1).collect();
         if ends.last().map_or(0, |&e| e as usize) < data.len() {
             ends.push(data.len() as u32);
         }
-        (ends, self.skip.as_mut().map(|s| s.marks_of(data)))
+        let marks = self.skip.as_mut().map(|s| s.marks_of(data));
+        self.tx.send(Feed::Block { bytes, from, to, ends, marks }).map_err(|_| Gone)
     }
 
     /// One input: `Err(Gone)` when the detector's thread has stopped.
@@ -295,19 +293,13 @@ impl Reader {
                 }
                 next[..len - upto].copy_from_slice(&self.buf[upto..len]);
                 let full = std::mem::replace(&mut self.buf, next);
-                self.send_read(full, upto)?;
+                self.send(Bytes::Read(full), 0, upto)?;
                 len -= upto;
             }
             if eof {
                 return Ok(Ok(()));
             }
         }
-    }
-
-    /// Hand on the first `upto` bytes (whole lines) of a read buffer.
-    fn send_read(&mut self, full: Vec<u8>, upto: usize) -> Result<(), Gone> {
-        let (ends, marks) = self.survey(&full[..upto]);
-        self.tx.send(Feed::Block { bytes: Bytes::Read(full), from: 0, to: upto, ends, marks }).map_err(|_| Gone)
     }
 
     /// The whole lines of the first `size` bytes of `file`, mapped a window
@@ -340,7 +332,7 @@ impl Reader {
                     Some(rest) => memchr::memchr(b'\n', rest).map_or(whole, |i| start + SERIAL_BLOCK + i + 1),
                     None => whole,
                 };
-                self.send(Bytes::Mapped(map.clone()), skip + start, &data[start..end])?;
+                self.send(Bytes::Mapped(map.clone()), skip + start, skip + end)?;
                 start = end;
             }
             pos += whole as u64;

@@ -46,13 +46,64 @@ enum Source {
     Mapped { map: Arc<Map>, file: Arc<File>, start: u64, end: u64 },
 }
 
+/// A block's whole lines: a range of a mapped file, or a buffer read from
+/// `begin`.
+enum Lines {
+    Mapped(Arc<Map>, usize, usize),
+    Owned { buf: Vec<u8>, begin: usize },
+}
+
+impl Lines {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Lines::Mapped(map, from, to) => &map.bytes()[*from..*to],
+            Lines::Owned { buf, begin } => &buf[*begin..],
+        }
+    }
+}
+
+/// The lines of `source` (read now when they come from a file: into a
+/// buffer from `pool`), and the error if they could not be read.
+fn take_lines(source: Option<Source>, pool: &Mutex<Vec<Vec<u8>>>) -> (Lines, Option<io::Error>) {
+    let (file, start, end) = match source {
+        None => return (Lines::Owned { buf: Vec::new(), begin: 0 }, None),
+        Some(Source::Bytes(buf)) => return (Lines::Owned { buf, begin: 0 }, None),
+        Some(Source::Mapped { map, file, start, end }) => match mapped_lines(&map, start, end) {
+            Some((from, to)) => return (Lines::Mapped(map, from, to), None),
+            None => (file, start, Some(end)),
+        },
+        Some(Source::File { file, start, end }) => (file, start, end),
+    };
+    let mut buf = pool.lock().unwrap().pop().unwrap_or_default();
+    match read_lines_at(&file, start, end, &mut buf) {
+        Ok(begin) => (Lines::Owned { buf, begin }, None),
+        Err(e) => {
+            buf.clear();
+            (Lines::Owned { buf, begin: 0 }, Some(e))
+        }
+    }
+}
+
+/// The blocks of a regular file of `size` bytes, `block` bytes each (its
+/// lines that start in each range): ranges of `map` when the file could be
+/// mapped, but the last block, which reads on to the end of the file (it
+/// may have grown since).
+fn file_sources(file: &Arc<File>, map: Option<&Arc<Map>>, size: u64, block: u64) -> Vec<Source> {
+    let count = size.div_ceil(block).max(1);
+    (0..count)
+        .map(|i| {
+            let end = (i + 1 < count).then_some((i + 1) * block);
+            match (map, end) {
+                (Some(map), Some(end)) => Source::Mapped { map: map.clone(), file: file.clone(), start: i * block, end },
+                _ => Source::File { file: file.clone(), start: i * block, end },
+            }
+        })
+        .collect()
+}
+
 /// The lines of a block and where each goes.
 struct Routed {
-    /// The block's bytes: whole lines, from `begin` (in `data`, or in
-    /// `mapped` when it is set: its range of a mapped file).
-    data: Vec<u8>,
-    begin: usize,
-    mapped: Option<(Arc<Map>, usize, usize)>,
+    lines: Lines,
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
     /// End of each line (its terminator included); a line starts where the
     /// previous one ends.
@@ -67,10 +118,7 @@ struct Routed {
 impl Routed {
     /// The block's whole lines.
     fn lines(&self) -> &[u8] {
-        match &self.mapped {
-            Some((map, from, to)) => &map.bytes()[*from..*to],
-            None => &self.data[self.begin..],
-        }
+        self.lines.bytes()
     }
 }
 
@@ -91,7 +139,8 @@ fn mapped_lines(map: &Map, start: u64, end: u64) -> Option<(usize, usize)> {
 
 impl Drop for Routed {
     fn drop(&mut self) {
-        let data = std::mem::take(&mut self.data);
+        let Lines::Owned { buf, .. } = &mut self.lines else { return };
+        let data = std::mem::take(buf);
         if let Ok(mut p) = self.pool.lock() {
             if p.len() < 16 {
                 p.push(data);
@@ -191,81 +240,41 @@ impl Block {
 
     fn route(&self, p: &mut Partitioner, mut skip: Option<&mut Skipper>, owner: usize) {
         let source = self.source.lock().unwrap().take();
-        let mut error = None;
-        let mut begin = 0;
-        let mut mapped = None;
-        let source = match source {
-            Some(Source::Mapped { map, file, start, end }) => match mapped_lines(&map, start, end) {
-                Some((from, to)) => {
-                    mapped = Some((map, from, to));
-                    None
-                }
-                None => Some(Source::File { file, start, end: Some(end) }),
-            },
-            s => s,
-        };
-        let buf = match source {
-            Some(Source::Bytes(b)) => b,
-            Some(Source::Mapped { .. }) => unreachable!("taken above"),
-            Some(Source::File { file, start, end }) => {
-                let mut buf = self.pool.lock().unwrap().pop().unwrap_or_default();
-                match read_lines_at(&file, start, end, &mut buf) {
-                    Ok(b) => begin = b,
-                    Err(e) => {
-                        buf.clear();
-                        error = Some(e);
-                    }
-                }
-                buf
-            }
-            None => Vec::new(),
-        };
-        let data = match &mapped {
-            Some((map, from, to)) => &map.bytes()[*from..*to],
-            None => &buf[begin..],
-        };
-        let mut r = Routed {
-            data: Vec::new(),
-            begin,
-            mapped: mapped.clone(),
-            pool: self.pool.clone(),
-            ends: Vec::with_capacity(data.len() / 512),
-            routes: Vec::new(),
-            skipped: 0,
-            blank: 0,
-            error,
-        };
-        r.routes.reserve(r.ends.capacity());
+        let (lines, error) = take_lines(source, &self.pool);
+        let data = lines.bytes();
+        let mut ends = Vec::with_capacity(data.len() / 512);
+        let mut routes = Vec::with_capacity(ends.capacity());
+        let (mut skipped, mut blank) = (0, 0);
         if let Some(s) = skip.as_deref_mut() {
             s.scan(data);
         }
         let mut start = 0;
         while start < data.len() {
             let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i + 1);
-            let (record, blank) = record_of(&data[start..end]);
-            let route = if blank {
-                r.blank += 1;
+            let (record, is_blank) = record_of(&data[start..end]);
+            let route = if is_blank {
+                blank += 1;
                 BLANK
             } else if skip.as_deref_mut().is_some_and(|s| s.skips(start, record)) {
                 // Ruled out by its bytes, as the partitioner would.
-                r.skipped += 1;
+                skipped += 1;
                 SKIP
             } else {
                 let routed = if skip.is_some() { p.route_unskipped(record) } else { p.route(record) };
                 match routed {
                     Route::Skip => {
-                        r.skipped += 1;
+                        skipped += 1;
                         SKIP
                     }
                     Route::Any => owner as u8,
                     Route::Worker(w) => w as u8,
                 }
             };
-            r.ends.push(end as u32);
-            r.routes.push(route);
+            ends.push(end as u32);
+            routes.push(route);
             start = end;
         }
-        r.data = buf;
+        let r = Routed { lines, pool: self.pool.clone(), ends, routes, skipped, blank, error };
         *self.routed.lock().unwrap() = Some(Arc::new(r));
         self.routed_cv.notify_all();
     }
@@ -435,19 +444,10 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
         };
         if let Some(size) = size {
             let file = Arc::new(input);
-            let block = THREAD_BLOCK as u64;
-            let count = size.div_ceil(block).max(1);
             // Mapped whole, its pages mapped as the workers first read them
             // (not mappable: read).
             let map = Map::lazy(&file, 0, size as usize).ok().map(Arc::new);
-            for i in 0..count {
-                // The last block reads on to the end of the file (which may
-                // have grown since).
-                let end = (i + 1 < count).then_some((i + 1) * block);
-                let source = match (&map, end) {
-                    (Some(map), Some(end)) => Source::Mapped { map: map.clone(), file: file.clone(), start: i * block, end },
-                    _ => Source::File { file: file.clone(), start: i * block, end },
-                };
+            for (i, source) in file_sources(&file, map.as_ref(), size, THREAD_BLOCK as u64).into_iter().enumerate() {
                 let b = new_block(seq, fi, i == 0, source);
                 seq += 1;
                 if !send(b) {
@@ -617,57 +617,35 @@ fn write_blocks(
 mod tests {
     use super::*;
 
-    /// Cut into byte ranges of any size, a file's lines come back whole,
-    /// each once, in order: a line belongs to the range it starts in.
+    /// Cut into blocks of any size, read or mapped, a file's lines come
+    /// back whole, each once, in order: a line belongs to the block it
+    /// starts in. A mapped block is read instead only when its last line
+    /// runs past the mapping (the file's unterminated last line).
     #[test]
-    fn byte_ranges_give_every_line_once() {
+    fn blocks_give_every_line_once() {
         let text = b"{\"a\":1}\n\n{\"bb\":22}\r\nxyz\n\n\nlast line without newline";
         let path = std::env::temp_dir().join(format!("apt-netcon-ranges-{}", std::process::id()));
         std::fs::write(&path, text).unwrap();
-        let file = File::open(&path).unwrap();
-        let len = text.len() as u64;
-        for size in 1..=len + 1 {
-            let count = len.div_ceil(size).max(1);
-            let mut got = Vec::new();
-            for i in 0..count {
-                let end = (i + 1 < count).then_some((i + 1) * size);
-                let mut buf = Vec::new();
-                let begin = read_lines_at(&file, i * size, end, &mut buf).unwrap();
-                got.extend_from_slice(&buf[begin..]);
-            }
-            assert_eq!(got, text.to_vec(), "range size {size}");
-        }
-        std::fs::remove_file(path).unwrap();
-    }
-
-    /// The same from a mapping: every line once, in order; a range whose
-    /// last line runs past the mapping is left to be read.
-    #[test]
-    fn mapped_ranges_give_every_line_once() {
-        let text = b"{\"a\":1}\n\n{\"bb\":22}\r\nxyz\n\n\nlast line without newline";
-        let path = std::env::temp_dir().join(format!("apt-netcon-mapped-{}", std::process::id()));
-        std::fs::write(&path, text).unwrap();
-        let file = File::open(&path).unwrap();
-        let map = Map::lazy(&file, 0, text.len()).unwrap();
+        let file = Arc::new(File::open(&path).unwrap());
+        let map = Arc::new(Map::lazy(&file, 0, text.len()).unwrap());
         let len = text.len() as u64;
         let last_start = text.iter().rposition(|&b| b == b'\n').unwrap() as u64 + 1;
+        let pool = Mutex::new(Vec::new());
         for size in 1..=len + 1 {
-            let count = len.div_ceil(size).max(1);
-            let mut got = Vec::new();
-            for i in 0..count {
-                let (start, end) = (i * size, ((i + 1) * size).min(len));
-                match mapped_lines(&map, start, end) {
-                    Some((from, to)) => got.extend_from_slice(&map.bytes()[from..to]),
-                    None => {
-                        // Only the range holding the unterminated last line.
-                        assert!(start <= last_start && last_start < end.max(start + 1), "range size {size}, block {i}");
-                        let mut buf = Vec::new();
-                        let begin = read_lines_at(&file, start, None, &mut buf).unwrap();
-                        got.extend_from_slice(&buf[begin..]);
+            for mapped in [None, Some(&map)] {
+                let mut got = Vec::new();
+                for source in file_sources(&file, mapped, len, size) {
+                    if let Source::Mapped { map, start, end, .. } = &source {
+                        if mapped_lines(map, *start, *end).is_none() {
+                            assert!(*start <= last_start && last_start < *end, "range size {size}, block at {start}");
+                        }
                     }
+                    let (lines, error) = take_lines(Some(source), &pool);
+                    assert!(error.is_none());
+                    got.extend_from_slice(lines.bytes());
                 }
+                assert_eq!(got, text.to_vec(), "range size {size}, mapped: {}", mapped.is_some());
             }
-            assert_eq!(got, text.to_vec(), "range size {size}");
         }
         std::fs::remove_file(path).unwrap();
     }
