@@ -143,7 +143,7 @@ impl GenericRun {
     }
 
     /// See [`Engine::by_fields`].
-    pub fn by_fields(&self) -> Option<Vec<(String, bool)>> {
+    pub fn by_fields(&self) -> Option<Vec<String>> {
         self.engine.by_fields()
     }
 

@@ -363,26 +363,24 @@ impl Engine {
         &self.fields.names
     }
 
-    /// For a sequence with `by` fields, no missing-event or `until` stage:
-    /// their paths and whether each is read as text, as written (a keyword
-    /// or text field, or one without a type). `None` for any other query.
-    pub fn by_fields(&self) -> Option<Vec<(String, bool)>> {
+    /// The paths of a sequence's `by` fields, when it has some, no
+    /// missing-event or `until` stage, and every `by` field is required and
+    /// read as text, as written (a keyword or text field, or one without a
+    /// type): what [`Engine::nothing_under`] takes. `None` otherwise.
+    pub fn by_fields(&self) -> Option<Vec<String>> {
         let plain = matches!(self.kind, Kind::Sequence) && self.until.is_none() && self.stages.iter().all(|s| !s.missing);
         if !plain || self.n_by == 0 {
             return None;
         }
+        let as_text = |k: &KeySpec| {
+            !k.optional
+                && match &self.fields.infos[k.slot] {
+                    None => true,
+                    Some(i) => matches!(i.ty, FieldType::Keyword | FieldType::Text | FieldType::Other) && i.null_value.is_none(),
+                }
+        };
         let keys = &self.stages.first()?.keys[..self.n_by];
-        Some(
-            keys.iter()
-                .map(|k| {
-                    let as_text = match &self.fields.infos[k.slot] {
-                        None => true,
-                        Some(i) => matches!(i.ty, FieldType::Keyword | FieldType::Text | FieldType::Other) && i.null_value.is_none(),
-                    };
-                    (self.fields.names[k.slot].clone(), as_text && !keys.iter().any(|x| x.optional))
-                })
-                .collect(),
-        )
+        keys.iter().all(as_text).then(|| keys.iter().map(|k| self.fields.names[k.slot].clone()).collect())
     }
 
     /// Whether no partial sequence is kept under these values of the `by`

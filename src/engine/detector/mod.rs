@@ -609,16 +609,19 @@ impl Detector {
     }
 
     /// For a rule pack, which has read the record once for all its rules: a
-    /// record of a fast rule with its decisive fields (`decided`, filled
-    /// in this detector's slots from that read, in a buffer from
-    /// [`Detector::fields_buf`], which gets it back). What
+    /// record of a fast rule, with that read (`read`) and where this
+    /// detector's decisive fields are in it (`map`: `(this detector's slot,
+    /// the read's slot)`, from [`Detector::decide_paths`]). What
     /// [`Detector::process`] (or [`Detector::process_msgpack`]) does after
     /// its own read of them; the same outcome.
-    pub(crate) fn process_read<'r>(&mut self, record: &'r [u8], msgpack: bool, decided: Fields<'r>) -> Result<Verdict<'_>, RecordError> {
+    pub(crate) fn process_read(&mut self, record: &[u8], msgpack: bool, read: &Fields, map: &[(Slot, Slot)]) -> Result<Verdict<'_>, RecordError> {
         let lone = if msgpack { lone_string_member_msgpack } else { lone_string_member_json };
-        if let Err(e) = self.take_in(record, lone) {
-            self.scratch.fields.put_back(decided);
-            return Err(e);
+        self.take_in(record, lone)?;
+        let mut decided = self.scratch.fields.take();
+        for &(mine, theirs) in map {
+            for v in read.get(theirs) {
+                decided.push(mine, v.clone());
+            }
         }
         let unchanged = self.decides_unchanged(record, msgpack, &decided);
         self.scratch.fields.put_back(decided);
@@ -636,11 +639,6 @@ impl Detector {
             return None;
         }
         Some(decide_slots(&self.rule, self.ts_slot).into_iter().map(|s| (s, self.table.name(s).to_string())).collect())
-    }
-
-    /// The allocation for [`Detector::process_read`]'s fields.
-    pub(crate) fn fields_buf(&mut self) -> &mut FieldsBuf {
-        &mut self.scratch.fields
     }
 
     /// Evaluate one record given as a MessagePack map (a Fluent Bit record
@@ -807,11 +805,9 @@ impl Detector {
         self.generic.is_some()
     }
 
-    /// For a plain sequence on the generic engine whose `by` fields are
-    /// all read as text: their paths (see [`crate::eql::Engine::by_fields`]).
+    /// See [`crate::eql::Engine::by_fields`] (generic engine only).
     pub(crate) fn generic_by_paths(&self) -> Option<Vec<String>> {
-        let by = self.generic.as_ref()?.by_fields()?;
-        by.iter().all(|(_, text)| *text).then(|| by.into_iter().map(|(p, _)| p).collect())
+        self.generic.as_ref()?.by_fields()
     }
 
     /// Whether nothing waits under these `by` values (generic engine only;

@@ -77,6 +77,10 @@ use index::*;
 use needles::*;
 use precheck::*;
 
+/// The most `by` fields of a generic sequence the later-stage gate reads
+/// (more: the rule sees the record).
+const MAX_BY: usize = 8;
+
 /// A standalone alert record of one rule of the pack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackAlert {
@@ -331,13 +335,7 @@ impl PackDetector {
                 d.process_parsed(record, msgpack, tree)
             } else if let (Some(fields), Some(map)) = (&read, &self.decide_maps[i]) {
                 // Its decisive fields, from the pack's read of the record.
-                let mut mine = d.fields_buf().take();
-                for &(to, from) in map {
-                    for v in fields.get(from) {
-                        mine.push(to, v.clone());
-                    }
-                }
-                d.process_read(record, msgpack, mine)
+                d.process_read(record, msgpack, fields, map)
             } else if msgpack {
                 d.process_msgpack(record)
             } else {
@@ -369,8 +367,8 @@ impl PackDetector {
     /// The candidates of one record (`FieldIndex`), keeping of them only
     /// the stages whose test the record passes (`PreCheck`), and the
     /// candidates with a stage left; returns the fields read (to give back
-    /// to `precheck.fields`). A record the table's reader is unsure of goes
-    /// to every rule (their detectors then read and count it): `None`.
+    /// to `precheck.fields`). A record neither reader can read goes to
+    /// every rule (their detectors then read and count it): `None`.
     fn select<'r>(&mut self, record: &'r [u8], msgpack: bool) -> Option<Fields<'r>> {
         let pc = &mut self.precheck;
         let mut fields = pc.fields.take();
@@ -406,16 +404,19 @@ impl PackDetector {
                 } else if c.stages & 1 == 0 {
                     // Nothing waits under this record's `by` values (one
                     // string each, as the engine reads them).
-                    if let Some(slots) = &by_slots[rule] {
-                        let mut by: Vec<&str> = Vec::with_capacity(slots.len());
-                        for &s in slots {
+                    if let Some(slots) = by_slots[rule].as_deref().filter(|s| s.len() <= MAX_BY) {
+                        let mut by = [""; MAX_BY];
+                        let found = slots.iter().zip(&mut by).all(|(&s, b)| {
                             let mut vals = fields.get(s);
                             match (vals.next(), vals.next()) {
-                                (Some(Scalar::Str(v)), None) => by.push(v.as_ref()),
-                                _ => break,
+                                (Some(Scalar::Str(v)), None) => {
+                                    *b = v.as_ref();
+                                    true
+                                }
+                                _ => false,
                             }
-                        }
-                        if by.len() == slots.len() && detectors[rule].generic_nothing_under(&by) {
+                        });
+                        if found && detectors[rule].generic_nothing_under(&by[..slots.len()]) {
                             return false;
                         }
                     }
