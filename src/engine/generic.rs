@@ -62,6 +62,10 @@ pub struct GenericRun {
     max_seen: Option<i64>,
     matches: Vec<Match>,
     out: Vec<u8>,
+    /// What a record's tree must hold for this rule: the fields its query
+    /// reads and its alert carries ([`crate::engine::pruned`]).
+    paths: Vec<String>,
+    tree_paths: crate::engine::pruned::TreePaths,
 }
 
 /// Settings the generic run takes from the config.
@@ -120,8 +124,14 @@ impl GenericRun {
                 carry.push(f.clone());
             }
         }
+        let mut paths = carry.clone();
+        if !paths.iter().any(|p| p == "@timestamp") {
+            paths.push("@timestamp".to_string());
+        }
         engine.set_carry_fields(carry);
         Ok(GenericRun {
+            tree_paths: crate::engine::pruned::TreePaths::new(paths.iter().map(String::as_str)),
+            paths,
             engine,
             index,
             parts: if rule.writes_apt_alert() { RuleParts::new(rule.meta()) } else { RuleParts::generic(rule.meta()) },
@@ -140,6 +150,12 @@ impl GenericRun {
             matches: Vec::new(),
             out: Vec::new(),
         })
+    }
+
+    /// The paths a record's tree must hold for this rule (see
+    /// [`crate::engine::pruned`]).
+    pub fn tree_paths(&self) -> &[String] {
+        &self.paths
     }
 
     /// See [`Engine::by_fields`].
@@ -200,7 +216,7 @@ impl GenericRun {
         let parsed = match parsed {
             Some(p) => p,
             None => {
-                owned = read(record, msgpack);
+                owned = if msgpack { read(record, true) } else { crate::engine::pruned::read_pruned(record, &self.tree_paths) };
                 &owned
             }
         };
@@ -474,7 +490,7 @@ fn digest128(parts: &[&str]) -> u128 {
 
 fn event_time(event: &Value) -> Option<i64> {
     let mut raw = Vec::new();
-    crate::eql::eval::collect(event, &["@timestamp".to_string()], &mut raw);
+    crate::eql::eval::collect(event, "@timestamp", &mut raw);
     match raw.first()? {
         Value::String(s) => crate::eql::value::parse_date(s),
         Value::Number(n) => n.as_i64(),

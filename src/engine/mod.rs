@@ -29,5 +29,6 @@ pub mod generic;
 pub mod hostq;
 pub mod pack;
 mod prefilter;
+pub mod pruned;
 pub mod sequence;
 pub mod standalone;

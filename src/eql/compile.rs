@@ -19,7 +19,12 @@
 //! `?` only; glob crates (`globset`, `wildmatch`) also read `[…]` classes,
 //! which EQL takes literally, and none folds case as Elasticsearch does. The
 //! matcher here runs on every record a stage tests, byte by byte on ASCII
-//! without allocating.
+//! without allocating; a pattern is compiled once ([`Glob`]) into its
+//! pieces between stars, found with `memchr`'s substring search.
+//!
+//! The parts of every `and` and `or` are tested cheapest first
+//! ([`Pred::cheapest_first`]): equality before wildcards, wildcards before
+//! regular expressions.
 
 use crate::eql::{CmpOp, EventQuery, Expr, Field, Literal, MatchOp, Query, RuleError, RuleErrorKind, Span};
 use crate::format::event::{FieldTable, Fields, Scalar, Slot};
@@ -95,7 +100,7 @@ pub enum Test {
     /// Equality with any of these strings after lower-casing both sides.
     StrInFold(Vec<String>),
     /// Wildcard (`*`, `?`) match against any pattern.
-    Wildcard { patterns: Vec<String>, fold: bool },
+    Wildcard { patterns: Vec<Glob>, fold: bool },
     StartsWith { needles: Vec<String>, fold: bool },
     EndsWith { needles: Vec<String>, fold: bool },
     Contains { needles: Vec<String>, fold: bool },
@@ -272,7 +277,7 @@ impl<'s> Compiler<'s> {
     }
 
     fn stage(&mut self, q: &EventQuery, seq_by: &[Field], by: &[Field]) -> Result<CompiledStage, RuleError> {
-        let predicate = self.expr(&q.condition)?;
+        let predicate = self.expr(&q.condition)?.cheapest_first();
         let keys = seq_by.iter().chain(by).map(|f| self.slot(f)).collect();
         Ok(CompiledStage { category: q.category.clone(), predicate, keys })
     }
@@ -426,9 +431,9 @@ impl<'s> Compiler<'s> {
             }
             MatchOp::InInsensitive => alts.push(Pred::Any(slot, Test::StrInFold(strings.iter().map(|s| fold(s)).collect()))),
             MatchOp::Colon | MatchOp::LikeInsensitive => {
-                alts.push(Pred::Any(slot, Test::Wildcard { patterns: strings.iter().map(|s| fold(s)).collect(), fold: true }))
+                alts.push(Pred::Any(slot, Test::Wildcard { patterns: strings.iter().map(|s| Glob::new(fold(s))).collect(), fold: true }))
             }
-            MatchOp::Like => alts.push(Pred::Any(slot, Test::Wildcard { patterns: strings, fold: false })),
+            MatchOp::Like => alts.push(Pred::Any(slot, Test::Wildcard { patterns: strings.into_iter().map(Glob::new).collect(), fold: false })),
             MatchOp::Regex | MatchOp::RegexInsensitive if self.regex => {
                 let ci = op == MatchOp::RegexInsensitive;
                 let mut res = Vec::new();
@@ -496,7 +501,7 @@ impl<'s> Compiler<'s> {
                 }
                 Test::CidrIn(nets)
             }
-            "wildcard" => Test::Wildcard { patterns: strs_f(strs), fold: ci },
+            "wildcard" => Test::Wildcard { patterns: strs_f(strs).into_iter().map(Glob::new).collect(), fold: ci },
             "startswith" => Test::StartsWith { needles: strs_f(strs), fold: ci },
             "endswith" => Test::EndsWith { needles: strs_f(strs), fold: ci },
             _ => Test::Contains { needles: strs_f(strs), fold: ci },
@@ -722,6 +727,93 @@ pub fn wildcard_match(value: &str, pattern: &str, fold: bool) -> bool {
     wildcard_match_with(value, value.is_ascii(), pattern, fold)
 }
 
+/// A wildcard pattern compiled once (already folded when matched with
+/// `fold`). A pattern of ASCII with `*` but no `?` (nearly every rule's) is
+/// split at its stars: an ASCII value must start with the first piece, end
+/// with the last, and hold the others in order between them, found
+/// leftmost-first with `memchr`'s substring search (which is exact for
+/// `*`-only patterns). Any other pattern or value goes to the general
+/// matcher ([`wildcard_match`]).
+#[derive(Debug, Clone)]
+pub struct Glob {
+    text: String,
+    pieces: Option<Pieces>,
+}
+
+#[derive(Debug, Clone)]
+struct Pieces {
+    first: Vec<u8>,
+    middle: Vec<memchr::memmem::Finder<'static>>,
+    last: Vec<u8>,
+    /// Whether the pattern holds a `*` (else it is `first`, whole).
+    star: bool,
+}
+
+impl Glob {
+    pub fn new(pattern: String) -> Glob {
+        let pieces = (pattern.is_ascii() && !pattern.contains('?')).then(|| {
+            let parts: Vec<&[u8]> = pattern.as_bytes().split(|&c| c == b'*').collect();
+            let star = parts.len() > 1;
+            let last = if star { parts[parts.len() - 1].to_vec() } else { Vec::new() };
+            let middle = if star { &parts[1..parts.len() - 1] } else { &[][..] };
+            Pieces {
+                first: parts[0].to_vec(),
+                middle: middle.iter().filter(|m| !m.is_empty()).map(|m| memchr::memmem::Finder::new(m).into_owned()).collect(),
+                last,
+                star,
+            }
+        });
+        Glob { text: pattern, pieces }
+    }
+
+    /// The pattern as written (folded for a case-insensitive match).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether `value` (ASCII: `value_ascii`) matches; `fold` lower-cases it.
+    pub fn matches(&self, value: &str, value_ascii: bool, fold: bool) -> bool {
+        let Some(p) = self.pieces.as_ref().filter(|_| value_ascii) else {
+            return wildcard_match_with(value, value_ascii, &self.text, fold);
+        };
+        let v = value.as_bytes();
+        let eq = |a: &[u8], b: &[u8]| if fold { a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_ascii_lowercase() == *y) } else { a == b };
+        if !p.star {
+            return v.len() == p.first.len() && eq(v, &p.first);
+        }
+        let (f, l) = (p.first.len(), p.last.len());
+        if v.len() < f + l || !eq(&v[..f], &p.first) || !eq(&v[v.len() - l..], &p.last) {
+            return false;
+        }
+        if p.middle.is_empty() {
+            return true;
+        }
+        let inner = &v[f..v.len() - l];
+        if fold && inner.iter().any(u8::is_ascii_uppercase) {
+            let lower = inner.to_ascii_lowercase();
+            return in_order(&p.middle, &lower);
+        }
+        in_order(&p.middle, inner)
+    }
+}
+
+fn sorted_by_cost(v: Vec<Pred>) -> Vec<Pred> {
+    let mut v: Vec<(usize, Pred)> = v.into_iter().map(|p| p.cheapest_first()).map(|p| (p.cost(), p)).collect();
+    v.sort_by_key(|(c, _)| *c);
+    v.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Whether every piece occurs in `hay`, in order, without overlapping.
+fn in_order(pieces: &[memchr::memmem::Finder<'static>], mut hay: &[u8]) -> bool {
+    for m in pieces {
+        match m.find(hay) {
+            Some(at) => hay = &hay[at + m.needle().len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 /// [`wildcard_match`], told whether `value` is ASCII (one check for every
 /// pattern tried on a value).
 fn wildcard_match_with(value: &str, value_ascii: bool, pattern: &str, fold: bool) -> bool {
@@ -813,7 +905,7 @@ impl Test {
                     Test::StrInFold(set) => set.iter().any(|s| eq_fold(k, s)),
                     Test::Wildcard { patterns, fold } => {
                         let ascii = k.is_ascii();
-                        patterns.iter().any(|p| wildcard_match_with(k, ascii, p, *fold))
+                        patterns.iter().any(|p| p.matches(k, ascii, *fold))
                     }
                     Test::StartsWith { needles, fold } => {
                         let k = if *fold { std::borrow::Cow::Owned(crate::eql::compile::fold(k)) } else { k.into() };
@@ -836,6 +928,42 @@ impl Test {
 }
 
 impl Pred {
+    /// The same predicate with the parts of every `and` and `or` in order of
+    /// their cost to evaluate, cheapest first (stable): a conjunction most
+    /// records fail then usually fails on an equality before any wildcard
+    /// or regular expression is tried. The order changes no outcome (every
+    /// part is a pure test).
+    pub fn cheapest_first(self) -> Pred {
+        match self {
+            Pred::And(v) => Pred::And(sorted_by_cost(v)),
+            Pred::Or(v) => Pred::Or(sorted_by_cost(v)),
+            Pred::Not(p) => Pred::Not(Box::new(p.cheapest_first())),
+            p => p,
+        }
+    }
+
+    /// A rough cost of evaluating the predicate on one record.
+    fn cost(&self) -> usize {
+        match self {
+            Pred::Const(_) => 0,
+            Pred::IsNull(_) => 1,
+            Pred::Not(p) => p.cost(),
+            Pred::And(v) | Pred::Or(v) => v.iter().map(Pred::cost).sum(),
+            Pred::Any(_, t) => {
+                2 + match t {
+                    Test::Num(..) | Test::Bool(_) | Test::StrOrd(..) => 1,
+                    Test::StrIn(v) => 1 + v.len() / 8,
+                    Test::StrInFold(v) => 4 + v.len() / 2,
+                    Test::StartsWith { needles, .. } | Test::EndsWith { needles, .. } => 2 + needles.len() / 4,
+                    Test::Contains { needles, .. } => 4 + needles.len(),
+                    Test::Wildcard { patterns, .. } => 3 + patterns.len(),
+                    Test::IpIn(_) | Test::CidrIn(_) => 8,
+                    Test::Regex(v) => 30 * v.len(),
+                }
+            }
+        }
+    }
+
     /// Evaluate against one record's fields.
     pub fn eval(&self, f: &Fields) -> bool {
         match self {
@@ -906,8 +1034,25 @@ mod tests {
                 assert_eq!(wildcard_match(v, p, false), reference(v.as_bytes(), p.as_bytes()), "{v:?} like {p:?}");
                 let folded = v.to_ascii_lowercase();
                 assert_eq!(wildcard_match(v, p, true), reference(folded.as_bytes(), p.as_bytes()), "{v:?} like~ {p:?}");
+                let g = Glob::new(p.clone());
+                assert_eq!(g.matches(v, v.is_ascii(), false), reference(v.as_bytes(), p.as_bytes()), "{v:?} like {p:?} (compiled)");
+                assert_eq!(g.matches(v, v.is_ascii(), true), reference(folded.as_bytes(), p.as_bytes()), "{v:?} like~ {p:?} (compiled)");
             }
         }
+    }
+
+    /// The parts of an `and` are tested cheapest first, whatever their
+    /// order in the query; the outcome is the query's.
+    #[test]
+    fn cheap_tests_come_first() {
+        let q = r#"process where process.args : ("*a*b*", "*c*") and process.pid == 7 and process.name == null"#;
+        let c = load(q).unwrap();
+        let Pred::And(parts) = &c.stages[0].predicate else { panic!("an and: {:?}", c.stages[0].predicate) };
+        assert!(matches!(parts[0], Pred::IsNull(_)), "{parts:?}");
+        assert!(matches!(parts[1], Pred::Any(_, Test::Num(..))), "{parts:?}");
+        assert!(matches!(parts[2], Pred::Any(_, Test::Wildcard { .. })), "{parts:?}");
+        assert!(eval(q, r#"{"event":{"category":"process"},"process":{"pid":7,"args":["xaxbx"]}}"#));
+        assert!(!eval(q, r#"{"event":{"category":"process"},"process":{"pid":7,"args":["xbxax"]}}"#));
     }
 
     #[test]

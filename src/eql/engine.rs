@@ -155,11 +155,11 @@ type Key = Vec<Option<String>>;
 type Carried = Option<std::sync::Arc<str>>;
 
 /// Each carried field once (its first occurrence), with its path.
-fn carry_paths(fields: &[String]) -> Vec<(String, Vec<String>)> {
-    let mut out: Vec<(String, Vec<String>)> = Vec::with_capacity(fields.len());
+fn carry_paths(fields: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(fields.len());
     for f in fields {
-        if !out.iter().any(|(n, _)| n == f) {
-            out.push((f.clone(), f.split('.').map(str::to_string).collect()));
+        if !out.contains(f) {
+            out.push(f.clone());
         }
     }
     out
@@ -232,7 +232,7 @@ pub struct Engine {
     maxspan: Option<i64>,
     opts: EngineOptions,
     /// The carried fields, each once (first occurrence): name and path.
-    carry: Vec<(String, Vec<String>)>,
+    carry: Vec<String>,
     pos: u64,
     watermark: i64,
     /// key → per positive stage (but the last), partials ordered by last pos.
@@ -449,9 +449,9 @@ impl Engine {
         let mut out: Vec<u8> = Vec::with_capacity(256);
         let mut raw = Vec::new();
         out.push(b'{');
-        for (name, segs) in &self.carry {
+        for name in &self.carry {
             raw.clear();
-            super::eval::collect(event, segs, &mut raw);
+            super::eval::collect(event, name, &mut raw);
             if raw.is_empty() {
                 continue;
             }

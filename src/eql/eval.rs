@@ -50,8 +50,6 @@ pub const MAX_COMBINATIONS: usize = 4096;
 pub struct FieldSet {
     /// The field names as written (after alias resolution).
     pub names: Vec<String>,
-    /// Their path segments, for reading JSON.
-    segs: Vec<Vec<String>>,
     /// Their types (`None`: dynamic).
     pub infos: Vec<Option<FieldInfo>>,
 }
@@ -63,7 +61,6 @@ impl FieldSet {
         if let Some(i) = self.names.iter().position(|n| *n == resolved) {
             return i;
         }
-        self.segs.push(resolved.split('.').map(str::to_string).collect());
         self.infos.push(types.get(&resolved));
         self.names.push(resolved);
         self.names.len() - 1
@@ -80,7 +77,7 @@ impl FieldSet {
     /// Read one field of the set from one event; counts malformed values.
     fn read_one(&self, event: &Value, slot: usize, malformed: &Cell<u32>) -> Vec<Val> {
         let mut raw: Vec<&Value> = Vec::new();
-        collect(event, &self.segs[slot], &mut raw);
+        collect(event, &self.names[slot], &mut raw);
         let info = self.infos[slot].as_ref();
         let mut out = Vec::with_capacity(raw.len());
         for v in &raw {
@@ -94,33 +91,34 @@ impl FieldSet {
     }
 }
 
-/// Every scalar under `segs` in `v`: nested objects and dotted keys are the
-/// same path; arrays are flattened.
-pub fn collect<'v>(v: &'v Value, segs: &[String], out: &mut Vec<&'v Value>) {
+/// Every scalar under the dotted `path` in `v`: nested objects and dotted
+/// keys are the same path (`a.b.c` is looked up as `a`, `a.b` and `a.b.c`
+/// at the top, and so on below); arrays are flattened. The keys tried are
+/// slices of `path` itself: nothing is allocated.
+pub fn collect<'v>(v: &'v Value, path: &str, out: &mut Vec<&'v Value>) {
+    collect_rest(v, Some(path), out)
+}
+
+/// [`collect`] with what is left of the path (`None`: none).
+fn collect_rest<'v>(v: &'v Value, rest: Option<&str>, out: &mut Vec<&'v Value>) {
     match v {
         Value::Array(items) => {
             for it in items {
-                collect(it, segs, out);
+                collect_rest(it, rest, out);
             }
         }
         Value::Object(map) => {
-            if segs.is_empty() {
-                return;
-            }
+            let Some(rest) = rest else { return };
             // Try every split of the remaining path into one (dotted) key.
-            let mut key = String::new();
-            for (i, s) in segs.iter().enumerate() {
-                if i > 0 {
-                    key.push('.');
-                }
-                key.push_str(s);
-                if let Some(child) = map.get(&key) {
-                    collect(child, &segs[i + 1..], out);
+            let ends = rest.match_indices('.').map(|(i, _)| i).chain(std::iter::once(rest.len()));
+            for end in ends {
+                if let Some(child) = map.get(&rest[..end]) {
+                    collect_rest(child, rest.get(end + 1..), out);
                 }
             }
         }
         scalar => {
-            if segs.is_empty() {
+            if rest.is_none() {
                 out.push(scalar);
             }
         }
@@ -188,7 +186,7 @@ pub enum X {
     In { subject: Box<X>, values: Vec<X>, fold: bool },
     /// `like`, `like~`, `:`: any of the wildcard patterns (already folded
     /// when `fold`).
-    Wild { subject: Box<X>, patterns: Vec<String>, fold: bool },
+    Wild { subject: Box<X>, patterns: Vec<crate::eql::compile::Glob>, fold: bool },
     Regex { subject: Box<X>, res: Vec<regex::Regex> },
     IsNull(Box<X>),
 }
@@ -512,6 +510,7 @@ impl<'a> CondCompiler<'a> {
                     let s = self.constant_string(v, op_name)?;
                     patterns.push(if fold { fold_str(&s) } else { s });
                 }
+                let patterns = patterns.into_iter().map(crate::eql::compile::Glob::new).collect();
                 Ok(self.atom(X::Wild { subject: Box::new(subj), patterns, fold }))
             }
             MatchOp::Regex | MatchOp::RegexInsensitive => {
@@ -594,7 +593,7 @@ impl<'a> CondCompiler<'a> {
                     if s.contains(['*', '?']) {
                         let p = if f == Func::EndsWith { format!("*{s}") } else { format!("*{s}*") };
                         let p = if ci { fold_str(&p) } else { p };
-                        return Ok(X::Wild { subject: Box::new(xs.swap_remove(0)), patterns: vec![p], fold: ci });
+                        return Ok(X::Wild { subject: Box::new(xs.swap_remove(0)), patterns: vec![crate::eql::compile::Glob::new(p)], fold: ci });
                     }
                 }
             }
@@ -604,6 +603,7 @@ impl<'a> CondCompiler<'a> {
                     let s = self.constant_string(a, "wildcard")?;
                     patterns.push(if ci { fold_str(&s) } else { s });
                 }
+                let patterns = patterns.into_iter().map(crate::eql::compile::Glob::new).collect();
                 return Ok(X::Wild { subject: Box::new(xs.swap_remove(0)), patterns, fold: ci });
             }
             _ => {}
@@ -743,8 +743,10 @@ fn eval_env(x: &X, slots: &[usize], env: &[&Val]) -> Val {
         X::Wild { subject, patterns, fold } => match eval_env(subject, slots, env).text() {
             None => Val::Null,
             Some(t) => {
-                let t = if *fold { fold_str(&t) } else { t };
-                Val::Bool(patterns.iter().any(|p| crate::eql::compile::wildcard_match(&t, p, false)))
+                // (An ASCII value is folded as it is matched; others first.)
+                let ascii = t.is_ascii();
+                let (t, fold) = if *fold && !ascii { (fold_str(&t), false) } else { (t, *fold) };
+                Val::Bool(patterns.iter().any(|p| p.matches(&t, ascii, fold)))
             }
         },
         X::Regex { subject, res } => match eval_env(subject, slots, env).text() {

@@ -42,6 +42,7 @@ use crate::engine::hostq::{HostQueue, Id};
 use crate::alert::carried::{StageEvent, CARRIED_FIELDS};
 use crate::engine::sequence::{Caps, Partial, Put, SequenceState, Take};
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use crate::format::time::parse_rfc3339_ms;
@@ -562,7 +563,7 @@ impl Detector {
         let mut fields = self.scratch.fields.take();
         let decide = self.scratch.decide(&self.rule, &self.table, self.ts_slot);
         let read = decide.scan(record, &mut fields).is_ok();
-        let decided = read && self.decides_unchanged(record, false, &fields);
+        let decided = read && self.decides_unchanged(record, false, &fields, &OnceCell::new());
         self.scratch.fields.put_back(fields);
         if decided {
             return Ok(Verdict::Unchanged);
@@ -573,12 +574,12 @@ impl Detector {
     /// Whether the decisive fields read from `record` (the table of
     /// [`Scratch::decide`]) show that it changes nothing: it matches no
     /// stage, or only later stages with nothing waiting for it.
-    fn decides_unchanged(&mut self, record: &[u8], msgpack: bool, fields: &Fields) -> bool {
+    fn decides_unchanged(&mut self, record: &[u8], msgpack: bool, fields: &Fields, valid: &OnceCell<bool>) -> bool {
         let matched = stage_bits(self.rule.compiled(), fields);
         // (The MessagePack reader has checked the whole body's framing
         // already; the fast JSON scanner has not, so a record it would
         // leave unchanged must be valid JSON, as a full read would find.)
-        matched == 0 || self.nothing_waiting(fields, matched, || msgpack || crate::format::syntax::valid(record))
+        matched == 0 || self.nothing_waiting(fields, matched, || msgpack || *valid.get_or_init(|| crate::format::syntax::valid(record)))
     }
 
     /// Read `record` whole, evaluate it, and annotate it if it completes
@@ -614,7 +615,16 @@ impl Detector {
     /// the read's slot)`, from [`Detector::decide_paths`]). What
     /// [`Detector::process`] (or [`Detector::process_msgpack`]) does after
     /// its own read of them; the same outcome.
-    pub(crate) fn process_read(&mut self, record: &[u8], msgpack: bool, read: &Fields, map: &[(Slot, Slot)]) -> Result<Verdict<'_>, RecordError> {
+    ///
+    /// `valid`: whether the record is valid JSON, once found (by any rule).
+    pub(crate) fn process_read(
+        &mut self,
+        record: &[u8],
+        msgpack: bool,
+        read: &Fields,
+        map: &[(Slot, Slot)],
+        valid: &OnceCell<bool>,
+    ) -> Result<Verdict<'_>, RecordError> {
         let lone = if msgpack { lone_string_member_msgpack } else { lone_string_member_json };
         self.take_in(record, lone)?;
         let mut decided = self.scratch.fields.take();
@@ -623,7 +633,7 @@ impl Detector {
                 decided.push(mine, v.clone());
             }
         }
-        let unchanged = self.decides_unchanged(record, msgpack, &decided);
+        let unchanged = self.decides_unchanged(record, msgpack, &decided, valid);
         self.scratch.fields.put_back(decided);
         if unchanged {
             return Ok(Verdict::Unchanged);
@@ -669,7 +679,7 @@ impl Detector {
         // full read adds (UTF-8 of the other fields it reads) is not needed
         // to apply a record that finds nothing waiting.
         let read = crate::format::msgpack::extract(decide, body, &mut fields).is_ok();
-        let decided = read && self.decides_unchanged(body, true, &fields);
+        let decided = read && self.decides_unchanged(body, true, &fields, &OnceCell::new());
         self.scratch.fields.put_back(fields);
         if decided {
             return Ok(Verdict::Unchanged);
@@ -808,6 +818,12 @@ impl Detector {
     /// See [`crate::eql::Engine::by_fields`] (generic engine only).
     pub(crate) fn generic_by_paths(&self) -> Option<Vec<String>> {
         self.generic.as_ref()?.by_fields()
+    }
+
+    /// The paths a record's tree must hold for this rule (generic engine
+    /// only; see [`crate::engine::pruned`]).
+    pub(crate) fn generic_tree_paths(&self) -> Option<&[String]> {
+        self.generic.as_ref().map(|g| g.tree_paths())
     }
 
     /// Whether nothing waits under these `by` values (generic engine only;

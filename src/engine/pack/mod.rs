@@ -105,6 +105,9 @@ pub struct PackDetector {
     /// Per plain sequence on the generic engine, its `by` fields in the
     /// pack's read (see the module docs: later stages while nothing waits).
     by_slots: Vec<Option<Vec<Slot>>>,
+    /// Every path the rules on the generic engine read from a record's
+    /// tree: the one tree read for them all holds only these.
+    tree_paths: crate::engine::pruned::TreePaths,
     alerts: VecDeque<PackAlert>,
     /// `max_pending_sequences`, for the whole pack, and the partial
     /// sequences all rules keep (as of their last record).
@@ -150,7 +153,10 @@ impl PackDetector {
             .iter()
             .map(|d: &Detector| Some(d.generic_by_paths()?.iter().map(|p| precheck.table.intern(p)).collect()))
             .collect();
+        let tree_paths =
+            crate::engine::pruned::TreePaths::new(detectors.iter().filter_map(Detector::generic_tree_paths).flatten().map(String::as_str));
         PackDetector {
+            tree_paths,
             index,
             decide_maps,
             by_slots,
@@ -318,8 +324,11 @@ impl PackDetector {
         let read = self.select(record, msgpack);
         let before = self.alerts.len();
         let mut err = None;
-        // Rules on the generic engine read the record as a tree: once for all.
+        // Rules on the generic engine read the record as a tree: once for
+        // all, with only the fields they read.
         let mut parsed = None;
+        // Whether the record is valid JSON, once a rule asks.
+        let valid = std::cell::OnceCell::new();
         for k in 0..self.candidates.len() {
             let i = self.candidates[k].rule as usize;
             let d = &mut self.detectors[i];
@@ -331,11 +340,18 @@ impl PackDetector {
             d.set_pending_cap(self.global_cap.saturating_sub(others).max(1) as usize);
             let bad_before = d.bad_timestamp_count();
             let verdict = if d.is_generic() {
-                let tree = parsed.get_or_insert_with(|| crate::engine::generic::read(record, msgpack));
+                let paths = &self.tree_paths;
+                let tree = parsed.get_or_insert_with(|| {
+                    if msgpack {
+                        crate::engine::generic::read(record, true)
+                    } else {
+                        crate::engine::pruned::read_pruned(record, paths)
+                    }
+                });
                 d.process_parsed(record, msgpack, tree)
             } else if let (Some(fields), Some(map)) = (&read, &self.decide_maps[i]) {
                 // Its decisive fields, from the pack's read of the record.
-                d.process_read(record, msgpack, fields, map)
+                d.process_read(record, msgpack, fields, map, &valid)
             } else if msgpack {
                 d.process_msgpack(record)
             } else {
@@ -513,6 +529,12 @@ mod tests {
         assert_eq!(texts(r#"process where process.name : "*sh*""#), [["process"]], "a fragment of two bytes is everywhere");
         assert_eq!(texts(r#"process where process.name == "id" and event.action == "exec""#), [["id"]], "not a common value");
         assert_eq!(texts(r#"network where process.name in ("curlx", "wgetx")"#), [["curlx", "wgetx"]]);
+        assert_eq!(texts(r#"process where process.name : ("nc", "ncat")"#), [["nc", "ncat"]], "`:` without a wildcard: whole values");
+        assert_eq!(
+            texts(r#"process where event.action == "exec" and (process.name : "python*" or process.name : "nc")"#),
+            [["python", "nc"]],
+            "a fragment, or a short whole value, is rarer than a common value"
+        );
         assert_eq!(texts(r#"any where process.args : "*--proxy-user*""#), [["--proxy-user"]]);
         assert_eq!(texts(r#"any where a == "left" or b like~ "*right*""#), [["left", "right"]]);
         assert_eq!(

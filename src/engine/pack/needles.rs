@@ -57,15 +57,15 @@ pub(super) const COMMON: &[&str] = &[
 ];
 
 /// How selective a set of strings is: no common value, and no fragment of
-/// one or two bytes (found nearly everywhere; a whole value of two bytes,
-/// `process.name == "id"`, is as rare as the value: it is looked up whole,
-/// or searched between its quotes), then the longest shortest string
-/// (rarer), then the fewest strings.
+/// one or two bytes (found nearly everywhere; a whole value of one or two
+/// bytes, `process.name == "id"`, is as rare as the value: it is looked up
+/// whole, or searched between its quotes, and counts as three bytes here),
+/// then the longest shortest string (rarer), then the fewest strings.
 pub(super) fn selectivity(o: &[Needle]) -> (bool, usize, std::cmp::Reverse<usize>) {
     let common = o.iter().any(|n| COMMON.iter().any(|c| c.eq_ignore_ascii_case(&n.text)));
-    let shortest = o.iter().map(|n| n.text.len()).min().unwrap_or(0);
-    let whole = o.iter().all(|n| n.exact);
-    (!common && (shortest >= 3 || whole), shortest.min(16), std::cmp::Reverse(o.len()))
+    let len = |n: &Needle| if n.exact { n.text.len().max(3) } else { n.text.len() };
+    let shortest = o.iter().map(len).min().unwrap_or(0);
+    (!common && shortest >= 3, shortest.min(16), std::cmp::Reverse(o.len()))
 }
 
 /// The most selective of several sets.
@@ -82,12 +82,14 @@ pub(super) fn lit_needle(e: &Expr, ci: bool) -> Option<Needle> {
     }
 }
 
-/// The longest wildcard-free fragment of a pattern (at least 3 bytes).
+/// The longest wildcard-free fragment of a pattern (at least 3 bytes), or
+/// the whole pattern when it has no wildcard (a whole value, of any length,
+/// as [`lit_needle`] takes one: `process.name : "nc"`).
 pub(super) fn fragment(e: &Expr, ci: bool) -> Option<Needle> {
     let Expr::Literal(Literal::Str(s), _) = e else { return None };
     let frag = s.split(['*', '?']).max_by_key(|f| f.len())?;
     let whole = frag.len() == s.len();
-    (frag.len() >= 3 && crate::engine::prefilter::usable(frag) && (!ci || frag.is_ascii()))
+    ((frag.len() >= 3 || whole) && crate::engine::prefilter::usable(frag) && (!ci || frag.is_ascii()))
         .then(|| Needle { field: String::new(), text: frag.to_string(), ci, exact: whole })
 }
 
