@@ -352,3 +352,52 @@ fn state_stays_under_the_cap_for_every_construct() {
         eprintln!("{q}: peak {peak}, evicted {}", e.stats().evicted);
     }
 }
+
+/// A rule pack reads a MessagePack body into a tree of only the fields its
+/// generic rules read (`apt_netcon::engine::pruned`): the same values on
+/// the kept paths as the full tree, the same verdict on broken bodies (bad
+/// UTF-8 or a non-string key in a dropped member, a truncated body, too
+/// deep, trailing bytes).
+#[test]
+fn messagepack_reads_as_in_the_full_tree() {
+    let paths = ["a.b", "arr.k", "e.f"];
+    let t = apt_netcon::engine::pruned::TreePaths::new(paths);
+    let v: Value = serde_json::from_str(
+        r#"{"a":{"b":[1,"x"],"c":"dropped"},"arr":[{"k":"one"},{"k":["two"]}],"e.f":-3,"skip":{"x":[1,{"y":"z"}]}}"#,
+    )
+    .unwrap();
+    let mut body = Vec::new();
+    write_mp(&v, &mut body);
+    let (p, f) = (apt_netcon::engine::pruned::read_pruned(&body, true, &t).unwrap(), apt_netcon::engine::generic::read(&body, true).unwrap());
+    let values = |v: &Value, path: &str| {
+        let mut out = Vec::new();
+        apt_netcon::eql::eval::collect(v, path, &mut out);
+        out.into_iter().cloned().collect::<Vec<Value>>()
+    };
+    for path in paths {
+        assert_eq!(values(&p, path), values(&f, path), "{path}");
+    }
+    assert_eq!(p.get("skip"), None);
+    let mut bad_utf8 = Vec::new();
+    rmp::encode::write_map_len(&mut bad_utf8, 2).unwrap();
+    rmp::encode::write_str(&mut bad_utf8, "a").unwrap();
+    rmp::encode::write_nil(&mut bad_utf8).unwrap();
+    rmp::encode::write_str(&mut bad_utf8, "skip").unwrap();
+    bad_utf8.extend([0xa2, 0xff, 0xfe]);
+    let mut int_key = Vec::new();
+    rmp::encode::write_map_len(&mut int_key, 1).unwrap();
+    rmp::encode::write_str(&mut int_key, "skip").unwrap();
+    rmp::encode::write_map_len(&mut int_key, 1).unwrap();
+    rmp::encode::write_sint(&mut int_key, 5).unwrap();
+    rmp::encode::write_nil(&mut int_key).unwrap();
+    let mut deep = Vec::new();
+    rmp::encode::write_map_len(&mut deep, 1).unwrap();
+    rmp::encode::write_str(&mut deep, "skip").unwrap();
+    (0..200).for_each(|_| deep.push(0x91));
+    deep.push(0xc0);
+    let cases = [body.clone(), body[..body.len() - 3].to_vec(), bad_utf8, int_key, deep, [body.clone(), vec![0xc0]].concat()];
+    for c in &cases {
+        assert_eq!(apt_netcon::engine::pruned::read_pruned(c, true, &t).map(|_| ()), apt_netcon::engine::generic::read(c, true).map(|_| ()), "{c:?}");
+    }
+    assert_eq!(cases.iter().filter(|c| apt_netcon::engine::generic::read(c, true).is_err()).count(), 5);
+}

@@ -216,7 +216,7 @@ impl GenericRun {
         let parsed = match parsed {
             Some(p) => p,
             None => {
-                owned = if msgpack { read(record, true) } else { crate::engine::pruned::read_pruned(record, &self.tree_paths) };
+                owned = crate::engine::pruned::read_pruned(record, msgpack, &self.tree_paths);
                 &owned
             }
         };
@@ -502,7 +502,7 @@ fn event_time(event: &Value) -> Option<i64> {
 pub fn read(record: &[u8], msgpack: bool) -> Result<Value, ExtractError> {
     let v = if msgpack {
         let mut pos = 0;
-        let v = mp_value(record, &mut pos, 0)?;
+        let v = mp_value(record, &mut pos, 0, Build::All)?;
         if pos != record.len() {
             return Err(ExtractError::InvalidMsgpack);
         }
@@ -523,7 +523,17 @@ pub fn read(record: &[u8], msgpack: bool) -> Result<Value, ExtractError> {
 /// Deepest MessagePack nesting read.
 const MP_MAX_DEPTH: usize = 127;
 
-fn mp_value(b: &[u8], pos: &mut usize, depth: usize) -> Result<Value, ExtractError> {
+/// What [`mp_value`] builds of a value: all of it, only the members on
+/// these paths below trie node `.1` ([`crate::engine::pruned`]), or
+/// nothing (the value is checked as if built, and `null` returned).
+#[derive(Clone, Copy)]
+pub(crate) enum Build<'p> {
+    All,
+    Under(&'p crate::engine::pruned::TreePaths, u32),
+    Nothing,
+}
+
+pub(crate) fn mp_value(b: &[u8], pos: &mut usize, depth: usize, build: Build) -> Result<Value, ExtractError> {
     use ExtractError::InvalidMsgpack as Bad;
     if depth > MP_MAX_DEPTH {
         return Err(ExtractError::TooDeep);
@@ -535,25 +545,36 @@ fn mp_value(b: &[u8], pos: &mut usize, depth: usize) -> Result<Value, ExtractErr
     };
     let be = |s: &[u8]| s.iter().fold(0u64, |a, &x| a << 8 | x as u64);
     let tag = *take(pos, 1)?.first().ok_or(Bad)?;
+    let nothing = matches!(build, Build::Nothing);
     let str_of = |pos: &mut usize, n: usize| -> Result<Value, ExtractError> {
-        let s = take(pos, n)?;
-        Ok(Value::String(std::str::from_utf8(s).map_err(|_| Bad)?.to_string()))
+        let s = std::str::from_utf8(take(pos, n)?).map_err(|_| Bad)?;
+        Ok(if nothing { Value::Null } else { Value::String(s.to_string()) })
     };
     let arr = |pos: &mut usize, n: usize| -> Result<Value, ExtractError> {
-        let mut v = Vec::with_capacity(n.min(1024));
+        let mut v = Vec::with_capacity(if nothing { 0 } else { n.min(1024) });
         for _ in 0..n {
-            v.push(mp_value(b, pos, depth + 1)?);
+            let x = mp_value(b, pos, depth + 1, build)?;
+            if !nothing {
+                v.push(x);
+            }
         }
-        Ok(Value::Array(v))
+        Ok(if nothing { Value::Null } else { Value::Array(v) })
     };
     let map = |pos: &mut usize, n: usize| -> Result<Value, ExtractError> {
         let mut m = Map::new();
         for _ in 0..n {
-            let Value::String(k) = mp_value(b, pos, depth + 1)? else { return Err(Bad) };
-            let v = mp_value(b, pos, depth + 1)?;
-            m.insert(k, v);
+            let k = mp_key(b, pos, depth + 1)?;
+            let child = match build {
+                Build::All => Build::All,
+                Build::Under(paths, node) => paths.walk(node, k).map_or(Build::Nothing, |c| Build::Under(paths, c)),
+                Build::Nothing => Build::Nothing,
+            };
+            let v = mp_value(b, pos, depth + 1, child)?;
+            if !matches!(child, Build::Nothing) {
+                m.insert(k.to_string(), v);
+            }
         }
-        Ok(Value::Object(m))
+        Ok(if nothing { Value::Null } else { Value::Object(m) })
     };
     Ok(match tag {
         0x00..=0x7f => Value::from(tag as u64),
@@ -599,6 +620,33 @@ fn mp_value(b: &[u8], pos: &mut usize, depth: usize) -> Result<Value, ExtractErr
         0xe0..=0xff => Value::from(tag as i8 as i64),
         0xc1 => return Err(Bad),
     })
+}
+
+/// A map key, which must be a string, borrowed; a key of any other kind is
+/// read through (its own errors first) and refused.
+fn mp_key<'b>(b: &'b [u8], pos: &mut usize, depth: usize) -> Result<&'b str, ExtractError> {
+    use ExtractError::InvalidMsgpack as Bad;
+    if depth > MP_MAX_DEPTH {
+        return Err(ExtractError::TooDeep);
+    }
+    let tag = *b.get(*pos).ok_or(Bad)?;
+    let (head, n) = match tag {
+        0xa0..=0xbf => (1, (tag & 0x1f) as usize),
+        0xd9..=0xdb => {
+            let w = 1usize << (tag - 0xd9);
+            let len = b.get(*pos + 1..*pos + 1 + w).ok_or(Bad)?;
+            (1 + w, len.iter().fold(0usize, |a, &x| a << 8 | x as usize))
+        }
+        _ => {
+            mp_value(b, pos, depth, Build::Nothing)?;
+            return Err(Bad);
+        }
+    };
+    let start = *pos + head;
+    let s = b.get(start..start.checked_add(n).ok_or(Bad)?).ok_or(Bad)?;
+    let s = std::str::from_utf8(s).map_err(|_| Bad)?;
+    *pos = start + n;
+    Ok(s)
 }
 
 #[cfg(test)]

@@ -7,7 +7,12 @@
 //! builds the tree with only the members on the given paths, and crosses
 //! the others without building them.
 //!
-//! **The same verdict as a full read.** A record is refused exactly when
+//! A MessagePack body is read the same way by the generic engine's own
+//! decoder, told to build nothing of the members on no path (their strings
+//! and keys are still checked as UTF-8, their lengths and nesting as in a
+//! full read).
+//!
+//! **The same verdict as a full read.** A JSON record is refused exactly when
 //! `serde_json::from_slice::<Value>` refuses it, with the same error: the
 //! members not kept are still deserialized through `deserialize_any` (so
 //! their strings and keys are checked as UTF-8, their escapes and
@@ -69,14 +74,24 @@ impl TreePaths {
 
     /// Where a member named `key` leads from `node` (its dotted segments
     /// walked one by one), if anywhere.
-    fn walk(&self, node: u32, key: &str) -> Option<u32> {
+    pub(crate) fn walk(&self, node: u32, key: &str) -> Option<u32> {
         key.split('.').try_fold(node, |at, seg| self.child(at, seg))
     }
 }
 
-/// A JSON record's tree with only the members on `paths` (see the module
-/// docs); errors as [`crate::engine::generic::read`] gives them.
-pub fn read_pruned(record: &[u8], paths: &TreePaths) -> Result<Value, ExtractError> {
+/// A record's tree (`msgpack`: a MessagePack map body, else JSON) with only
+/// the members on `paths` (see the module docs); errors as
+/// [`crate::engine::generic::read`] gives them.
+pub fn read_pruned(record: &[u8], msgpack: bool, paths: &TreePaths) -> Result<Value, ExtractError> {
+    if msgpack {
+        use crate::engine::generic::{mp_value, Build};
+        let mut pos = 0;
+        let v = mp_value(record, &mut pos, 0, Build::Under(paths, 0))?;
+        if pos != record.len() {
+            return Err(ExtractError::InvalidMsgpack);
+        }
+        return if v.is_object() { Ok(v) } else { Err(ExtractError::NotAnObject) };
+    }
     // serde_json's tree reads a member of this name as an embedded raw
     // value: leave such a record to it.
     if memchr::memmem::find(record, b"$serde_json::private::RawValue").is_some() {
@@ -261,7 +276,7 @@ mod tests {
         let rec = r#"{"a":{"b":{"c":1,"z":2},"b.c":"dotted","x":[1,{"y":2},[3]],"q":"dropped"},"a.b":{"c":true},
             "d":{"deep":[1,2]},"arr":[{"k":"one","n":1},{"k":["two","three"]},"s"],"e.f":"flat","e":{"f":null,"g":"h"},
             "skip":{"big":[1,2,3,{"x":"y"}],"s":"\u00e9\ud83d\ude00"}}"#;
-        let (p, f) = (read_pruned(rec.as_bytes(), &t).unwrap(), full(rec).unwrap());
+        let (p, f) = (read_pruned(rec.as_bytes(), false, &t).unwrap(), full(rec).unwrap());
         for path in paths.iter().chain(&["a.missing"]) {
             assert_eq!(values(&p, path), values(&f, path), "{path}");
         }
@@ -292,7 +307,7 @@ mod tests {
         ];
         for c in &cases {
             let f = crate::engine::generic::read(c, false).map(|_| ());
-            let p = read_pruned(c, &t).map(|_| ());
+            let p = read_pruned(c, false, &t).map(|_| ());
             assert_eq!(p, f, "{}", String::from_utf8_lossy(c));
         }
         let refused = cases.iter().filter(|c| crate::engine::generic::read(c, false).is_err()).count();

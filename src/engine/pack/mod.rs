@@ -341,13 +341,7 @@ impl PackDetector {
             let bad_before = d.bad_timestamp_count();
             let verdict = if d.is_generic() {
                 let paths = &self.tree_paths;
-                let tree = parsed.get_or_insert_with(|| {
-                    if msgpack {
-                        crate::engine::generic::read(record, true)
-                    } else {
-                        crate::engine::pruned::read_pruned(record, paths)
-                    }
-                });
+                let tree = parsed.get_or_insert_with(|| crate::engine::pruned::read_pruned(record, msgpack, paths));
                 d.process_parsed(record, msgpack, tree)
             } else if let (Some(fields), Some(map)) = (&read, &self.decide_maps[i]) {
                 // Its decisive fields, from the pack's read of the record.

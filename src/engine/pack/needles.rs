@@ -59,13 +59,13 @@ pub(super) const COMMON: &[&str] = &[
 /// How selective a set of strings is: no common value, and no fragment of
 /// one or two bytes (found nearly everywhere; a whole value of one or two
 /// bytes, `process.name == "id"`, is as rare as the value: it is looked up
-/// whole, or searched between its quotes, and counts as three bytes here),
-/// then the longest shortest string (rarer), then the fewest strings.
+/// whole, or searched between its quotes), then the longest shortest string
+/// (rarer), then the fewest strings.
 pub(super) fn selectivity(o: &[Needle]) -> (bool, usize, std::cmp::Reverse<usize>) {
     let common = o.iter().any(|n| COMMON.iter().any(|c| c.eq_ignore_ascii_case(&n.text)));
-    let len = |n: &Needle| if n.exact { n.text.len().max(3) } else { n.text.len() };
-    let shortest = o.iter().map(len).min().unwrap_or(0);
-    (!common && shortest >= 3, shortest.min(16), std::cmp::Reverse(o.len()))
+    let shortest = o.iter().map(|n| n.text.len()).min().unwrap_or(0);
+    let rare = o.iter().all(|n| n.exact || n.text.len() >= 3);
+    (!common && rare, shortest.min(16), std::cmp::Reverse(o.len()))
 }
 
 /// The most selective of several sets.
