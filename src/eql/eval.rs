@@ -99,6 +99,13 @@ pub fn collect<'v>(v: &'v Value, path: &str, out: &mut Vec<&'v Value>) {
     collect_rest(v, Some(path), out)
 }
 
+/// Objects of at most this many members are looked through rather than
+/// asked by key ([`collect`]).
+const SMALL_OBJECT: usize = 48;
+/// Splits of a path one small object is looked through for at once (more:
+/// asked by key).
+const MAX_SPLITS: usize = 8;
+
 /// [`collect`] with what is left of the path (`None`: none).
 fn collect_rest<'v>(v: &'v Value, rest: Option<&str>, out: &mut Vec<&'v Value>) {
     match v {
@@ -109,7 +116,34 @@ fn collect_rest<'v>(v: &'v Value, rest: Option<&str>, out: &mut Vec<&'v Value>) 
         }
         Value::Object(map) => {
             let Some(rest) = rest else { return };
-            // Try every split of the remaining path into one (dotted) key.
+            // Every split of the remaining path into one (dotted) key, the
+            // shortest first. A small object is looked through once (cheaper
+            // than hashing each candidate key); a large one is asked for each.
+            if map.len() <= SMALL_OBJECT {
+                let mut hits: [(usize, Option<&Value>); MAX_SPLITS] = [(0, None); MAX_SPLITS];
+                let mut n = 0;
+                for (k, child) in map {
+                    let k = k.as_bytes();
+                    if rest.as_bytes().starts_with(k) && rest.as_bytes().get(k.len()).is_none_or(|&c| c == b'.') {
+                        if n == MAX_SPLITS {
+                            n = usize::MAX;
+                            break;
+                        }
+                        hits[n] = (k.len(), Some(child));
+                        n += 1;
+                    }
+                }
+                if n != usize::MAX {
+                    let hits = &mut hits[..n];
+                    hits.sort_unstable_by_key(|h| h.0);
+                    for &(end, child) in hits.iter() {
+                        if let Some(child) = child {
+                            collect_rest(child, rest.get(end + 1..), out);
+                        }
+                    }
+                    return;
+                }
+            }
             let ends = rest.match_indices('.').map(|(i, _)| i).chain(std::iter::once(rest.len()));
             for end in ends {
                 if let Some(child) = map.get(&rest[..end]) {
@@ -999,5 +1033,37 @@ fn number(v: &Val, base: Option<&Val>) -> Val {
     match t.parse::<f64>() {
         Ok(d) if !t.eq_ignore_ascii_case("nan") && !t.to_ascii_lowercase().contains("inf") => Val::Double(d),
         _ => Val::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(v: &Value, path: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        collect(v, path, &mut out);
+        out.into_iter().cloned().collect()
+    }
+
+    /// Nested objects and dotted keys are one path; the shorter split comes
+    /// first whatever the members' order, in small objects (looked through)
+    /// and large ones (asked by key) alike.
+    #[test]
+    fn dotted_and_nested_keys_are_one_path() {
+        let small = serde_json::json!({"a.b": 1, "a": {"b": [2, {"c": 9}], "b.c": 3}, "a.b.c": 4, "ab": 5, "": {"x": 6}});
+        let mut large = small.clone();
+        for i in 0..2 * SMALL_OBJECT {
+            large[format!("pad{i}")] = Value::from(i);
+        }
+        for v in [&small, &large] {
+            assert_eq!(values(v, "a.b"), [Value::from(2), Value::from(1)]);
+            assert_eq!(values(v, "a.b.c"), [Value::from(9), Value::from(3), Value::from(4)]);
+            assert_eq!(values(v, "a"), Vec::<Value>::new(), "an object is no value");
+            assert_eq!(values(v, ".x"), [Value::from(6)], "an empty key");
+            assert_eq!(values(v, "a.x"), Vec::<Value>::new());
+        }
+        let many = serde_json::json!({"a": 1, "a.a": 2, "a.a.a": 3, "a.a.a.a": 4, "a.a.a.a.a": 5, "a.a.a.a.a.a": 6, "a.a.a.a.a.a.a": 7, "a.a.a.a.a.a.a.a": 8, "a.a.a.a.a.a.a.a.a": 9});
+        assert_eq!(values(&many, "a.a.a.a.a.a.a.a.a"), [Value::from(9)], "more splits than looked through at once");
     }
 }
