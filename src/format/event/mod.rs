@@ -13,8 +13,9 @@
 //!   ([`ExtractError`]).
 //! * [`FieldTable::scan`], the **fast scanner**, for deciding quickly that
 //!   a record matches nothing: a hand-written byte scanner that checks the
-//!   record's *structure* (a single top-level object and nothing after it;
-//!   every string closed, valid UTF-8, with valid escapes and no raw control
+//!   record's *structure* (the whole record valid UTF-8, checked once; a
+//!   single top-level object and nothing after it;
+//!   every string closed, with valid escapes and no raw control
 //!   character; brackets balanced and matching; at most [`SCAN_MAX_DEPTH`]
 //!   levels of nesting anywhere) and the full syntax of the members it
 //!   reads, but nothing else inside the members it skips: not the spelling

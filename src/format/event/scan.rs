@@ -35,7 +35,11 @@ impl FieldTable {
     /// [`FieldTable::extract`]. Allocates only to grow `out`.
     pub fn scan<'a>(&self, record: &'a [u8], out: &mut Fields<'a>) -> Result<(), Unsure> {
         out.clear();
-        let mut s = Scanner { b: record, i: 0, table: self, out };
+        // One UTF-8 check of the whole record (fast on ASCII), so that each
+        // string read is a slice of it, not checked again; a record that is
+        // not UTF-8 is not JSON (the validating reader says so).
+        let text = std::str::from_utf8(record).map_err(|_| Unsure)?;
+        let mut s = Scanner { b: record, text, i: 0, table: self, out };
         s.ws();
         if s.peek() != Some(b'{') {
             return Err(Unsure);
@@ -110,6 +114,8 @@ pub(super) fn number(token: &[u8]) -> Result<Scalar<'static>, Unsure> {
 
 pub(super) struct Scanner<'t, 'f, 'a> {
     b: &'a [u8],
+    /// `b`, checked as UTF-8.
+    text: &'a str,
     i: usize,
     table: &'t FieldTable,
     out: &'f mut Fields<'a>,
@@ -274,7 +280,7 @@ impl<'a> Scanner<'_, '_, 'a> {
                     if escaped {
                         return Err(Unsure);
                     }
-                    let s = std::str::from_utf8(&self.b[start..self.i - 1]).map_err(|_| Unsure)?;
+                    let s = self.text.get(start..self.i - 1).ok_or(Unsure)?;
                     self.out.push(slot, Scalar::Str(Cow::Borrowed(s)));
                 }
             }
