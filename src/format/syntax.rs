@@ -179,13 +179,23 @@ impl<'a> Checker<'a> {
         let b = self.b;
         let mut i = self.i;
         loop {
-            // Plain bytes in bulk: the next quote or backslash, then no
-            // control character before it.
-            let Some(n) = memchr::memchr2(b'"', b'\\', &b[i..]) else { return false };
-            if b[i..i + n].iter().any(|&c| c < 0x20) {
-                return false;
+            // Plain bytes in bulk, eight at a time: to the next quote,
+            // backslash or control byte.
+            while let Some(chunk) = b.get(i..i + 8) {
+                let m = crate::format::event::string_stops(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
+                if m != 0 {
+                    i += (m.trailing_zeros() >> 3) as usize;
+                    break;
+                }
+                i += 8;
             }
-            i += n;
+            while b.get(i).is_some_and(|&c| c != b'"' && c != b'\\' && c >= 0x20) {
+                i += 1;
+            }
+            match b.get(i) {
+                Some(b'"' | b'\\') => {}
+                _ => return false,
+            }
             if b[i] == b'"' {
                 self.i = i + 1;
                 return true;

@@ -64,6 +64,7 @@ pub(crate) mod extract;
 mod scan;
 
 pub use scan::{Unsure, SCAN_MAX_DEPTH};
+pub(crate) use scan::string_stops;
 use scan::{HI, LO};
 
 /// Index of a field in a [`FieldTable`].

@@ -62,9 +62,17 @@ pub(super) const HI: u64 = 0x8080_8080_8080_8080;
 /// which is the only one used.
 #[inline(always)]
 pub(super) fn special_bytes(w: u64) -> u64 {
+    string_stops(w) | w & HI
+}
+
+/// High bit set in the bytes of `w` that are `"`, `\`, or below 0x20 (those
+/// that end a string's plain run, whatever else it holds). Exact for the
+/// lowest such byte, as [`special_bytes`].
+#[inline(always)]
+pub(crate) fn string_stops(w: u64) -> u64 {
     let q = w ^ (LO * b'"' as u64);
     let bs = w ^ (LO * b'\\' as u64);
-    (q.wrapping_sub(LO) & !q | bs.wrapping_sub(LO) & !bs | w.wrapping_sub(LO * 0x20) & !w | w) & HI
+    (q.wrapping_sub(LO) & !q | bs.wrapping_sub(LO) & !bs | w.wrapping_sub(LO * 0x20) & !w) & HI
 }
 
 #[inline(always)]
