@@ -300,12 +300,20 @@ pub(super) struct ExactSlot {
     pub(super) ci: Option<usize>,
 }
 
+/// The fragments sought in one field's values, case-sensitive and not, in
+/// one automaton (ASCII-case-insensitive when any fragment is): a match of
+/// a case-sensitive fragment counts when the value's bytes there are the
+/// fragment's. (A value that is not ASCII is searched as it is for the
+/// case-sensitive fragments and lower-cased for the others.)
 #[derive(Debug)]
 pub(super) struct FragIndex {
     pub(super) slot: Slot,
-    pub(super) ci: bool,
+    /// Whether any fragment is case-insensitive (and the automaton so).
+    pub(super) any_ci: bool,
     pub(super) ac: AhoCorasick,
     pub(super) sets: Vec<Vec<u32>>,
+    /// Per fragment: its bytes when it is case-sensitive, `None` when not.
+    pub(super) exact_case: Vec<Option<Box<[u8]>>>,
 }
 
 impl FieldIndex {
@@ -314,7 +322,7 @@ impl FieldIndex {
         let mut exact: foldhash::HashMap<Box<str>, Vec<(Slot, u32)>> = Default::default();
         let mut exact_ci: foldhash::HashMap<Box<str>, Vec<(Slot, u32)>> = Default::default();
         let mut exact_slots: Vec<ExactSlot> = Vec::new();
-        let mut frag_builders: Vec<(Slot, bool, IndexBuilder)> = Vec::new();
+        let mut frag_builders: Vec<(Slot, IndexBuilder)> = Vec::new();
         for (sid, set) in plan.sets.iter().enumerate() {
             let sid = sid as u32;
             for n in set {
@@ -335,22 +343,27 @@ impl FieldIndex {
                     let longest = if n.ci { &mut x.ci } else { &mut x.cs };
                     *longest = Some(longest.unwrap_or(0).max(n.text.len()));
                 } else {
-                    let b = match frag_builders.iter().position(|x| x.0 == slot && x.1 == n.ci) {
-                        Some(p) => &mut frag_builders[p].2,
+                    let b = match frag_builders.iter().position(|x| x.0 == slot) {
+                        Some(p) => &mut frag_builders[p].1,
                         None => {
-                            frag_builders.push((slot, n.ci, IndexBuilder::default()));
-                            &mut frag_builders.last_mut().expect("just pushed").2
+                            frag_builders.push((slot, IndexBuilder::default()));
+                            &mut frag_builders.last_mut().expect("just pushed").1
                         }
                     };
-                    b.add(n.text.clone(), sid);
+                    // (Case told apart in the pattern list by a leading byte
+                    // no fragment holds: `\0` case-insensitive, `\x01` not.)
+                    b.add(format!("{}{}", if n.ci { '\0' } else { '\x01' }, n.text), sid);
                 }
             }
         }
         let frags = frag_builders
             .into_iter()
-            .filter_map(|(slot, ci, b)| {
-                let ix = b.build(ci);
-                Some(FragIndex { slot, ci, ac: ix.ac?, sets: ix.sets })
+            .filter_map(|(slot, mut b)| {
+                let any_ci = b.pats.iter().any(|p| p.starts_with('\0'));
+                let exact_case = b.pats.iter().map(|p| p.strip_prefix('\x01').map(|t| t.as_bytes().into())).collect();
+                b.pats.iter_mut().for_each(|p| *p = p[1..].to_string());
+                let ix = b.build(any_ci);
+                Some(FragIndex { slot, any_ci, ac: ix.ac?, sets: ix.sets, exact_case })
             })
             .collect();
         FieldIndex { exact, exact_ci, exact_slots, frags, scratch: plan.scratch(), plan, fold: String::new() }
@@ -400,15 +413,30 @@ impl FieldIndex {
             for v in f.get(fx.slot) {
                 let Scalar::Str(s) = v else { continue };
                 let s = s.as_ref();
-                let text = if fx.ci && !s.is_ascii() {
+                // Case-sensitive fragments (and, on ASCII, all of them) on
+                // the value as it is.
+                let ascii = s.is_ascii();
+                for m in fx.ac.find_overlapping_iter(s) {
+                    let k = m.pattern().as_usize();
+                    let found = match &fx.exact_case[k] {
+                        Some(bytes) => s.as_bytes()[m.start()..m.end()] == **bytes,
+                        None => ascii,
+                    };
+                    if found {
+                        fx.sets[k].iter().for_each(|&set| hit(sc, set));
+                    }
+                }
+                // Case-insensitive ones on a value that is not ASCII: on its
+                // lower case.
+                if fx.any_ci && !ascii {
                     self.fold.clear();
                     self.fold.extend(s.chars().flat_map(char::to_lowercase));
-                    self.fold.as_str()
-                } else {
-                    s
-                };
-                for m in fx.ac.find_overlapping_iter(text) {
-                    fx.sets[m.pattern().as_usize()].iter().for_each(|&set| hit(sc, set));
+                    for m in fx.ac.find_overlapping_iter(self.fold.as_str()) {
+                        let k = m.pattern().as_usize();
+                        if fx.exact_case[k].is_none() {
+                            fx.sets[k].iter().for_each(|&set| hit(sc, set));
+                        }
+                    }
                 }
             }
         }

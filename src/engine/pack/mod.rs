@@ -590,6 +590,28 @@ mod tests {
         assert_eq!((pack.stats(0).records, pack.stats(1).records), (2, 1), "a malformed record: every rule counts it");
     }
 
+    /// Case-sensitive and case-insensitive fragments of one field share an
+    /// automaton: each finds what it should, on ASCII values and others.
+    #[test]
+    fn fragments_of_both_cases_on_one_field() {
+        let rule = |q: &str| Rule::from_eql(q, crate::config::rule::meta_for_file("r")).unwrap();
+        let rules = vec![
+            rule(r#"process where process.command_line like "*Foo*""#),
+            rule(r#"process where process.command_line : "*bar*""#),
+        ];
+        let mut pack = PackDetector::new(rules, &Config::default());
+        let cases = [("xFooy", [1, 0]), ("xfooy", [0, 0]), ("xBARy", [0, 1]), ("Äx BaR", [0, 1]), ("ÄFoo", [1, 0]), ("ÄFOO", [0, 0])];
+        for (cl, want) in cases {
+            let before = [pack.stats(0).records, pack.stats(1).records];
+            let rec = format!(r#"{{"@timestamp":"2026-01-01T00:00:00Z","event":{{"category":"process","id":"x"}},"process":{{"command_line":"{cl}"}}}}"#);
+            let alerts = pack.process(rec.as_bytes(), false).unwrap();
+            let tested = [pack.stats(0).records - before[0], pack.stats(1).records - before[1]];
+            assert_eq!(tested, want, "{cl}: the rules the index lets through");
+            assert_eq!(alerts as u64, want.iter().sum::<u64>(), "{cl}: alerts");
+            while pack.take_alert().is_some() {}
+        }
+    }
+
     #[test]
     fn what_requires_nothing_sees_everything() {
         assert!(req(r#"any where true"#).is_none());
