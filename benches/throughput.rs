@@ -20,8 +20,9 @@
 //! writes a corpus as NDJSON (used by `benches/rss.sh` and `benches/peers/`);
 //! `… -- --chart` draws `BENCHMARKS.svg` again from the last run's results
 //! (and the Python peer's, once `benches/peers/eql_peer.py` has run);
-//! `… -- --profile api|c|msgpack|scan|extract|serde` runs one row in a loop
-//! for a profiler and prints its events per CPU second;
+//! `… -- --profile api|c|msgpack|scan|extract|serde|pack` runs one row in a
+//! loop for a profiler and prints its events per CPU second (`pack`: the
+//! rule pack of `APT_NETCON_PACK` through the Rust API);
 //! `… -- --pack DIR [--events N]` times a rule pack by pack size
 //! (see [`pack_mode`]).
 
@@ -143,6 +144,26 @@ fn rust_api(corpus: &'static Corpus) -> impl FnMut() -> Outcome {
             if let Ok(Verdict::Annotated(_)) = det.process(line) {
                 o.annotated += 1;
             }
+        }
+        o
+    }
+}
+
+/// `--profile pack`: the rule pack of `APT_NETCON_PACK` (default Elastic's
+/// Linux rules in `../shared/rules/elastic-linux-eql`) through the Rust API,
+/// built once before the first pass (so that passes count only records:
+/// `valgrind --tool=cachegrind` with 1 and 2 passes gives the instructions
+/// of one pass by difference).
+fn pack_api(corpus: &'static Corpus) -> impl FnMut() -> Outcome {
+    let dir = std::env::var("APT_NETCON_PACK").unwrap_or_else(|_| "../shared/rules/elastic-linux-eql".into());
+    let (rules, _) = apt_netcon::engine::pack::load_dir(Path::new(&dir)).expect("a rules directory (APT_NETCON_PACK)");
+    let mut pack = apt_netcon::engine::pack::PackDetector::new(rules, &Config::default());
+    move || {
+        let mut o = Outcome::default();
+        for line in corpus.lines() {
+            o.events += 1;
+            o.annotated += pack.process(line, false).unwrap_or(0) as u64;
+            while pack.take_alert().is_some() {}
         }
         o
     }
@@ -701,6 +722,7 @@ fn main() {
             Some("c") => Box::new(c_abi_json(corpus)),
             Some("scan") => Box::new(diag_scan(corpus)),
             Some("extract") => Box::new(diag_extract(corpus)),
+            Some("pack") => Box::new(pack_api(corpus)),
             _ => Box::new(rust_api(corpus)),
         };
         // A fixed number of passes (for callgrind), or 10 s.
