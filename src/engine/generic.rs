@@ -6,7 +6,8 @@
 //! unless it completes a result, read errors are counted, exceptions hide
 //! events from every stage, and `max_lateness` holds events back and
 //! releases them in time order. What differs is how a record is read (one
-//! full `serde_json` parse, or a MessagePack map decoded to the same tree)
+//! `serde_json` parse, or a MessagePack map decoded to the same tree, of
+//! only the fields the rule reads and carries: [`crate::engine::pruned`])
 //! and the alert:
 //!
 //! * the record that completes a result (an event query's event, a
@@ -64,7 +65,6 @@ pub struct GenericRun {
     out: Vec<u8>,
     /// What a record's tree must hold for this rule: the fields its query
     /// reads and its alert carries ([`crate::engine::pruned`]).
-    paths: Vec<String>,
     tree_paths: crate::engine::pruned::TreePaths,
 }
 
@@ -124,14 +124,10 @@ impl GenericRun {
                 carry.push(f.clone());
             }
         }
-        let mut paths = carry.clone();
-        if !paths.iter().any(|p| p == "@timestamp") {
-            paths.push("@timestamp".to_string());
-        }
+        let tree_paths = crate::engine::pruned::TreePaths::new(carry.iter().map(String::as_str).chain(["@timestamp"]));
         engine.set_carry_fields(carry);
         Ok(GenericRun {
-            tree_paths: crate::engine::pruned::TreePaths::new(paths.iter().map(String::as_str)),
-            paths,
+            tree_paths,
             engine,
             index,
             parts: if rule.writes_apt_alert() { RuleParts::new(rule.meta()) } else { RuleParts::generic(rule.meta()) },
@@ -155,7 +151,7 @@ impl GenericRun {
     /// The paths a record's tree must hold for this rule (see
     /// [`crate::engine::pruned`]).
     pub fn tree_paths(&self) -> &[String] {
-        &self.paths
+        self.tree_paths.paths()
     }
 
     /// See [`Engine::by_fields`].

@@ -40,6 +40,8 @@ use std::fmt;
 #[derive(Debug, Clone, Default)]
 pub struct TreePaths {
     nodes: Vec<Node>,
+    /// The paths, each once, in the order given.
+    paths: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -50,8 +52,12 @@ struct Node {
 impl TreePaths {
     /// The trie of these dotted paths.
     pub fn new<'p>(paths: impl IntoIterator<Item = &'p str>) -> TreePaths {
-        let mut t = TreePaths { nodes: vec![Node::default()] };
+        let mut t = TreePaths { nodes: vec![Node::default()], paths: Vec::new() };
         for p in paths {
+            if t.paths.iter().any(|q| q == p) {
+                continue;
+            }
+            t.paths.push(p.to_string());
             let mut at = 0u32;
             for seg in p.split('.') {
                 at = match t.child(at, seg) {
@@ -66,6 +72,11 @@ impl TreePaths {
             }
         }
         t
+    }
+
+    /// The paths, each once, in the order given.
+    pub fn paths(&self) -> &[String] {
+        &self.paths
     }
 
     fn child(&self, node: u32, seg: &str) -> Option<u32> {

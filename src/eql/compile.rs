@@ -766,11 +766,6 @@ impl Glob {
         Glob { text: pattern, pieces }
     }
 
-    /// The pattern as written (folded for a case-insensitive match).
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
     /// Whether `value` (ASCII: `value_ascii`) matches; `fold` lower-cases it.
     pub fn matches(&self, value: &str, value_ascii: bool, fold: bool) -> bool {
         let Some(p) = self.pieces.as_ref().filter(|_| value_ascii) else {
@@ -795,12 +790,6 @@ impl Glob {
         }
         in_order(&p.middle, inner)
     }
-}
-
-fn sorted_by_cost(v: Vec<Pred>) -> Vec<Pred> {
-    let mut v: Vec<(usize, Pred)> = v.into_iter().map(|p| p.cheapest_first()).map(|p| (p.cost(), p)).collect();
-    v.sort_by_key(|(c, _)| *c);
-    v.into_iter().map(|(_, p)| p).collect()
 }
 
 /// Whether every piece occurs in `hay`, in order, without overlapping.
@@ -942,7 +931,8 @@ impl Pred {
         }
     }
 
-    /// A rough cost of evaluating the predicate on one record.
+    /// A rough cost of evaluating the predicate on one record (an `and` or
+    /// `or` costs what all its parts do: an upper bound).
     fn cost(&self) -> usize {
         match self {
             Pred::Const(_) => 0,
@@ -975,6 +965,14 @@ impl Pred {
             Pred::Any(s, t) => f.get(*s).any(|v| t.check(v)),
         }
     }
+}
+
+/// Parts of an `and` or `or`, each with its own parts ordered, cheapest
+/// first (stable).
+fn sorted_by_cost(v: Vec<Pred>) -> Vec<Pred> {
+    let mut v: Vec<(usize, Pred)> = v.into_iter().map(|p| p.cheapest_first()).map(|p| (p.cost(), p)).collect();
+    v.sort_by_key(|(c, _)| *c);
+    v.into_iter().map(|(_, p)| p).collect()
 }
 
 impl CompiledStage {

@@ -228,15 +228,24 @@ pub(super) fn is_member_name(record: &[u8], end: usize) -> bool {
 pub(super) struct IndexBuilder {
     pub(super) pats: Vec<String>,
     pub(super) sets: Vec<Vec<u32>>,
+    /// Per pattern: sought case-insensitively ([`IndexBuilder::add_case`]).
+    pub(super) ci: Vec<bool>,
 }
 
 impl IndexBuilder {
     pub(super) fn add(&mut self, pat: String, set: u32) {
-        let k = match self.pats.iter().position(|p| *p == pat) {
+        self.add_case(pat, false, set)
+    }
+
+    /// A pattern and whether it is sought case-insensitively (the same text
+    /// both ways is two patterns).
+    pub(super) fn add_case(&mut self, pat: String, ci: bool, set: u32) {
+        let k = match self.pats.iter().zip(&self.ci).position(|(p, &c)| *p == pat && c == ci) {
             Some(k) => k,
             None => {
                 self.pats.push(pat);
                 self.sets.push(Vec::new());
+                self.ci.push(ci);
                 self.pats.len() - 1
             }
         };
@@ -350,18 +359,15 @@ impl FieldIndex {
                             &mut frag_builders.last_mut().expect("just pushed").1
                         }
                     };
-                    // (Case told apart in the pattern list by a leading byte
-                    // no fragment holds: `\0` case-insensitive, `\x01` not.)
-                    b.add(format!("{}{}", if n.ci { '\0' } else { '\x01' }, n.text), sid);
+                    b.add_case(n.text.clone(), n.ci, sid);
                 }
             }
         }
         let frags = frag_builders
             .into_iter()
-            .filter_map(|(slot, mut b)| {
-                let any_ci = b.pats.iter().any(|p| p.starts_with('\0'));
-                let exact_case = b.pats.iter().map(|p| p.strip_prefix('\x01').map(|t| t.as_bytes().into())).collect();
-                b.pats.iter_mut().for_each(|p| *p = p[1..].to_string());
+            .filter_map(|(slot, b)| {
+                let any_ci = b.ci.iter().any(|&c| c);
+                let exact_case = b.pats.iter().zip(&b.ci).map(|(p, &ci)| (!ci).then(|| p.as_bytes().into())).collect();
                 let ix = b.build(any_ci);
                 Some(FragIndex { slot, any_ci, ac: ix.ac?, sets: ix.sets, exact_case })
             })

@@ -19,7 +19,9 @@
 //!    exactly the fast engine's stage test for a fast rule, a sound
 //!    relaxation for a generic one;
 //!
-//! and hands the record only to the rules with a stage left. A record the
+//! and hands the record only to the rules with a stage left; the rules on
+//! the generic engine among them share one tree of the record, holding only
+//! the fields they read or carry ([`crate::engine::pruned`]). A record the
 //! fast scanner is unsure of is read by the validating reader instead; one
 //! that neither reads (malformed, too deep) goes to every rule, whose
 //! detectors read and count it. A stage that requires no string (e.g. `any
