@@ -716,6 +716,10 @@ pub fn fold(s: &str) -> String {
 }
 
 fn eq_fold(value: &str, folded: &str) -> bool {
+    // (An ASCII value lower-cases byte by byte, to ASCII.)
+    if value.is_ascii() {
+        return value.len() == folded.len() && value.bytes().zip(folded.bytes()).all(|(a, b)| a.to_ascii_lowercase() == b);
+    }
     value.chars().flat_map(char::to_lowercase).eq(folded.chars())
 }
 
@@ -1139,5 +1143,7 @@ mod tests {
     fn fold_eq() {
         assert!(eq_fold("ÄPT", &fold("äpt")));
         assert!(!eq_fold("APTX", &fold("apt")));
+        assert!(eq_fold("ApT-1", &fold("apt-1")) && !eq_fold("ApT-1", &fold("apt-2")), "an ASCII value, byte by byte");
+        assert!(eq_fold("\u{212A}", "k") && !eq_fold("K", "\u{212A}"), "the Kelvin sign lower-cases to k; an ASCII value never to it");
     }
 }

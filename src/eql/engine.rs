@@ -475,7 +475,8 @@ impl Engine {
             }
         }
         out.push(b'}');
-        Some(String::from_utf8_lossy(&out).into())
+        // (serde_json writes UTF-8: the check finds nothing to replace.)
+        Some(String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()).into())
     }
 
     /// Every key combination of stage `si` (`None`: the `until` stage) for

@@ -122,9 +122,11 @@ fn collect_rest<'v>(v: &'v Value, rest: Option<&str>, out: &mut Vec<&'v Value>) 
             if map.len() <= SMALL_OBJECT {
                 let mut hits: [(usize, Option<&Value>); MAX_SPLITS] = [(0, None); MAX_SPLITS];
                 let mut n = 0;
+                let r = rest.as_bytes();
                 for (k, child) in map {
                     let k = k.as_bytes();
-                    if rest.as_bytes().starts_with(k) && rest.as_bytes().get(k.len()).is_none_or(|&c| c == b'.') {
+                    // (The first byte first: most keys differ there.)
+                    if k.first().is_none_or(|c| r.first() == Some(c)) && r.starts_with(k) && r.get(k.len()).is_none_or(|&c| c == b'.') {
                         if n == MAX_SPLITS {
                             n = usize::MAX;
                             break;
