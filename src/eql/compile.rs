@@ -718,9 +718,15 @@ pub fn fold(s: &str) -> String {
 fn eq_fold(value: &str, folded: &str) -> bool {
     // (An ASCII value lower-cases byte by byte, to ASCII.)
     if value.is_ascii() {
-        return value.len() == folded.len() && value.bytes().zip(folded.bytes()).all(|(a, b)| a.to_ascii_lowercase() == b);
+        return ascii_eq_folded(value.as_bytes(), folded.as_bytes());
     }
     value.chars().flat_map(char::to_lowercase).eq(folded.chars())
+}
+
+/// Whether ASCII `value`, lower-cased, is `folded`.
+#[inline]
+fn ascii_eq_folded(value: &[u8], folded: &[u8]) -> bool {
+    value.len() == folded.len() && value.iter().zip(folded).all(|(a, b)| a.to_ascii_lowercase() == *b)
 }
 
 /// `*` matches any run of characters, `?` exactly one; `fold` lower-cases the
@@ -776,7 +782,7 @@ impl Glob {
             return wildcard_match_with(value, value_ascii, &self.text, fold);
         };
         let v = value.as_bytes();
-        let eq = |a: &[u8], b: &[u8]| if fold { a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_ascii_lowercase() == *y) } else { a == b };
+        let eq = |a: &[u8], b: &[u8]| if fold { ascii_eq_folded(a, b) } else { a == b };
         if !p.star {
             return v.len() == p.first.len() && eq(v, &p.first);
         }

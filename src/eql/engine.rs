@@ -154,8 +154,8 @@ type Key = Vec<Option<String>>;
 /// is emitted).
 type Carried = Option<std::sync::Arc<str>>;
 
-/// Each carried field once (its first occurrence), with its path.
-fn carry_paths(fields: &[String]) -> Vec<String> {
+/// Each carried field once (its first occurrence), in order.
+fn each_once(fields: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(fields.len());
     for f in fields {
         if !out.contains(f) {
@@ -231,7 +231,8 @@ pub struct Engine {
     until: Option<CStage>,
     maxspan: Option<i64>,
     opts: EngineOptions,
-    /// The carried fields, each once (first occurrence): name and path.
+    /// The carried fields, each once (first occurrence): each is read by
+    /// its dotted name ([`super::eval::collect`]).
     carry: Vec<String>,
     pos: u64,
     watermark: i64,
@@ -319,7 +320,7 @@ impl Engine {
         };
         let positive = stages.iter().enumerate().filter(|(_, s)| !s.missing).map(|(i, _)| i).collect();
         let n_stages = stages.len();
-        let carry = carry_paths(&options.carry_fields);
+        let carry = each_once(&options.carry_fields);
         Ok(Engine {
             kind,
             fields: cc.fields,
@@ -349,7 +350,7 @@ impl Engine {
     /// Copy these fields out of each event that takes part in a result
     /// ([`Match::carried`]), replacing [`EngineOptions::carry_fields`].
     pub fn set_carry_fields(&mut self, fields: Vec<String>) {
-        self.carry = carry_paths(&fields);
+        self.carry = each_once(&fields);
         self.opts.carry_fields = fields;
     }
 

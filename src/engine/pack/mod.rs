@@ -413,25 +413,8 @@ impl PackDetector {
                     if c.stages == 0 {
                         return false;
                     }
-                } else if c.stages & 1 == 0 {
-                    // Nothing waits under this record's `by` values (one
-                    // string each, as the engine reads them).
-                    if let Some(slots) = by_slots[rule].as_deref().filter(|s| s.len() <= MAX_BY) {
-                        let mut by = [""; MAX_BY];
-                        let found = slots.iter().zip(&mut by).all(|(&s, b)| {
-                            let mut vals = fields.get(s);
-                            match (vals.next(), vals.next()) {
-                                (Some(Scalar::Str(v)), None) => {
-                                    *b = v.as_ref();
-                                    true
-                                }
-                                _ => false,
-                            }
-                        });
-                        if found && detectors[rule].generic_nothing_under(&by[..slots.len()]) {
-                            return false;
-                        }
-                    }
+                } else if c.stages & 1 == 0 && by_slots[rule].as_deref().is_some_and(|s| nothing_under(&detectors[rule], &fields, s)) {
+                    return false;
                 }
             }
             let Some(checks) = &pc.rules[c.rule as usize] else { return true };
@@ -472,6 +455,27 @@ impl PackDetector {
         self.pending = self.detectors.iter().map(Detector::pending_count).sum();
         self.alerts.len() - before
     }
+}
+
+/// Whether a generic rule keeps no partial sequence under this record's
+/// values of its `by` fields (at `slots` of the pack's read; one string
+/// each, as the engine reads them). False when unsure.
+fn nothing_under(d: &Detector, fields: &Fields, slots: &[Slot]) -> bool {
+    if slots.len() > MAX_BY {
+        return false;
+    }
+    let mut by = [""; MAX_BY];
+    let found = slots.iter().zip(&mut by).all(|(&s, b)| {
+        let mut vals = fields.get(s);
+        match (vals.next(), vals.next()) {
+            (Some(Scalar::Str(v)), None) => {
+                *b = v.as_ref();
+                true
+            }
+            _ => false,
+        }
+    });
+    found && d.generic_nothing_under(&by[..slots.len()])
 }
 
 /// An alert record with `event.kind: "signal"` (Kibana's value for alerts).

@@ -13,7 +13,7 @@ use super::*;
 // eight bytes at a time (SWAR: bit tricks on a u64, no `unsafe`, no SIMD
 // intrinsics), stopping at the first quote, backslash, control or non-ASCII
 // byte; a string holding anything but the closing quote takes the slow path,
-// which checks escapes and UTF-8. A skipped container is crossed byte by
+// which checks escapes (the record was checked as UTF-8 first). A skipped container is crossed byte by
 // byte between its strings, counting brackets (and matching their kinds on
 // a bit stack).
 
@@ -185,12 +185,12 @@ impl<'a> Scanner<'_, '_, 'a> {
     }
 
     /// The rest of a string from its first backslash, control or non-ASCII
-    /// byte at `i`: escapes checked, control bytes refused, UTF-8 checked.
+    /// byte at `i`: escapes checked, control bytes refused (UTF-8 was
+    /// checked for the whole record).
     #[cold]
     pub(super) fn string_slow(&mut self, start: usize, mut i: usize) -> Result<(usize, bool), Unsure> {
         let b = self.b;
         let mut escaped = false;
-        let mut ascii = true;
         loop {
             match *b.get(i).ok_or(Unsure)? {
                 b'"' => break,
@@ -209,15 +209,10 @@ impl<'a> Scanner<'_, '_, 'a> {
                     }
                 }
                 0..=0x1f => return Err(Unsure),
-                0x80.. => {
-                    ascii = false;
-                    i += 1;
-                }
+                // (Non-ASCII bytes too: the record was checked as UTF-8
+                // before the scan.)
                 _ => i += 1,
             }
-        }
-        if !ascii && std::str::from_utf8(&b[start..i]).is_err() {
-            return Err(Unsure);
         }
         self.i = i + 1;
         Ok((start, escaped))
