@@ -31,6 +31,7 @@ use crate::alert::annotate::{format_id, AnnotationStyle, RuleParts};
 use crate::format::merge::merge;
 use crate::engine::detector::{RecordError, StandaloneAlert, Stats, MAX_QUEUED_ALERTS};
 use crate::eql::{Engine, EngineOptions, Match, TypeMap};
+use crate::eql::eval::{ReadSlots, Source};
 use crate::format::event::{ExtractError, FieldTable, Fields};
 use crate::engine::exceptions::Exceptions;
 use crate::config::rule::Rule;
@@ -66,6 +67,9 @@ pub struct GenericRun {
     /// What a record's tree must hold for this rule: the fields its query
     /// reads and its alert carries ([`crate::engine::pruned`]).
     tree_paths: crate::engine::pruned::TreePaths,
+    /// Where the paths read and carried are in a rule pack's read
+    /// ([`GenericRun::bind_read`]).
+    read_slots: Option<ReadSlots>,
 }
 
 /// Settings the generic run takes from the config.
@@ -128,6 +132,7 @@ impl GenericRun {
         engine.set_carry_fields(carry);
         Ok(GenericRun {
             tree_paths,
+            read_slots: None,
             engine,
             index,
             parts: if rule.writes_apt_alert() { RuleParts::new(rule.meta()) } else { RuleParts::generic(rule.meta()) },
@@ -241,7 +246,7 @@ impl GenericRun {
             let t = event_time(&event);
             let Some(t) = t else {
                 // No time: it cannot be ordered; the engine ignores it too.
-                self.push(&event, record, msgpack, false, stats, alerts);
+                self.push(Source::Tree(event), record, msgpack, false, stats, alerts);
                 return Ok(None);
             };
             if self.max_seen.is_some_and(|m| t < m.saturating_sub(self.lateness_ms)) {
@@ -264,13 +269,62 @@ impl GenericRun {
                 if let Some((bytes, mp)) = self.held.remove(&(tr, seq)) {
                     self.held_bytes -= bytes.len() + HELD_OVERHEAD;
                     if let Ok(ev) = read(&bytes, mp) {
-                        self.push(&ev, &bytes, mp, false, stats, alerts);
+                        self.push(Source::Tree(&ev), &bytes, mp, false, stats, alerts);
                     }
                 }
             }
             return Ok(None);
         }
-        let inline = self.push(&event, record, msgpack, true, stats, alerts);
+        let inline = self.push(Source::Tree(event), record, msgpack, true, stats, alerts);
+        self.inline(inline, record, msgpack, stats)
+    }
+
+    /// Whether [`GenericRun::process_read`] may take a record: not while
+    /// records are held back for `max_lateness` (a held record is read
+    /// again later, from its bytes).
+    pub fn takes_read(&self) -> bool {
+        self.read_slots.is_some() && !(self.lateness_ms > 0 && self.is_sequence)
+    }
+
+    /// Read records' plain scans with `table` from now on
+    /// ([`GenericRun::process_read`]), if it holds every path this rule
+    /// reads and carries; whether it does.
+    pub fn bind_read(&mut self, table: &FieldTable) -> bool {
+        self.read_slots = self.engine.read_slots(table);
+        self.read_slots.is_some()
+    }
+
+    /// [`GenericRun::process`] for a JSON record that a tree surely reads
+    /// whole, given its plain scan `read` with the table of
+    /// [`GenericRun::bind_read`] (see [`Source::Read`]); only when
+    /// [`GenericRun::takes_read`]. The same outcome as from the record's
+    /// tree.
+    #[allow(clippy::too_many_arguments)]
+    pub fn process_read<'o>(
+        &'o mut self,
+        record: &[u8],
+        read: &Fields,
+        stats: &mut Stats,
+        exceptions: &mut Exceptions,
+        table: &FieldTable,
+        alerts: &mut VecDeque<StandaloneAlert>,
+    ) -> Result<Option<&'o [u8]>, RecordError> {
+        debug_assert!(self.takes_read());
+        if !exceptions.is_empty() {
+            let mut f = Fields::new();
+            if table.extract(record, &mut f).is_ok() && exceptions.exclude(&f) {
+                stats.excluded += 1;
+                return Ok(None);
+            }
+        }
+        let Some(at) = self.read_slots.take() else { return Ok(None) };
+        let inline = self.push(Source::Read(read, &at), record, false, true, stats, alerts);
+        self.read_slots = Some(at);
+        self.inline(inline, record, false, stats)
+    }
+
+    /// The record annotated with `inline`, if any.
+    fn inline(&mut self, inline: Option<Map<String, Value>>, record: &[u8], msgpack: bool, stats: &mut Stats) -> Result<Option<&[u8]>, RecordError> {
         match inline {
             Some(alert) => {
                 self.out.clear();
@@ -302,7 +356,7 @@ impl GenericRun {
         let n = held.len() as u64;
         for (_, (bytes, mp)) in held {
             if let Ok(ev) = read(&bytes, mp) {
-                self.push(&ev, &bytes, mp, false, stats, alerts);
+                self.push(Source::Tree(&ev), &bytes, mp, false, stats, alerts);
             }
         }
         let mut done = Vec::new();
@@ -317,7 +371,7 @@ impl GenericRun {
     /// completes a result; every other result becomes a standalone alert.
     fn push(
         &mut self,
-        event: &Value,
+        event: Source<'_>,
         record: &[u8],
         msgpack: bool,
         inline: bool,
@@ -329,7 +383,7 @@ impl GenericRun {
         let before = *self.engine.stats();
         self.matches.clear();
         let mut matches = std::mem::take(&mut self.matches);
-        self.engine.push(ord, event, &mut matches);
+        self.engine.push_from(ord, event, &mut matches);
         let after = self.engine.stats();
         stats.stage_matches[0] += after.stage_matches - before.stage_matches;
         stats.bad_timestamp += after.no_timestamp - before.no_timestamp;

@@ -43,7 +43,8 @@
 //! the oldest are evicted and counted ([`EngineStats`]).
 
 use super::ast::{Field, Query, Stage};
-use super::eval::{test, CondCompiler, Cond, Doc, FieldSet};
+use super::eval::{test, CondCompiler, Cond, Doc, FieldSet, ReadSlots, Source};
+use crate::format::event::{FieldTable, Scalar};
 use super::types::{FieldInfo, FieldType, TypeMap};
 use super::value::Val;
 use super::{parse, ParseLimits, RuleError, RuleErrorKind};
@@ -165,6 +166,23 @@ fn each_once(fields: &[String]) -> Vec<String> {
     out
 }
 
+/// Each name as a JSON object's member name and its colon.
+fn carry_keys(names: &[String]) -> Vec<String> {
+    names.iter().map(|n| format!("{}:", Value::String(n.clone()))).collect()
+}
+
+/// `s` as a JSON string, as serde_json writes it: plain text (no quote,
+/// backslash or control character) copied as it is.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20) {
+        let _ = serde_json::to_writer(out, s);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
 /// Carried fields as [`Match::carried`] gives them.
 fn carried_map(c: &Carried) -> Option<std::sync::Arc<serde_json::Map<String, Value>>> {
     c.as_ref().map(|text| std::sync::Arc::new(serde_json::from_str(text).unwrap_or_default()))
@@ -234,6 +252,8 @@ pub struct Engine {
     /// The carried fields, each once (first occurrence): each is read by
     /// its dotted name ([`super::eval::collect`]).
     carry: Vec<String>,
+    /// Each carried name as a JSON string and its colon.
+    carry_keys: Vec<String>,
     pos: u64,
     watermark: i64,
     /// key → per positive stage (but the last), partials ordered by last pos.
@@ -321,6 +341,7 @@ impl Engine {
         let positive = stages.iter().enumerate().filter(|(_, s)| !s.missing).map(|(i, _)| i).collect();
         let n_stages = stages.len();
         let carry = each_once(&options.carry_fields);
+        let carry_keys = carry_keys(&carry);
         Ok(Engine {
             kind,
             fields: cc.fields,
@@ -331,6 +352,7 @@ impl Engine {
             maxspan,
             opts: options,
             carry,
+            carry_keys,
             pos: 0,
             watermark: i64::MIN,
             partials: HashMap::default(),
@@ -351,7 +373,16 @@ impl Engine {
     /// ([`Match::carried`]), replacing [`EngineOptions::carry_fields`].
     pub fn set_carry_fields(&mut self, fields: Vec<String>) {
         self.carry = each_once(&fields);
+        self.carry_keys = carry_keys(&self.carry);
         self.opts.carry_fields = fields;
+    }
+
+    /// Where the fields this engine reads and carries are in a read with
+    /// `table` ([`Source::Read`]); `None` if one is not a slot of it.
+    pub fn read_slots(&self, table: &FieldTable) -> Option<ReadSlots> {
+        let fields = self.fields.names.iter().map(|n| table.lookup(n)).collect::<Option<Vec<_>>>()?;
+        let carry = self.carry.iter().map(|n| table.lookup(n)).collect::<Option<Vec<_>>>()?;
+        Some(ReadSlots { fields, carry })
     }
 
     /// The counters so far.
@@ -410,6 +441,12 @@ impl Engine {
     /// tiebreaker); `ordinal` is the caller's name for it. Results completed
     /// by it are appended to `out`.
     pub fn push(&mut self, ordinal: u64, event: &Value, out: &mut Vec<Match>) {
+        self.push_from(ordinal, Source::Tree(event), out)
+    }
+
+    /// [`Engine::push`] with the event's values read from `event` (a tree,
+    /// or a record's plain scan: [`Source`]); the same outcome.
+    pub fn push_from(&mut self, ordinal: u64, event: Source<'_>, out: &mut Vec<Match>) {
         self.stats.events += 1;
         self.pos += 1;
         let fields = std::mem::take(&mut self.fields);
@@ -443,35 +480,60 @@ impl Engine {
     /// The carried fields of `event` as a JSON object's text: each field
     /// present, in the order given, its one value or the array of its
     /// values (written as they are read, not gathered in a map first).
-    fn carried(&self, event: &Value) -> Carried {
+    fn carried(&self, event: Source<'_>) -> Carried {
         if self.carry.is_empty() {
             return None;
         }
         let mut out: Vec<u8> = Vec::with_capacity(256);
-        let mut raw = Vec::new();
         out.push(b'{');
-        for name in &self.carry {
-            raw.clear();
-            super::eval::collect(event, name, &mut raw);
-            if raw.is_empty() {
-                continue;
-            }
-            if out.len() > 1 {
-                out.push(b',');
-            }
-            // (Writing to a vector cannot fail; a Value always serializes.)
-            let _ = serde_json::to_writer(&mut out, name);
-            out.push(b':');
-            if let [one] = raw.as_slice() {
-                let _ = serde_json::to_writer(&mut out, one);
-            } else {
-                out.push(b'[');
-                for (i, v) in raw.iter().enumerate() {
-                    if i > 0 {
+        let mut raw: Vec<&Value> = Vec::new();
+        for (j, name) in self.carry.iter().enumerate() {
+            // The values, each written as it comes: the name before the
+            // first, `[` put in before the first once there is a second.
+            let mut n = 0usize;
+            let mut first_at = 0;
+            let mut next = |out: &mut Vec<u8>| {
+                if n == 0 {
+                    if out.len() > 1 {
                         out.push(b',');
                     }
-                    let _ = serde_json::to_writer(&mut out, v);
+                    out.extend_from_slice(self.carry_keys[j].as_bytes());
+                    first_at = out.len();
+                } else {
+                    if n == 1 {
+                        out.insert(first_at, b'[');
+                    }
+                    out.push(b',');
                 }
+                n += 1;
+            };
+            // (Writing to a vector cannot fail; a value always serializes.)
+            match event {
+                Source::Tree(tree) => {
+                    raw.clear();
+                    super::eval::collect(tree, name, &mut raw);
+                    for v in &raw {
+                        next(&mut out);
+                        let _ = serde_json::to_writer(&mut out, v);
+                    }
+                }
+                Source::Read(fields, at) => {
+                    for v in fields.get(at.carry[j]) {
+                        match v {
+                            Scalar::Object => continue,
+                            Scalar::Str(s) => {
+                                next(&mut out);
+                                write_json_str(&mut out, s);
+                            }
+                            _ => {
+                                next(&mut out);
+                                let _ = serde_json::to_writer(&mut out, &v.to_json());
+                            }
+                        }
+                    }
+                }
+            }
+            if n > 1 {
                 out.push(b']');
             }
         }
@@ -499,14 +561,14 @@ impl Engine {
                         _ => x.text(),
                     };
                     if let Some(t) = t {
-                        if !v.contains(&Some(t.clone())) {
+                        if !v.iter().any(|x| x.as_deref() == Some(t.as_str())) {
                             v.push(Some(t));
                         }
                     }
                 }
                 v
             };
-            let vals = if vals.is_empty() {
+            let mut vals = if vals.is_empty() {
                 if k.optional {
                     vec![None]
                 } else {
@@ -515,6 +577,11 @@ impl Engine {
             } else {
                 vals
             };
+            // One value, one combination so far (the common case): add it.
+            if let ([only], 1) = (combos.as_mut_slice(), vals.len()) {
+                only.extend(vals.pop());
+                continue;
+            }
             let mut next = Vec::with_capacity(combos.len() * vals.len());
             'outer: for c in &combos {
                 for v in &vals {
@@ -532,7 +599,7 @@ impl Engine {
         Some(combos)
     }
 
-    fn sequence_event(&mut self, ordinal: u64, event: &Value, doc: &Doc, out: &mut Vec<Match>) {
+    fn sequence_event(&mut self, ordinal: u64, event: Source<'_>, doc: &Doc, out: &mut Vec<Match>) {
         let matched: Vec<bool> = self.stages.iter().map(|s| test(&s.cond, doc)).collect();
         let until_hit = self.until.as_ref().is_some_and(|u| test(&u.cond, doc));
         if !matched.iter().any(|m| *m) && !until_hit {
@@ -872,7 +939,7 @@ impl Engine {
         }
     }
 
-    fn sample_event(&mut self, ordinal: u64, event: &Value, doc: &Doc, out: &mut Vec<Match>) {
+    fn sample_event(&mut self, ordinal: u64, event: Source<'_>, doc: &Doc, out: &mut Vec<Match>) {
         let matched: Vec<bool> = self.stages.iter().map(|s| test(&s.cond, doc)).collect();
         if !matched.iter().any(|m| *m) {
             return;
@@ -1170,7 +1237,7 @@ mod tests {
         let mut e = Engine::new("any where true", opts).unwrap();
         let ev = serde_json::json!({"a": {"x": 1.5, "y": "q"}, "b": "t\"é", "arr": [1, "two", null], "@timestamp": "2026-01-01T00:00:00Z"});
         assert_eq!(
-            e.carried(&ev).as_deref(),
+            e.carried(Source::Tree(&ev)).as_deref(),
             Some(r#"{"b":"t\"é","a.x":1.5,"arr":[1,"two",null]}"#),
             "an object is no field's value"
         );
@@ -1179,6 +1246,6 @@ mod tests {
         let got = out[0].carried[0].as_ref().unwrap();
         assert_eq!(got.keys().collect::<Vec<_>>(), ["b", "a.x", "arr"]);
         e.set_carry_fields(Vec::new());
-        assert_eq!(e.carried(&ev), None);
+        assert_eq!(e.carried(Source::Tree(&ev)), None);
     }
 }

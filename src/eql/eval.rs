@@ -37,6 +37,7 @@ use super::lucene;
 use super::types::{FieldInfo, FieldType, TypeMap};
 use super::value::{compare, equals, literal_for, typed, Val};
 use super::{RuleError, RuleErrorKind, Span};
+use crate::format::event::{Fields, Scalar};
 use crate::format::ip::Cidr;
 use serde_json::Value;
 use std::cell::{Cell, OnceCell};
@@ -75,20 +76,54 @@ impl FieldSet {
     }
 
     /// Read one field of the set from one event; counts malformed values.
-    fn read_one(&self, event: &Value, slot: usize, malformed: &Cell<u32>) -> Vec<Val> {
-        let mut raw: Vec<&Value> = Vec::new();
-        collect(event, &self.names[slot], &mut raw);
+    fn read_one(&self, event: Source<'_>, slot: usize, malformed: &Cell<u32>) -> Vec<Val> {
         let info = self.infos[slot].as_ref();
-        let mut out = Vec::with_capacity(raw.len());
-        for v in &raw {
-            match typed(v, info) {
-                Ok(Some(x)) => out.push(x),
-                Ok(None) => {}
-                Err(()) => malformed.set(malformed.get() + 1),
+        let mut out = Vec::new();
+        let mut add = |v: &Value| match typed(v, info) {
+            Ok(Some(x)) => out.push(x),
+            Ok(None) => {}
+            Err(()) => malformed.set(malformed.get() + 1),
+        };
+        match event {
+            Source::Tree(tree) => {
+                let mut raw: Vec<&Value> = Vec::new();
+                collect(tree, &self.names[slot], &mut raw);
+                for v in raw {
+                    add(v);
+                }
+            }
+            Source::Read(fields, at) => {
+                for s in fields.get(at.fields[slot]) {
+                    // (An object where the path ends holds no scalar.)
+                    if !matches!(s, Scalar::Object) {
+                        add(&s.to_json());
+                    }
+                }
             }
         }
         out
     }
+}
+
+/// Where an event's values are read from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// The record's JSON tree (whole, or pruned to the paths read).
+    Tree(&'a Value),
+    /// What a [`FieldTable`] scan read from the record, when it is
+    /// [`Fields::plain`]: each slot then holds, in order, exactly the
+    /// scalars (and objects) [`collect`] finds at its path in the record's
+    /// tree. The slots of the paths read are in the [`ReadSlots`], made for
+    /// that table by the engine reading them.
+    Read(&'a Fields<'a>, &'a ReadSlots),
+}
+
+/// Where a query's fields (by slot of its [`FieldSet`]) and the fields it
+/// carries (in order) are in a [`FieldTable`]'s read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadSlots {
+    pub fields: Vec<crate::format::event::Slot>,
+    pub carry: Vec<crate::format::event::Slot>,
 }
 
 /// Every scalar under the dotted `path` in `v`: nested objects and dotted
@@ -145,14 +180,14 @@ fn collect_rest<'v>(v: &'v Value, rest: Option<&str>, out: &mut Vec<&'v Value>) 
 /// first conjunct (its category, say) reads nothing else.
 #[derive(Debug)]
 pub struct Doc<'a> {
-    src: (&'a FieldSet, &'a Value),
+    src: (&'a FieldSet, Source<'a>),
     values: Vec<OnceCell<Vec<Val>>>,
     malformed: Cell<u32>,
 }
 
 impl<'a> Doc<'a> {
     /// The fields of `fields` in `event`.
-    pub fn new(fields: &'a FieldSet, event: &'a Value) -> Doc<'a> {
+    pub fn new(fields: &'a FieldSet, event: Source<'a>) -> Doc<'a> {
         let values = (0..fields.names.len()).map(|_| OnceCell::new()).collect();
         Doc { src: (fields, event), values, malformed: Cell::new(0) }
     }

@@ -28,9 +28,26 @@ pub fn valid(text: &[u8]) -> bool {
     }
 }
 
+/// Whether `text` (UTF-8, nested less deep than serde_json's recursion
+/// limit) is surely read whole by `serde_json::from_slice::<Value>`: valid
+/// as [`valid`] says, and without what a tree refuses beyond that, a `\u`
+/// escape in the surrogate range (a lone one is refused) or a number that
+/// may be out of range (one with an exponent, or more than 300 digits
+/// before its point). False when unsure.
+pub fn surely_a_tree(text: &[u8]) -> bool {
+    let mut c = Checker::new(text);
+    c.run() == Some(true) && c.plain
+}
+
+/// Integer digits beyond which a number might not fit an `f64`.
+const PLAIN_DIGITS: usize = 300;
+
 struct Checker<'a> {
     b: &'a [u8],
     i: usize,
+    /// No surrogate escape and no number that might be out of range met
+    /// (see [`surely_a_tree`]).
+    plain: bool,
     /// Bit set: the container at that level is an object.
     objects: [u64; MAX_DEPTH / 64],
     depth: usize,
@@ -38,7 +55,7 @@ struct Checker<'a> {
 
 impl<'a> Checker<'a> {
     fn new(b: &'a [u8]) -> Self {
-        Checker { b, i: 0, objects: [0; MAX_DEPTH / 64], depth: 0 }
+        Checker { b, i: 0, plain: true, objects: [0; MAX_DEPTH / 64], depth: 0 }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -204,7 +221,12 @@ impl<'a> Checker<'a> {
                 Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
                 Some(b'u') => {
                     match b.get(i + 2..i + 6) {
-                        Some(h) if h.iter().all(u8::is_ascii_hexdigit) => {}
+                        Some(h) if h.iter().all(u8::is_ascii_hexdigit) => {
+                            // U+D800 to U+DFFF.
+                            if matches!(h[0], b'd' | b'D') && matches!(h[1], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F') {
+                                self.plain = false;
+                            }
+                        }
                         _ => return false,
                     }
                     i += 6;
@@ -231,7 +253,9 @@ impl<'a> Checker<'a> {
                 }
             }
             Some(b'1'..=b'9') => {
-                digits(self);
+                if digits(self) > PLAIN_DIGITS {
+                    self.plain = false;
+                }
             }
             _ => return false,
         }
@@ -242,6 +266,7 @@ impl<'a> Checker<'a> {
             }
         }
         if let Some(b'e' | b'E') = self.peek() {
+            self.plain = false;
             self.i += 1;
             if let Some(b'+' | b'-') = self.peek() {
                 self.i += 1;
@@ -320,6 +345,40 @@ mod tests {
         }
     }
 
+    fn tree(text: &[u8]) -> bool {
+        serde_json::from_slice::<serde_json::Value>(text).is_ok()
+    }
+
+    #[test]
+    fn surely_a_tree_only_where_serde_json_builds_one() {
+        // A tree is refused where the syntax check alone accepts: a lone
+        // surrogate, a number out of range. Each such text is not "sure".
+        let long = "9".repeat(400);
+        for c in [r#""\ud800""#, r#""\uDC00""#, r#"["\udbff"]"#, "1e400", "-1e400", "[1E309]", &long] {
+            assert!(valid(c.as_bytes()) && !tree(c.as_bytes()), "{c:?}");
+            assert!(!surely_a_tree(c.as_bytes()), "{c:?}");
+        }
+        // Nor what might be refused (surrogates, exponents, long numbers),
+        // even where a tree would be built.
+        let long = "1".repeat(301);
+        for c in [r#""\ud83d\ude00""#, "1e5", "0.5E-3", &long] {
+            assert!(tree(c.as_bytes()) && !surely_a_tree(c.as_bytes()), "{c:?}");
+        }
+        // Plain texts are sure, and invalid ones are not.
+        let long = "1".repeat(300);
+        for c in [r#"{"a":[1,-2,0.25,"\u00e9\n",true,null,{}],"b":"\u0041"}"#, &long, "-0.000001"] {
+            assert!(surely_a_tree(c.as_bytes()), "{c:?}");
+        }
+        for c in CASES {
+            if surely_a_tree(c.as_bytes()) {
+                assert!(tree(c.as_bytes()), "{c:?}");
+            }
+            if !valid(c.as_bytes()) {
+                assert!(!surely_a_tree(c.as_bytes()), "{c:?}");
+            }
+        }
+    }
+
     /// Random edits of realistic records: every verdict is serde_json's.
     #[test]
     fn agrees_with_serde_json_on_mutations() {
@@ -327,6 +386,8 @@ mod tests {
             &br#"{"@timestamp":"2026-03-14T09:30:00.123Z","event":{"category":["process"],"type":["start"]},"process":{"name":"sh","args":["sh","-c","echo \"hi\" \\ \u00e9"],"pid":4242,"parent":{"name":"apt","pid":1}},"n":-1.5e-3,"t":true,"z":null,"a":[]}"#[..],
             br#"[{"a":[1,2.5,{"b":{}}]},"x\/y",false,0,-0.0E+1]"#,
             br#"[0,-0,10,0.5,1e9,-2E-3,3.25e+7,0e0,"\u12aF"]"#,
+            // (Without exponents: often sure of a tree.)
+            br#"{"a":{"b":[1,-2,0.5,"x\"y\u00e9",true,null]},"c":"d","n":-0}"#,
         ];
         let alphabet = b"{}[]\":,\\ ntfrue0123456789.-+eEu\t\n\x01\x7f\xc3a/";
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -336,7 +397,7 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let (mut agreed_valid, mut total) = (0, 0);
+        let (mut agreed_valid, mut total, mut sure) = (0, 0, 0);
         for seed in seeds {
             for _ in 0..40_000 {
                 let mut t = seed.to_vec();
@@ -353,11 +414,21 @@ mod tests {
                 }
                 let v = valid(&t);
                 assert_eq!(v, serde(&t), "{}", String::from_utf8_lossy(&t));
+                // Sure of a tree only where serde_json builds one (on UTF-8,
+                // which the scanner checks first), never where invalid.
+                if surely_a_tree(&t) {
+                    assert!(v, "{}", String::from_utf8_lossy(&t));
+                    if std::str::from_utf8(&t).is_ok() {
+                        assert!(tree(&t), "{}", String::from_utf8_lossy(&t));
+                        sure += 1;
+                    }
+                }
                 agreed_valid += v as u32;
                 total += 1;
             }
         }
         // Both verdicts occur often enough to mean something.
         assert!(agreed_valid > total / 20 && agreed_valid < total - total / 20, "{agreed_valid} of {total}");
+        assert!(sure > total / 40, "{sure} of {total}");
     }
 }

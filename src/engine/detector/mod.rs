@@ -563,12 +563,13 @@ impl Detector {
         let mut fields = self.scratch.fields.take();
         let decide = self.scratch.decide(&self.rule, &self.table, self.ts_slot);
         let read = decide.scan(record, &mut fields).is_ok();
-        let decided = read && self.decides_unchanged(record, false, &fields, &OnceCell::new());
+        let valid = OnceCell::new();
+        let decided = read && self.decides_unchanged(record, false, &fields, &valid);
         self.scratch.fields.put_back(fields);
         if decided {
             return Ok(Verdict::Unchanged);
         }
-        self.evaluate_whole(record, false)
+        self.evaluate_whole(record, false, &valid)
     }
 
     /// Whether the decisive fields read from `record` (the table of
@@ -583,11 +584,22 @@ impl Detector {
     }
 
     /// Read `record` whole, evaluate it, and annotate it if it completes
-    /// a sequence.
-    fn evaluate_whole(&mut self, record: &[u8], msgpack: bool) -> Result<Verdict<'_>, RecordError> {
+    /// a sequence. `valid`: whether it is valid JSON, if known.
+    ///
+    /// A JSON record is read by the fast scanner when it is sure and the
+    /// record is valid JSON: the validating reader then accepts it and
+    /// reads the same values (the contract in [`crate::format::event`]).
+    /// Any other record is read by the validating reader, which says what
+    /// is wrong with it.
+    fn evaluate_whole(&mut self, record: &[u8], msgpack: bool, valid: &OnceCell<bool>) -> Result<Verdict<'_>, RecordError> {
         let mut fields = self.scratch.fields.take();
-        let read =
-            if msgpack { crate::format::msgpack::extract(&self.table, record, &mut fields) } else { self.table.extract(record, &mut fields) };
+        let read = if msgpack {
+            crate::format::msgpack::extract(&self.table, record, &mut fields)
+        } else if self.table.scan(record, &mut fields).is_ok() && *valid.get_or_init(|| crate::format::syntax::valid(record)) {
+            Ok(())
+        } else {
+            self.table.extract(record, &mut fields)
+        };
         let evaluated = match read {
             Ok(()) => self.evaluate_rec(&fields, Some(Rec { bytes: record, msgpack })),
             Err(e) => Err(self.count_extract_error(e)),
@@ -638,7 +650,7 @@ impl Detector {
         if unchanged {
             return Ok(Verdict::Unchanged);
         }
-        self.evaluate_whole(record, msgpack)
+        self.evaluate_whole(record, msgpack, valid)
     }
 
     /// The paths of the fields that decide about a record (see
@@ -684,7 +696,7 @@ impl Detector {
         if decided {
             return Ok(Verdict::Unchanged);
         }
-        self.evaluate_whole(body, true)
+        self.evaluate_whole(body, true, &OnceCell::new())
     }
 
     /// A warning for whoever runs the detector to log, when the input looks
@@ -852,6 +864,34 @@ impl Detector {
         }
         let Some(g) = self.generic.as_mut() else { return Ok(Verdict::Unchanged) };
         g.process(record, msgpack, Some(parsed), &mut self.stats, &mut self.exceptions, &self.table, &mut self.alerts)
+            .map(|o| o.map_or(Verdict::Unchanged, Verdict::Annotated))
+    }
+
+    /// Whether this rule runs on the generic engine and takes a record's
+    /// plain scan ([`Detector::process_scanned`]).
+    pub(crate) fn takes_read(&self) -> bool {
+        self.generic.as_ref().is_some_and(|g| g.takes_read())
+    }
+
+    /// For a rule pack: a rule on the generic engine reads records' plain
+    /// scans made with `table` from now on, if it holds every path the rule
+    /// reads and carries; whether it does.
+    pub(crate) fn bind_read(&mut self, table: &FieldTable) -> bool {
+        self.generic.as_mut().is_some_and(|g| g.bind_read(table))
+    }
+
+    /// For a rule pack, a JSON record of a generic rule that a tree surely
+    /// reads whole, with its plain scan `read` (see
+    /// [`Detector::bind_read`]): what [`Detector::process_parsed`] does with
+    /// its tree, without the tree. Only when [`Detector::takes_read`].
+    pub(crate) fn process_scanned(&mut self, record: &[u8], read: &Fields) -> Result<Verdict<'_>, RecordError> {
+        self.stats.records += 1;
+        if record.len() > self.max_record_bytes {
+            self.stats.too_large += 1;
+            return Err(RecordError::TooLarge);
+        }
+        let Some(g) = self.generic.as_mut() else { return Ok(Verdict::Unchanged) };
+        g.process_read(record, read, &mut self.stats, &mut self.exceptions, &self.table, &mut self.alerts)
             .map(|o| o.map_or(Verdict::Unchanged, Verdict::Annotated))
     }
 

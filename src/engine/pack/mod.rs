@@ -126,6 +126,9 @@ pub struct PackDetector {
     bad_timestamps: u64,
     /// Per rule, the records the index gave it (before its stages' tests).
     indexed_by_rule: Vec<u64>,
+    /// Records a rule on the generic engine read from the pack's plain
+    /// scan rather than a tree, summed over rules.
+    scanned_reads: u64,
     /// Rules that did not load, `(name, reason)` (`skip_broken_rules`).
     skipped: Vec<(String, String)>,
 }
@@ -139,7 +142,7 @@ impl PackDetector {
     /// [`PackDetector::new`], remembering the rules that did not load (to
     /// report them in [`PackDetector::report`]).
     pub fn with_skipped(rules: Vec<Rule>, skipped: Vec<(String, String)>, config: &Config) -> PackDetector {
-        let detectors: Vec<Detector> = rules.iter().map(|r| Detector::with_rule(r.clone(), config)).collect();
+        let mut detectors: Vec<Detector> = rules.iter().map(|r| Detector::with_rule(r.clone(), config)).collect();
         let n_rules = rules.len();
         let types = config.types();
         let mut precheck = PreCheck::new(&rules, &types);
@@ -157,6 +160,14 @@ impl PackDetector {
             .collect();
         let tree_paths =
             crate::engine::pruned::TreePaths::new(detectors.iter().filter_map(Detector::generic_tree_paths).flatten().map(String::as_str));
+        // The pack's read holds them all too: a plain scan then stands for
+        // the tree (`PackDetector::process`).
+        for p in tree_paths.paths() {
+            precheck.table.intern(p);
+        }
+        for d in &mut detectors {
+            d.bind_read(&precheck.table);
+        }
         PackDetector {
             tree_paths,
             index,
@@ -173,6 +184,7 @@ impl PackDetector {
             records: 0,
             tested: 0,
             bad_timestamps: 0,
+            scanned_reads: 0,
             indexed_by_rule: vec![0; n_rules],
             skipped,
         }
@@ -331,6 +343,23 @@ impl PackDetector {
         let mut parsed = None;
         // Whether the record is valid JSON, once a rule asks.
         let valid = std::cell::OnceCell::new();
+        // Whether the pack's read of the record stands for its tree: a
+        // plain scan (every path a generic rule reads is on the table) of a
+        // record a tree surely reads whole (as the pruned tree, leave one
+        // naming serde_json's raw-value key to serde_json).
+        let scanned = std::cell::OnceCell::new();
+        let stands_for_tree = |read: &Option<Fields>| {
+            *scanned.get_or_init(|| {
+                let sure = !msgpack
+                    && read.as_ref().is_some_and(Fields::plain)
+                    && memchr::memmem::find(record, b"$serde_json::private::RawValue").is_none()
+                    && crate::format::syntax::surely_a_tree(record);
+                if sure {
+                    let _ = valid.set(true);
+                }
+                sure
+            })
+        };
         for k in 0..self.candidates.len() {
             let i = self.candidates[k].rule as usize;
             let d = &mut self.detectors[i];
@@ -341,7 +370,11 @@ impl PackDetector {
             let others = self.pending.saturating_sub(own);
             d.set_pending_cap(self.global_cap.saturating_sub(others).max(1) as usize);
             let bad_before = d.bad_timestamp_count();
-            let verdict = if d.is_generic() {
+            let verdict = if d.takes_read() && stands_for_tree(&read) {
+                let fields = read.as_ref().expect("a plain scan");
+                self.scanned_reads += 1;
+                d.process_scanned(record, fields)
+            } else if d.is_generic() {
                 let paths = &self.tree_paths;
                 let tree = parsed.get_or_insert_with(|| crate::engine::pruned::read_pruned(record, msgpack, paths));
                 d.process_parsed(record, msgpack, tree)
@@ -579,6 +612,95 @@ mod tests {
         }
         assert_eq!(tested, [0, 1, 1, 2], "records 1 and 3 are not tested");
         assert_eq!((from_pack, from_alone), (1, 1));
+    }
+
+    /// A rule on the generic engine reads a record from the pack's plain
+    /// scan exactly as from its tree: the same alerts (carried values
+    /// included) and counters as the same pack reading trees, on records
+    /// of every shape; the records that are not plain (dotted or repeated
+    /// names, escapes, numbers a tree might refuse) are read as trees.
+    #[test]
+    fn a_generic_rule_reads_the_scan_as_the_tree() {
+        let rule = |q: &str| Rule::from_eql(q, crate::config::rule::meta_for_file("r")).unwrap();
+        let rules = vec![
+            rule(r#"sample by host.id, process.pid [process where process.name : "x*" and length(process.name) > 1] [network where not cidrmatch(destination.ip, "10.0.0.0/8")]"#),
+            rule(r#"sequence by host.id with maxspan=1m [process where process.name == "x1" and process.pid > 2] [process where endsWith(process.parent.name, "y") and process.args_count >= 2]"#),
+            rule(r#"any where length(process.name) == 2 and process.pid != null and process.name : "x*""#),
+            rule(r#"process where process.name : ("X1", "x2") and ?process.thread.id == null and user.name == null"#),
+        ];
+        let mut plain = PackDetector::new(rules.clone(), &Config::default());
+        let mut trees = PackDetector::new(rules, &Config::default());
+        for d in &mut trees.detectors {
+            assert!(!d.bind_read(&FieldTable::new()), "an empty table holds no path");
+        }
+        for i in 0..plain.detectors.len() {
+            assert!(plain.is_generic(i) && plain.detectors[i].takes_read(), "rule {i}");
+        }
+        let ts = |s: u32| format!("2026-01-01T00:00:{:02}.5Z", s % 60);
+        let mut records: Vec<(String, bool)> = Vec::new();
+        for (k, shape) in [
+            r#""process":{"name":"x1","pid":3,"args":["a","b",["c"]],"args_count":3,"parent":{"name":"ay"}},"user":{"name":null}"#,
+            r#""process":{"name":"x2","pid":7,"args":"a","parent":[{"name":"by"},{"name":"c"}],"args_count":2}"#,
+            r#""process":{"name":["x1","X1"],"pid":-4,"args":["é","ü",null],"thread":{"id":1}},"user":{"name":["u"]}"#,
+            r#""process":{"name":"x1","pid":18446744073709551615,"args":[],"parent":{"name":{"y":1}}},"destination":{"ip":"8.8.8.8"}"#,
+            r#""process":{"name":"xz","pid":2.5,"args":["a","b"],"parent":{"name":"zy"},"args_count":2.0},"destination":{"ip":["10.1.1.1","1.1.1.1"]}"#,
+            r#""process":{"name":"x1","pid":5},"destination":{"ip":"not an ip"},"user":{}"#,
+        ]
+        .iter()
+        .enumerate()
+        {
+            for cat in ["process", "network"] {
+                let host = if k % 2 == 0 { "h1" } else { "h2" };
+                records.push((format!(r#"{{"@timestamp":"{}","event":{{"category":"{cat}","id":"e{k}{cat}"}},"host":{{"id":"{host}"}},{shape}}}"#, ts(k as u32)), true));
+            }
+        }
+        let n_plain = records.len();
+        for (k, odd) in [
+            r#""process.name":"x1","process":{"pid":9,"args":["a","b","c"]}"#,
+            r#""process":{"name":"x1","pid":9,"name":"x2","args":["a","b","c"]}"#,
+            r#""process":{"name":"x\u0031","pid":9,"args":["a","b","c"]}"#,
+            r#""process":{"name":"x1","pid":9,"args":["a","b","c"]},"n":1e3"#,
+            r#""process":{"name":"x1","pid":9,"args":["a","b","c"]},"s":"\ud83d\ude00""#,
+        ]
+        .iter()
+        .enumerate()
+        {
+            records.push((format!(r#"{{"@timestamp":"{}","event":{{"category":"process","id":"o{k}"}},"host":{{"id":"h1"}},{odd}}}"#, ts(20 + k as u32)), false));
+        }
+        let mut alerts = 0;
+        for (rec, _) in &records {
+            let a = plain.process(rec.as_bytes(), false).map_err(|e| format!("{e:?}"));
+            let b = trees.process(rec.as_bytes(), false).map_err(|e| format!("{e:?}"));
+            assert_eq!(a, b, "{rec}");
+            while let Some(x) = plain.take_alert() {
+                let y = trees.take_alert().expect("the same alerts");
+                assert_eq!((x.rule, String::from_utf8_lossy(&x.bytes)), (y.rule, String::from_utf8_lossy(&y.bytes)), "{rec}");
+                alerts += 1;
+            }
+            assert!(trees.take_alert().is_none(), "{rec}");
+        }
+        plain.finish();
+        trees.finish();
+        while let Some(x) = plain.take_alert() {
+            let y = trees.take_alert().expect("the same alerts");
+            assert_eq!(String::from_utf8_lossy(&x.bytes), String::from_utf8_lossy(&y.bytes));
+            alerts += 1;
+        }
+        assert!(trees.take_alert().is_none());
+        assert_eq!(plain.report(), trees.report());
+        // Every rule alerted at least once, most generic reads came from
+        // the scan, and none from the records that are not plain.
+        for i in 0..4 {
+            assert!(plain.stats(i).annotated + plain.stats(i).standalone_alerts > 0, "rule {i}: {:?}", plain.report()["rules"][i]);
+        }
+        assert!(alerts >= 4);
+        assert_eq!(trees.scanned_reads, 0);
+        assert!(plain.scanned_reads > n_plain as u64 / 2, "{}", plain.scanned_reads);
+        let before = plain.scanned_reads;
+        for (rec, _) in records.iter().filter(|r| !r.1) {
+            plain.process(rec.as_bytes(), false).ok();
+        }
+        assert_eq!(plain.scanned_reads, before, "no plain scan of the others");
     }
 
     /// An escape in a field read makes the fast scanner unsure; the

@@ -129,6 +129,8 @@ struct Node {
     children: Vec<Child>,
     /// The slot of the field ending at this node.
     slot: Option<Slot>,
+    /// Segments from the root.
+    depth: u32,
 }
 
 /// An edge of the trie: a path segment and the node it leads to.
@@ -192,7 +194,8 @@ impl FieldTable {
                 Some(c) => c,
                 None => {
                     let id = self.nodes.len() as u32;
-                    self.nodes.push(Node::default());
+                    let depth = self.nodes[node as usize].depth + 1;
+                    self.nodes.push(Node { depth, ..Node::default() });
                     self.nodes[node as usize].children.push(Child::new(seg, id));
                     id
                 }
@@ -233,6 +236,12 @@ impl FieldTable {
     /// The slot of the field ending at trie node `node`.
     pub(crate) fn node_slot(&self, node: u32) -> Option<Slot> {
         self.nodes[node as usize].slot
+    }
+
+    /// Segments from the root to trie node `node`.
+    #[inline]
+    pub(crate) fn node_depth(&self, node: u32) -> u32 {
+        self.nodes[node as usize].depth
     }
 
     /// True if fields continue below trie node `node`.
@@ -360,6 +369,8 @@ pub enum ExtractError {
 pub struct Fields<'a> {
     values: Vec<(Slot, Scalar<'a>)>,
     links: Links,
+    /// See [`Fields::plain`].
+    plain: bool,
 }
 
 /// The chains of [`Fields`]: positions + 1 (0: none). `heads[s]` is the
@@ -371,6 +382,11 @@ struct Links {
     heads: Vec<u32>,
     tails: Vec<u32>,
     next: Vec<u32>,
+    /// Per trie node, the object (a stamp) whose member last led to it: a
+    /// member name met twice in one object shows there ([`FieldTable::scan`]).
+    marks: Vec<u32>,
+    /// The last stamp given to an object.
+    stamp: u32,
 }
 
 /// The values of one slot, following its chain.
@@ -392,11 +408,22 @@ impl<'f, 'a> Iterator for SlotValues<'f, 'a> {
 
 impl<'a> Fields<'a> {
     pub fn new() -> Self {
-        Fields { values: Vec::new(), links: Links::default() }
+        Fields { values: Vec::new(), links: Links::default(), plain: false }
+    }
+
+    /// Whether these values were read by the fast scanner
+    /// ([`FieldTable::scan`]) from a record in which no member name on the
+    /// table's paths is dotted or repeated within its object: each slot
+    /// then holds, in document order, exactly the scalars (and objects) a
+    /// JSON tree of the record holds at its path, as
+    /// [`crate::eql::eval::collect`] finds them.
+    pub fn plain(&self) -> bool {
+        self.plain
     }
 
     /// Forget every value (keeps the allocation).
     pub(crate) fn clear(&mut self) {
+        self.plain = false;
         for &(s, _) in &self.values {
             self.links.heads[s as usize] = 0;
         }
@@ -461,7 +488,8 @@ impl FieldTable {
                     Some(c) => c,
                     None => {
                         let id = t.nodes.len() as u32;
-                        t.nodes.push(Node::default());
+                        let depth = t.nodes[node as usize].depth + 1;
+                        t.nodes.push(Node { depth, ..Node::default() });
                         t.nodes[node as usize].children.push(Child::new(seg, id));
                         id
                     }
@@ -503,7 +531,7 @@ const KEEP_CAPACITY: usize = 1 << 14;
 impl FieldsBuf {
     /// An empty `Fields` using the kept allocation.
     pub fn take<'a>(&mut self) -> Fields<'a> {
-        Fields { values: relabel(std::mem::take(&mut self.values)), links: std::mem::take(&mut self.links) }
+        Fields { values: relabel(std::mem::take(&mut self.values)), links: std::mem::take(&mut self.links), plain: false }
     }
 
     /// Keep the allocation of `fields` (its values are dropped).
@@ -559,6 +587,35 @@ mod tests {
         assert_eq!((strings(&f, 0), strings(&f, 1)), (vec!["4".to_string()], vec!["y".to_string()]));
         f.clear();
         assert_eq!(f.get(0).count() + f.get(1).count(), 0, "cleared: empty");
+    }
+
+    /// A scan is plain when no name on the table's paths is dotted or met
+    /// twice in one object; the other readers never say so.
+    #[test]
+    fn a_plain_scan() {
+        let t = table(&["process.parent.name", "process.args", "host.id"]);
+        let mut f = Fields::new();
+        for (rec, plain) in [
+            (r#"{"process":{"parent":{"name":"apt"},"args":["a",["b"]]},"host":{"id":"h"}}"#, true),
+            (r#"{"process":{"args":[{"x":1},{"x":2}],"pid":1,"pid":2},"x.y":1,"x":{"x":1},"x":2}"#, true),
+            (r#"{"process":[{"args":"a"},{"args":"b"}]}"#, true),
+            (r#"{"process.parent.name":"apt"}"#, false),
+            (r#"{"process":{"parent.name":"apt"}}"#, false),
+            (r#"{"host":{"id":"a"},"host":{"id":"b"}}"#, false),
+            (r#"{"host":{"id":"a","id":"b"}}"#, false),
+            (r#"{"process":{"args":["a"]},"process":{"parent":{"name":"apt"}}}"#, false),
+        ] {
+            t.scan(rec.as_bytes(), &mut f).unwrap();
+            assert_eq!(f.plain(), plain, "{rec}");
+            t.extract(rec.as_bytes(), &mut f).unwrap();
+            assert!(!f.plain(), "{rec}");
+        }
+        assert!(t.scan(br#"{"host":{"id":"a"}"#, &mut f).is_err());
+        assert!(!f.plain());
+        // A repeated name in another object of the same path (an array's
+        // elements) is no repeat.
+        t.scan(br#"{"process":[{"args":"a"}],"host":{"id":"h"}}"#, &mut f).unwrap();
+        assert!(f.plain());
     }
 
     #[test]

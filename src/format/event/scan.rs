@@ -39,15 +39,21 @@ impl FieldTable {
         // string read is a slice of it, not checked again; a record that is
         // not UTF-8 is not JSON (the validating reader says so).
         let text = std::str::from_utf8(record).map_err(|_| Unsure)?;
+        if out.links.marks.len() < self.nodes.len() {
+            out.links.marks.resize(self.nodes.len(), 0);
+        }
+        out.plain = true;
         let mut s = Scanner { b: record, text, i: 0, table: self, out };
         s.ws();
         if s.peek() != Some(b'{') {
+            s.out.plain = false;
             return Err(Unsure);
         }
         s.i += 1;
-        s.object(Self::ROOT, 1)?;
+        let read = s.object(Self::ROOT, 1);
         s.ws();
-        if s.i != record.len() {
+        if read.is_err() || s.i != record.len() {
+            s.out.plain = false;
             return Err(Unsure);
         }
         Ok(())
@@ -226,6 +232,14 @@ impl<'a> Scanner<'_, '_, 'a> {
             self.i += 1;
             return Ok(());
         }
+        let links = &mut self.out.links;
+        if links.stamp == u32::MAX {
+            links.marks.fill(0);
+            links.stamp = 0;
+        }
+        links.stamp += 1;
+        let me = links.stamp;
+        let below = self.table.node_depth(node) + 1;
         loop {
             if self.peek() != Some(b'"') {
                 return Err(Unsure);
@@ -237,6 +251,15 @@ impl<'a> Scanner<'_, '_, 'a> {
                 return Err(Unsure);
             }
             let child = self.table.walk_key(node, self.b, start, self.i - 1);
+            if let Some(c) = child {
+                // A dotted name (it went down more than one level), or one
+                // met before in this object: not plain.
+                let mark = &mut self.out.links.marks[c as usize];
+                if *mark == me || self.table.node_depth(c) != below {
+                    self.out.plain = false;
+                }
+                *mark = me;
+            }
             self.expect(b':')?;
             self.ws();
             match child {
