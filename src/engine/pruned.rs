@@ -5,7 +5,9 @@
 //! alert carries) reads a few dozen: building the rest (a `String` and a
 //! map entry each) is most of the cost of reading it. [`read_pruned`]
 //! builds the tree with only the members on the given paths, and crosses
-//! the others without building them.
+//! the others without building them. (In a rule pack, most JSON records
+//! need no tree at all: the generic engine reads the pack's plain scan,
+//! [`crate::eql::eval::Source::Read`].)
 //!
 //! A MessagePack body is read the same way by the generic engine's own
 //! decoder, told to build nothing of the members on no path (their strings

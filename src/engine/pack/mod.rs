@@ -19,9 +19,15 @@
 //!    exactly the fast engine's stage test for a fast rule, a sound
 //!    relaxation for a generic one;
 //!
-//! and hands the record only to the rules with a stage left; the rules on
-//! the generic engine among them share one tree of the record, holding only
-//! the fields they read or carry ([`crate::engine::pruned`]). A record the
+//! and hands the record only to the rules with a stage left. The rules on
+//! the generic engine among them read the values from that same read when
+//! it stands for the record's tree: the pack's table holds every path they
+//! read and carry, the scan was plain (no dotted or repeated name on those
+//! paths: [`Fields::plain`]) and a tree surely reads the record whole
+//! ([`crate::format::syntax::surely_a_tree`]); otherwise (MessagePack,
+//! `max_lateness` on a sequence, an unusual record) they share one tree of
+//! the record, holding only the fields they read or carry
+//! ([`crate::engine::pruned`]). Either way, the same outcome. A record the
 //! fast scanner is unsure of is read by the validating reader instead; one
 //! that neither reads (malformed, too deep) goes to every rule, whose
 //! detectors read and count it. A stage that requires no string (e.g. `any
