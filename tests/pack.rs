@@ -514,6 +514,36 @@ fn a_pack_skips_later_stages_while_nothing_waits() {
     assert_eq!(pack.work(), (3, 3));
 }
 
+/// While a partial sequence waits under one host, a record of another
+/// host that can only extend it is passed by in a pack: not checked as
+/// valid JSON, not counted as a stage match; the waiting one still
+/// completes. Alone, the rule counts it (or refuses it when not JSON).
+#[test]
+fn a_pack_passes_by_later_stages_with_nothing_waiting_under_their_keys() {
+    let q = r#"sequence by host.id with maxspan=5s [process where process.name == "first"] [network where destination.port == 4444]"#;
+    let rule = Rule::from_eql(q, apt_netcon::config::rule::meta_for_file("two_stage")).unwrap();
+    let rec = |t: u32, cat: &str, host: &str, body: &str| {
+        format!(r#"{{"@timestamp":"2026-01-01T00:00:0{t}Z","event":{{"category":["{cat}"]}},"host":{{"id":"{host}"}},{body}}}"#).into_bytes()
+    };
+    let port = r#""destination":{"port":4444}"#;
+    let stream = [
+        rec(1, "process", "a", r#""process":{"name":"first"}"#),
+        rec(2, "network", "b", port),
+        // Not JSON (a number with a leading zero, in a member no rule reads).
+        rec(3, "network", "bad", r#""destination":{"port":4444},"n":01"#),
+        rec(4, "network", "a", port),
+    ];
+    let mut alone = Detector::with_rule(rule.clone(), &Config::default());
+    let verdicts: Vec<String> = stream.iter().map(|r| format!("{:?}", alone.process(r).map(|v| matches!(v, Verdict::Annotated(_))))).collect();
+    assert_eq!(verdicts, ["Ok(false)", "Ok(false)", "Err(InvalidJson)", "Ok(true)"]);
+    assert_eq!((alone.stats().stage_matches[1], alone.stats().invalid_json), (2, 1));
+    let mut pack = PackDetector::new(vec![rule], &Config::default());
+    let alerts: Vec<usize> = stream.iter().map(|r| pack.process(r, false).unwrap()).collect();
+    assert_eq!(alerts, [0, 0, 0, 1], "the waiting sequence completes; the others are passed by");
+    assert_eq!(pack.work(), (4, 4), "each record went to the rule");
+    assert_eq!((pack.stats(0).stage_matches[1], pack.stats(0).invalid_json), (1, 0), "only the record that extended something counts");
+}
+
 #[test]
 fn without_kibana_fields_a_rule_alert_says_it_under_eql() {
     let rule = Rule::from_eql(r#"network where destination.port == 4444"#, apt_netcon::config::rule::meta_for_file("port_4444")).unwrap();

@@ -564,7 +564,7 @@ impl Detector {
         let decide = self.scratch.decide(&self.rule, &self.table, self.ts_slot);
         let read = decide.scan(record, &mut fields).is_ok();
         let valid = OnceCell::new();
-        let decided = read && self.decides_unchanged(record, false, &fields, &valid);
+        let decided = read && self.decides_unchanged(record, false, &fields, &valid, false);
         self.scratch.fields.put_back(fields);
         if decided {
             return Ok(Verdict::Unchanged);
@@ -575,12 +575,18 @@ impl Detector {
     /// Whether the decisive fields read from `record` (the table of
     /// [`Scratch::decide`]) show that it changes nothing: it matches no
     /// stage, or only later stages with nothing waiting for it.
-    fn decides_unchanged(&mut self, record: &[u8], msgpack: bool, fields: &Fields, valid: &OnceCell<bool>) -> bool {
+    ///
+    /// `pass_by`: a record that can only extend later stages, with nothing
+    /// waiting under its keys, passes this rule by: it is not checked as
+    /// valid JSON, does not move the watermark and is not counted as a
+    /// stage match (a rule pack's choice: see [`crate::engine::pack`]).
+    fn decides_unchanged(&mut self, record: &[u8], msgpack: bool, fields: &Fields, valid: &OnceCell<bool>, pass_by: bool) -> bool {
         let matched = stage_bits(self.rule.compiled(), fields);
         // (The MessagePack reader has checked the whole body's framing
         // already; the fast JSON scanner has not, so a record it would
         // leave unchanged must be valid JSON, as a full read would find.)
-        matched == 0 || self.nothing_waiting(fields, matched, || msgpack || *valid.get_or_init(|| crate::format::syntax::valid(record)))
+        matched == 0
+            || self.nothing_waiting(fields, matched, pass_by, || msgpack || *valid.get_or_init(|| crate::format::syntax::valid(record)))
     }
 
     /// Read `record` whole, evaluate it, and annotate it if it completes
@@ -629,6 +635,7 @@ impl Detector {
     /// its own read of them; the same outcome.
     ///
     /// `valid`: whether the record is valid JSON, once found (by any rule).
+    /// `pass_by`: see [`Detector::decides_unchanged`].
     pub(crate) fn process_read(
         &mut self,
         record: &[u8],
@@ -636,6 +643,7 @@ impl Detector {
         read: &Fields,
         map: &[(Slot, Slot)],
         valid: &OnceCell<bool>,
+        pass_by: bool,
     ) -> Result<Verdict<'_>, RecordError> {
         let lone = if msgpack { lone_string_member_msgpack } else { lone_string_member_json };
         self.take_in(record, lone)?;
@@ -645,7 +653,7 @@ impl Detector {
                 decided.push(mine, v.clone());
             }
         }
-        let unchanged = self.decides_unchanged(record, msgpack, &decided, valid);
+        let unchanged = self.decides_unchanged(record, msgpack, &decided, valid, pass_by);
         self.scratch.fields.put_back(decided);
         if unchanged {
             return Ok(Verdict::Unchanged);
@@ -691,7 +699,7 @@ impl Detector {
         // full read adds (UTF-8 of the other fields it reads) is not needed
         // to apply a record that finds nothing waiting.
         let read = crate::format::msgpack::extract(decide, body, &mut fields).is_ok();
-        let decided = read && self.decides_unchanged(body, true, &fields, &OnceCell::new());
+        let decided = read && self.decides_unchanged(body, true, &fields, &OnceCell::new(), false);
         self.scratch.fields.put_back(fields);
         if decided {
             return Ok(Verdict::Unchanged);
@@ -900,12 +908,14 @@ impl Detector {
     /// join keys: it is applied as the engine would apply it (its time
     /// advances the watermark, its stage matches are counted) from the fields
     /// the scanner read, without reading the record whole. `valid` checks the
-    /// record's syntax first. Off with `prefilter = false`. False, with
+    /// record's syntax first. With `pass_by` (a pack's choice), it is not
+    /// applied at all: no syntax check, no watermark, no count. Off with
+    /// `prefilter = false`. False, with
     /// nothing changed, whenever the
     /// engine could do anything else with it (exceptions, `max_lateness`, a
     /// one-stage query, a missing or odd key, time or address): the record
     /// is then read whole and evaluated.
-    fn nothing_waiting(&mut self, fields: &Fields, matched: u32, valid: impl FnOnce() -> bool) -> bool {
+    fn nothing_waiting(&mut self, fields: &Fields, matched: u32, pass_by: bool, valid: impl FnOnce() -> bool) -> bool {
         let rule = self.rule.clone();
         let q = rule.compiled();
         let eligible = self.prefilter.enabled() && self.lateness_ms == 0 && self.exceptions.is_empty();
@@ -923,6 +933,9 @@ impl Detector {
                     return false;
                 }
             }
+        }
+        if pass_by {
+            return true;
         }
         if !valid() {
             return false;

@@ -44,8 +44,11 @@
 //! may still come). For a rule on the generic engine whose `by` fields are
 //! read as text, the same holds when partial sequences wait, but none under
 //! the record's `by` values (one string each; up to 256 kept partials are
-//! looked through). (A fast rule's detector makes that test itself, per
-//! host key, from the fields the pack hands it.) The one consequence: that record does not move the
+//! looked through). A fast rule's detector makes that test itself, per
+//! join key, from the fields the pack hands it, and passes such a record
+//! by in the same way (not checked as valid JSON, not counted as a stage
+//! match: the rule's `stage2_matches` count only records that could
+//! extend something). The one consequence: that record does not move the
 //! rule's watermark, so a first-stage event arriving more than maxspan
 //! behind it, which the rule alone would drop as late, can still pair in a
 //! pack — as Elasticsearch, which orders events by time, would pair it. On
@@ -386,7 +389,10 @@ impl PackDetector {
                 d.process_parsed(record, msgpack, tree)
             } else if let (Some(fields), Some(map)) = (&read, &self.decide_maps[i]) {
                 // Its decisive fields, from the pack's read of the record.
-                d.process_read(record, msgpack, fields, map, &valid)
+                // Later stages with nothing waiting under the record's keys:
+                // passed by, as the gate above does (see the module docs).
+                let pass_by = self.gate_later_stages && self.index.plan.plain_sequence[i];
+                d.process_read(record, msgpack, fields, map, &valid, pass_by)
             } else if msgpack {
                 d.process_msgpack(record)
             } else {
