@@ -589,6 +589,33 @@ mod tests {
         assert_eq!(f.get(0).count() + f.get(1).count(), 0, "cleared: empty");
     }
 
+    /// Numbers read by the scanner are what serde_json reads, on the
+    /// integers it reads without serde_json and on the others.
+    #[test]
+    fn numbers_as_serde_json_reads_them() {
+        let mut tokens: Vec<String> = ["0", "-0", "7", "-7", "00", "01", "-01", "-", "", "1.0", "1e3", "-1.5E-2", "0.0", "1-", "--1", "+1"]
+            .map(String::from)
+            .to_vec();
+        for n in 15..=21 {
+            for lead in ["9", "1"] {
+                let d = format!("{lead}{}", "9".repeat(n - 1));
+                tokens.push(format!("-{d}"));
+                tokens.push(d);
+            }
+        }
+        tokens.extend(["9223372036854775807", "9223372036854775808", "-9223372036854775808", "18446744073709551616"].map(String::from));
+        let mut fast = 0;
+        for t in &tokens {
+            let ours = scan::number(t.as_bytes()).ok();
+            let theirs = serde_json::from_str::<serde_json::Number>(t).ok().map(|n| {
+                n.as_i64().map(Scalar::Int).or(n.as_u64().map(Scalar::UInt)).unwrap_or_else(|| Scalar::Float(n.as_f64().unwrap()))
+            });
+            assert_eq!(ours, theirs, "{t:?}");
+            fast += scan::small_integer(t.as_bytes()).is_some() as usize;
+        }
+        assert!(fast >= 10, "{fast}");
+    }
+
     /// A scan is plain when no name on the table's paths is dotted or met
     /// twice in one object; the other readers never say so.
     #[test]

@@ -113,9 +113,35 @@ pub(super) static SCALAR: [bool; 256] = {
     t
 };
 
+/// A JSON integer of at most 18 digits (no leading zero, not `-0`): the
+/// `i64` serde_json reads it as (it always fits), without its parser.
+pub(super) fn small_integer(token: &[u8]) -> Option<i64> {
+    let (negative, digits) = match token {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, token),
+    };
+    match digits {
+        [] | [b'0', _, ..] => return None,
+        [b'0'] if negative => return None,
+        _ if digits.len() > 18 => return None,
+        _ => {}
+    }
+    let mut v: i64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + (c - b'0') as i64;
+    }
+    Some(if negative { -v } else { v })
+}
+
 /// A number read where a field ends, converted exactly as the validating
 /// reader converts it (serde_json's own number parser).
 pub(super) fn number(token: &[u8]) -> Result<Scalar<'static>, Unsure> {
+    if let Some(i) = small_integer(token) {
+        return Ok(Scalar::Int(i));
+    }
     let n: serde_json::Number = serde_json::from_slice(token).map_err(|_| Unsure)?;
     if let Some(i) = n.as_i64() {
         Ok(Scalar::Int(i))
