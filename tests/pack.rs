@@ -252,6 +252,74 @@ fn the_pack_gives_exactly_the_union_of_its_rules_run_alone() {
     assert!(rules_alerting.len() >= 100, "the built events complete many rules: {}", rules_alerting.len());
 }
 
+/// A JSON value as a MessagePack value (maps keep their order).
+fn msgpack_of(v: &Value, out: &mut Vec<u8>) {
+    use rmp::encode::*;
+    match v {
+        Value::Null => write_nil(out).unwrap(),
+        Value::Bool(b) => write_bool(out, *b).unwrap(),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => {
+                write_sint(out, i).unwrap();
+            }
+            (None, Some(u)) => {
+                write_uint(out, u).unwrap();
+            }
+            _ => write_f64(out, n.as_f64().unwrap()).unwrap(),
+        },
+        Value::String(s) => write_str(out, s).unwrap(),
+        Value::Array(a) => {
+            write_array_len(out, a.len() as u32).unwrap();
+            a.iter().for_each(|x| msgpack_of(x, out));
+        }
+        Value::Object(m) => {
+            write_map_len(out, m.len() as u32).unwrap();
+            for (k, x) in m {
+                write_str(out, k).unwrap();
+                msgpack_of(x, out);
+            }
+        }
+    }
+}
+
+/// The whole pack on MessagePack bodies gives the alerts it gives on the
+/// same records as JSON (as trees: the same members and values), record by
+/// record and rule by rule.
+#[test]
+fn the_pack_on_msgpack_bodies_alerts_as_on_json() {
+    let Some(dir) = rules_dir() else {
+        eprintln!("skipped: rules not present");
+        return;
+    };
+    let (rules, _) = load_dir(&dir).unwrap();
+    let records = stream(&rules);
+    let cfg = Config::default();
+    let mut on_json = PackDetector::new(rules.clone(), &cfg);
+    let mut on_mp = PackDetector::new(rules, &cfg);
+    let mut alerts = 0;
+    for rec in &records {
+        let v: Value = serde_json::from_slice(rec).unwrap();
+        let mut body = Vec::new();
+        msgpack_of(&v, &mut body);
+        let (a, b) = (on_json.process(rec, false), on_mp.process(&body, true));
+        assert_eq!(a.is_ok(), b.is_ok(), "{}", String::from_utf8_lossy(rec));
+        loop {
+            match (on_json.take_alert(), on_mp.take_alert()) {
+                (None, None) => break,
+                (Some(x), Some(y)) => {
+                    assert_eq!(x.rule, y.rule);
+                    let x: Value = serde_json::from_slice(&x.bytes).unwrap();
+                    let y = apt_netcon::engine::generic::read(&y.bytes, true).unwrap();
+                    assert_eq!(x, y, "rule {}", x["rule"]["name"]);
+                    alerts += 1;
+                }
+                (x, y) => panic!("an alert on one side only: {:?} {:?}", x.map(|a| a.rule), y.map(|a| a.rule)),
+            }
+        }
+    }
+    assert!(alerts >= 150, "{alerts}");
+}
+
 #[test]
 fn one_record_completing_several_rules_gives_an_alert_each() {
     let q1 = r#"process where process.name == "curl" and process.args == "--socks5""#;

@@ -569,7 +569,7 @@ impl Detector {
         if decided {
             return Ok(Verdict::Unchanged);
         }
-        self.evaluate_whole(record, false, &valid)
+        self.evaluate_whole(record, false, &valid, None)
     }
 
     /// Whether the decisive fields read from `record` (the table of
@@ -592,16 +592,34 @@ impl Detector {
     /// Read `record` whole, evaluate it, and annotate it if it completes
     /// a sequence. `valid`: whether it is valid JSON, if known.
     ///
-    /// A JSON record is read by the fast scanner when it is sure and the
-    /// record is valid JSON: the validating reader then accepts it and
-    /// reads the same values (the contract in [`crate::format::event`]).
-    /// Any other record is read by the validating reader, which says what
-    /// is wrong with it.
-    fn evaluate_whole(&mut self, record: &[u8], msgpack: bool, valid: &OnceCell<bool>) -> Result<Verdict<'_>, RecordError> {
+    /// A record is read from `read` when given (a rule pack's read of it,
+    /// with a table holding this one's paths, and where this table's slots
+    /// are in it: `(this table's slot, the read's slot)`) and, for JSON,
+    /// the record is valid JSON; else a valid JSON record by the fast
+    /// scanner when it is sure. Either way the validating reader would
+    /// accept it and read the same values (the contract in
+    /// [`crate::format::event`]; the MessagePack reader, given more paths,
+    /// checks more). Any other record is read by the validating reader,
+    /// which says what is wrong with it.
+    fn evaluate_whole(
+        &mut self,
+        record: &[u8],
+        msgpack: bool,
+        valid: &OnceCell<bool>,
+        read: Option<(&Fields, &[(Slot, Slot)])>,
+    ) -> Result<Verdict<'_>, RecordError> {
         let mut fields = self.scratch.fields.take();
-        let read = if msgpack {
+        let is_valid = || *valid.get_or_init(|| crate::format::syntax::valid(record));
+        let read = if let Some((from, map)) = read.filter(|_| msgpack || is_valid()) {
+            for &(mine, theirs) in map {
+                for v in from.get(theirs) {
+                    fields.push(mine, v.clone());
+                }
+            }
+            Ok(())
+        } else if msgpack {
             crate::format::msgpack::extract(&self.table, record, &mut fields)
-        } else if self.table.scan(record, &mut fields).is_ok() && *valid.get_or_init(|| crate::format::syntax::valid(record)) {
+        } else if self.table.scan(record, &mut fields).is_ok() && is_valid() {
             Ok(())
         } else {
             self.table.extract(record, &mut fields)
@@ -634,14 +652,18 @@ impl Detector {
     /// [`Detector::process`] (or [`Detector::process_msgpack`]) does after
     /// its own read of them; the same outcome.
     ///
+    /// `full`: the same for every slot of this detector's table (a record
+    /// that may change something is evaluated from `read`, not read again).
     /// `valid`: whether the record is valid JSON, once found (by any rule).
     /// `pass_by`: see [`Detector::decides_unchanged`].
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn process_read(
         &mut self,
         record: &[u8],
         msgpack: bool,
         read: &Fields,
         map: &[(Slot, Slot)],
+        full: &[(Slot, Slot)],
         valid: &OnceCell<bool>,
         pass_by: bool,
     ) -> Result<Verdict<'_>, RecordError> {
@@ -658,7 +680,7 @@ impl Detector {
         if unchanged {
             return Ok(Verdict::Unchanged);
         }
-        self.evaluate_whole(record, msgpack, valid)
+        self.evaluate_whole(record, msgpack, valid, Some((read, full)))
     }
 
     /// The paths of the fields that decide about a record (see
@@ -704,7 +726,7 @@ impl Detector {
         if decided {
             return Ok(Verdict::Unchanged);
         }
-        self.evaluate_whole(body, true, &OnceCell::new())
+        self.evaluate_whole(body, true, &OnceCell::new(), None)
     }
 
     /// A warning for whoever runs the detector to log, when the input looks

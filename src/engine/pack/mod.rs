@@ -113,6 +113,9 @@ pub struct PackDetector {
     /// pack's read of a record: `(its slot, the pack's slot)`. Its detector
     /// is handed them rather than reading the record again.
     decide_maps: Vec<Option<Vec<(Slot, Slot)>>>,
+    /// The same for every field of a fast rule's table (see
+    /// `Detector::process_read`).
+    full_maps: Vec<Option<Vec<(Slot, Slot)>>>,
     /// Per plain sequence on the generic engine, its `by` fields in the
     /// pack's read (see the module docs: later stages while nothing waits).
     by_slots: Vec<Option<Vec<Slot>>>,
@@ -177,10 +180,22 @@ impl PackDetector {
         for d in &mut detectors {
             d.bind_read(&precheck.table);
         }
+        // Every field of a fast rule's table (its decisive fields, those its
+        // alert carries) in the pack's read: a record that matches a stage
+        // is evaluated from it, not read again.
+        let full_maps = detectors
+            .iter()
+            .map(|d: &Detector| {
+                d.decide_paths()?;
+                let t = d.field_table();
+                Some((0..t.len() as Slot).map(|s| (s, precheck.table.intern(t.name(s)))).collect())
+            })
+            .collect();
         PackDetector {
             tree_paths,
             index,
             decide_maps,
+            full_maps,
             by_slots,
             candidates: Vec::with_capacity(rules.len()),
             precheck,
@@ -387,12 +402,12 @@ impl PackDetector {
                 let paths = &self.tree_paths;
                 let tree = parsed.get_or_insert_with(|| crate::engine::pruned::read_pruned(record, msgpack, paths));
                 d.process_parsed(record, msgpack, tree)
-            } else if let (Some(fields), Some(map)) = (&read, &self.decide_maps[i]) {
+            } else if let (Some(fields), Some(map), Some(full)) = (&read, &self.decide_maps[i], &self.full_maps[i]) {
                 // Its decisive fields, from the pack's read of the record.
                 // Later stages with nothing waiting under the record's keys:
                 // passed by, as the gate above does (see the module docs).
                 let pass_by = self.gate_later_stages && self.index.plan.plain_sequence[i];
-                d.process_read(record, msgpack, fields, map, &valid, pass_by)
+                d.process_read(record, msgpack, fields, map, full, &valid, pass_by)
             } else if msgpack {
                 d.process_msgpack(record)
             } else {
