@@ -11,45 +11,12 @@ use rmp::decode::RmpRead;
 use rmp::Marker;
 use serde_json::{json, Map, Value};
 
+#[path = "common/msgpack_of.rs"]
+mod msgpack_of;
+use msgpack_of::{mp, mp_into};
+
 // ---------------------------------------------------------------------------
 // Encoding
-
-fn mp_into(out: &mut Vec<u8>, v: &Value) {
-    use rmp::encode::*;
-    match v {
-        Value::Null => write_nil(out).unwrap(),
-        Value::Bool(b) => write_bool(out, *b).unwrap(),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                write_sint(out, i).unwrap();
-            } else if let Some(u) = n.as_u64() {
-                write_uint(out, u).unwrap();
-            } else {
-                write_f64(out, n.as_f64().unwrap()).unwrap();
-            }
-        }
-        Value::String(s) => write_str(out, s).unwrap(),
-        Value::Array(a) => {
-            write_array_len(out, a.len() as u32).unwrap();
-            for x in a {
-                mp_into(out, x);
-            }
-        }
-        Value::Object(m) => {
-            write_map_len(out, m.len() as u32).unwrap();
-            for (k, x) in m {
-                write_str(out, k).unwrap();
-                mp_into(out, x);
-            }
-        }
-    }
-}
-
-fn mp(v: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    mp_into(&mut out, v);
-    out
-}
 
 /// A record time.
 #[derive(Clone, Copy)]

@@ -15,6 +15,8 @@
 #[path = "../benches/corpus/mod.rs"]
 #[allow(dead_code)]
 mod corpus;
+#[path = "common/msgpack_of.rs"]
+mod msgpack_of;
 
 use apt_netcon::eql::{parse, CmpOp, Expr, Literal, MatchOp, ParseLimits, Query};
 use apt_netcon::engine::pack::{load_dir, PackDetector};
@@ -252,36 +254,6 @@ fn the_pack_gives_exactly_the_union_of_its_rules_run_alone() {
     assert!(rules_alerting.len() >= 100, "the built events complete many rules: {}", rules_alerting.len());
 }
 
-/// A JSON value as a MessagePack value (maps keep their order).
-fn msgpack_of(v: &Value, out: &mut Vec<u8>) {
-    use rmp::encode::*;
-    match v {
-        Value::Null => write_nil(out).unwrap(),
-        Value::Bool(b) => write_bool(out, *b).unwrap(),
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => {
-                write_sint(out, i).unwrap();
-            }
-            (None, Some(u)) => {
-                write_uint(out, u).unwrap();
-            }
-            _ => write_f64(out, n.as_f64().unwrap()).unwrap(),
-        },
-        Value::String(s) => write_str(out, s).unwrap(),
-        Value::Array(a) => {
-            write_array_len(out, a.len() as u32).unwrap();
-            a.iter().for_each(|x| msgpack_of(x, out));
-        }
-        Value::Object(m) => {
-            write_map_len(out, m.len() as u32).unwrap();
-            for (k, x) in m {
-                write_str(out, k).unwrap();
-                msgpack_of(x, out);
-            }
-        }
-    }
-}
-
 /// The whole pack on MessagePack bodies gives the alerts it gives on the
 /// same records as JSON (as trees: the same members and values), record by
 /// record and rule by rule.
@@ -299,8 +271,7 @@ fn the_pack_on_msgpack_bodies_alerts_as_on_json() {
     let mut alerts = 0;
     for rec in &records {
         let v: Value = serde_json::from_slice(rec).unwrap();
-        let mut body = Vec::new();
-        msgpack_of(&v, &mut body);
+        let body = msgpack_of::mp(&v);
         let (a, b) = (on_json.process(rec, false), on_mp.process(&body, true));
         assert_eq!(a.is_ok(), b.is_ok(), "{}", String::from_utf8_lossy(rec));
         loop {
