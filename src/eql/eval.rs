@@ -110,11 +110,12 @@ impl FieldSet {
 pub enum Source<'a> {
     /// The record's JSON tree (whole, or pruned to the paths read).
     Tree(&'a Value),
-    /// What a [`FieldTable`] scan read from the record, when it is
+    /// What a `FieldTable` scan read from the record, when it is
     /// [`Fields::plain`]: each slot then holds, in order, exactly the
-    /// scalars (and objects) [`collect`] finds at its path in the record's
-    /// tree. The slots of the paths read are in the [`ReadSlots`], made for
-    /// that table by the engine reading them.
+    /// scalars [`collect`] finds at its path in the record's tree (and an
+    /// object marker where an object ends the path, skipped here). The
+    /// slots of the paths read are in the [`ReadSlots`], made for that
+    /// table by the engine reading them.
     Read(&'a Fields<'a>, &'a ReadSlots),
 }
 

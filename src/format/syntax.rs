@@ -28,9 +28,10 @@ pub fn valid(text: &[u8]) -> bool {
     }
 }
 
-/// Whether `text` (UTF-8, nested less deep than serde_json's recursion
-/// limit) is surely read whole by `serde_json::from_slice::<Value>`: valid
-/// as [`valid`] says, and without what a tree refuses beyond that, a `\u`
+/// Whether `text`, known to be UTF-8 (which this does not check), is
+/// surely read whole by `serde_json::from_slice::<Value>`: valid as
+/// [`valid`] says, and without what a tree refuses beyond that: nesting
+/// past its recursion limit (this says false from 100 levels), a `\u`
 /// escape in the surrogate range (a lone one is refused) or a number that
 /// may be out of range (one with an exponent, or more than 300 digits
 /// before its point). False when unsure.
@@ -38,6 +39,10 @@ pub fn surely_a_tree(text: &[u8]) -> bool {
     let mut c = Checker::new(text);
     c.run() == Some(true) && c.plain
 }
+
+/// Nesting from which [`surely_a_tree`] is not sure (serde_json refuses
+/// beyond 127).
+const PLAIN_DEPTH: usize = 100;
 
 /// Integer digits beyond which a number might not fit an `f64`.
 const PLAIN_DIGITS: usize = 300;
@@ -73,6 +78,9 @@ impl<'a> Checker<'a> {
     fn push(&mut self, object: bool) -> Option<()> {
         if self.depth == MAX_DEPTH {
             return None;
+        }
+        if self.depth >= PLAIN_DEPTH {
+            self.plain = false;
         }
         let (w, bit) = (self.depth / 64, 1u64 << (self.depth % 64));
         if object {
@@ -364,6 +372,10 @@ mod tests {
         for c in [r#""\ud83d\ude00""#, "1e5", "0.5E-3", &long] {
             assert!(tree(c.as_bytes()) && !surely_a_tree(c.as_bytes()), "{c:?}");
         }
+        // Nor nesting near serde_json's limit.
+        let (deep, shallow) = ("[".repeat(150) + &"]".repeat(150), "[".repeat(99) + &"]".repeat(99));
+        assert!(valid(deep.as_bytes()) && !tree(deep.as_bytes()) && !surely_a_tree(deep.as_bytes()));
+        assert!(surely_a_tree(shallow.as_bytes()));
         // Plain texts are sure, and invalid ones are not.
         let long = "1".repeat(300);
         for c in [r#"{"a":[1,-2,0.25,"\u00e9\n",true,null,{}],"b":"\u0041"}"#, &long, "-0.000001"] {

@@ -385,7 +385,8 @@ struct Links {
     /// Per trie node, the object (a stamp) whose member last led to it: a
     /// member name met twice in one object shows there ([`FieldTable::scan`]).
     marks: Vec<u32>,
-    /// The last stamp given to an object.
+    /// The last stamp given to an object (reset before a scan that could
+    /// wrap it).
     stamp: u32,
 }
 
@@ -414,9 +415,10 @@ impl<'a> Fields<'a> {
     /// Whether these values were read by the fast scanner
     /// ([`FieldTable::scan`]) from a record in which no member name on the
     /// table's paths is dotted or repeated within its object: each slot
-    /// then holds, in document order, exactly the scalars (and objects) a
-    /// JSON tree of the record holds at its path, as
-    /// [`crate::eql::eval::collect`] finds them.
+    /// then holds, in document order, exactly the scalars a JSON tree of
+    /// the record holds at its path, as [`crate::eql::eval::collect`] finds
+    /// them, and a [`Scalar::Object`] for each object ending there (which
+    /// `collect` does not give: a reader skips them).
     pub fn plain(&self) -> bool {
         self.plain
     }
@@ -639,6 +641,13 @@ mod tests {
         }
         assert!(t.scan(br#"{"host":{"id":"a"}"#, &mut f).is_err());
         assert!(!f.plain());
+        // Stamps about to wrap: reset before the scan, not during it (a
+        // reset inside would forget the open objects' names).
+        for stamp in [u32::MAX - 1, u32::MAX - 100, u32::MAX] {
+            f.links.stamp = stamp;
+            t.scan(br#"{"host":{"id":"a"},"host":{"id":"b"}}"#, &mut f).unwrap();
+            assert!(!f.plain(), "{stamp}");
+        }
         // A repeated name in another object of the same path (an array's
         // elements) is no repeat.
         t.scan(br#"{"process":[{"args":"a"}],"host":{"id":"h"}}"#, &mut f).unwrap();
@@ -787,6 +796,11 @@ mod tests {
         if let (Ok(()), Ok(())) = (full, fast) {
             assert_eq!(a.values, b.values, "{}", show());
         }
+        // Sure and valid JSON: the validating reader accepts it (so a
+        // detector may take the scan for its read).
+        if fast.is_ok() && crate::format::syntax::valid(rec) {
+            assert_eq!(full, Ok(()), "{}", show());
+        }
         if matches!(full, Err(ExtractError::NotAnObject | ExtractError::TooDeep)) {
             assert_eq!(fast, Err(Unsure), "{}", show());
         }
@@ -804,6 +818,8 @@ mod tests {
         }
         // unsure where the validating reader unescapes or refuses
         for rec in [
+            r#"{"process":{"parent":"\ud800"}}"#,
+            r#"{"process":["\n"]}"#,
             r#"{"\u0061":"x"}"#,
             r#"{"a":"x\ty"}"#,
             r#"{"a":["x","\n"]}"#,

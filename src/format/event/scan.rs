@@ -42,6 +42,13 @@ impl FieldTable {
         if out.links.marks.len() < self.nodes.len() {
             out.links.marks.resize(self.nodes.len(), 0);
         }
+        // A record opens fewer objects than it has bytes: stamps given out
+        // during this scan never wrap (starting again from zero would
+        // forget the marks of the objects still open).
+        if u64::from(out.links.stamp) + record.len() as u64 >= u64::from(u32::MAX) {
+            out.links.marks.fill(0);
+            out.links.stamp = 0;
+        }
         out.plain = true;
         let mut s = Scanner { b: record, text, i: 0, table: self, out };
         s.ws();
@@ -259,10 +266,6 @@ impl<'a> Scanner<'_, '_, 'a> {
             return Ok(());
         }
         let links = &mut self.out.links;
-        if links.stamp == u32::MAX {
-            links.marks.fill(0);
-            links.stamp = 0;
-        }
         links.stamp += 1;
         let me = links.stamp;
         let below = self.table.node_depth(node) + 1;
@@ -328,10 +331,13 @@ impl<'a> Scanner<'_, '_, 'a> {
             Some(b'"') => {
                 self.i += 1;
                 let (start, escaped) = self.string()?;
+                // An escape in a string on a path of the table, where a field
+                // ends or not: the validating reader decodes it there (and
+                // refuses a lone surrogate), so it reads the record.
+                if escaped {
+                    return Err(Unsure);
+                }
                 if let Some(slot) = slot {
-                    if escaped {
-                        return Err(Unsure);
-                    }
                     let s = self.text.get(start..self.i - 1).ok_or(Unsure)?;
                     self.out.push(slot, Scalar::Str(Cow::Borrowed(s)));
                 }
