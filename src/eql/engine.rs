@@ -518,7 +518,11 @@ impl Engine {
                     }
                 }
                 Source::Read(fields, at) => {
-                    for v in fields.get(at.carry[j]) {
+                    // (Made for this carry list: `GenericRun::bind_read`
+                    // binds after the carried fields are set.)
+                    debug_assert_eq!(at.carry.len(), self.carry.len());
+                    let Some(&slot) = at.carry.get(j) else { continue };
+                    for v in fields.get(slot) {
                         match v {
                             Scalar::Object => continue,
                             Scalar::Str(s) => {

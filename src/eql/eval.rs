@@ -93,7 +93,8 @@ impl FieldSet {
                 }
             }
             Source::Read(fields, at) => {
-                for s in fields.get(at.fields[slot]) {
+                let Some(&at) = at.fields.get(slot) else { return out };
+                for s in fields.get(at) {
                     // (An object where the path ends holds no scalar.)
                     if !matches!(s, Scalar::Object) {
                         add(&s.to_json());
