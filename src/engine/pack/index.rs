@@ -405,7 +405,8 @@ impl FieldIndex {
                 if ci.is_some_and(|longest| s.len() <= longest || !s.is_ascii()) {
                     self.fold.clear();
                     if s.is_ascii() {
-                        self.fold.extend(s.chars().map(|c| c.to_ascii_lowercase()));
+                        self.fold.push_str(s);
+                        self.fold.make_ascii_lowercase();
                     } else {
                         self.fold.extend(s.chars().flat_map(char::to_lowercase));
                     }
