@@ -8,6 +8,9 @@ use apt_netcon::{Config, Detector, Rule, Verdict};
 use serde_json::{json, Value};
 use std::path::Path;
 
+#[path = "common/msgpack_of.rs"]
+mod msgpack_of;
+
 fn rule(q: &str) -> Rule {
     Rule::from_eql(q, apt_netcon::config::rule::meta_for_file("test-rule")).unwrap_or_else(|e| panic!("{q}: {e}"))
 }
@@ -142,8 +145,7 @@ fn msgpack_records_alert_as_json_ones_do() {
     let cfg = Config::default();
     let rec = ev("p1", 0, "process", json!({"process": {"name": "bash", "pid": 7}}));
     let v: Value = serde_json::from_slice(&rec).unwrap();
-    let mut mp = Vec::new();
-    write_mp(&v, &mut mp);
+    let mp = msgpack_of::mp(&v);
     let mut d = Detector::with_rule(r.clone(), &cfg);
     let Ok(Verdict::Annotated(json_out)) = d.process(&rec) else { panic!("JSON record not annotated") };
     let json_alert: Value = serde_json::from_slice(json_out).unwrap();
@@ -155,31 +157,6 @@ fn msgpack_records_alert_as_json_ones_do() {
     assert_eq!(ids(&json_alert), vec![json!("p1")]);
     assert!(json_alert.get("eql").is_none(), "an event query has no events list, keys or span");
     assert!(json_alert["kibana"]["alert"].get("group").is_none(), "nor a group id");
-}
-
-fn write_mp(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Null => rmp::encode::write_nil(out).unwrap(),
-        Value::Bool(b) => rmp::encode::write_bool(out, *b).unwrap(),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => {
-                rmp::encode::write_sint(out, i).unwrap();
-            }
-            None => rmp::encode::write_f64(out, n.as_f64().unwrap()).unwrap(),
-        },
-        Value::String(s) => rmp::encode::write_str(out, s).unwrap(),
-        Value::Array(a) => {
-            rmp::encode::write_array_len(out, a.len() as u32).unwrap();
-            a.iter().for_each(|x| write_mp(x, out));
-        }
-        Value::Object(m) => {
-            rmp::encode::write_map_len(out, m.len() as u32).unwrap();
-            for (k, x) in m {
-                rmp::encode::write_str(out, k).unwrap();
-                write_mp(x, out);
-            }
-        }
-    }
 }
 
 #[test]
@@ -366,8 +343,7 @@ fn messagepack_reads_as_in_the_full_tree() {
         r#"{"a":{"b":[1,"x"],"c":"dropped"},"arr":[{"k":"one"},{"k":["two"]}],"e.f":-3,"skip":{"x":[1,{"y":"z"}]}}"#,
     )
     .unwrap();
-    let mut body = Vec::new();
-    write_mp(&v, &mut body);
+    let body = msgpack_of::mp(&v);
     let (p, f) = (apt_netcon::engine::pruned::read_pruned(&body, true, &t).unwrap(), apt_netcon::engine::generic::read(&body, true).unwrap());
     let values = |v: &Value, path: &str| {
         let mut out = Vec::new();

@@ -234,13 +234,8 @@ impl GenericRun {
                 return Err(r);
             }
         };
-        if !exceptions.is_empty() {
-            let mut f = Fields::new();
-            let read = if msgpack { crate::format::msgpack::extract(table, record, &mut f) } else { table.extract(record, &mut f) };
-            if read.is_ok() && exceptions.exclude(&f) {
-                stats.excluded += 1;
-                return Ok(None);
-            }
+        if excluded(record, msgpack, exceptions, table, stats) {
+            return Ok(None);
         }
         if self.lateness_ms > 0 && self.is_sequence {
             let t = event_time(&event);
@@ -310,12 +305,8 @@ impl GenericRun {
         alerts: &mut VecDeque<StandaloneAlert>,
     ) -> Result<Option<&'o [u8]>, RecordError> {
         debug_assert!(self.takes_read());
-        if !exceptions.is_empty() {
-            let mut f = Fields::new();
-            if table.extract(record, &mut f).is_ok() && exceptions.exclude(&f) {
-                stats.excluded += 1;
-                return Ok(None);
-            }
+        if excluded(record, false, exceptions, table, stats) {
+            return Ok(None);
         }
         let Some(at) = self.read_slots.take() else { return Ok(None) };
         let inline = self.push(Source::Read(read, &at), record, false, true, stats, alerts);
@@ -546,6 +537,19 @@ fn event_time(event: &Value) -> Option<i64> {
         Value::Number(n) => n.as_i64(),
         _ => None,
     }
+}
+
+/// Whether an exception hides `record` (read with `table`, the rule's
+/// fields); counted.
+fn excluded(record: &[u8], msgpack: bool, exceptions: &mut Exceptions, table: &FieldTable, stats: &mut Stats) -> bool {
+    if exceptions.is_empty() {
+        return false;
+    }
+    let mut f = Fields::new();
+    let read = if msgpack { crate::format::msgpack::extract(table, record, &mut f) } else { table.extract(record, &mut f) };
+    let hidden = read.is_ok() && exceptions.exclude(&f);
+    stats.excluded += hidden as u64;
+    hidden
 }
 
 /// Read a record as a JSON tree.

@@ -92,8 +92,8 @@ impl FieldSet {
                     add(v);
                 }
             }
-            Source::Read(fields, at) => {
-                let Some(&at) = at.fields.get(slot) else { return out };
+            Source::Read(fields, slots) => {
+                let Some(&at) = slots.fields.get(slot) else { return out };
                 for s in fields.get(at) {
                     // (An object where the path ends holds no scalar.)
                     if !matches!(s, Scalar::Object) {
@@ -121,7 +121,7 @@ pub enum Source<'a> {
 }
 
 /// Where a query's fields (by slot of its [`FieldSet`]) and the fields it
-/// carries (in order) are in a [`FieldTable`]'s read.
+/// carries (in order) are in a `FieldTable`'s read.
 #[derive(Debug, Clone, Default)]
 pub struct ReadSlots {
     pub fields: Vec<crate::format::event::Slot>,

@@ -22,10 +22,7 @@ pub const MAX_DEPTH: usize = 1024;
 /// Whether `text` is one JSON value, as `serde_json::from_slice::<IgnoredAny>`
 /// decides.
 pub fn valid(text: &[u8]) -> bool {
-    match Checker::new(text).run() {
-        Some(ok) => ok,
-        None => serde_json::from_slice::<IgnoredAny>(text).is_ok(),
-    }
+    check(text).valid
 }
 
 /// Whether `text`, known to be UTF-8 (which this does not check), is
@@ -36,8 +33,25 @@ pub fn valid(text: &[u8]) -> bool {
 /// may be out of range (one with an exponent, or more than 300 digits
 /// before its point). False when unsure.
 pub fn surely_a_tree(text: &[u8]) -> bool {
+    check(text).tree
+}
+
+/// Both verdicts on one text, from one pass ([`check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    /// [`valid`].
+    pub valid: bool,
+    /// [`surely_a_tree`].
+    pub tree: bool,
+}
+
+/// [`valid`] and [`surely_a_tree`] in one pass over `text`.
+pub fn check(text: &[u8]) -> Checked {
     let mut c = Checker::new(text);
-    c.run() == Some(true) && c.plain
+    match c.run() {
+        Some(ok) => Checked { valid: ok, tree: ok && c.plain },
+        None => Checked { valid: serde_json::from_slice::<IgnoredAny>(text).is_ok(), tree: false },
+    }
 }
 
 /// Nesting from which [`surely_a_tree`] is not sure (serde_json refuses

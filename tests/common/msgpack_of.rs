@@ -1,6 +1,7 @@
 //! A JSON value as MessagePack, for the tests that feed both forms
-//! (`#[path]`-included by `tests/msgpack.rs` and `tests/pack.rs`): maps keep
-//! their order, integers take the smallest form, other numbers float64.
+//! (`#[path]`-included by `tests/msgpack.rs`, `tests/pack.rs` and
+//! `tests/generic.rs`): maps keep their order, integers take the smallest
+//! form, other numbers float64.
 
 use serde_json::Value;
 

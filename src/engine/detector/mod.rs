@@ -46,6 +46,7 @@ use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use crate::format::time::parse_rfc3339_ms;
+use crate::format::syntax::{self, Checked};
 use serde_json::{Map, Value};
 
 mod alert;
@@ -563,13 +564,13 @@ impl Detector {
         let mut fields = self.scratch.fields.take();
         let decide = self.scratch.decide(&self.rule, &self.table, self.ts_slot);
         let read = decide.scan(record, &mut fields).is_ok();
-        let valid = OnceCell::new();
-        let decided = read && self.decides_unchanged(record, false, &fields, &valid, false);
+        let checked = OnceCell::new();
+        let decided = read && self.decides_unchanged(record, false, &fields, &checked, false);
         self.scratch.fields.put_back(fields);
         if decided {
             return Ok(Verdict::Unchanged);
         }
-        self.evaluate_whole(record, false, &valid, None)
+        self.evaluate_whole(record, false, &checked, None)
     }
 
     /// Whether the decisive fields read from `record` (the table of
@@ -580,17 +581,17 @@ impl Detector {
     /// waiting under its keys, passes this rule by: it is not checked as
     /// valid JSON, does not move the watermark and is not counted as a
     /// stage match (a rule pack's choice: see [`crate::engine::pack`]).
-    fn decides_unchanged(&mut self, record: &[u8], msgpack: bool, fields: &Fields, valid: &OnceCell<bool>, pass_by: bool) -> bool {
+    fn decides_unchanged(&mut self, record: &[u8], msgpack: bool, fields: &Fields, checked: &OnceCell<Checked>, pass_by: bool) -> bool {
         let matched = stage_bits(self.rule.compiled(), fields);
         // (The MessagePack reader has checked the whole body's framing
         // already; the fast JSON scanner has not, so a record it would
         // leave unchanged must be valid JSON, as a full read would find.)
         matched == 0
-            || self.nothing_waiting(fields, matched, pass_by, || msgpack || *valid.get_or_init(|| crate::format::syntax::valid(record)))
+            || self.nothing_waiting(fields, matched, pass_by, || msgpack || checked.get_or_init(|| syntax::check(record)).valid)
     }
 
     /// Read `record` whole, evaluate it, and annotate it if it completes
-    /// a sequence. `valid`: whether it is valid JSON, if known.
+    /// a sequence. `checked`: its syntax check, if made.
     ///
     /// A record is read from `read` when given (a rule pack's read of it,
     /// with a table holding this one's paths, and where this table's slots
@@ -605,17 +606,13 @@ impl Detector {
         &mut self,
         record: &[u8],
         msgpack: bool,
-        valid: &OnceCell<bool>,
+        checked: &OnceCell<Checked>,
         read: Option<(&Fields, &[(Slot, Slot)])>,
     ) -> Result<Verdict<'_>, RecordError> {
         let mut fields = self.scratch.fields.take();
-        let is_valid = || *valid.get_or_init(|| crate::format::syntax::valid(record));
+        let is_valid = || checked.get_or_init(|| syntax::check(record)).valid;
         let read = if let Some((from, map)) = read.filter(|_| msgpack || is_valid()) {
-            for &(mine, theirs) in map {
-                for v in from.get(theirs) {
-                    fields.push(mine, v.clone());
-                }
-            }
+            fields.push_mapped(from, map);
             Ok(())
         } else if msgpack {
             crate::format::msgpack::extract(&self.table, record, &mut fields)
@@ -648,13 +645,13 @@ impl Detector {
     /// For a rule pack, which has read the record once for all its rules: a
     /// record of a fast rule, with that read (`read`) and where this
     /// detector's decisive fields are in it (`map`: `(this detector's slot,
-    /// the read's slot)`, from [`Detector::decide_paths`]). What
+    /// the read's slot)`, of [`Detector::decide_slots`]). What
     /// [`Detector::process`] (or [`Detector::process_msgpack`]) does after
     /// its own read of them; the same outcome.
     ///
     /// `full`: the same for every slot of this detector's table (a record
     /// that may change something is evaluated from `read`, not read again).
-    /// `valid`: whether the record is valid JSON, once found (by any rule).
+    /// `checked`: the record's syntax check, once made (by any rule).
     /// `pass_by`: see [`Detector::decides_unchanged`].
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn process_read(
@@ -664,33 +661,29 @@ impl Detector {
         read: &Fields,
         map: &[(Slot, Slot)],
         full: &[(Slot, Slot)],
-        valid: &OnceCell<bool>,
+        checked: &OnceCell<Checked>,
         pass_by: bool,
     ) -> Result<Verdict<'_>, RecordError> {
         let lone = if msgpack { lone_string_member_msgpack } else { lone_string_member_json };
         self.take_in(record, lone)?;
         let mut decided = self.scratch.fields.take();
-        for &(mine, theirs) in map {
-            for v in read.get(theirs) {
-                decided.push(mine, v.clone());
-            }
-        }
-        let unchanged = self.decides_unchanged(record, msgpack, &decided, valid, pass_by);
+        decided.push_mapped(read, map);
+        let unchanged = self.decides_unchanged(record, msgpack, &decided, checked, pass_by);
         self.scratch.fields.put_back(decided);
         if unchanged {
             return Ok(Verdict::Unchanged);
         }
-        self.evaluate_whole(record, msgpack, valid, Some((read, full)))
+        self.evaluate_whole(record, msgpack, checked, Some((read, full)))
     }
 
-    /// The paths of the fields that decide about a record (see
-    /// [`Detector::process_read`]), each with its slot in this detector;
-    /// `None` for a rule on the generic engine or a pack.
-    pub(crate) fn decide_paths(&self) -> Option<Vec<(Slot, String)>> {
+    /// The slots (of [`Detector::field_table`]) of the fields that decide
+    /// about a record (see [`Detector::process_read`]); `None` for a rule on
+    /// the generic engine or a pack.
+    pub(crate) fn decide_slots(&self) -> Option<Vec<Slot>> {
         if self.generic.is_some() || self.pack.is_some() {
             return None;
         }
-        Some(decide_slots(&self.rule, self.ts_slot).into_iter().map(|s| (s, self.table.name(s).to_string())).collect())
+        Some(decide_slots(&self.rule, self.ts_slot))
     }
 
     /// Evaluate one record given as a MessagePack map (a Fluent Bit record
@@ -887,14 +880,21 @@ impl Detector {
         if self.generic.is_none() {
             return if msgpack { self.process_msgpack(record) } else { self.process(record) };
         }
+        self.take_in_generic(record)?;
+        let Some(g) = self.generic.as_mut() else { return Ok(Verdict::Unchanged) };
+        g.process(record, msgpack, Some(parsed), &mut self.stats, &mut self.exceptions, &self.table, &mut self.alerts)
+            .map(|o| o.map_or(Verdict::Unchanged, Verdict::Annotated))
+    }
+
+    /// A record handed to the generic engine already read: counted, and
+    /// refused when too large.
+    fn take_in_generic(&mut self, record: &[u8]) -> Result<(), RecordError> {
         self.stats.records += 1;
         if record.len() > self.max_record_bytes {
             self.stats.too_large += 1;
             return Err(RecordError::TooLarge);
         }
-        let Some(g) = self.generic.as_mut() else { return Ok(Verdict::Unchanged) };
-        g.process(record, msgpack, Some(parsed), &mut self.stats, &mut self.exceptions, &self.table, &mut self.alerts)
-            .map(|o| o.map_or(Verdict::Unchanged, Verdict::Annotated))
+        Ok(())
     }
 
     /// Whether this rule runs on the generic engine and takes a record's
@@ -915,11 +915,7 @@ impl Detector {
     /// [`Detector::bind_read`]): what [`Detector::process_parsed`] does with
     /// its tree, without the tree. Only when [`Detector::takes_read`].
     pub(crate) fn process_scanned(&mut self, record: &[u8], read: &Fields) -> Result<Verdict<'_>, RecordError> {
-        self.stats.records += 1;
-        if record.len() > self.max_record_bytes {
-            self.stats.too_large += 1;
-            return Err(RecordError::TooLarge);
-        }
+        self.take_in_generic(record)?;
         let Some(g) = self.generic.as_mut() else { return Ok(Verdict::Unchanged) };
         g.process_read(record, read, &mut self.stats, &mut self.exceptions, &self.table, &mut self.alerts)
             .map(|o| o.map_or(Verdict::Unchanged, Verdict::Annotated))

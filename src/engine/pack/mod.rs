@@ -109,13 +109,10 @@ pub struct PackDetector {
     index: FieldIndex,
     candidates: Vec<Candidate>,
     precheck: PreCheck,
-    /// Per rule on the fast engine, where its decisive fields are in the
-    /// pack's read of a record: `(its slot, the pack's slot)`. Its detector
-    /// is handed them rather than reading the record again.
-    decide_maps: Vec<Option<Vec<(Slot, Slot)>>>,
-    /// The same for every field of a fast rule's table (see
-    /// `Detector::process_read`).
-    full_maps: Vec<Option<Vec<(Slot, Slot)>>>,
+    /// Per rule on the fast engine, where its fields are in the pack's
+    /// read of a record: its detector is handed them rather than reading
+    /// the record again.
+    fast_maps: Vec<Option<FastMaps>>,
     /// Per plain sequence on the generic engine, its `by` fields in the
     /// pack's read (see the module docs: later stages while nothing waits).
     by_slots: Vec<Option<Vec<Slot>>>,
@@ -159,13 +156,7 @@ impl PackDetector {
         let types = config.types();
         let mut precheck = PreCheck::new(&rules, &types);
         let index = FieldIndex::new(&rules, &types, config.prefilter, &mut precheck.table);
-        let decide_maps = detectors
-            .iter()
-            .map(|d: &Detector| {
-                let paths = d.decide_paths()?;
-                Some(paths.into_iter().map(|(slot, path)| (slot, precheck.table.intern(&path))).collect())
-            })
-            .collect();
+        let fast_maps = detectors.iter().map(|d: &Detector| FastMaps::new(d, &mut precheck.table)).collect();
         let by_slots = detectors
             .iter()
             .map(|d: &Detector| Some(d.generic_by_paths()?.iter().map(|p| precheck.table.intern(p)).collect()))
@@ -180,22 +171,10 @@ impl PackDetector {
         for d in &mut detectors {
             d.bind_read(&precheck.table);
         }
-        // Every field of a fast rule's table (its decisive fields, those its
-        // alert carries) in the pack's read: a record that matches a stage
-        // is evaluated from it, not read again.
-        let full_maps = detectors
-            .iter()
-            .map(|d: &Detector| {
-                d.decide_paths()?;
-                let t = d.field_table();
-                Some((0..t.len() as Slot).map(|s| (s, precheck.table.intern(t.name(s)))).collect())
-            })
-            .collect();
         PackDetector {
             tree_paths,
             index,
-            decide_maps,
-            full_maps,
+            fast_maps,
             by_slots,
             candidates: Vec::with_capacity(rules.len()),
             precheck,
@@ -365,23 +344,22 @@ impl PackDetector {
         // Rules on the generic engine read the record as a tree: once for
         // all, with only the fields they read.
         let mut parsed = None;
-        // Whether the record is valid JSON, once a rule asks.
-        let valid = std::cell::OnceCell::new();
-        // Whether the pack's read of the record stands for its tree: a
+        // The record's syntax check (both verdicts, one pass), once a rule
+        // asks.
+        let checked = std::cell::OnceCell::new();
+        // The pack's read of the record, when it stands for its tree: a
         // plain scan (every path a generic rule reads is on the table) of a
         // record a tree surely reads whole (as the pruned tree, leave one
         // naming serde_json's raw-value key to serde_json).
-        let scanned = std::cell::OnceCell::new();
-        let stands_for_tree = |read: &Option<Fields>| {
-            *scanned.get_or_init(|| {
-                let sure = !msgpack
-                    && read.as_ref().is_some_and(Fields::plain)
-                    && memchr::memmem::find(record, b"$serde_json::private::RawValue").is_none()
-                    && crate::format::syntax::surely_a_tree(record);
-                if sure {
-                    let _ = valid.set(true);
-                }
-                sure
+        let as_tree = std::cell::OnceCell::new();
+        let read_as_tree = || {
+            *as_tree.get_or_init(|| {
+                read.as_ref().filter(|f| {
+                    !msgpack
+                        && f.plain()
+                        && memchr::memmem::find(record, b"$serde_json::private::RawValue").is_none()
+                        && checked.get_or_init(|| crate::format::syntax::check(record)).tree
+                })
             })
         };
         for k in 0..self.candidates.len() {
@@ -394,20 +372,19 @@ impl PackDetector {
             let others = self.pending.saturating_sub(own);
             d.set_pending_cap(self.global_cap.saturating_sub(others).max(1) as usize);
             let bad_before = d.bad_timestamp_count();
-            let verdict = if d.takes_read() && stands_for_tree(&read) {
-                let fields = read.as_ref().expect("a plain scan");
+            let verdict = if let Some(fields) = d.takes_read().then(read_as_tree).flatten() {
                 self.scanned_reads += 1;
                 d.process_scanned(record, fields)
             } else if d.is_generic() {
                 let paths = &self.tree_paths;
                 let tree = parsed.get_or_insert_with(|| crate::engine::pruned::read_pruned(record, msgpack, paths));
                 d.process_parsed(record, msgpack, tree)
-            } else if let (Some(fields), Some(map), Some(full)) = (&read, &self.decide_maps[i], &self.full_maps[i]) {
-                // Its decisive fields, from the pack's read of the record.
-                // Later stages with nothing waiting under the record's keys:
-                // passed by, as the gate above does (see the module docs).
+            } else if let (Some(fields), Some(maps)) = (&read, &self.fast_maps[i]) {
+                // Its fields, from the pack's read of the record. Later
+                // stages with nothing waiting under the record's keys: passed
+                // by, as the gate above does (see the module docs).
                 let pass_by = self.gate_later_stages && self.index.plan.plain_sequence[i];
-                d.process_read(record, msgpack, fields, map, full, &valid, pass_by)
+                d.process_read(record, msgpack, fields, &maps.decide, &maps.full, &checked, pass_by)
             } else if msgpack {
                 d.process_msgpack(record)
             } else {
@@ -514,6 +491,27 @@ impl PackDetector {
         }
         self.pending = self.detectors.iter().map(Detector::pending_count).sum();
         self.alerts.len() - before
+    }
+}
+
+/// Where a fast rule's fields are in the pack's read: `(its slot, the
+/// pack's slot)`.
+#[derive(Debug)]
+struct FastMaps {
+    /// The fields that decide whether a record changes anything.
+    decide: Vec<(Slot, Slot)>,
+    /// Every field of its table (those its alert carries too): a record
+    /// that may change something is evaluated from them.
+    full: Vec<(Slot, Slot)>,
+}
+
+impl FastMaps {
+    /// `None` for a rule on the generic engine.
+    fn new(d: &Detector, table: &mut FieldTable) -> Option<FastMaps> {
+        let decide = d.decide_slots()?;
+        let own = d.field_table();
+        let full: Vec<(Slot, Slot)> = (0..own.len() as Slot).map(|s| (s, table.intern(own.name(s)))).collect();
+        Some(FastMaps { decide: decide.iter().map(|&s| full[s as usize]).collect(), full })
     }
 }
 

@@ -452,6 +452,17 @@ impl<'a> Fields<'a> {
         self.values.push((slot, v));
     }
 
+    /// The values of another read's slots as this one's, slot by slot
+    /// (`map`: `(this slot, the other's slot)`; each slot's values stay in
+    /// their order).
+    pub(crate) fn push_mapped(&mut self, from: &Fields<'a>, map: &[(Slot, Slot)]) {
+        for &(mine, theirs) in map {
+            for v in from.get(theirs) {
+                self.push(mine, v.clone());
+            }
+        }
+    }
+
     /// All values of `slot`, in document order (empty when absent).
     pub fn get(&self, slot: Slot) -> SlotValues<'_, 'a> {
         SlotValues { fields: self, at: self.links.heads.get(slot as usize).copied().unwrap_or(0) }
