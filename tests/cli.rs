@@ -245,6 +245,67 @@ fn threads_give_the_output_of_one_thread() {
 }
 
 #[test]
+fn a_pack_on_threads_gives_the_output_of_one_thread() {
+    // Host-local rules (split by host.id: a fast sequence, a generic one,
+    // a sample, a single-event rule) and one that is not (its sequence
+    // joins on process ids only: it runs in one pack over every record).
+    let dir = std::env::temp_dir().join(format!("apt-netcon-cli-pack-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = [
+        ("apt.eql", apt_netcon::config::rule::QUERY_V5.to_string()),
+        (
+            "bash_then_net.eql",
+            "sequence by host.id with maxspan=2s [process where process.name == \"bash\" and process.args : \"-c\"] [network where event.action == \"connection_attempted\"]".into(),
+        ),
+        ("sample.eql", "sample by host.id [process where process.parent.name == \"apt\"] [network where event.action == \"connection_attempted\"]".into()),
+        ("single.eql", "process where process.parent.name == \"apt\" and process.name == \"sh\"".into()),
+        (
+            "by_pid.eql",
+            "sequence with maxspan=5s [process where process.name in (\"bash\", \"sh\", \"dash\")] by process.entity_id [network where true] by process.parent.entity_id".into(),
+        ),
+    ];
+    for (name, q) in &rules {
+        std::fs::write(dir.join(name), q).unwrap();
+    }
+    let d = dir.to_str().unwrap();
+    let input = multi_host_stream(20_000);
+    let one = run(&["--rules", d], &input);
+    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    let text = String::from_utf8_lossy(&one.stdout).into_owned();
+    for (name, _) in &rules {
+        let stem = name.trim_end_matches(".eql");
+        let n = text.lines().filter(|l| l.contains("\"signal\"") && l.contains(&format!("\"name\":\"{stem}\""))).count();
+        assert!(n > 0, "{name}: alerts in the stream");
+    }
+    for t in ["2", "3"] {
+        let many = run(&["--rules", d, "--threads", t], &input);
+        assert!(many.status.success());
+        assert!(many.stdout == one.stdout, "--threads {t}: the bytes of one thread");
+        let err = String::from_utf8_lossy(&many.stderr);
+        assert!(err.contains(&format!("4 of 5 rules split by host.id over {t} packs")), "{err}");
+        assert!(err.contains("by_pid (by_pid): its sequence does not join on host.id"), "{err}");
+        let summary = |o: &Output| String::from_utf8_lossy(&o.stderr).lines().find(|l| l.contains(" records in ")).unwrap().split(" s, ").nth(1).unwrap().to_string();
+        assert_eq!(summary(&many), summary(&one), "the same alerts and unreadable records counted");
+        let only = run(&["--rules", d, "--threads", t, "--alerts-only", "-q"], &input);
+        let want: Vec<&str> = text.lines().filter(|l| l.contains("\"signal\"")).collect();
+        assert_eq!(String::from_utf8_lossy(&only.stdout).lines().collect::<Vec<_>>(), want, "--alerts-only");
+    }
+    // Several files, read one after the other.
+    let cut = input.len() / 3;
+    let cut = cut + input[cut..].iter().position(|&b| b == b'\n').unwrap() + 1;
+    let (a, b) = (dir.join("a.ndjson"), dir.join("b.ndjson"));
+    std::fs::write(&a, &input[..cut]).unwrap();
+    std::fs::write(&b, &input[cut..]).unwrap();
+    let files = run(&["--rules", d, "-q", "-j2", a.to_str().unwrap(), b.to_str().unwrap()], b"");
+    assert!(files.stdout == one.stdout, "two files");
+    // max_lateness above 0: one thread, said so.
+    let cfg = dir.join("late.json");
+    std::fs::write(&cfg, format!("{{\"rules_dir\": \"{d}\", \"max_lateness\": \"1s\"}}")).unwrap();
+    let late = run(&["--config", cfg.to_str().unwrap(), "-j2"], b"");
+    assert!(String::from_utf8_lossy(&late.stderr).contains("running on one thread: max_lateness"), "{}", String::from_utf8_lossy(&late.stderr));
+}
+
+#[test]
 fn alerts_only_writes_the_alert_lines() {
     let input = multi_host_stream(20_000);
     let full = run(&["-q"], &input);

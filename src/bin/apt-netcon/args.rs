@@ -123,7 +123,9 @@ pub struct FilterArgs {
         help = "N detectors on N threads, records split by the rule's\n\
                 host key (its `sequence by` fields); the output is the\n\
                 same as with one thread. Rules that cannot be split\n\
-                exactly run on one thread (with a note). 0: one per core"
+                exactly run on one thread (with a note). A rule pack is\n\
+                split by host.id; its rules that cannot be run in one\n\
+                more pack over every record. 0: one per core"
     )]
     pub threads: usize,
 

@@ -12,6 +12,7 @@ mod args;
 mod choose;
 mod filter;
 mod pack;
+mod pack_threads;
 mod serve;
 
 use args::{Cli, Command, FilterArgs};
@@ -36,10 +37,21 @@ fn run_pack(config: &Config, args: &FilterArgs) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    if args.threads > 1 && !args.quiet {
-        eprintln!("apt-netcon: --threads {}: a pack runs on one thread", args.threads);
-    }
     let files = if args.files.is_empty() { vec!["-".to_string()] } else { args.files.clone() };
+    if args.threads > 1 {
+        let why = if config.max_lateness_ms > 0 {
+            Some("max_lateness is above 0 (held events are released by every host's time)")
+        } else if pack_threads::plan(&loaded.rules).0.is_empty() {
+            Some("no rule of the pack can be split by host.id")
+        } else {
+            None
+        };
+        match why {
+            None => return pack_threads::run(loaded.rules, config, &files, args.threads, args.alerts_only, args.quiet),
+            Some(why) if !args.quiet => eprintln!("apt-netcon: --threads {}: running on one thread: {why}", args.threads),
+            Some(_) => {}
+        }
+    }
     pack::run(loaded.rules, config, &files, args.alerts_only, args.quiet)
 }
 

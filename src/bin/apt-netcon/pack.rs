@@ -4,14 +4,29 @@
 //! Every record goes to standard output unchanged, followed by one alert
 //! record per rule it completes (`event.kind: "signal"`, see
 //! [`apt_netcon::engine::pack`]); with `--alerts-only`, only the alert records.
-//! Records are read line by line through a large buffer; the pack is one
-//! thread (`--threads` is noted and ignored).
+//! Records are read line by line through a large buffer, on one thread;
+//! `--threads N` splits the pack by host (`pack_threads`).
 
 use apt_netcon::engine::pack::PackDetector;
 use apt_netcon::{Config, Rule};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::process::ExitCode;
 use std::time::Instant;
+
+/// The input `f` (`-`: standard input), or `None` when it cannot be
+/// opened (said on standard error).
+pub fn open_input(f: &str) -> Option<Box<dyn Read>> {
+    if f == "-" {
+        return Some(Box::new(io::stdin()));
+    }
+    match std::fs::File::open(f) {
+        Ok(file) => Some(Box::new(file)),
+        Err(e) => {
+            eprintln!("apt-netcon: cannot open {f}: {e}");
+            None
+        }
+    }
+}
 
 /// Run `rules` over `files` (`-`: standard input).
 pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], alerts_only: bool, quiet: bool) -> ExitCode {
@@ -28,17 +43,9 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], alerts_only: boo
     let mut status = ExitCode::SUCCESS;
     let write = |out: &mut BufWriter<io::StdoutLock>, b: &[u8]| -> io::Result<()> { out.write_all(b) };
     for f in files {
-        let input: Box<dyn Read> = if f == "-" {
-            Box::new(io::stdin())
-        } else {
-            match std::fs::File::open(f) {
-                Ok(file) => Box::new(file),
-                Err(e) => {
-                    eprintln!("apt-netcon: cannot open {f}: {e}");
-                    status = ExitCode::from(1);
-                    continue;
-                }
-            }
+        let Some(input) = open_input(f) else {
+            status = ExitCode::from(1);
+            continue;
         };
         let mut input = BufReader::with_capacity(1 << 20, input);
         loop {

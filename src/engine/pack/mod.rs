@@ -82,6 +82,7 @@ use std::collections::VecDeque;
 mod index;
 mod needles;
 mod precheck;
+pub mod split;
 
 pub use index::{Candidate, RuleIndex};
 use index::*;
@@ -108,6 +109,8 @@ pub struct PackDetector {
     detectors: Vec<Detector>,
     index: FieldIndex,
     candidates: Vec<Candidate>,
+    /// Other rules' selection on this pack's read ([`PackDetector::with_gate`]).
+    gate: Option<Gate>,
     precheck: PreCheck,
     /// Per rule on the fast engine, where its fields are in the pack's
     /// read of a record: its detector is handed them rather than reading
@@ -151,11 +154,26 @@ impl PackDetector {
     /// [`PackDetector::new`], remembering the rules that did not load (to
     /// report them in [`PackDetector::report`]).
     pub fn with_skipped(rules: Vec<Rule>, skipped: Vec<(String, String)>, config: &Config) -> PackDetector {
+        PackDetector::build(rules, skipped, &[], config)
+    }
+
+    /// [`PackDetector::new`] that also tells, record by record, whether the
+    /// `gate` rules (run elsewhere, e.g. by another thread) may need the
+    /// record ([`PackDetector::gate_hit`]): their index and stage tests run
+    /// on this pack's one read of it. A record they do not need changes
+    /// nothing in a pack of them but its record count, so it need not be
+    /// handed to one.
+    pub fn with_gate(rules: Vec<Rule>, gate: &[Rule], config: &Config) -> PackDetector {
+        PackDetector::build(rules, Vec::new(), gate, config)
+    }
+
+    fn build(rules: Vec<Rule>, skipped: Vec<(String, String)>, gate: &[Rule], config: &Config) -> PackDetector {
         let mut detectors: Vec<Detector> = rules.iter().map(|r| Detector::with_rule(r.clone(), config)).collect();
         let n_rules = rules.len();
         let types = config.types();
         let mut precheck = PreCheck::new(&rules, &types);
         let index = FieldIndex::new(&rules, &types, config.prefilter, &mut precheck.table);
+        let gate = (!gate.is_empty()).then(|| Gate::new(gate, &types, config.prefilter, &mut precheck.table));
         let fast_maps = detectors.iter().map(|d: &Detector| FastMaps::new(d, &mut precheck.table)).collect();
         let by_slots = detectors
             .iter()
@@ -174,6 +192,7 @@ impl PackDetector {
         PackDetector {
             tree_paths,
             index,
+            gate,
             fast_maps,
             by_slots,
             candidates: Vec::with_capacity(rules.len()),
@@ -432,6 +451,9 @@ impl PackDetector {
         if !read {
             self.index.all(&mut self.candidates);
             pc.fields.put_back(fields);
+            if let Some(g) = &mut self.gate {
+                g.hit = true;
+            }
             return None;
         }
         self.index.candidates(&fields, &mut self.candidates);
@@ -455,27 +477,21 @@ impl PackDetector {
                 }
             }
             let Some(checks) = &pc.rules[c.rule as usize] else { return true };
-            let mut bits = 0u64;
-            for (k, ch) in checks.iter().enumerate() {
-                let bit = 1u64 << k.min(63);
-                if c.stages & bit == 0 {
-                    continue;
-                }
-                let unsure_ip = ch.ip_slots.iter().any(|&s| {
-                    fields.get(s).any(|v| match v {
-                        Scalar::Null => false,
-                        Scalar::Str(x) => crate::format::ip::parse_ip(x).is_none(),
-                        _ => true,
-                    })
-                });
-                if unsure_ip || ch.stage.matches(&fields, pc.category_slot) {
-                    bits |= bit;
-                }
-            }
-            c.stages = bits;
-            bits != 0
+            c.stages = stage_bits(checks, c.stages, &fields, pc.category_slot);
+            c.stages != 0
         });
+        if let Some(g) = &mut self.gate {
+            g.hit = g.passes(&fields, pc.category_slot);
+        }
         Some(fields)
+    }
+
+    /// Whether the last record processed may concern a rule of the gate
+    /// ([`PackDetector::with_gate`]): one of its stages passed the index and
+    /// the stage test, or the record could not be read. Always true without
+    /// a gate.
+    pub fn gate_hit(&self) -> bool {
+        self.gate.as_ref().map_or(true, |g| g.hit)
     }
 
     /// End of stream for every rule: held events and waiting results.
@@ -491,6 +507,59 @@ impl PackDetector {
         }
         self.pending = self.detectors.iter().map(Detector::pending_count).sum();
         self.alerts.len() - before
+    }
+}
+
+/// The stages (bits of `stages`) whose test the record's `fields` pass: an
+/// unreadable address in a field typed as one makes the test unsure, and
+/// the stage passes.
+fn stage_bits(checks: &[StageCheck], stages: u64, fields: &Fields, category_slot: Slot) -> u64 {
+    let mut bits = 0u64;
+    for (k, ch) in checks.iter().enumerate() {
+        let bit = 1u64 << k.min(63);
+        if stages & bit == 0 {
+            continue;
+        }
+        let unsure_ip = ch.ip_slots.iter().any(|&s| {
+            fields.get(s).any(|v| match v {
+                Scalar::Null => false,
+                Scalar::Str(x) => crate::format::ip::parse_ip(x).is_none(),
+                _ => true,
+            })
+        });
+        if unsure_ip || ch.stage.matches(fields, category_slot) {
+            bits |= bit;
+        }
+    }
+    bits
+}
+
+/// Other rules' index and stage tests on the pack's read of each record,
+/// without their detectors (see [`PackDetector::with_gate`]).
+#[derive(Debug)]
+struct Gate {
+    index: FieldIndex,
+    checks: Vec<Option<Vec<StageCheck>>>,
+    candidates: Vec<Candidate>,
+    hit: bool,
+}
+
+impl Gate {
+    fn new(rules: &[Rule], types: &TypeMap, enabled: bool, table: &mut FieldTable) -> Gate {
+        let checks = rules.iter().map(|r| stage_checks(r, types, table)).collect();
+        let index = FieldIndex::new(rules, types, enabled, table);
+        Gate { index, checks, candidates: Vec::new(), hit: false }
+    }
+
+    /// Whether some stage of these rules may match the record: the pack's
+    /// own selection without the state of their detectors (so a superset).
+    fn passes(&mut self, fields: &Fields, category_slot: Slot) -> bool {
+        self.index.candidates(fields, &mut self.candidates);
+        let checks = &self.checks;
+        self.candidates.iter().any(|c| match &checks[c.rule as usize] {
+            None => true,
+            Some(ch) => stage_bits(ch, c.stages, fields, category_slot) != 0,
+        })
     }
 }
 

@@ -1,0 +1,416 @@
+//! Splitting a pack over threads by `host.id`: which rules may be split,
+//! and where each record goes.
+//!
+//! A rule is *host-local* when two records it can join always hold the
+//! same `host.id`: a single-event query (it joins nothing), or a sequence
+//! whose join keys hold `host.id` at the same place in every stage (`sequence
+//! by host.id, …`, or each stage's `by` naming it at one position) and that
+//! has no missing-event stage (whose results are released by the passing of
+//! event time over every host); a sample joined on `host.id` alike. The host-local rules
+//! of a pack can run in N packs, each taking the records of the hosts whose
+//! `host.id` hashes to it ([`HostRouter`]); the other rules run in one pack
+//! that takes every record. On a stream in time order this gives the alerts
+//! of one pack (`tests/pack.rs`); the caveats are those of splitting one
+//! rule ([`crate::engine::footprint::Partitioner`], docs/fleet.md): event
+//! time and the caps are per pack, and a record whose `host.id` holds
+//! several values goes to the pack of its smallest one only (counted).
+//!
+//! [`HostRouter`] reads `host.id` without a full read of the record where it
+//! can: most records hold no backslash and one `"host"` string, the name of
+//! an object whose `id` member is found by a walk of that object alone.
+//! Any other record is read with the field table of `host.id` (the pack's
+//! own reader). Wherever a record has a top-level `host.id`, both ways give
+//! that value (tested on mutated records); where it has none, the walk may
+//! read a nested `host` object's, which does not matter: a record without
+//! `host.id` joins nothing in a host-local rule. This walk is hand-written:
+//! it reads one member of one object, where a JSON library would read the
+//! whole record.
+
+use crate::config::rule::Rule;
+use crate::eql::{parse, ParseLimits, Query, Stage};
+use crate::format::event::{FieldTable, FieldsBuf, Slot};
+use std::hash::{BuildHasher, Hasher};
+
+/// The field a pack is split on.
+pub const HOST_KEY: &str = "host.id";
+
+/// Whether `rule` may run split by `host.id` (see the module docs), or why
+/// not.
+pub fn host_local(rule: &Rule) -> Result<(), &'static str> {
+    let parsed;
+    let query = match rule.generic_query() {
+        Some(q) => q,
+        None => {
+            parsed = parse(rule.query_text(), ParseLimits::default()).map_err(|_| "its query does not parse")?;
+            &parsed
+        }
+    };
+    match query {
+        Query::Event(_) => Ok(()),
+        Query::Sample(s) => joins_on_host(&s.by, &s.stages.iter().collect::<Vec<_>>()).then_some(()).ok_or("its sample does not join on host.id"),
+        Query::Sequence(s) => {
+            let stages: Vec<&Stage> = s.stages.iter().chain(s.until.as_ref()).collect();
+            if stages.iter().any(|st| st.missing) {
+                return Err("a missing-event stage is released by event time over every host");
+            }
+            joins_on_host(&s.by, &stages).then_some(()).ok_or("its sequence does not join on host.id")
+        }
+    }
+}
+
+/// Whether every stage's join key holds `host.id` at one place: among the
+/// shared `by` fields, or at one position of every stage's own (not
+/// `?host.id`: a record without one joins others without one).
+fn joins_on_host(shared: &[crate::eql::Field], stages: &[&Stage]) -> bool {
+    let host = |f: &crate::eql::Field| f.name == HOST_KEY && !f.optional;
+    if shared.iter().any(host) {
+        return true;
+    }
+    let at = |st: &Stage, k: usize| st.by.get(k).is_some_and(host);
+    let width = stages.iter().map(|st| st.by.len()).min().unwrap_or(0);
+    (0..width).any(|k| stages.iter().all(|st| at(st, k)))
+}
+
+/// Routes records to one of `n` packs by their `host.id` (see the module
+/// docs).
+#[derive(Debug)]
+pub struct HostRouter {
+    n: usize,
+    table: FieldTable,
+    slot: Slot,
+    buf: FieldsBuf,
+    multi_valued: u64,
+    walked: u64,
+}
+
+impl HostRouter {
+    pub fn new(n: usize) -> HostRouter {
+        let mut table = FieldTable::new();
+        let slot = table.intern(HOST_KEY);
+        HostRouter { n: n.max(1), table, slot, buf: FieldsBuf::default(), multi_valued: 0, walked: 0 }
+    }
+
+    /// Records whose `host.id` held several distinct values (routed by the
+    /// smallest).
+    pub fn multi_valued(&self) -> u64 {
+        self.multi_valued
+    }
+
+    /// Records whose `host.id` was found by the walk of the `host` object
+    /// alone.
+    pub fn walked(&self) -> u64 {
+        self.walked
+    }
+
+    /// The pack (`0..n`) that takes the JSON `record`: that of its
+    /// `host.id` hashed (as a keyword); 0 for a record without one, or
+    /// that cannot be read.
+    pub fn route(&mut self, record: &[u8]) -> usize {
+        match walk_host_id(record) {
+            Walk::Found(k) => {
+                self.walked += 1;
+                self.bucket(k)
+            }
+            Walk::Absent => {
+                self.walked += 1;
+                0
+            }
+            Walk::Unsure => match self.read_key(record) {
+                Some(k) => self.bucket(&k),
+                None => 0,
+            },
+        }
+    }
+
+    fn bucket(&self, key: &[u8]) -> usize {
+        // A fixed seed: the same key goes to the same pack all run long.
+        let mut h = foldhash::fast::FixedState::with_seed(0x6170_746e_6368).build_hasher();
+        h.write(key);
+        (h.finish() % self.n as u64) as usize
+    }
+
+    /// The record's `host.id` as a keyword (the smallest of several).
+    pub fn key(&mut self, record: &[u8]) -> Option<Vec<u8>> {
+        match walk_host_id(record) {
+            Walk::Found(k) => {
+                self.walked += 1;
+                return Some(k.to_vec());
+            }
+            Walk::Absent => {
+                self.walked += 1;
+                return None;
+            }
+            Walk::Unsure => self.read_key(record),
+        }
+    }
+
+    /// `host.id` read with the field table.
+    fn read_key(&mut self, record: &[u8]) -> Option<Vec<u8>> {
+        let mut f = self.buf.take();
+        let read = self.table.scan(record, &mut f).is_ok() || self.table.extract(record, &mut f).is_ok();
+        let mut key: Option<Vec<u8>> = None;
+        let mut several = false;
+        if read {
+            for v in f.get(self.slot) {
+                let Some(k) = v.keyword() else { continue };
+                match &key {
+                    Some(s) if s.as_slice() == k.as_bytes() => {}
+                    Some(s) => {
+                        several = true;
+                        if k.as_bytes() < s.as_slice() {
+                            key = Some(k.as_bytes().to_vec());
+                        }
+                    }
+                    None => key = Some(k.as_bytes().to_vec()),
+                }
+            }
+        }
+        self.multi_valued += several as u64;
+        self.buf.put_back(f);
+        key
+    }
+}
+
+/// What the walk of a record's one `host` object found.
+#[derive(Debug, PartialEq, Eq)]
+enum Walk<'a> {
+    /// Its `id`: one string without escapes.
+    Found(&'a [u8]),
+    /// A `host` object without an `id` member, or no `"host` at all.
+    Absent,
+    /// Anything else: read the record with the field table.
+    Unsure,
+}
+
+/// `"host`, found once for all records.
+static HOST: once_cell::sync::Lazy<memchr::memmem::Finder<'static>> = once_cell::sync::Lazy::new(|| memchr::memmem::Finder::new(b"\"host"));
+
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\r' | b'\n') {
+        i += 1;
+    }
+    i
+}
+
+/// The end of the string whose opening quote is at `i` (after its closing
+/// quote); the record holds no backslash.
+fn string_end(b: &[u8], i: usize) -> Option<usize> {
+    memchr::memchr(b'"', &b[i + 1..]).map(|j| i + j + 2)
+}
+
+/// The end of the value starting at `i` (strings, objects and arrays
+/// balanced, anything else up to the next `,` `}` `]`); the record holds no
+/// backslash, so every quote opens or closes a string.
+fn value_end(b: &[u8], i: usize) -> Option<usize> {
+    match b.get(i)? {
+        b'"' => string_end(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => {
+                        j = string_end(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            None
+        }
+        _ => {
+            let j = b[i..].iter().position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n'))?;
+            (j > 0).then_some(i + j)
+        }
+    }
+}
+
+/// `host.id` of a record that starts with `{` and holds no backslash (so
+/// every quote opens or closes a string), one `"host"` string followed by
+/// `:` and an object, and no `"host.`: the walk of that object's members.
+/// When the record has a top-level `host.id`, that one `host` object is
+/// its: the walk reads it as a reader would. When it has none, the object
+/// may be nested and the value another's; such a record joins nothing in a
+/// host-local rule (a missing key joins nothing), so its pack does not
+/// matter.
+fn walk_host_id(b: &[u8]) -> Walk<'_> {
+    if memchr::memchr(b'\\', b).is_some() || b.first() != Some(&b'{') {
+        return Walk::Unsure;
+    }
+    // `"host"` once, `"host.` never (`"hostname"` and the like are other
+    // names).
+    let mut at = None;
+    for i in HOST.find_iter(b) {
+        match b.get(i + 5) {
+            Some(b'"') if at.is_none() => at = Some(i),
+            Some(b'"' | b'.') => return Walk::Unsure,
+            _ => {}
+        }
+    }
+    let Some(at) = at else { return Walk::Absent };
+    let i = ws(b, at + 6);
+    if b.get(i) != Some(&b':') {
+        return Walk::Unsure;
+    }
+    let mut i = ws(b, i + 1);
+    if b.get(i) != Some(&b'{') {
+        return Walk::Unsure;
+    }
+    // The members of the host object.
+    let mut found = None;
+    i = ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return Walk::Absent;
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return Walk::Unsure;
+        }
+        let Some(name_end) = string_end(b, i) else { return Walk::Unsure };
+        let name = &b[i + 1..name_end - 1];
+        let j = ws(b, name_end);
+        if b.get(j) != Some(&b':') {
+            return Walk::Unsure;
+        }
+        let v = ws(b, j + 1);
+        let Some(v_end) = value_end(b, v) else { return Walk::Unsure };
+        if name == b"id" {
+            if found.is_some() || b[v] != b'"' {
+                return Walk::Unsure;
+            }
+            found = Some(&b[v + 1..v_end - 1]);
+        }
+        i = ws(b, v_end);
+        match b.get(i) {
+            Some(b',') => i = ws(b, i + 1),
+            Some(b'}') => break,
+            _ => return Walk::Unsure,
+        }
+    }
+    match found {
+        Some(k) => Walk::Found(k),
+        None => Walk::Absent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fallback(record: &[u8]) -> Option<Vec<u8>> {
+        let mut r = HostRouter::new(7);
+        let mut f = r.buf.take();
+        let read = r.table.scan(record, &mut f).is_ok() || r.table.extract(record, &mut f).is_ok();
+        let mut keys: Vec<Vec<u8>> = if read { f.get(r.slot).filter_map(|v| v.keyword().map(|k| k.as_bytes().to_vec())).collect() } else { Vec::new() };
+        keys.sort();
+        keys.into_iter().next()
+    }
+
+    #[test]
+    fn the_walk_reads_host_id_as_the_field_table_does() {
+        let cases: &[&str] = &[
+            r#"{"host":{"id":"a1","name":"x"}}"#,
+            r#"{"agent":{"id":"z"},"host":{"os":{"type":"linux","id":"no"},"name":"n","id":"h2"},"x":[1,{"host":3}]}"#,
+            r#"{ "host" : { "name" : "n" , "id" : "h3" } }"#,
+            r#"{"host":{"name":"n"}}"#,
+            r#"{"event":{"id":"e"}}"#,
+            r#"{"host":{}}"#,
+            r#"{"process":{"host":{"id":"nested"}}}"#,
+            r#"{"host":{"id":"a"},"host.id":"b"}"#,
+            r#"{"host":{"id":"a","id":"b"}}"#,
+            r#"{"host":{"id":["b","a"]}}"#,
+            r#"{"host":{"id":12}}"#,
+            r#"{"host":{"id":null}}"#,
+            r#"{"host":{"id.x":"a"}}"#,
+            r#"{"host":"id"}"#,
+            r#"{"a":"host","host":{"id":"q"}}"#,
+            r#"{"a":["x",{"b":"}"}],"host":{"n":[1,2,{"c":"]"}],"id":"q2"}}"#,
+            r#"{"h\u006fst":{"id":"esc"}}"#,
+        ];
+        for c in cases {
+            let b = c.as_bytes();
+            let want = fallback(b);
+            match walk_host_id(b) {
+                // Where a reader finds host.id, the walk finds it or is unsure.
+                Walk::Found(k) => assert!(want.is_none() || want.as_deref() == Some(k), "{c}"),
+                Walk::Absent => assert_eq!(want, None, "{c}"),
+                Walk::Unsure => {}
+            }
+            if want.is_some() {
+                let mut r = HostRouter::new(7);
+                assert_eq!(r.key(b), want, "{c}");
+            }
+        }
+        assert_eq!(walk_host_id(br#"{"a":1,"host":{"name":"n","id":"h"}}"#), Walk::Found(b"h"));
+        assert_eq!(walk_host_id(br#"{"a":"host","host":{"id":"q"}}"#), Walk::Unsure);
+        assert_eq!(walk_host_id(br#"{"host.id":"a"}"#), Walk::Unsure);
+    }
+
+    #[test]
+    fn the_walk_agrees_with_the_field_table_on_mutated_records() {
+        let base = br#"{"agent":{"id":"4995"},"@timestamp":"2026-03-14T09:30:00Z","event":{"category":["network"],"type":["start"]},"host":{"os":{"name":"Debian","type":"linux"},"name":"ci-00676","id":"1396cafa"},"process":{"name":"node","args":["a","{b}"]}}"#;
+        let alphabet = b"{}[]\":, .\\aih0x";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut walked, mut total) = (0, 0);
+        for _ in 0..60_000 {
+            let mut r = base.to_vec();
+            for _ in 0..(1 + next() % 3) {
+                let at = (next() % r.len() as u64) as usize;
+                let c = alphabet[(next() % alphabet.len() as u64) as usize];
+                match next() % 3 {
+                    0 => r[at] = c,
+                    1 => r.insert(at, c),
+                    _ => {
+                        r.remove(at);
+                    }
+                }
+            }
+            let want = fallback(&r);
+            // Wherever a reader finds host.id, the walk finds the same or
+            // is unsure; it finds none only where a reader finds none.
+            let ok = match walk_host_id(&r) {
+                Walk::Found(k) => {
+                    walked += 1;
+                    want.is_none() || want.as_deref() == Some(k)
+                }
+                Walk::Absent => {
+                    walked += 1;
+                    want.is_none()
+                }
+                Walk::Unsure => true,
+            };
+            assert!(ok, "{:?} {}", want, String::from_utf8_lossy(&r));
+            total += 1;
+        }
+        assert!(walked > total / 4, "{walked} of {total}");
+    }
+
+    #[test]
+    fn which_rules_are_host_local() {
+        let rule = |q: &str| Rule::from_eql(q, crate::config::rule::meta_for_file("t.eql")).unwrap();
+        assert!(host_local(&rule("process where process.name == \"x\"")).is_ok());
+        assert!(host_local(&rule("sequence by host.id with maxspan=1s [process where true] [network where true]")).is_ok());
+        assert!(host_local(&rule("sequence by process.entity_id, host.id [process where true] [network where true]")).is_ok());
+        assert!(host_local(&rule("sequence [process where true] by host.id, user.id [network where true] by host.id, user.id")).is_ok());
+        assert!(host_local(&rule("sequence by process.entity_id [process where true] [network where true]")).is_err());
+        assert!(host_local(&rule("sequence [process where true] by host.id, user.id [network where true] by user.id, host.id")).is_err());
+        assert!(host_local(&rule("sequence by host.id with maxspan=1s [process where true] ![network where true]")).is_err());
+        assert!(host_local(&rule("sample by host.id [process where true] [network where true]")).is_ok());
+        assert!(host_local(&rule("sample by user.id [process where true] [network where true]")).is_err());
+        assert!(host_local(&Rule::default_rule()).is_ok());
+    }
+}
