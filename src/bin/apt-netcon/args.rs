@@ -125,7 +125,7 @@ pub struct FilterArgs {
                 same as with one thread. Rules that cannot be split\n\
                 exactly run on one thread (with a note). A rule pack is\n\
                 split by host.id; its rules that cannot be run in one\n\
-                more pack over every record. 0: one per core"
+                more pack. 0: one per core"
     )]
     pub threads: usize,
 

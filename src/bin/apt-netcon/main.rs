@@ -12,7 +12,6 @@ mod args;
 mod choose;
 mod filter;
 mod pack;
-mod pack_threads;
 mod serve;
 
 use args::{Cli, Command, FilterArgs};
@@ -38,21 +37,25 @@ fn run_pack(config: &Config, args: &FilterArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let files = if args.files.is_empty() { vec!["-".to_string()] } else { args.files.clone() };
-    if args.threads > 1 {
+    let mut threads = args.threads;
+    if threads > 1 {
         let why = if config.max_lateness_ms > 0 {
             Some("max_lateness is above 0 (held events are released by every host's time)")
-        } else if pack_threads::plan(&loaded.rules).0.is_empty() {
+        } else if !apt_netcon::engine::pack::split::host_key_as_ecs(&config.types()) {
+            Some("field_types maps host.id otherwise than ECS (an alias, a null_value), which the split by host.id would not follow")
+        } else if pack::plan(&loaded.rules).0.is_empty() {
             Some("no rule of the pack can be split by host.id")
         } else {
             None
         };
-        match why {
-            None => return pack_threads::run(loaded.rules, config, &files, args.threads, args.alerts_only, args.quiet),
-            Some(why) if !args.quiet => eprintln!("apt-netcon: --threads {}: running on one thread: {why}", args.threads),
-            Some(_) => {}
+        if let Some(why) = why {
+            if !args.quiet {
+                eprintln!("apt-netcon: --threads {threads}: running on one thread: {why}");
+            }
+            threads = 1;
         }
     }
-    pack::run(loaded.rules, config, &files, args.alerts_only, args.quiet)
+    pack::run(loaded.rules, config, &files, threads, args.alerts_only, args.quiet)
 }
 
 fn main() -> ExitCode {

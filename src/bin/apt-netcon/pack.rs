@@ -3,19 +3,359 @@
 //!
 //! Every record goes to standard output unchanged, followed by one alert
 //! record per rule it completes (`event.kind: "signal"`, see
-//! [`apt_netcon::engine::pack`]); with `--alerts-only`, only the alert records.
-//! Records are read line by line through a large buffer, on one thread;
-//! `--threads N` splits the pack by host (`pack_threads`).
+//! [`apt_netcon::engine::pack`]); with `--alerts-only`, only the alert
+//! records.
+//!
+//! The reading thread cuts the input into blocks of whole lines (read as
+//! they come, up to 1 MiB) and routes each line; the pack runs on a thread
+//! of its own over each block, in input order; the writing thread writes
+//! each line, then its alerts in rule order. With `--threads N` the pack's
+//! host-local rules run in N packs, each taking the records of the hosts
+//! whose `host.id` hashes to it, and the rules that cannot be split so run
+//! in one more pack that takes the records they may need
+//! ([`apt_netcon::engine::pack::split`]). The output is that of one thread
+//! on a stream in time order (the caveats of docs/fleet.md aside: event
+//! time and caps are per pack).
 
+use apt_netcon::engine::pack::split::{host_local, HostRouter};
 use apt_netcon::engine::pack::PackDetector;
 use apt_netcon::{Config, Rule};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::process::ExitCode;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::Instant;
+
+/// Bytes of whole lines per block.
+const BLOCK: usize = 1 << 20;
+/// A blank line's route: no pack takes it.
+const BLANK: u8 = u8::MAX;
+
+/// Buffers of blocks written out, to read the next blocks into (each
+/// filled with bytes already, so not zeroed again).
+type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// A block of whole lines, and where each goes.
+struct Block {
+    /// The lines are `bytes[..len]`.
+    bytes: Vec<u8>,
+    len: usize,
+    pool: Pool,
+    /// End of each line (its terminator included).
+    ends: Vec<usize>,
+    /// The host pack of each line, or [`BLANK`].
+    routes: Vec<u8>,
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < 64 && self.bytes.len() <= 4 * BLOCK {
+            pool.push(std::mem::take(&mut self.bytes));
+        }
+    }
+}
+
+impl Block {
+    fn data(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    fn line(&self, k: usize) -> &[u8] {
+        let start = if k == 0 { 0 } else { self.ends[k - 1] };
+        &self.bytes[start..self.ends[k]]
+    }
+}
+
+/// The results of a block (or, after the last, of the end of the stream).
+#[derive(Default)]
+struct Part {
+    /// `(line, rule of the whole pack, alert record)`, in the order given.
+    alerts: Vec<(u32, u32, Vec<u8>)>,
+    /// Lines whose record a pack could not read, and that gave it no
+    /// alert.
+    errors: Vec<u32>,
+    /// Lines the rules that are not split may need (their index and stage
+    /// tests passed on a host pack's read).
+    gated: Vec<u32>,
+}
+
+/// The rules that may run split by host and those that may not (with
+/// why), as indices into `rules`.
+pub fn plan(rules: &[Rule]) -> (Vec<usize>, Vec<(usize, &'static str)>) {
+    let mut local = Vec::new();
+    let mut global = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        match host_local(r) {
+            Ok(()) => local.push(i),
+            Err(why) => global.push((i, why)),
+        }
+    }
+    (local, global)
+}
+
+/// One pack's record `k` of `block` into `part` (its rules numbered as
+/// in the whole pack by `numbers`).
+fn one(pack: &mut PackDetector, numbers: &[u32], block: &Block, k: usize, part: &mut Part) {
+    let line = block.line(k);
+    let body = &line[..line.len() - line.iter().rev().take_while(|b| matches!(b, b'\n' | b'\r')).count()];
+    let res = pack.process(body, false);
+    let mut gave = false;
+    while let Some(a) = pack.take_alert() {
+        gave = true;
+        part.alerts.push((k as u32, numbers[a.rule], a.bytes));
+    }
+    if res.is_err() && !gave {
+        part.errors.push(k as u32);
+    }
+}
+
+/// The end of the stream for one pack: its last alerts.
+fn finish(pack: &mut PackDetector, numbers: &[u32], part: &mut Part) {
+    pack.finish();
+    while let Some(a) = pack.take_alert() {
+        part.alerts.push((0, numbers[a.rule], a.bytes));
+    }
+}
+
+/// A host pack: the lines of every block routed to `route` (`gated`: with
+/// the rules not split in one more pack, the lines they may need noted).
+fn host_thread(pack: &mut PackDetector, numbers: &[u32], route: u8, gated: bool, input: Receiver<Arc<Block>>, output: SyncSender<Part>) {
+    for block in input {
+        let mut part = Part::default();
+        for k in 0..block.routes.len() {
+            if block.routes[k] == route {
+                one(pack, numbers, &block, k, &mut part);
+                if gated && pack.gate_hit() {
+                    part.gated.push(k as u32);
+                }
+            }
+        }
+        if output.send(part).is_err() {
+            return;
+        }
+    }
+    let mut part = Part::default();
+    finish(pack, numbers, &mut part);
+    let _ = output.send(part);
+}
+
+/// Gathers the host packs' parts of each block and runs the pack of the
+/// rules that are not split (if any) over the lines they may need, in
+/// input order.
+fn global_thread(
+    mut pack: Option<(PackDetector, Vec<u32>)>,
+    blocks: Receiver<Arc<Block>>,
+    parts: Vec<Receiver<Part>>,
+    output: SyncSender<Part>,
+) -> Option<PackDetector> {
+    let gather = |all: &mut Part| -> bool {
+        for p in &parts {
+            let Ok(part) = p.recv() else { return false };
+            all.alerts.extend(part.alerts);
+            all.errors.extend(part.errors);
+            all.gated.extend(part.gated);
+        }
+        true
+    };
+    for block in blocks {
+        let mut all = Part::default();
+        if !gather(&mut all) {
+            return pack.map(|p| p.0);
+        }
+        if let Some((pack, numbers)) = &mut pack {
+            let mut gated = std::mem::take(&mut all.gated);
+            gated.sort_unstable();
+            for k in gated {
+                one(pack, numbers, &block, k as usize, &mut all);
+            }
+        }
+        if output.send(all).is_err() {
+            return pack.map(|p| p.0);
+        }
+    }
+    let mut all = Part::default();
+    if gather(&mut all) {
+        if let Some((pack, numbers)) = &mut pack {
+            finish(pack, numbers, &mut all);
+        }
+        let _ = output.send(all);
+    }
+    pack.map(|p| p.0)
+}
+
+/// What the writer counted.
+#[derive(Default)]
+struct Written {
+    alerts: u64,
+    errors: u64,
+    by_rule: Vec<u64>,
+    failed: Option<io::Error>,
+}
+
+/// Every block in input order, each line followed by its alerts (those of
+/// every pack, in rule order); then the packs' end-of-stream alerts.
+fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, alerts_only: bool) -> Written {
+    let mut w = Written { by_rule: vec![0; rules], ..Written::default() };
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut merged: Vec<(u32, u32, Vec<u8>)> = Vec::new();
+    let mut errors: Vec<u32> = Vec::new();
+    let take = |merged: &mut Vec<(u32, u32, Vec<u8>)>, errors: &mut Vec<u32>| -> bool {
+        let Ok(part) = parts.recv() else { return false };
+        *merged = part.alerts;
+        *errors = part.errors;
+        // One pack writes a record's alerts in rule order; a rule's own
+        // alerts keep their order (the sort is stable).
+        merged.sort_by_key(|&(line, rule, _)| (line, rule));
+        errors.sort_unstable();
+        errors.dedup();
+        true
+    };
+    for block in blocks {
+        if !take(&mut merged, &mut errors) {
+            break;
+        }
+        // A line counts as unreadable when a pack could not read it and no
+        // pack gave it an alert (as one pack counts it).
+        let mut a = merged.iter().peekable();
+        w.errors += errors.iter().filter(|&&l| merged.binary_search_by_key(&l, |m| m.0).is_err()).count() as u64;
+        let mut r: io::Result<()> = Ok(());
+        let mut from = 0usize;
+        for k in 0..block.routes.len() {
+            let mut here = a.peek().is_some_and(|m| m.0 as usize == k);
+            if !here {
+                continue;
+            }
+            let end = block.ends[k];
+            if !alerts_only {
+                r = r.and_then(|()| out.write_all(&block.data()[from..end]));
+            }
+            from = end;
+            while here {
+                let (_, rule, bytes) = a.next().expect("peeked");
+                w.alerts += 1;
+                w.by_rule[*rule as usize] += 1;
+                r = r.and_then(|()| out.write_all(bytes)).and_then(|()| out.write_all(b"\n"));
+                here = a.peek().is_some_and(|m| m.0 as usize == k);
+            }
+        }
+        if !alerts_only {
+            r = r.and_then(|()| out.write_all(&block.data()[from..]));
+        }
+        if let Err(e) = r {
+            w.failed = Some(e);
+            return w;
+        }
+    }
+    // The end of the stream: each pack's last part.
+    if take(&mut merged, &mut errors) {
+        merged.sort_by_key(|&(_, rule, _)| rule);
+        for (_, rule, bytes) in &merged {
+            w.alerts += 1;
+            w.by_rule[*rule as usize] += 1;
+            if let Err(e) = out.write_all(bytes).and_then(|()| out.write_all(b"\n")) {
+                w.failed = Some(e);
+                return w;
+            }
+        }
+    }
+    if let Err(e) = out.flush() {
+        w.failed = Some(e);
+    }
+    w
+}
+
+/// What the reading thread did.
+struct ReadAll {
+    records: u64,
+    /// An input file could not be opened (said on standard error; the
+    /// others were read).
+    unopened: bool,
+    /// A read failed (the run stops there).
+    failed: Option<String>,
+}
+
+/// Reads `files` into blocks of whole lines, routes every line and hands
+/// each block to every pack and to the writer.
+fn read_all(files: &[String], n: usize, to_packs: &[SyncSender<Arc<Block>>], to_writer: &SyncSender<Arc<Block>>, router: &mut HostRouter) -> ReadAll {
+    let mut done = ReadAll { records: 0, unopened: false, failed: None };
+    let pool: Pool = Arc::default();
+    let fresh = |pool: &Pool| pool.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| vec![0; BLOCK]);
+    let send = |bytes: Vec<u8>, len: usize, records: &mut u64, router: &mut HostRouter| -> bool {
+        let mut ends = Vec::with_capacity(len / 512 + 1);
+        let mut routes = Vec::with_capacity(len / 512 + 1);
+        let mut start = 0usize;
+        while start < len {
+            let end = memchr::memchr(b'\n', &bytes[start..len]).map_or(len, |i| start + i + 1);
+            let line = &bytes[start..end];
+            let body = &line[..line.len() - line.iter().rev().take_while(|b| matches!(b, b'\n' | b'\r')).count()];
+            if body.iter().all(u8::is_ascii_whitespace) {
+                routes.push(BLANK);
+            } else {
+                *records += 1;
+                routes.push(if n > 1 { router.route(body) as u8 } else { 0 });
+            }
+            ends.push(end);
+            start = end;
+        }
+        let block = Arc::new(Block { bytes, len, pool: pool.clone(), ends, routes });
+        to_packs.iter().all(|t| t.send(block.clone()).is_ok()) && to_writer.send(block).is_ok()
+    };
+    for f in files {
+        let Some(mut input) = open_input(f) else {
+            done.unopened = true;
+            continue;
+        };
+        // `buf[..have]`: the start of a line read, not yet ended.
+        let mut buf = fresh(&pool);
+        let mut have = 0usize;
+        loop {
+            if have == buf.len() {
+                // A line longer than the buffer: room for more.
+                buf.resize(buf.len() * 2, 0);
+            }
+            let got = match input.read(&mut buf[have..]) {
+                Ok(g) => g,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    done.failed = Some(format!("{f}: {e}"));
+                    return done;
+                }
+            };
+            if got == 0 {
+                // The end of the file: what follows its last newline is
+                // its last line.
+                if have > 0 && !send(buf, have, &mut done.records, router) {
+                    return done;
+                }
+                break;
+            }
+            let read_from = have;
+            have += got;
+            // Every whole line read goes now (from a pipe, as it comes).
+            if let Some(i) = memchr::memrchr(b'\n', &buf[read_from..have]) {
+                let end = read_from + i + 1;
+                let mut next = fresh(&pool);
+                if next.len() < have - end {
+                    next.resize(have - end, 0);
+                }
+                next[..have - end].copy_from_slice(&buf[end..have]);
+                if !send(buf, end, &mut done.records, router) {
+                    return done;
+                }
+                buf = next;
+                have -= end;
+            }
+        }
+    }
+    done
+}
 
 /// The input `f` (`-`: standard input), or `None` when it cannot be
 /// opened (said on standard error).
-pub fn open_input(f: &str) -> Option<Box<dyn Read>> {
+fn open_input(f: &str) -> Option<Box<dyn Read>> {
     if f == "-" {
         return Some(Box::new(io::stdin()));
     }
@@ -28,90 +368,137 @@ pub fn open_input(f: &str) -> Option<Box<dyn Read>> {
     }
 }
 
-/// Run `rules` over `files` (`-`: standard input).
-pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], alerts_only: bool, quiet: bool) -> ExitCode {
-    let n = rules.len();
+/// Run `rules` over `files`: on one pack (`n` 1), or on `n` host packs
+/// and, for the rules that cannot be split, one more (from [`plan`]).
+pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts_only: bool, quiet: bool) -> ExitCode {
     let started = Instant::now();
-    let mut pack = PackDetector::new(rules, config);
+    let count = rules.len();
+    let (local, global) = if n > 1 { plan(&rules) } else { ((0..count).collect(), Vec::new()) };
+    if !quiet && n > 1 {
+        eprintln!(
+            "apt-netcon: --threads {n}: {} of {} rules split by host.id over {n} packs; {} in one more pack, on the records their stages may match",
+            local.len(),
+            rules.len(),
+            global.len()
+        );
+        for &(i, why) in &global {
+            eprintln!("apt-netcon:   {} ({}): {why}", rules[i].meta().name, rules[i].meta().rule_id);
+        }
+    }
+    let numbers = |v: Vec<usize>| -> Vec<u32> { v.into_iter().map(|i| i as u32).collect() };
+    let host_numbers = numbers(local.clone());
+    let global_numbers = numbers(global.iter().map(|&(i, _)| i).collect());
+    let global_rules: Vec<Rule> = global_numbers.iter().map(|&i| rules[i as usize].clone()).collect();
+    let mut to_packs = Vec::new();
+    let mut from_packs = Vec::new();
+    let mut handles = Vec::new();
+    // Each pack is built on its thread, which then drops its sender: the
+    // run starts when all are built.
+    let (built_tx, built) = std::sync::mpsc::channel::<()>();
+    for w in 0..n {
+        let (tx, rx) = sync_channel::<Arc<Block>>(4);
+        let (ptx, prx) = sync_channel::<Part>(8);
+        let subset: Vec<Rule> = host_numbers.iter().map(|&i| rules[i as usize].clone()).collect();
+        let (config, numbers, gate, built_tx) = (config.clone(), host_numbers.clone(), global_rules.clone(), built_tx.clone());
+        to_packs.push(tx);
+        from_packs.push(prx);
+        handles.push(thread::spawn(move || {
+            let mut pack = PackDetector::with_gate(subset, &gate, &config);
+            drop(built_tx);
+            let gated = !gate.is_empty();
+            host_thread(&mut pack, &numbers, w as u8, gated, rx, ptx);
+            pack
+        }));
+    }
+    let (gtx, grx) = sync_channel::<Arc<Block>>(16);
+    let (otx, orx) = sync_channel::<Part>(8);
+    let global_pack = {
+        let config = config.clone();
+        thread::spawn(move || {
+            let pack = (!global_rules.is_empty()).then(|| (PackDetector::new(global_rules, &config), global_numbers));
+            drop(built_tx);
+            global_thread(pack, grx, from_packs, otx)
+        })
+    };
+    // Every sender gone: every pack built (or its thread ended).
+    while built.recv().is_ok() {}
     if !quiet {
-        eprintln!("apt-netcon: a pack of {n} rules, indexed in {:.2?}", started.elapsed());
+        eprintln!("apt-netcon: a pack of {count} rules, indexed in {:.2?}", started.elapsed());
     }
-    let stdout = io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
-    let (mut records, mut alerts, mut errors) = (0u64, 0u64, 0u64);
-    let mut line = Vec::with_capacity(4096);
-    let mut status = ExitCode::SUCCESS;
-    let write = |out: &mut BufWriter<io::StdoutLock>, b: &[u8]| -> io::Result<()> { out.write_all(b) };
-    for f in files {
-        let Some(input) = open_input(f) else {
-            status = ExitCode::from(1);
-            continue;
-        };
-        let mut input = BufReader::with_capacity(1 << 20, input);
-        loop {
-            line.clear();
-            match input.read_until(b'\n', &mut line) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    eprintln!("apt-netcon: {f}: {e}");
-                    return ExitCode::from(1);
-                }
-            }
-            let body_len = line.len() - line.iter().rev().take_while(|b| matches!(b, b'\n' | b'\r')).count();
-            let record = &line[..body_len];
-            let mut r = Ok(());
-            if !alerts_only {
-                r = write(&mut out, &line);
-            }
-            if !record.iter().all(u8::is_ascii_whitespace) {
-                records += 1;
-                if pack.process(record, false).is_err() {
-                    errors += 1;
-                }
-                while let Some(a) = pack.take_alert() {
-                    alerts += 1;
-                    r = r.and_then(|()| write(&mut out, &a.bytes)).and_then(|()| write(&mut out, b"\n"));
-                }
-            }
-            if let Err(e) = r {
-                eprintln!("apt-netcon: writing output: {e}");
-                return ExitCode::from(1);
-            }
-        }
-    }
-    pack.finish();
-    while let Some(a) = pack.take_alert() {
-        alerts += 1;
-        if out.write_all(&a.bytes).and_then(|()| out.write_all(b"\n")).is_err() {
-            return ExitCode::from(1);
-        }
-    }
-    if let Err(e) = out.flush() {
+    let (btx, brx) = sync_channel::<Arc<Block>>(16);
+    let written = thread::spawn(move || writer(brx, orx, count, alerts_only));
+    // Pipes on standard input and output: 1 MiB, so that a block goes
+    // through in a few system calls.
+    crate::filter::pipe_size::grow(&io::stdin());
+    crate::filter::pipe_size::grow(&io::stdout());
+    let mut router = HostRouter::new(n);
+    to_packs.push(gtx);
+    let read = read_all(files, n, &to_packs, &btx, &mut router);
+    drop(to_packs);
+    drop(btx);
+    let mut packs: Vec<PackDetector> = handles.into_iter().map(|h| h.join().expect("a pack thread panicked")).collect();
+    packs.extend(global_pack.join().expect("the pack thread of the rules not split panicked"));
+    let written = written.join().expect("the writing thread panicked");
+    if let Some(e) = &written.failed {
         eprintln!("apt-netcon: writing output: {e}");
         return ExitCode::from(1);
     }
+    if let Some(e) = &read.failed {
+        eprintln!("apt-netcon: {e}");
+        return ExitCode::from(1);
+    }
+    let records = read.records;
     if !quiet {
-        let (_, tested) = pack.work();
+        let tested: u64 = packs.iter().map(|p| p.work().1).sum();
         eprintln!(
-            "apt-netcon: {records} records in {:.2} s, {alerts} alerts, {errors} unreadable by a rule that could match; {:.1} rules tested per record",
+            "apt-netcon: {records} records in {:.2} s, {} alerts, {} unreadable by a rule that could match; {:.1} rules tested per record",
             started.elapsed().as_secs_f64(),
+            written.alerts,
+            written.errors,
             tested as f64 / records.max(1) as f64
         );
-        let summed = pack.summed_stats(Default::default());
+        if let (Some(g), false) = (packs.get(n), global.is_empty()) {
+            let read = g.work().0;
+            eprintln!(
+                "apt-netcon: the pack of the {} rules not split took {read} records ({:.1} %), those their stages may match",
+                global.len(),
+                100.0 * read as f64 / records.max(1) as f64
+            );
+        }
+        if router.multi_valued() > 0 {
+            eprintln!(
+                "apt-netcon: {} records held several host.id values and went to the pack of the smallest only",
+                router.multi_valued()
+            );
+        }
+        let mut pending = 0;
+        let mut evicted = 0;
+        let mut bytes = 0;
+        let mut by_rule = vec![0u64; rules.len()];
+        for (p, pack) in packs.iter().enumerate() {
+            let s = pack.summed_stats(Default::default());
+            pending += s.pending;
+            evicted += s.evicted_by_cap + s.evicted_by_host_cap + s.evicted_by_bytes;
+            bytes += pack.state_bytes();
+            let numbers: Vec<usize> = if p < n { local.clone() } else { global.iter().map(|&(i, _)| i).collect() };
+            for (j, &i) in numbers.iter().enumerate() {
+                by_rule[i] += pack.stats(j).pending;
+            }
+        }
         eprintln!(
-            "apt-netcon: state at the end: {} partial sequences (about {:.1} MB), {} evicted by the caps",
-            summed.pending,
-            pack.state_bytes() as f64 / 1e6,
-            summed.evicted_by_cap + summed.evicted_by_host_cap + summed.evicted_by_bytes
+            "apt-netcon: state at the end: {pending} partial sequences (about {:.1} MB), {evicted} evicted by the caps",
+            bytes as f64 / 1e6
         );
-        for (i, r) in pack.rules().iter().enumerate() {
-            let s = pack.stats(i);
-            let a = s.annotated + s.standalone_alerts;
-            if a > 0 || s.pending > 1000 {
-                eprintln!("apt-netcon:   {} ({}): {a} alerts, {} pending", r.meta().rule_id, r.meta().name, s.pending);
+        for (i, r) in rules.iter().enumerate() {
+            let a = written.by_rule[i];
+            if a > 0 || by_rule[i] > 1000 {
+                eprintln!("apt-netcon:   {} ({}): {a} alerts, {} pending", r.meta().rule_id, r.meta().name, by_rule[i]);
             }
         }
     }
-    status
+    if read.unopened {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -10,10 +10,13 @@
 //! of a pack can run in N packs, each taking the records of the hosts whose
 //! `host.id` hashes to it ([`HostRouter`]); the other rules run in one pack
 //! that takes every record. On a stream in time order this gives the alerts
-//! of one pack (`tests/pack.rs`); the caveats are those of splitting one
+//! of one pack (`tests/cli.rs`); the caveats are those of splitting one
 //! rule ([`crate::engine::footprint::Partitioner`], docs/fleet.md): event
 //! time and the caps are per pack, and a record whose `host.id` holds
-//! several values goes to the pack of its smallest one only (counted).
+//! several values (an array, or a repeated name) goes to the pack of its
+//! smallest one only (counted), so a rule may miss what it joins under the
+//! others. With `field_types` that map `host.id` otherwise than ECS (an
+//! alias, a `null_value`), nothing is split ([`host_key_as_ecs`]).
 //!
 //! [`HostRouter`] reads `host.id` without a full read of the record where it
 //! can: most records hold no backslash and one `"host"` string, the name of
@@ -27,15 +30,23 @@
 //! whole record.
 
 use crate::config::rule::Rule;
-use crate::eql::{parse, ParseLimits, Query, Stage};
+use crate::eql::{parse, ParseLimits, Query, Stage, TypeMap};
 use crate::format::event::{FieldTable, FieldsBuf, Slot};
 use std::hash::{BuildHasher, Hasher};
 
 /// The field a pack is split on.
 pub const HOST_KEY: &str = "host.id";
 
+/// Whether `host.id` is read as ECS maps it (a keyword, not an alias, no
+/// `null_value`): otherwise the engines may join on a value the router does
+/// not see (an alias's target, a null indexed as a string), and no rule is
+/// split.
+pub fn host_key_as_ecs(types: &TypeMap) -> bool {
+    types.resolve_alias(HOST_KEY) == HOST_KEY && types.get(HOST_KEY) == TypeMap::ecs().get(HOST_KEY)
+}
+
 /// Whether `rule` may run split by `host.id` (see the module docs), or why
-/// not.
+/// not; `host.id` read as ECS maps it ([`host_key_as_ecs`]).
 pub fn host_local(rule: &Rule) -> Result<(), &'static str> {
     let parsed;
     let query = match rule.generic_query() {
@@ -412,5 +423,12 @@ mod tests {
         assert!(host_local(&rule("sample by host.id [process where true] [network where true]")).is_ok());
         assert!(host_local(&rule("sample by user.id [process where true] [network where true]")).is_err());
         assert!(host_local(&Rule::default_rule()).is_ok());
+        assert!(host_key_as_ecs(&TypeMap::ecs()));
+        let mut aliased = TypeMap::ecs();
+        aliased.add_simple(serde_json::json!({"host.id": {"type": "alias", "path": "agent.id"}}).as_object().unwrap()).unwrap();
+        assert!(!host_key_as_ecs(&aliased));
+        let mut null = TypeMap::ecs();
+        null.add_simple(serde_json::json!({"host.id": {"type": "keyword", "null_value": "none"}}).as_object().unwrap()).unwrap();
+        assert!(!host_key_as_ecs(&null));
     }
 }

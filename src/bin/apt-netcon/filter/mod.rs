@@ -31,7 +31,7 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 mod mapping;
-mod pipe_size;
+pub(crate) mod pipe_size;
 mod report;
 mod serial;
 mod threaded;
