@@ -609,8 +609,9 @@ fn redraw_chart() {
 /// ABI on MessagePack chunks, and through the CLI (`--rules DIR`, file →
 /// file, per CPU second of the CLI and per wall second; and with the CLI's
 /// start, timed on an empty input, taken off, to compare with the API row,
-/// which does not count building the pack); then `--alerts-only` on one
-/// thread and on two, per wall second. Writes `target/bench/pack.json`.
+/// which does not count building the pack; also stdin → stdout); then
+/// `--alerts-only` on one thread and on two, per wall second, on 4 × the
+/// events (`--hunt-events N`). Writes `target/bench/pack.json`.
 fn pack_mode(args: &[String]) {
     let dir = args.iter().position(|a| a == "--pack").and_then(|i| args.get(i + 1)).expect("--pack DIR");
     let events = args
@@ -731,11 +732,21 @@ fn pack_mode(args: &[String]) {
     );
     // Retro-hunts: `--alerts-only` on one thread and on two (the pack split
     // by host.id), alternated, per wall second; and with each one's start
-    // (wall time on the empty input) taken off.
+    // (wall time on the empty input) taken off. On a longer stream of the
+    // same kind (4 × the events, `--hunt-events N`), so that the start
+    // weighs less.
+    let hunt_events = args
+        .iter()
+        .position(|a| a == "--hunt-events")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().expect("--hunt-events N"))
+        .unwrap_or(4 * events);
+    let hunt = bench_dir.join("pack-hunt.ndjson");
+    std::fs::write(&hunt, &Corpus::generate(&Spec::new(hunt_events, env_usize("APT_NETCON_BENCH_HOSTS", 1000))).data).unwrap();
     let mut walls: [Vec<f64>; 4] = Default::default();
     for _ in 0..runs {
         for (k, threads) in ["1", "2"].into_iter().enumerate() {
-            for (file, start) in [(&empty, true), (&input, false)] {
+            for (file, start) in [(&empty, true), (&hunt, false)] {
                 let out = std::fs::File::create(&output).unwrap();
                 let t = Instant::now();
                 let st = Command::new(CLI)
@@ -753,16 +764,17 @@ fn pack_mode(args: &[String]) {
     let [w1, s1, w2, s2] = walls.map(|w| median(&w));
     let (threads_ratio, threads_ratio_after_start) = (w1 / w2, (w1 - s1) / (w2 - s2).max(1e-9));
     println!(
-        "{:>6} --alerts-only --threads 2 / --threads 1, wall-clock: {threads_ratio:.2} × ({w1:.3} s → {w2:.3} s); starts ({s1:.3} s, {s2:.3} s) taken off: {threads_ratio_after_start:.2} ×",
+        "{:>6} --alerts-only --threads 2 / --threads 1 on {hunt_events} events, wall-clock: {threads_ratio:.2} × ({w1:.3} s → {w2:.3} s); starts ({s1:.3} s, {s2:.3} s) taken off: {threads_ratio_after_start:.2} ×",
         rules.len()
     );
+    let _ = std::fs::remove_file(&hunt);
     let _ = std::fs::remove_file(&empty);
     let _ = std::fs::remove_file(&input);
     let _ = std::fs::remove_file(&output);
     let out = json!({"rules_dir": dir, "events": events, "runs": runs, "api": table, "c_abi_msgpack_events_per_cpu_s": mp,
         "cli_events_per_cpu_s": cli_cpu, "cli_events_per_wall_s": cli_wall, "cli_start_cpu_s": start,
         "cli_events_per_cpu_s_after_start": cli_records, "cli_pipe_events_per_cpu_s_after_start": cli_pipe_records,
-        "cli_alerts_only_wall_s": {"threads_1": w1, "threads_2": w2, "start_threads_1": s1, "start_threads_2": s2},
+        "hunt_events": hunt_events, "cli_alerts_only_wall_s": {"threads_1": w1, "threads_2": w2, "start_threads_1": s1, "start_threads_2": s2},
         "cli_alerts_only_threads_2_over_1": threads_ratio, "cli_alerts_only_threads_2_over_1_after_start": threads_ratio_after_start});
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("bench");
     std::fs::create_dir_all(&path).unwrap();

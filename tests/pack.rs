@@ -254,6 +254,72 @@ fn the_pack_gives_exactly_the_union_of_its_rules_run_alone() {
     assert!(rules_alerting.len() >= 100, "the built events complete many rules: {}", rules_alerting.len());
 }
 
+/// The pack split as `--threads N` splits it (`engine::pack::split`): its
+/// host-local rules in N packs, each taking the records whose `host.id`
+/// hashes to it, the other rules in one more pack taking the records the
+/// host packs' gate lets through. Every alert is the one pack's, byte for
+/// byte, on the same stream (each rule's events on a host of their own,
+/// 20 hosts of background).
+#[test]
+fn the_pack_split_by_host_gives_the_alerts_of_one_pack() {
+    use apt_netcon::engine::pack::split::{host_local, HostRouter};
+    let Some(dir) = rules_dir() else {
+        eprintln!("skipped: rules not present");
+        return;
+    };
+    let (rules, _) = load_dir(&dir).unwrap();
+    let records = stream(&rules);
+    let cfg = Config::default();
+    let mut one = PackDetector::new(rules.clone(), &cfg);
+    let mut want: BTreeMap<(usize, usize), Vec<Vec<u8>>> = BTreeMap::new();
+    for (i, rec) in records.iter().enumerate() {
+        let _ = one.process(rec, false);
+        while let Some(a) = one.take_alert() {
+            want.entry((i, a.rule)).or_default().push(a.bytes);
+        }
+    }
+    let (local, global): (Vec<usize>, Vec<usize>) = (0..rules.len()).partition(|&i| host_local(&rules[i]).is_ok());
+    assert!(!global.is_empty() && local.len() > 250, "{} host-local, {} not", local.len(), global.len());
+    let pick = |ix: &[usize]| -> Vec<Rule> { ix.iter().map(|&i| rules[i].clone()).collect() };
+    for n in [2, 3] {
+        let mut hosts: Vec<PackDetector> = (0..n).map(|_| PackDetector::with_gate(pick(&local), &pick(&global), &cfg)).collect();
+        let mut rest = PackDetector::new(pick(&global), &cfg);
+        let mut router = HostRouter::new(n);
+        let mut got: BTreeMap<(usize, usize), Vec<Vec<u8>>> = BTreeMap::new();
+        let (mut gated, mut routed) = (0, vec![0; n]);
+        for (i, rec) in records.iter().enumerate() {
+            let w = router.route(rec);
+            routed[w] += 1;
+            let p = &mut hosts[w];
+            let _ = p.process(rec, false);
+            while let Some(a) = p.take_alert() {
+                got.entry((i, local[a.rule])).or_default().push(a.bytes);
+            }
+            if p.gate_hit() {
+                gated += 1;
+                let _ = rest.process(rec, false);
+                while let Some(a) = rest.take_alert() {
+                    got.entry((i, global[a.rule])).or_default().push(a.bytes);
+                }
+            }
+        }
+        assert!(routed.iter().all(|&r| r > records.len() / (2 * n)), "records spread over the packs: {routed:?}");
+        assert!(gated < records.len() / 2, "the gate passes few records: {gated} of {}", records.len());
+        for k in want.keys().filter(|k| !got.contains_key(k)).chain(got.keys().filter(|k| !want.contains_key(k))) {
+            eprintln!("differs over {n}: record {} rule {} ({})", k.0, k.1, rules[k.1].meta().name);
+        }
+        assert!(got == want, "over {n} packs: the alerts of one pack");
+        let from_rest = want.keys().filter(|k| global.contains(&k.1)).count();
+        eprintln!(
+            "split over {n}: {} alerts ({from_rest} from the {} rules not split), {gated} of {} records gated to them",
+            want.values().map(Vec::len).sum::<usize>(),
+            global.len(),
+            records.len()
+        );
+    }
+    assert!(want.keys().any(|k| global.contains(&k.1)), "a rule not split alerts in the stream");
+}
+
 /// The whole pack on MessagePack bodies gives the alerts it gives on the
 /// same records as JSON (as trees: the same members and values), record by
 /// record and rule by rule.
