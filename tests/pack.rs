@@ -183,6 +183,18 @@ fn stream(rules: &[Rule]) -> Vec<Vec<u8>> {
     out
 }
 
+/// The 287 rules and the stream built for them (`None`, said, without the
+/// rules).
+fn rules_and_stream() -> Option<(Vec<Rule>, Vec<Vec<u8>>)> {
+    let Some(dir) = rules_dir() else {
+        eprintln!("skipped: rules not present");
+        return None;
+    };
+    let (rules, _) = load_dir(&dir).unwrap();
+    let records = stream(&rules);
+    Some((rules, records))
+}
+
 #[test]
 fn the_pack_gives_exactly_the_union_of_its_rules_run_alone() {
     let Some(dir) = rules_dir() else {
@@ -263,12 +275,7 @@ fn the_pack_gives_exactly_the_union_of_its_rules_run_alone() {
 #[test]
 fn the_pack_split_by_host_gives_the_alerts_of_one_pack() {
     use apt_netcon::engine::pack::split::{host_local, HostRouter};
-    let Some(dir) = rules_dir() else {
-        eprintln!("skipped: rules not present");
-        return;
-    };
-    let (rules, _) = load_dir(&dir).unwrap();
-    let records = stream(&rules);
+    let Some((rules, records)) = rules_and_stream() else { return };
     let cfg = Config::default();
     let mut one = PackDetector::new(rules.clone(), &cfg);
     let mut want: BTreeMap<(usize, usize), Vec<Vec<u8>>> = BTreeMap::new();
@@ -325,12 +332,7 @@ fn the_pack_split_by_host_gives_the_alerts_of_one_pack() {
 /// record and rule by rule.
 #[test]
 fn the_pack_on_msgpack_bodies_alerts_as_on_json() {
-    let Some(dir) = rules_dir() else {
-        eprintln!("skipped: rules not present");
-        return;
-    };
-    let (rules, _) = load_dir(&dir).unwrap();
-    let records = stream(&rules);
+    let Some((rules, records)) = rules_and_stream() else { return };
     let cfg = Config::default();
     let mut on_json = PackDetector::new(rules.clone(), &cfg);
     let mut on_mp = PackDetector::new(rules, &cfg);
