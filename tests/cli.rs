@@ -7,14 +7,19 @@ use std::process::{Command, Output, Stdio};
 #[path = "../benches/corpus/mod.rs"]
 mod corpus;
 
-fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_apt-netcon"))
+/// The CLI with `args`, its standard streams piped.
+fn spawn(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_apt-netcon"))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = spawn(args);
     // Written from another thread: a large input would otherwise fill the
     // output pipe before the child's output is read.
     let mut pipe = child.stdin.take().unwrap();
@@ -315,6 +320,30 @@ fn a_pack_on_threads_gives_the_output_of_one_thread() {
     std::fs::write(&cfg, format!("{{\"rules_dir\": \"{d}\", \"field_types\": {{\"host.id\": {{\"type\": \"alias\", \"path\": \"agent.id\"}}}}}}")).unwrap();
     let aliased = run(&["--config", cfg.to_str().unwrap(), "-j2"], b"");
     assert!(String::from_utf8_lossy(&aliased.stderr).contains("running on one thread: field_types"), "{}", String::from_utf8_lossy(&aliased.stderr));
+}
+
+#[test]
+fn a_pack_writes_alerts_as_records_come() {
+    // The input stays open after the sample: its alerts must come out
+    // before the end of the input (a shipper's pipe).
+    let single = tmp("live-single.eql", r#"process where process.parent.name == "apt" and process.name == "sh""#);
+    let mut child = spawn(&["-q", "--alerts-only", "--rule", "apt_netcon_v5", "--rule", &single]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&sample()).unwrap();
+    stdin.flush().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let first = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("an alert before the input ends");
+    assert!(first.contains("\"signal\""), "{first}");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(1 + rx.iter().count(), 6, "the six alerts of the sample");
 }
 
 #[test]

@@ -285,6 +285,10 @@ fn the_pack_split_by_host_gives_the_alerts_of_one_pack() {
             want.entry((i, a.rule)).or_default().push(a.bytes);
         }
     }
+    one.finish();
+    while let Some(a) = one.take_alert() {
+        want.entry((records.len(), a.rule)).or_default().push(a.bytes);
+    }
     let (local, global): (Vec<usize>, Vec<usize>) = (0..rules.len()).partition(|&i| host_local(&rules[i]).is_ok());
     assert!(!global.is_empty() && local.len() > 250, "{} host-local, {} not", local.len(), global.len());
     let pick = |ix: &[usize]| -> Vec<Rule> { ix.iter().map(|&i| rules[i].clone()).collect() };
@@ -309,6 +313,23 @@ fn the_pack_split_by_host_gives_the_alerts_of_one_pack() {
                     got.entry((i, global[a.rule])).or_default().push(a.bytes);
                 }
             }
+        }
+        // The end of the stream, in rule order (as one pack gives it).
+        let end = records.len();
+        let mut last: Vec<(usize, Vec<u8>)> = Vec::new();
+        for p in &mut hosts {
+            p.finish();
+            while let Some(a) = p.take_alert() {
+                last.push((local[a.rule], a.bytes));
+            }
+        }
+        rest.finish();
+        while let Some(a) = rest.take_alert() {
+            last.push((global[a.rule], a.bytes));
+        }
+        last.sort_by_key(|x| x.0);
+        for (rule, bytes) in last {
+            got.entry((end, rule)).or_default().push(bytes);
         }
         assert!(routed.iter().all(|&r| r > records.len() / (2 * n)), "records spread over the packs: {routed:?}");
         assert!(gated < records.len() / 2, "the gate passes few records: {gated} of {}", records.len());

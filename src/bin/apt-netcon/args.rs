@@ -124,8 +124,8 @@ pub struct FilterArgs {
                 host key (its `sequence by` fields); the output is the\n\
                 same as with one thread. Rules that cannot be split\n\
                 exactly run on one thread (with a note). A rule pack is\n\
-                split by host.id; its rules that cannot be run in one\n\
-                more pack. 0: one per core"
+                split by host.id; its rules that cannot be split run\n\
+                in one more pack. 0: one per core (at most 64)"
     )]
     pub threads: usize,
 
@@ -137,7 +137,7 @@ pub struct FilterArgs {
 /// `--threads`: 0 is one per core.
 fn threads(v: &str) -> Result<usize, String> {
     match v.parse::<usize>() {
-        Ok(0) => Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        Ok(0) => Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(MAX_THREADS)),
         Ok(n) if n <= MAX_THREADS => Ok(n),
         _ => Err(format!("a number from 0 to {MAX_THREADS}")),
     }

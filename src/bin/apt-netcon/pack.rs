@@ -7,7 +7,7 @@
 //! records.
 //!
 //! The reading thread cuts the input into blocks of whole lines (read as
-//! they come, up to 1 MiB) and routes each line; the pack runs on a thread
+//! they come, about 1 MiB at most, or one longer line) and routes each line; the pack runs on a thread
 //! of its own over each block, in input order; the writing thread writes
 //! each line, then its alerts in rule order. With `--threads N` the pack's
 //! host-local rules run in N packs, each taking the records of the hosts
@@ -213,7 +213,22 @@ fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, ale
         errors.dedup();
         true
     };
-    for block in blocks {
+    loop {
+        // Output goes out as soon as nothing more is waiting (from a pipe,
+        // records and alerts as they come, not when the buffer fills).
+        let block = match blocks.try_recv() {
+            Ok(b) => b,
+            Err(_) => {
+                if let Err(e) = out.flush() {
+                    w.failed = Some(e);
+                    return w;
+                }
+                match blocks.recv() {
+                    Ok(b) => b,
+                    Err(_) => break,
+                }
+            }
+        };
         if !take(&mut merged, &mut errors) {
             break;
         }
