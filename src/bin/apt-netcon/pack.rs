@@ -425,15 +425,23 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
             pack
         }));
     }
-    let (gtx, grx) = sync_channel::<Arc<Block>>(16);
-    let (otx, orx) = sync_channel::<Part>(8);
-    let global_pack = {
+    // One pack and nothing else: its parts go straight to the writer.
+    // Otherwise one more thread gathers the host packs' parts of each block
+    // and runs the rules not split.
+    let (orx, global_pack) = if n == 1 && global_rules.is_empty() {
+        drop(built_tx);
+        (from_packs.pop().expect("one pack"), None)
+    } else {
+        let (gtx, grx) = sync_channel::<Arc<Block>>(16);
+        let (otx, orx) = sync_channel::<Part>(8);
         let config = config.clone();
-        thread::spawn(move || {
+        to_packs.push(gtx);
+        let handle = thread::spawn(move || {
             let pack = (!global_rules.is_empty()).then(|| (PackDetector::new(global_rules, &config), global_numbers));
             drop(built_tx);
             global_thread(pack, grx, from_packs, otx)
-        })
+        });
+        (orx, Some(handle))
     };
     // Every sender gone: every pack built (or its thread ended).
     while built.recv().is_ok() {}
@@ -447,12 +455,13 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
     crate::filter::pipe_size::grow(&io::stdin());
     crate::filter::pipe_size::grow(&io::stdout());
     let mut router = HostRouter::new(n);
-    to_packs.push(gtx);
     let read = read_all(files, n, &to_packs, &btx, &mut router);
     drop(to_packs);
     drop(btx);
     let mut packs: Vec<PackDetector> = handles.into_iter().map(|h| h.join().expect("a pack thread panicked")).collect();
-    packs.extend(global_pack.join().expect("the pack thread of the rules not split panicked"));
+    if let Some(g) = global_pack {
+        packs.extend(g.join().expect("the pack thread of the rules not split panicked"));
+    }
     let written = written.join().expect("the writing thread panicked");
     if let Some(e) = &written.failed {
         eprintln!("apt-netcon: writing output: {e}");
