@@ -17,6 +17,7 @@
 //! on a stream in time order (the caveats of docs/fleet.md aside: event
 //! time and caps are per pack).
 
+use crate::filter::record_of;
 use apt_netcon::engine::pack::split::{host_local, HostRouter};
 use apt_netcon::engine::pack::PackDetector;
 use apt_netcon::{Config, Rule};
@@ -98,8 +99,7 @@ pub fn plan(rules: &[Rule]) -> (Vec<usize>, Vec<(usize, &'static str)>) {
 /// One pack's record `k` of `block` into `part` (its rules numbered as
 /// in the whole pack by `numbers`).
 fn one(pack: &mut PackDetector, numbers: &[u32], block: &Block, k: usize, part: &mut Part) {
-    let line = block.line(k);
-    let body = &line[..line.len() - line.iter().rev().take_while(|b| matches!(b, b'\n' | b'\r')).count()];
+    let (body, _) = record_of(block.line(k));
     let res = pack.process(body, false);
     let mut gave = false;
     while let Some(a) = pack.take_alert() {
@@ -304,9 +304,8 @@ fn read_all(files: &[String], n: usize, to_packs: &[SyncSender<Arc<Block>>], to_
         let mut start = 0usize;
         while start < len {
             let end = memchr::memchr(b'\n', &bytes[start..len]).map_or(len, |i| start + i + 1);
-            let line = &bytes[start..end];
-            let body = &line[..line.len() - line.iter().rev().take_while(|b| matches!(b, b'\n' | b'\r')).count()];
-            if body.iter().all(u8::is_ascii_whitespace) {
+            let (body, blank) = record_of(&bytes[start..end]);
+            if blank {
                 routes.push(BLANK);
             } else {
                 *records += 1;

@@ -149,7 +149,7 @@ fn read_some(input: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// The record of a line (without `\n` or `\r\n`), and whether it is blank.
-fn record_of(line: &[u8]) -> (&[u8], bool) {
+pub(crate) fn record_of(line: &[u8]) -> (&[u8], bool) {
     let mut end = line.len();
     if end > 0 && line[end - 1] == b'\n' {
         end -= 1;
