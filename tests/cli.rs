@@ -19,7 +19,11 @@ fn spawn(args: &[&str]) -> std::process::Child {
 }
 
 fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = spawn(args);
+    feed(spawn(args), stdin)
+}
+
+/// Write `stdin` to `child` and wait for its output.
+fn feed(mut child: std::process::Child, stdin: &[u8]) -> Output {
     // Written from another thread: a large input would otherwise fill the
     // output pipe before the child's output is read.
     let mut pipe = child.stdin.take().unwrap();
@@ -598,5 +602,55 @@ fn a_failed_write_is_reported_and_fails_the_run() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains("apt-netcon: writing output: No space left on device"), "{args:?}: {err}");
+    }
+}
+
+/// A pipe whose reading end is closed: writing to it fails (EPIPE).
+fn broken_pipe() -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors `pipe` writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just opened and are owned here only.
+    unsafe {
+        libc::close(fds[0]);
+        std::fs::File::from_raw_fd(fds[1])
+    }
+}
+
+#[test]
+fn a_closed_standard_error_does_not_end_the_run() {
+    // The counters, the bad-record report and the notes all go to standard
+    // error; when it is a pipe nobody reads any more, they are dropped and
+    // the records still all go out (they used to end the run, exit 101).
+    let mut input = sample();
+    input.extend_from_slice(b"not json\n{\"a\":\n");
+    let want = run(&["--quiet"], &input).stdout;
+    assert!(!want.is_empty());
+    let rules = format!("{}/../shared/rules/elastic-linux-eql", env!("CARGO_MANIFEST_DIR"));
+    let mut cases = vec![vec![], vec!["--threads", "2"], vec!["--rule", "apt_netcon_v11", "--config", "/nonexistent.json"]];
+    if std::path::Path::new(&rules).is_dir() {
+        cases.push(vec!["--rules", rules.as_str(), "--threads", "2"]);
+    } else {
+        eprintln!("{rules} absent: the pack case is skipped");
+    }
+    for args in cases {
+        let quiet: Vec<&str> = ["--quiet"].iter().copied().chain(args.iter().copied()).collect();
+        let expected = run(&quiet, &input);
+        let child = Command::new(env!("CARGO_BIN_EXE_apt-netcon"))
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(broken_pipe())
+            .spawn()
+            .unwrap();
+        let out = feed(child, &input);
+        assert_eq!(out.status.code(), expected.status.code(), "{args:?}");
+        assert!(out.stdout == expected.stdout, "{args:?}");
+    }
+    // A closed standard output for --print-rule: exit 1, no panic (101).
+    for args in [&["--print-rule"][..], &["--print-rule", "--rule", "apt_netcon_v11", "--rule", "apt_netcon_v5"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_apt-netcon")).args(args).stdout(broken_pipe()).stderr(Stdio::piped()).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }

@@ -8,6 +8,33 @@ use apt_netcon::Detector;
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 
+/// `eprintln!` that never panics: standard error may be a closed pipe
+/// (`2>&1 | head -1`), and a message that cannot be written is dropped
+/// rather than ending the run.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that never panics (see [`say!`]).
+macro_rules! say_part {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics on a closed standard output; the result
+/// says whether it was written.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+
 mod args;
 mod choose;
 mod filter;
@@ -23,16 +50,18 @@ fn run_pack(config: &Config, args: &FilterArgs) -> ExitCode {
     let loaded = match config.load_rules() {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("apt-netcon: {e}");
+            say!("apt-netcon: {e}");
             return ExitCode::from(2);
         }
     };
     for (name, why) in &loaded.skipped {
-        eprintln!("apt-netcon: skipped {name}: {why}");
+        say!("apt-netcon: skipped {name}: {why}");
     }
     if args.print_rule {
         for r in &loaded.rules {
-            println!("// {} ({})\n{}\n", r.meta().name, r.meta().rule_id, r.query_text().trim_end());
+            if out!("// {} ({})\n{}\n", r.meta().name, r.meta().rule_id, r.query_text().trim_end()).is_err() {
+                return ExitCode::from(1);
+            }
         }
         return ExitCode::SUCCESS;
     }
@@ -50,7 +79,7 @@ fn run_pack(config: &Config, args: &FilterArgs) -> ExitCode {
         };
         if let Some(why) = why {
             if !args.quiet {
-                eprintln!("apt-netcon: --threads {threads}: running on one thread: {why}");
+                say!("apt-netcon: --threads {threads}: running on one thread: {why}");
             }
             threads = 1;
         }
@@ -70,7 +99,7 @@ fn main() -> ExitCode {
             match io::stdout().write_all(&script) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("apt-netcon: standard output: {e}");
+                    say!("apt-netcon: standard output: {e}");
                     ExitCode::from(1)
                 }
             }
@@ -84,7 +113,7 @@ fn run(args: FilterArgs) -> ExitCode {
     let config = match choose::config(args.config.as_deref(), &args.rule, args.rules_dir.as_slice(), args.skip_broken_rules) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("apt-netcon: {e}");
+            say!("apt-netcon: {e}");
             return ExitCode::from(2);
         }
     };
@@ -94,13 +123,15 @@ fn run(args: FilterArgs) -> ExitCode {
     let det = match Detector::new(&config) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("apt-netcon: {e}");
+            say!("apt-netcon: {e}");
             return ExitCode::from(2);
         }
     };
     if args.print_rule {
-        println!("{}", det.rule().query_text().trim_end());
-        return ExitCode::SUCCESS;
+        return match out!("{}", det.rule().query_text().trim_end()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(1),
+        };
     }
     let files = if args.files.is_empty() { vec!["-".to_string()] } else { args.files.clone() };
     let opts = filter::Options {
@@ -112,7 +143,7 @@ fn run(args: FilterArgs) -> ExitCode {
     if threads > 1 {
         if let Err(why) = apt_netcon::engine::footprint::Partitioner::new(det.rule(), &config, threads) {
             if !args.quiet {
-                eprintln!("apt-netcon: --threads {threads}: running on one thread: {why}");
+                say!("apt-netcon: --threads {threads}: running on one thread: {why}");
             }
             threads = 1;
         }

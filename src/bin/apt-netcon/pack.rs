@@ -376,7 +376,7 @@ fn open_input(f: &str) -> Option<Box<dyn Read>> {
     match std::fs::File::open(f) {
         Ok(file) => Some(Box::new(file)),
         Err(e) => {
-            eprintln!("apt-netcon: cannot open {f}: {e}");
+            say!("apt-netcon: cannot open {f}: {e}");
             None
         }
     }
@@ -389,14 +389,14 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
     let count = rules.len();
     let (local, global) = if n > 1 { plan(&rules) } else { ((0..count).collect(), Vec::new()) };
     if !quiet && n > 1 {
-        eprintln!(
+        say!(
             "apt-netcon: --threads {n}: {} of {} rules split by host.id over {n} packs; {} in one more pack, on the records their stages may match",
             local.len(),
             rules.len(),
             global.len()
         );
         for &(i, why) in &global {
-            eprintln!("apt-netcon:   {} ({}): {why}", rules[i].meta().name, rules[i].meta().rule_id);
+            say!("apt-netcon:   {} ({}): {why}", rules[i].meta().name, rules[i].meta().rule_id);
         }
     }
     let numbers = |v: Vec<usize>| -> Vec<u32> { v.into_iter().map(|i| i as u32).collect() };
@@ -445,7 +445,7 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
     // Every sender gone: every pack built (or its thread ended).
     while built.recv().is_ok() {}
     if !quiet {
-        eprintln!("apt-netcon: a pack of {count} rules, indexed in {:.2?}", started.elapsed());
+        say!("apt-netcon: a pack of {count} rules, indexed in {:.2?}", started.elapsed());
     }
     let (btx, brx) = sync_channel::<Arc<Block>>(16);
     let written = thread::spawn(move || writer(brx, orx, count, alerts_only));
@@ -463,17 +463,17 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
     }
     let written = written.join().expect("the writing thread panicked");
     if let Some(e) = &written.failed {
-        eprintln!("apt-netcon: writing output: {e}");
+        say!("apt-netcon: writing output: {e}");
         return ExitCode::from(1);
     }
     if let Some(e) = &read.failed {
-        eprintln!("apt-netcon: {e}");
+        say!("apt-netcon: {e}");
         return ExitCode::from(1);
     }
     let records = read.records;
     if !quiet {
         let tested: u64 = packs.iter().map(|p| p.work().1).sum();
-        eprintln!(
+        say!(
             "apt-netcon: {records} records in {:.2} s, {} alerts, {} unreadable by a rule that could match; {:.1} rules tested per record",
             started.elapsed().as_secs_f64(),
             written.alerts,
@@ -482,14 +482,14 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
         );
         if let (Some(g), false) = (packs.get(n), global.is_empty()) {
             let read = g.work().0;
-            eprintln!(
+            say!(
                 "apt-netcon: the pack of the {} rules not split took {read} records ({:.1} %), those their stages may match",
                 global.len(),
                 100.0 * read as f64 / records.max(1) as f64
             );
         }
         if router.multi_valued() > 0 {
-            eprintln!(
+            say!(
                 "apt-netcon: {} records held several host.id values and went to the pack of the smallest only",
                 router.multi_valued()
             );
@@ -508,14 +508,14 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
                 by_rule[i] += pack.stats(j).pending;
             }
         }
-        eprintln!(
+        say!(
             "apt-netcon: state at the end: {pending} partial sequences (about {:.1} MB), {evicted} evicted by the caps",
             bytes as f64 / 1e6
         );
         for (i, r) in rules.iter().enumerate() {
             let a = written.by_rule[i];
             if a > 0 || by_rule[i] > 1000 {
-                eprintln!("apt-netcon:   {} ({}): {a} alerts, {} pending", r.meta().rule_id, r.meta().name, by_rule[i]);
+                say!("apt-netcon:   {} ({}): {a} alerts, {} pending", r.meta().rule_id, r.meta().name, by_rule[i]);
             }
         }
     }

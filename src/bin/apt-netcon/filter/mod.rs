@@ -66,7 +66,7 @@ fn open_or_say(f: &str, status: &mut ExitCode) -> Option<File> {
     match open(f) {
         Ok(i) => Some(i),
         Err(e) => {
-            eprintln!("apt-netcon: cannot open {f}: {e}");
+            say!("apt-netcon: cannot open {f}: {e}");
             *status = ExitCode::from(1);
             None
         }

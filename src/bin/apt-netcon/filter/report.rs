@@ -77,7 +77,7 @@ impl Run {
         while let Some(w) = det.take_warning() {
             if !self.opts_quiet {
                 self.end_progress();
-                eprintln!("apt-netcon: warning: {w}");
+                say!("apt-netcon: warning: {w}");
             }
         }
     }
@@ -85,7 +85,7 @@ impl Run {
     pub(super) fn bad_record(&mut self, name: &str, lineno: u64, e: RecordError) {
         self.bad += 1;
         if self.bad <= REPORT_FIRST_ERRORS && !self.opts_quiet {
-            eprintln!("apt-netcon: {name}:{lineno}: {e} (passed through unchanged)");
+            say!("apt-netcon: {name}:{lineno}: {e} (passed through unchanged)");
         }
     }
 
@@ -93,7 +93,7 @@ impl Run {
         if self.progress && self.last_progress.elapsed() >= Duration::from_secs(1) {
             self.last_progress = Instant::now();
             let secs = self.started.elapsed().as_secs_f64();
-            eprint!(
+            say_part!(
                 "\rapt-netcon: {name}: {records} records, {:.1} MB, {:.0} records/s, {alerts} alerts   ",
                 self.bytes as f64 / 1e6,
                 records as f64 / secs,
@@ -103,24 +103,24 @@ impl Run {
 
     pub(super) fn end_progress(&self) {
         if self.progress {
-            eprint!("\r{:79}\r", "");
+            say_part!("\r{:79}\r", "");
         }
     }
 
     pub(super) fn report(&self, t: &Totals) {
         let secs = self.started.elapsed().as_secs_f64();
-        eprintln!(
+        say!(
             "apt-netcon: {} records ({} empty lines) in {:.2} s, {} alerts, {} passed through unread (errors)",
             t.records, self.empty, secs, t.alerts, t.errors
         );
         if self.bad > REPORT_FIRST_ERRORS {
-            eprintln!("apt-netcon: {} more bad records not shown", self.bad - REPORT_FIRST_ERRORS);
+            say!("apt-netcon: {} more bad records not shown", self.bad - REPORT_FIRST_ERRORS);
         }
         let line: Vec<String> = t.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        eprintln!("apt-netcon: {}", line.join(" "));
+        say!("apt-netcon: {}", line.join(" "));
         if !t.exceptions.is_empty() {
             let items = apt_netcon::engine::exceptions::format_counts(&t.exceptions);
-            eprintln!("apt-netcon: excluded={} by exception item: {items}", t.excluded);
+            say!("apt-netcon: excluded={} by exception item: {items}", t.excluded);
         }
     }
 }

@@ -97,7 +97,7 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
     let out = match stdout_file() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("apt-netcon: standard output: {e}");
+            say!("apt-netcon: standard output: {e}");
             return ExitCode::from(1);
         }
     };
@@ -125,7 +125,7 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
                 lineno = 0;
             }
             Feed::NotOpened(msg) => {
-                eprintln!("{msg}");
+                say!("{msg}");
                 status = ExitCode::from(1);
             }
             Feed::Block { bytes, from, to, ends, marks } => {
@@ -134,7 +134,7 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
                 let (aux, segs) = lines.block(&mut det, &mut run, name, &mut lineno, data, &ends, marks);
                 if out.send(Job { bytes, from, to, aux, segs }).is_err() {
                     if let Err(w) = out.finish() {
-                        eprintln!("apt-netcon: writing output: {w}");
+                        say!("apt-netcon: writing output: {w}");
                     }
                     return ExitCode::from(1);
                 }
@@ -142,8 +142,8 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
             Feed::End => run.end_progress(),
             Feed::Failed(i, e) => {
                 match out.finish() {
-                    Err(w) => eprintln!("apt-netcon: writing output: {w}"),
-                    Ok(()) => eprintln!("apt-netcon: {}: {e}", display_name(&files[i])),
+                    Err(w) => say!("apt-netcon: writing output: {w}"),
+                    Ok(()) => say!("apt-netcon: {}: {e}", display_name(&files[i])),
                 }
                 return ExitCode::from(1);
             }
@@ -158,7 +158,7 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
     let sent = out.send(last);
     // (The writer's own error, if it stopped, says more than the send's.)
     if let Err(e) = out.finish().and(sent) {
-        eprintln!("apt-netcon: writing output: {e}");
+        say!("apt-netcon: writing output: {e}");
         return ExitCode::from(1);
     }
     det.flush();

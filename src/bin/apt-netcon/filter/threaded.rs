@@ -372,7 +372,7 @@ fn worker(k: usize, n: usize, rule: Rule, config: Config, quiet: bool, rx: Recei
         b.report(k, events);
         while let Some(w) = det.take_warning() {
             if !quiet {
-                eprintln!("apt-netcon: warning: {w}");
+                say!("apt-netcon: warning: {w}");
             }
         }
     }
@@ -388,7 +388,7 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
     let mut out = match stdout_file() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("apt-netcon: standard output: {e}");
+            say!("apt-netcon: standard output: {e}");
             return ExitCode::from(1);
         }
     };
@@ -473,7 +473,7 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
                     }
                     Ok(k) => len += k,
                     Err(e) => {
-                        eprintln!("apt-netcon: {}: {e}", names[fi]);
+                        say!("apt-netcon: {}: {e}", names[fi]);
                         read_error = true;
                         break 'files;
                     }
@@ -505,7 +505,7 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
     let mut out = match stdout_file() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("apt-netcon: standard output: {e}");
+            say!("apt-netcon: standard output: {e}");
             return ExitCode::from(1);
         }
     };
@@ -516,7 +516,7 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
         }
     }
     if let Err(e) = res {
-        eprintln!("apt-netcon: writing output: {e}");
+        say!("apt-netcon: writing output: {e}");
         return ExitCode::from(1);
     }
     if read_error {
@@ -532,7 +532,7 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
         run.report(&t);
         let multi: u64 = ends.iter().map(|e| e.multi_valued).sum();
         if multi > 0 {
-            eprintln!(
+            say!(
                 "apt-netcon: {multi} record(s) held several values in the host key: each went to the detector \
                  of its smallest value only (one detector joins it under every value; run with --threads 1 \
                  if such records matter)"
@@ -564,7 +564,7 @@ fn write_blocks(
         }
         let name = &names[b.file];
         if let Some(e) = &r.error {
-            eprintln!("apt-netcon: {name}: {e}");
+            say!("apt-netcon: {name}: {e}");
             return Err(io::Error::other(READ_FAILED));
         }
         let data = r.lines();

@@ -150,7 +150,7 @@ struct Shared {
 }
 
 fn log(msg: impl fmt::Display) {
-    eprintln!("apt-netcon serve: {msg}");
+    say!("apt-netcon serve: {msg}");
 }
 
 /// The config and rule (or rule pack), chosen as the CLI chooses them; with
@@ -173,7 +173,7 @@ pub fn main(opts: ServeArgs) -> ExitCode {
     let (det, stats_interval_ms) = match load_detector(&opts) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("apt-netcon serve: {e}");
+            say!("apt-netcon serve: {e}");
             return ExitCode::from(2);
         }
     };
@@ -184,17 +184,17 @@ pub fn main(opts: ServeArgs) -> ExitCode {
         }
     }
     if let Err(e) = install_signal_handlers() {
-        eprintln!("apt-netcon serve: cannot install signal handlers: {e}");
+        say!("apt-netcon serve: cannot install signal handlers: {e}");
         return ExitCode::from(1);
     }
     let listener = match Listener::bind(&opts.listen) {
         Ok(l) => l,
         Err(ListenError::BadAddress(e)) => {
-            eprintln!("apt-netcon serve: {e}");
+            say!("apt-netcon serve: {e}");
             return ExitCode::from(2);
         }
         Err(ListenError::Io(e)) => {
-            eprintln!("apt-netcon serve: {e}");
+            say!("apt-netcon serve: {e}");
             return ExitCode::from(1);
         }
     };
