@@ -654,3 +654,134 @@ fn a_closed_standard_error_does_not_end_the_run() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// A line of `len` bytes (without terminator) that is not blank.
+fn long_line(len: usize, fill: u8) -> Vec<u8> {
+    let mut l = b"{\"message\":\"".to_vec();
+    l.resize(len, fill);
+    l
+}
+
+/// The standard error of a run, but its line of timings.
+fn messages(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr).lines().filter(|l| !l.contains(" s, ") && !l.contains(" s (")).map(String::from).collect()
+}
+
+#[test]
+fn a_line_longer_than_any_record_goes_on_in_pieces() {
+    // With max_record_bytes 100,000, a partial line of a block's size (1
+    // or 2 MiB) is surely too large: from a pipe it goes on in pieces. The
+    // bytes, counters and messages are those of the same file mapped (read
+    // whole); for a pack, those of short bad lines in place of the long.
+    let config = tmp("small-records.json", r#"{"max_record_bytes": 100000}"#);
+    let s = sample();
+    let parts: Vec<Vec<u8>> = vec![
+        s.clone(),
+        long_line(5 << 20, b'x'),
+        b"\n".to_vec(),
+        vec![b' '; 3 << 20],
+        b"\n".to_vec(),
+        s.clone(),
+        long_line(4 << 20, b'y'),
+        b"\r\n".to_vec(),
+        long_line(3 << 20, b'z'),
+    ];
+    let input = parts.concat();
+    let file = tmp("long-lines.ndjson", "");
+    std::fs::write(&file, &input).unwrap();
+    for threads in ["1", "2"] {
+        let piped = run(&["--config", &config, "--threads", threads], &input);
+        let mapped = run(&["--config", &config, "--threads", threads, &file], b"");
+        assert!(piped.status.success() && mapped.status.success(), "--threads {threads}");
+        assert!(piped.stdout == mapped.stdout, "--threads {threads}: the bytes of the mapped file");
+        let named: Vec<String> = messages(&mapped).iter().map(|l| l.replace(&file, "<stdin>")).collect();
+        assert_eq!(messages(&piped), named, "--threads {threads}");
+        let err = messages(&piped).join("\n");
+        assert!(err.contains("too_large=3"), "{err}");
+        let summary = String::from_utf8_lossy(&piped.stderr).into_owned();
+        assert!(summary.contains("61 records (1 empty lines)"), "{summary}");
+        let n = s.iter().filter(|&&b| b == b'\n').count();
+        for line in [n + 1, 2 * n + 3, 2 * n + 4] {
+            assert!(err.contains(&format!("<stdin>:{line}: record larger than max_record_bytes")), "line {line}: {err}");
+        }
+    }
+    // A pack (two built-in rules): the long lines read by no rule.
+    let short: Vec<u8> = [&s[..], b"x\n", b" \n", &s[..], b"y\r\n", b"z"].concat();
+    let pack = ["--config", config.as_str(), "--rule", "apt_netcon_v5", "--rule", "apt_netcon_v11"];
+    for threads in ["1", "2"] {
+        let args: Vec<&str> = pack.iter().copied().chain(["--threads", threads]).collect();
+        let long = run(&args, &input);
+        let want = run(&args, &short);
+        assert!(long.status.success(), "{}", String::from_utf8_lossy(&long.stderr));
+        let signals = |o: &[u8]| -> Vec<u8> { o.split_inclusive(|&b| b == b'\n').filter(|l| l.windows(8).any(|w| w == b"\"signal\"")).collect::<Vec<_>>().concat() };
+        assert!(!signals(&want.stdout).is_empty());
+        assert!(signals(&long.stdout) == signals(&want.stdout), "--threads {threads}: the alerts");
+        let records: Vec<u8> = long.stdout.split_inclusive(|&b| b == b'\n').filter(|l| !l.windows(8).any(|w| w == b"\"signal\"")).collect::<Vec<_>>().concat();
+        assert!(records == input, "--threads {threads}: every record unchanged");
+        // (Rules tested per record differ: the short bad lines go to every
+        // rule, the long ones to none.)
+        let summary = |o: &Output| {
+            let err = String::from_utf8_lossy(&o.stderr).into_owned();
+            let counts = err.lines().filter(|l| l.contains(" records in ")).map(|l| l.split(" s, ").nth(1).unwrap_or("").split(';').next().unwrap_or("").to_string());
+            messages(o).into_iter().filter(|l| !l.contains(" indexed in ")).chain(counts).collect::<Vec<_>>()
+        };
+        assert_eq!(summary(&long), summary(&want), "--threads {threads}");
+        assert!(summary(&long).iter().any(|l| l.contains("3 passed through unread")), "{:?}", summary(&long));
+    }
+}
+
+#[test]
+fn a_line_longer_than_any_record_comes_out_before_it_ends() {
+    // 192 MiB of one line from a pipe, its newline not yet sent: most of it
+    // has come out already, and the process holds far less than the line
+    // (it used to gather the whole line first).
+    let config = tmp("small-records-live.json", r#"{"max_record_bytes": 100000}"#);
+    let s = sample();
+    let pack = ["--rule", "apt_netcon_v5", "--rule", "apt_netcon_v11"];
+    for extra in [&[][..], &["--threads", "2"], &pack[..]] {
+        let mut args = vec!["-q", "--config", config.as_str()];
+        args.extend_from_slice(extra);
+        let mut child = spawn(&args);
+        let pid = child.id();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let came = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = came.clone();
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let mut buf = vec![0; 1 << 20];
+            loop {
+                match std::io::Read::read(&mut stdout, &mut buf) {
+                    Ok(0) | Err(_) => return all,
+                    Ok(k) => {
+                        all.extend_from_slice(&buf[..k]);
+                        counter.fetch_add(k, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            }
+        });
+        stdin.write_all(&s).unwrap();
+        let head = b"{\"message\":\"";
+        stdin.write_all(head).unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..192 {
+            stdin.write_all(&chunk).unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while came.load(std::sync::atomic::Ordering::SeqCst) < s.len() + (160 << 20) {
+            assert!(std::time::Instant::now() < deadline, "{extra:?}: the long line did not come out before its end");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let peak_kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0);
+        assert!(peak_kb > 0, "no VmHWM in /proc/{pid}/status");
+        assert!(peak_kb < 128 << 10, "{extra:?}: {peak_kb} kB held at most, for a line of 192 MiB");
+        stdin.write_all(b"\"}\n").unwrap();
+        stdin.write_all(&s).unwrap();
+        drop(stdin);
+        let out = reader.join().unwrap();
+        assert!(child.wait().unwrap().success(), "{extra:?}");
+        assert!(out.len() >= s.len() * 2 + (192 << 20), "{extra:?}: everything came out");
+        eprintln!("{extra:?}: at most {peak_kb} kB held for a 192 MiB line");
+    }
+}

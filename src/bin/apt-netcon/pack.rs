@@ -17,7 +17,7 @@
 //! on a stream in time order (the caveats of docs/fleet.md aside: event
 //! time and caps are per pack).
 
-use crate::filter::record_of;
+use crate::filter::{record_of, LongLine, Piece};
 use apt_netcon::engine::pack::split::{host_local, HostRouter};
 use apt_netcon::engine::pack::PackDetector;
 use apt_netcon::{Config, Rule};
@@ -47,12 +47,15 @@ struct Block {
     ends: Vec<usize>,
     /// The host pack of each line, or [`BLANK`].
     routes: Vec<u8>,
+    /// A piece of a line too long to hold ([`LongLine`]), routed as blank:
+    /// `Some(last)`, `last` as [`Piece::last`].
+    piece: Option<Option<bool>>,
 }
 
 impl Drop for Block {
     fn drop(&mut self) {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < 64 && self.bytes.len() <= 4 * BLOCK {
+        if pool.len() < 64 && (BLOCK..=4 * BLOCK).contains(&self.bytes.len()) {
             pool.push(std::mem::take(&mut self.bytes));
         }
     }
@@ -259,6 +262,10 @@ fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, ale
         if !alerts_only {
             r = r.and_then(|()| out.write_all(&block.data()[from..]));
         }
+        if block.piece == Some(Some(false)) {
+            // The end of a line too long for any rule to read.
+            w.errors += 1;
+        }
         if let Err(e) = r {
             w.failed = Some(e);
             return w;
@@ -294,7 +301,14 @@ struct ReadAll {
 
 /// Reads `files` into blocks of whole lines, routes every line and hands
 /// each block to every pack and to the writer.
-fn read_all(files: &[String], n: usize, to_packs: &[SyncSender<Arc<Block>>], to_writer: &SyncSender<Arc<Block>>, router: &mut HostRouter) -> ReadAll {
+fn read_all(
+    files: &[String],
+    n: usize,
+    to_packs: &[SyncSender<Arc<Block>>],
+    to_writer: &SyncSender<Arc<Block>>,
+    router: &mut HostRouter,
+    long: LongLine,
+) -> ReadAll {
     let mut done = ReadAll { records: 0, unopened: false, failed: None };
     let pool: Pool = Arc::default();
     let fresh = |pool: &Pool| pool.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| vec![0; BLOCK]);
@@ -314,7 +328,14 @@ fn read_all(files: &[String], n: usize, to_packs: &[SyncSender<Arc<Block>>], to_
             ends.push(end);
             start = end;
         }
-        let block = Arc::new(Block { bytes, len, pool: pool.clone(), ends, routes });
+        let block = Arc::new(Block { bytes, len, pool: pool.clone(), ends, routes, piece: None });
+        to_packs.iter().all(|t| t.send(block.clone()).is_ok()) && to_writer.send(block).is_ok()
+    };
+    // A piece of a line too long to hold: written, read by no pack.
+    let send_piece = |piece: Piece, records: &mut u64| -> bool {
+        *records += u64::from(piece.last == Some(false));
+        let len = piece.bytes.len();
+        let block = Arc::new(Block { bytes: piece.bytes, len, pool: pool.clone(), ends: vec![len], routes: vec![BLANK], piece: Some(piece.last) });
         to_packs.iter().all(|t| t.send(block.clone()).is_ok()) && to_writer.send(block).is_ok()
     };
     for f in files {
@@ -325,10 +346,21 @@ fn read_all(files: &[String], n: usize, to_packs: &[SyncSender<Arc<Block>>], to_
         // `buf[..have]`: the start of a line read, not yet ended.
         let mut buf = fresh(&pool);
         let mut have = 0usize;
+        let mut long = long;
         loop {
             if have == buf.len() {
-                // A line longer than the buffer: room for more.
-                buf.resize(buf.len() * 2, 0);
+                match long.grow(have) {
+                    // A line longer than the buffer: room for more.
+                    Some(size) => buf.resize(size, 0),
+                    // Longer than any record: on in pieces from here.
+                    None => {
+                        let (piece, _) = long.piece(&buf[..have], false);
+                        if !send_piece(piece, &mut done.records) {
+                            return done;
+                        }
+                        have = 0;
+                    }
+                }
             }
             let got = match input.read(&mut buf[have..]) {
                 Ok(g) => g,
@@ -338,6 +370,20 @@ fn read_all(files: &[String], n: usize, to_packs: &[SyncSender<Arc<Block>>], to_
                     return done;
                 }
             };
+            let mut read_from = have;
+            have += got;
+            if long.active() {
+                let (piece, took) = long.piece(&buf[..have], got == 0);
+                if !send_piece(piece, &mut done.records) {
+                    return done;
+                }
+                buf.copy_within(took..have, 0);
+                have -= took;
+                read_from = 0;
+                if long.active() {
+                    continue;
+                }
+            }
             if got == 0 {
                 // The end of the file: what follows its last newline is
                 // its last line.
@@ -346,8 +392,6 @@ fn read_all(files: &[String], n: usize, to_packs: &[SyncSender<Arc<Block>>], to_
                 }
                 break;
             }
-            let read_from = have;
-            have += got;
             // Every whole line read goes now (from a pipe, as it comes).
             if let Some(i) = memchr::memrchr(b'\n', &buf[read_from..have]) {
                 let end = read_from + i + 1;
@@ -454,7 +498,7 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
     crate::filter::pipe_size::grow(&io::stdin());
     crate::filter::pipe_size::grow(&io::stdout());
     let mut router = HostRouter::new(n);
-    let read = read_all(files, n, &to_packs, &btx, &mut router);
+    let read = read_all(files, n, &to_packs, &btx, &mut router, LongLine::new(config, BLOCK));
     drop(to_packs);
     drop(btx);
     let mut packs: Vec<PackDetector> = handles.into_iter().map(|h| h.join().expect("a pack thread panicked")).collect();
@@ -474,7 +518,7 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
     if !quiet {
         let tested: u64 = packs.iter().map(|p| p.work().1).sum();
         say!(
-            "apt-netcon: {records} records in {:.2} s, {} alerts, {} unreadable by a rule that could match; {:.1} rules tested per record",
+            "apt-netcon: {records} records in {:.2} s, {} alerts, {} passed through unread (larger than max_record_bytes, or unreadable by a rule that could match); {:.1} rules tested per record",
             started.elapsed().as_secs_f64(),
             written.alerts,
             written.errors,

@@ -127,6 +127,8 @@ pub struct PackDetector {
     /// sequences all rules keep (as of their last record).
     global_cap: u64,
     pending: u64,
+    /// `max_record_bytes`: a longer record is refused before it is read.
+    max_record_bytes: usize,
     /// Whether a plain sequence rule with nothing waiting may skip records
     /// that can match only its later stages (not with `max_lateness`, where
     /// an earlier first-stage event may still arrive).
@@ -200,6 +202,7 @@ impl PackDetector {
             gate_later_stages: config.max_lateness_ms == 0,
             global_cap: config.max_pending_sequences as u64,
             pending: 0,
+            max_record_bytes: config.max_record_bytes,
             rules,
             detectors,
             alerts: VecDeque::new(),
@@ -357,6 +360,14 @@ impl PackDetector {
     /// many alerts it added.
     pub fn process(&mut self, record: &[u8], msgpack: bool) -> Result<usize, RecordError> {
         self.records += 1;
+        if record.len() > self.max_record_bytes {
+            // Every rule's detector refuses it: refused once for all,
+            // unread, whether or not the index would have given it a rule.
+            if let Some(g) = &mut self.gate {
+                g.hit = false;
+            }
+            return Err(RecordError::TooLarge);
+        }
         let read = self.select(record, msgpack);
         let before = self.alerts.len();
         let mut err = None;
@@ -706,6 +717,27 @@ mod tests {
         }
         assert_eq!(tested, [0, 1, 1, 2], "records 1 and 3 are not tested");
         assert_eq!((from_pack, from_alone), (1, 1));
+    }
+
+    /// A record over `max_record_bytes` is refused by the pack itself,
+    /// unread, as each rule's detector refuses it: `TooLarge` whether or
+    /// not the index would give it a rule, and no rule tested on it.
+    #[test]
+    fn a_record_too_large_is_refused_once_for_all_rules() {
+        let q = r#"process where process.name == "first""#;
+        let rule = Rule::from_eql(q, crate::config::rule::meta_for_file("big")).unwrap();
+        let config = Config { max_record_bytes: 100, ..Config::default() };
+        let mut pack = PackDetector::with_gate(vec![rule.clone()], &[rule], &config);
+        let pad = "x".repeat(100);
+        let matching = format!(r#"{{"event":{{"category":"process"}},"process":{{"name":"first"}},"pad":"{pad}"}}"#);
+        let other = format!(r#"{{"event":{{"category":"file"}},"pad":"{pad}"}}"#);
+        for r in [&matching, &other] {
+            assert_eq!(pack.process(r.as_bytes(), false), Err(RecordError::TooLarge), "{r}");
+            assert!(!pack.gate_hit(), "the rules not split need it no more");
+        }
+        assert_eq!(pack.work(), (2, 0), "two records, no rule tested");
+        let fits = r#"{"@timestamp":"2026-01-01T00:00:01Z","event":{"category":"process"},"process":{"name":"first"}}"#;
+        assert_eq!(pack.process(fits.as_bytes(), false), Ok(1));
     }
 
     /// A rule on the generic engine reads a record from the pack's plain

@@ -25,6 +25,7 @@
 //! ends); [`serial`] and [`threaded`] are the two loops, [`report`] what a
 //! run reports, [`mapping`] and [`pipe_size`] the system calls behind them.
 
+use apt_netcon::Config;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsFd;
@@ -145,6 +146,61 @@ fn read_some(input: &mut File, buf: &mut [u8]) -> io::Result<usize> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             r => return r,
         }
+    }
+}
+
+/// A line too long to hold: once a partial line (no newline yet) reaches
+/// `cap` bytes, its record is surely longer than `max_record_bytes` — one
+/// no detector reads — so it is passed on in pieces as they are read, not
+/// gathered (memory stays bounded however long a line is: `cat` of a binary
+/// file, a stream that never sends a newline). The pieces are written
+/// unchanged; at its end the line counts as one record too large (or as a
+/// blank line, if it held only whitespace), reported with its line number.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LongLine {
+    cap: usize,
+    /// Inside such a line: whether it held only whitespace so far.
+    blank: Option<bool>,
+}
+
+/// A piece of a [`LongLine`].
+pub(crate) struct Piece {
+    pub(crate) bytes: Vec<u8>,
+    /// The line's last piece (its newline included, or the end of its file):
+    /// whether the whole line was blank.
+    pub(crate) last: Option<bool>,
+}
+
+impl LongLine {
+    /// For buffers of `block` bytes: lines held up to `max_record_bytes`
+    /// and their terminator.
+    pub(crate) fn new(config: &Config, block: usize) -> LongLine {
+        LongLine { cap: config.max_record_bytes.saturating_add(2).max(block), blank: None }
+    }
+
+    /// Inside a line passed on in pieces.
+    pub(crate) fn active(&self) -> bool {
+        self.blank.is_some()
+    }
+
+    /// The size to grow a full buffer of `len` bytes (one partial line) to,
+    /// or `None` when that line is to go on in pieces.
+    pub(crate) fn grow(&self, len: usize) -> Option<usize> {
+        (len < self.cap).then(|| len.saturating_mul(2).min(self.cap))
+    }
+
+    /// The next piece from `buf[..len]`, read while [`LongLine::active`] or
+    /// to start a long line: up to and with its newline if it holds one
+    /// (the line's end), all of it otherwise (at `eof`, the line's end
+    /// too). Returns the piece and how many bytes of `buf` it took.
+    pub(crate) fn piece(&mut self, buf: &[u8], eof: bool) -> (Piece, usize) {
+        let (take, ends) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), eof),
+        };
+        let blank = self.blank.unwrap_or(true) && buf[..take].iter().all(u8::is_ascii_whitespace);
+        self.blank = (!ends).then_some(blank);
+        (Piece { bytes: buf[..take].to_vec(), last: ends.then_some(blank) }, take)
     }
 }
 

@@ -30,7 +30,21 @@ impl Totals {
     /// Records read without a detector (ruled out by their bytes).
     pub(super) fn add_skipped(&mut self, n: u64) {
         self.records += n;
-        if let Some(r) = self.fields.iter_mut().find(|(k, _)| *k == "records") {
+        self.bump("records", n);
+    }
+
+    /// Records longer than `max_record_bytes` passed on in pieces
+    /// ([`super::LongLine`]): counted as a detector counts a record too
+    /// large to read.
+    pub(super) fn add_too_large(&mut self, n: u64) {
+        self.records += n;
+        self.errors += n;
+        self.bump("records", n);
+        self.bump("too_large", n);
+    }
+
+    fn bump(&mut self, name: &str, n: u64) {
+        if let Some(r) = self.fields.iter_mut().find(|(k, _)| *k == name) {
             r.1 += n;
         }
     }

@@ -7,10 +7,10 @@
 //! from detection. Bounded: 4 blocks read ahead, 8 waiting to be written.
 
 use apt_netcon::engine::footprint::Skipper;
-use apt_netcon::{Config, Detector, Verdict};
+use apt_netcon::{Config, Detector, RecordError, Verdict};
 use super::report::{Run, Totals};
 use super::mapping::Map;
-use super::{display_name, mapping, pipe_size, read_some, record_of, stdout_file, write_segs, Options, Seg, MAP_WINDOW, SERIAL_BLOCK};
+use super::{display_name, mapping, pipe_size, read_some, record_of, stdout_file, write_segs, LongLine, Options, Piece, Seg, MAP_WINDOW, SERIAL_BLOCK};
 use std::fs::File;
 use std::io::{self, Seek};
 use std::process::ExitCode;
@@ -114,10 +114,17 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
     // The reading thread: the files in order, cut into blocks of whole
     // lines, each with its line ends and the byte scan's marks.
     let (feed_tx, feed) = sync_channel(BLOCKS_READ_AHEAD);
-    let reader = Reader { skip: Skipper::new(det.rule(), config), pool: out.pool.clone(), tx: feed_tx, buf: Vec::new() };
+    let reader = Reader {
+        skip: Skipper::new(det.rule(), config),
+        pool: out.pool.clone(),
+        tx: feed_tx,
+        buf: Vec::new(),
+        long: LongLine::new(config, SERIAL_BLOCK),
+    };
     let paths: Vec<String> = files.to_vec();
     std::thread::spawn(move || reader.run(&paths));
     let (mut name, mut lineno) = ("", 0u64);
+    let mut too_large = 0u64;
     for item in feed {
         match item {
             Feed::Start(i) => {
@@ -133,6 +140,26 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
                 run.bytes += data.len() as u64;
                 let (aux, segs) = lines.block(&mut det, &mut run, name, &mut lineno, data, &ends, marks);
                 if out.send(Job { bytes, from, to, aux, segs }).is_err() {
+                    if let Err(w) = out.finish() {
+                        say!("apt-netcon: writing output: {w}");
+                    }
+                    return ExitCode::from(1);
+                }
+            }
+            Feed::Piece(Piece { bytes, last }) => {
+                // A line too long to hold, as it comes: unchanged.
+                run.bytes += bytes.len() as u64;
+                if let Some(blank) = last {
+                    lineno += 1;
+                    if blank {
+                        run.empty += 1;
+                    } else {
+                        too_large += 1;
+                        run.bad_record(name, lineno, RecordError::TooLarge);
+                    }
+                }
+                let segs = if lines.alerts_only { Vec::new() } else { vec![Seg::Aux(0, bytes.len())] };
+                if out.send(Job { bytes: Bytes::None, from: 0, to: 0, aux: bytes, segs }).is_err() {
                     if let Err(w) = out.finish() {
                         say!("apt-netcon: writing output: {w}");
                     }
@@ -166,6 +193,7 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
         let mut t = Totals::default();
         t.add(&det);
         t.add_skipped(lines.skip.as_ref().map_or(0, Skipper::skipped));
+        t.add_too_large(too_large);
         run.report(&t);
     }
     status
@@ -184,6 +212,8 @@ enum Feed {
     /// ends (its terminator included), and the byte scan's marks (`None`:
     /// the rule has no skipper).
     Block { bytes: Bytes, from: usize, to: usize, ends: Vec<u32>, marks: Option<Vec<usize>> },
+    /// A piece of a line too long to hold ([`LongLine`]).
+    Piece(Piece),
     /// The current file is done.
     End,
     /// Reading the file of this index failed: the run stops.
@@ -199,6 +229,7 @@ struct Reader {
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
     tx: SyncSender<Feed>,
     buf: Vec<u8>,
+    long: LongLine,
 }
 
 /// The detector's thread has stopped (a write failed): stop reading.
@@ -264,21 +295,40 @@ impl Reader {
         let mut len = 0; // bytes held: a partial line carried over
         loop {
             if len == self.buf.len() {
-                // One line longer than the buffer: grow it.
-                self.buf.resize(self.buf.len() * 2, 0);
+                match self.long.grow(len) {
+                    // One line longer than the buffer: grow it.
+                    Some(size) => self.buf.resize(size, 0),
+                    // Longer than any record: on in pieces from here.
+                    None => {
+                        let (piece, _) = self.long.piece(&self.buf[..len], false);
+                        self.tx.send(Feed::Piece(piece)).map_err(|_| Gone)?;
+                        len = 0;
+                    }
+                }
             }
             let n = match read_some(input, &mut self.buf[len..]) {
                 Ok(n) => n,
                 Err(e) => return Ok(Err(e)),
             };
             let eof = n == 0;
+            // The carried part holds no newline: look in what came.
+            let mut unsearched = len;
             len += n;
+            if self.long.active() {
+                let (piece, took) = self.long.piece(&self.buf[..len], eof);
+                self.tx.send(Feed::Piece(piece)).map_err(|_| Gone)?;
+                self.buf.copy_within(took..len, 0);
+                len -= took;
+                unsearched = 0;
+                if self.long.active() {
+                    continue;
+                }
+            }
             let upto = if eof {
                 len
             } else {
-                // The carried part holds no newline: look in what came.
-                match memchr::memrchr(b'\n', &self.buf[len - n..len]) {
-                    Some(i) => len - n + i + 1,
+                match memchr::memrchr(b'\n', &self.buf[unsearched..len]) {
+                    Some(i) => unsearched + i + 1,
                     None => continue,
                 }
             };

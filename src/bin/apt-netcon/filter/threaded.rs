@@ -5,7 +5,7 @@ use apt_netcon::engine::footprint::{Partitioner, Route, Skipper};
 use apt_netcon::{Config, Detector, RecordError, Rule, Verdict};
 use super::report::{Run, Totals};
 use super::mapping::Map;
-use super::{display_name, open_or_say, pipe_size, read_some, record_of, stdout_file, write_segs, Options, Seg, READ_FAILED, THREAD_BLOCK};
+use super::{display_name, open_or_say, pipe_size, read_some, record_of, stdout_file, write_segs, LongLine, Options, Seg, READ_FAILED, THREAD_BLOCK};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
@@ -25,6 +25,9 @@ struct Block {
     file: usize,
     /// The first block of its file.
     first: bool,
+    /// A piece of a line too long to hold ([`LongLine`]), not lines:
+    /// `Some(last)`, `last` as [`super::Piece::last`].
+    piece: Option<Option<bool>>,
     /// Where its bytes come from; taken by the worker that routes it.
     source: Mutex<Option<Source>>,
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
@@ -245,10 +248,11 @@ impl Block {
         let mut ends = Vec::with_capacity(data.len() / 512);
         let mut routes = Vec::with_capacity(ends.capacity());
         let (mut skipped, mut blank) = (0, 0);
-        if let Some(s) = skip.as_deref_mut() {
+        if let Some(s) = skip.as_deref_mut().filter(|_| self.piece.is_none()) {
             s.scan(data);
         }
-        let mut start = 0;
+        // (A piece holds no line for the workers: the writer writes it.)
+        let mut start = if self.piece.is_some() { data.len() } else { 0 };
         while start < data.len() {
             let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i + 1);
             let (record, is_blank) = record_of(&data[start..end]);
@@ -407,12 +411,12 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
     let alerts_only = opts.alerts_only;
     let mut run = Run::new(opts);
     let writer_names = names.clone();
-    let writer = std::thread::spawn(move || -> (Run, u64, io::Result<()>) {
-        let mut skipped = 0;
-        let res = write_blocks(&wrx, n, alerts_only, &writer_names, &mut run, &mut skipped, &mut out);
+    let writer = std::thread::spawn(move || -> (Run, [u64; 2], io::Result<()>) {
+        let mut uncounted = [0, 0];
+        let res = write_blocks(&wrx, n, alerts_only, &writer_names, &mut run, &mut uncounted, &mut out);
         // Gone: the reader's next send fails, and it stops.
         drop(wrx);
-        (run, skipped, res)
+        (run, uncounted, res)
     });
 
     // Read: blocks of whole lines. A regular file is cut into byte ranges
@@ -422,11 +426,12 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
     let mut status = ExitCode::SUCCESS;
     let mut seq = 0u64;
     let mut read_error = false;
-    let new_block = |seq: u64, file: usize, first: bool, source: Source| {
+    let new_block = |seq: u64, file: usize, first: bool, source: Source, piece: Option<Option<bool>>| {
         Arc::new(Block {
             seq,
             file,
             first,
+            piece,
             source: Mutex::new(Some(source)),
             pool: pool.clone(),
             routed: Mutex::new(None),
@@ -448,7 +453,7 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
             // (not mappable: read).
             let map = Map::lazy(&file, 0, size as usize).ok().map(Arc::new);
             for (i, source) in file_sources(&file, map.as_ref(), size, THREAD_BLOCK as u64).into_iter().enumerate() {
-                let b = new_block(seq, fi, i == 0, source);
+                let b = new_block(seq, fi, i == 0, source, None);
                 seq += 1;
                 if !send(b) {
                     break 'files;
@@ -458,7 +463,24 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
         }
         let mut carry: Vec<u8> = Vec::new();
         let mut first = true;
+        let mut long = LongLine::new(config, THREAD_BLOCK);
+        // A piece of a line too long to hold, as a block of its own.
+        let send_piece = |piece: super::Piece, seq: &mut u64, first: &mut bool| -> bool {
+            let b = new_block(*seq, fi, *first, Source::Bytes(piece.bytes), Some(piece.last));
+            *seq += 1;
+            *first = false;
+            send(b)
+        };
         loop {
+            if !long.active() && long.grow(carry.len()).is_none() {
+                // The line carried is longer than any record: on in pieces
+                // from here.
+                let (piece, _) = long.piece(&carry, false);
+                carry.clear();
+                if !send_piece(piece, &mut seq, &mut first) {
+                    break 'files;
+                }
+            }
             let mut buf = pool.lock().unwrap().pop().unwrap_or_default();
             let want = THREAD_BLOCK.max(carry.len() * 2);
             buf.resize(want, 0);
@@ -479,12 +501,24 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
                     }
                 }
             }
+            if long.active() {
+                let (piece, took) = long.piece(&buf[..len], eof);
+                if !send_piece(piece, &mut seq, &mut first) {
+                    break 'files;
+                }
+                buf.copy_within(took..len, 0);
+                len -= took;
+                if long.active() {
+                    pool.lock().unwrap().push(buf);
+                    continue;
+                }
+            }
             let upto = if eof { len } else { memchr::memrchr(b'\n', &buf[..len]).map_or(0, |i| i + 1) };
             carry.clear();
             carry.extend_from_slice(&buf[upto..len]);
             buf.truncate(upto);
             if upto > 0 {
-                let b = new_block(seq, fi, first, Source::Bytes(buf));
+                let b = new_block(seq, fi, first, Source::Bytes(buf), None);
                 seq += 1;
                 first = false;
                 if !send(b) {
@@ -501,7 +535,7 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
     drop(senders);
     drop(wtx);
     let ends: Vec<WorkerEnd> = handles.into_iter().map(|h| h.join().expect("a worker thread panicked")).collect();
-    let (run, skipped, res) = writer.join().expect("the writer thread panicked");
+    let (run, [skipped, too_large], res) = writer.join().expect("the writer thread panicked");
     let mut out = match stdout_file() {
         Ok(o) => o,
         Err(e) => {
@@ -529,6 +563,7 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
             t.add(&e.det);
         }
         t.add_skipped(skipped);
+        t.add_too_large(too_large);
         run.report(&t);
         let multi: u64 = ends.iter().map(|e| e.multi_valued).sum();
         if multi > 0 {
@@ -543,13 +578,15 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
 }
 
 /// The writer: every block, in order, once every worker has done its lines.
+/// `uncounted`: the records no detector counted, skipped (ruled out by their
+/// bytes) and too large (passed on in pieces).
 fn write_blocks(
     rx: &Receiver<Arc<Block>>,
     n: usize,
     alerts_only: bool,
     names: &[String],
     run: &mut Run,
-    skipped: &mut u64,
+    uncounted: &mut [u64; 2],
     out: &mut File,
 ) -> io::Result<()> {
     let mut aux = Vec::new();
@@ -604,7 +641,18 @@ fn write_blocks(
         }
         write_segs(out, data, &aux, &segs)?;
         lineno += r.ends.len() as u64;
-        *skipped += r.skipped;
+        if let Some(Some(blank)) = b.piece {
+            // The last piece of a line too long to hold.
+            lineno += 1;
+            if blank {
+                run.empty += 1;
+            } else {
+                records += 1;
+                uncounted[1] += 1;
+                run.bad_record(name, lineno, RecordError::TooLarge);
+            }
+        }
+        uncounted[0] += r.skipped;
         run.empty += r.blank;
         run.bytes += data.len() as u64;
         records += r.ends.len() as u64 - r.blank;
