@@ -83,6 +83,9 @@ struct Part {
     /// Lines the rules that are not split may need (their index and stage
     /// tests passed on a host pack's read).
     gated: Vec<u32>,
+    /// For each gated line, `(line, rule, stages)`: what passed there
+    /// ([`PackDetector::gate_hits`]).
+    hints: Vec<(u32, u32, u64)>,
 }
 
 /// The rules that may run split by host and those that may not (with
@@ -132,6 +135,7 @@ fn host_thread(pack: &mut PackDetector, numbers: &[u32], route: u8, gated: bool,
                 one(pack, numbers, &block, k, &mut part);
                 if gated && pack.gate_hit() {
                     part.gated.push(k as u32);
+                    part.hints.extend(pack.gate_hits().iter().map(|&(rule, stages)| (k as u32, rule, stages)));
                 }
             }
         }
@@ -146,36 +150,58 @@ fn host_thread(pack: &mut PackDetector, numbers: &[u32], route: u8, gated: bool,
 
 /// Gathers the host packs' parts of each block and runs the pack of the
 /// rules that are not split (if any) over the lines they may need, in
-/// input order.
+/// input order; returns it, and how many lines were gated.
+///
+/// A gated line whose hits are only later stages of plain sequences in
+/// which nothing waits yet is passed by unread
+/// ([`PackDetector::may_need`]): the pack would keep no candidate of it.
 fn global_thread(
     mut pack: Option<(PackDetector, Vec<u32>)>,
     blocks: Receiver<Arc<Block>>,
     parts: Vec<Receiver<Part>>,
     output: SyncSender<Part>,
-) -> Option<PackDetector> {
+) -> (Option<PackDetector>, u64) {
+    let mut gated_lines = 0u64;
     let gather = |all: &mut Part| -> bool {
         for p in &parts {
             let Ok(part) = p.recv() else { return false };
             all.alerts.extend(part.alerts);
             all.errors.extend(part.errors);
             all.gated.extend(part.gated);
+            all.hints.extend(part.hints);
         }
         true
     };
     for block in blocks {
         let mut all = Part::default();
         if !gather(&mut all) {
-            return pack.map(|p| p.0);
+            return (pack.map(|p| p.0), gated_lines);
         }
         if let Some((pack, numbers)) = &mut pack {
             let mut gated = std::mem::take(&mut all.gated);
             gated.sort_unstable();
+            gated_lines += gated.len() as u64;
+            // Each line's hints come from the one host pack that read it.
+            let mut hints = std::mem::take(&mut all.hints);
+            hints.sort_by_key(|h| h.0);
+            let mut h = 0;
+            let mut mine: Vec<(u32, u64)> = Vec::new();
             for k in gated {
-                one(pack, numbers, &block, k as usize, &mut all);
+                while h < hints.len() && hints[h].0 < k {
+                    h += 1;
+                }
+                mine.clear();
+                while h < hints.len() && hints[h].0 == k {
+                    mine.push((hints[h].1, hints[h].2));
+                    h += 1;
+                }
+                if pack.may_need(&mine) {
+                    one(pack, numbers, &block, k as usize, &mut all);
+                }
             }
         }
         if output.send(all).is_err() {
-            return pack.map(|p| p.0);
+            return (pack.map(|p| p.0), gated_lines);
         }
     }
     let mut all = Part::default();
@@ -185,7 +211,7 @@ fn global_thread(
         }
         let _ = output.send(all);
     }
-    pack.map(|p| p.0)
+    (pack.map(|p| p.0), gated_lines)
 }
 
 /// What the writer counted.
@@ -502,8 +528,11 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
     drop(to_packs);
     drop(btx);
     let mut packs: Vec<PackDetector> = handles.into_iter().map(|h| h.join().expect("a pack thread panicked")).collect();
+    let mut gated = 0;
     if let Some(g) = global_pack {
-        packs.extend(g.join().expect("the pack thread of the rules not split panicked"));
+        let (pack, lines) = g.join().expect("the pack thread of the rules not split panicked");
+        packs.extend(pack);
+        gated = lines;
     }
     let written = written.join().expect("the writing thread panicked");
     if let Some(e) = &written.failed {
@@ -526,10 +555,12 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
         );
         if let (Some(g), false) = (packs.get(n), global.is_empty()) {
             let read = g.work().0;
+            let share = |k: u64| 100.0 * k as f64 / records.max(1) as f64;
             say!(
-                "apt-netcon: the pack of the {} rules not split took {read} records ({:.1} %), those their stages may match",
+                "apt-netcon: the pack of the {} rules not split read {read} records ({:.1} %): of the {gated} ({:.1} %) their stages may match, those that could start or extend a sequence",
                 global.len(),
-                100.0 * read as f64 / records.max(1) as f64
+                share(read),
+                share(gated)
             );
         }
         if router.multi_valued() > 0 {

@@ -365,6 +365,7 @@ impl PackDetector {
             // unread, whether or not the index would have given it a rule.
             if let Some(g) = &mut self.gate {
                 g.hit = false;
+                g.hits.clear();
             }
             return Err(RecordError::TooLarge);
         }
@@ -464,6 +465,8 @@ impl PackDetector {
             pc.fields.put_back(fields);
             if let Some(g) = &mut self.gate {
                 g.hit = true;
+                g.hits.clear();
+                g.hits.push((UNREAD, u64::MAX));
             }
             return None;
         }
@@ -503,6 +506,32 @@ impl PackDetector {
     /// a gate.
     pub fn gate_hit(&self) -> bool {
         self.gate.as_ref().map_or(true, |g| g.hit)
+    }
+
+    /// When [`PackDetector::gate_hit`]: the gate's rules (numbered as given
+    /// to [`PackDetector::with_gate`]) and the stages (bits, first stage
+    /// lowest) that passed their index and stage tests, or `[(UNREAD, _)]`
+    /// when the record could not be read. For [`PackDetector::may_need`]
+    /// of the pack that runs those rules.
+    pub fn gate_hits(&self) -> &[(u32, u64)] {
+        self.gate.as_ref().map_or(&[], |g| &g.hits)
+    }
+
+    /// Whether a record whose selection another pack's gate made (`hits`,
+    /// from [`PackDetector::gate_hits`]) may change anything here, as of
+    /// now: false only when each rule it hits is a plain sequence in which
+    /// nothing waits and only later stages passed — the candidates this
+    /// pack would keep of it are then none (see [`PackDetector::select`]),
+    /// so the record can be passed by unread, with the same alerts.
+    pub fn may_need(&self, hits: &[(u32, u64)]) -> bool {
+        hits.iter().any(|&(rule, stages)| {
+            let r = rule as usize;
+            rule == UNREAD
+                || r >= self.detectors.len()
+                || !(self.gate_later_stages && self.index.plan.plain_sequence[r])
+                || stages & 1 != 0
+                || self.detectors[r].has_state()
+        })
     }
 
     /// End of stream for every rule: held events and waiting results.
@@ -545,6 +574,10 @@ fn stage_bits(checks: &[StageCheck], stages: u64, fields: &Fields, category_slot
     bits
 }
 
+/// A rule number in [`PackDetector::gate_hits`] that stands for "the
+/// record could not be read" (every rule, every stage).
+pub const UNREAD: u32 = u32::MAX;
+
 /// Other rules' index and stage tests on the pack's read of each record,
 /// without their detectors (see [`PackDetector::with_gate`]).
 #[derive(Debug)]
@@ -553,24 +586,36 @@ struct Gate {
     checks: Vec<Option<Vec<StageCheck>>>,
     candidates: Vec<Candidate>,
     hit: bool,
+    /// The last record's `(rule, stages)` that passed (or `[(UNREAD, _)]`).
+    hits: Vec<(u32, u64)>,
 }
 
 impl Gate {
     fn new(rules: &[Rule], types: &TypeMap, enabled: bool, table: &mut FieldTable) -> Gate {
         let checks = rules.iter().map(|r| stage_checks(r, types, table)).collect();
         let index = FieldIndex::new(rules, types, enabled, table);
-        Gate { index, checks, candidates: Vec::new(), hit: false }
+        Gate { index, checks, candidates: Vec::new(), hit: false, hits: Vec::new() }
     }
 
     /// Whether some stage of these rules may match the record: the pack's
     /// own selection without the state of their detectors (so a superset).
+    /// (The stages of each rule that passed: in `hits`.)
     fn passes(&mut self, fields: &Fields, category_slot: Slot) -> bool {
         self.index.candidates(fields, &mut self.candidates);
         let checks = &self.checks;
-        self.candidates.iter().any(|c| match &checks[c.rule as usize] {
-            None => true,
-            Some(ch) => stage_bits(ch, c.stages, fields, category_slot) != 0,
-        })
+        self.hits.clear();
+        for c in &self.candidates {
+            let stages = match &checks[c.rule as usize] {
+                // Not pre-checked: every stage the index gave (all if none).
+                None if c.stages == 0 => u64::MAX,
+                None => c.stages,
+                Some(ch) => stage_bits(ch, c.stages, fields, category_slot),
+            };
+            if stages != 0 {
+                self.hits.push((c.rule, stages));
+            }
+        }
+        !self.hits.is_empty()
     }
 }
 
