@@ -415,6 +415,27 @@ fn long_lines_and_no_final_newline() {
 }
 
 #[test]
+fn threads_read_a_file_whose_last_range_holds_no_newline() {
+    // Files of a whole number of the threads' 2 MiB ranges, whose last
+    // range holds no newline but its last byte: the last line was taken to
+    // start past the first read of that range (its last byte written twice,
+    // counted as an empty line).
+    for (size, name) in [(4usize << 20, "two-ranges.ndjson"), (2 << 20, "one-range.ndjson"), ((6 << 20) + 1, "three-ranges.ndjson")] {
+        let mut text = b"{\"a\":1}\n{\"message\":\"".to_vec();
+        text.resize(size - 3, b'x');
+        text.extend_from_slice(b"\"}\n");
+        let file = tmp(name, "");
+        std::fs::write(&file, &text).unwrap();
+        for t in ["1", "2", "3"] {
+            let out = run(&["--threads", t, &file], b"");
+            assert!(out.status.success());
+            assert!(out.stdout == text, "{name}, --threads {t}: {} bytes out of {}", out.stdout.len(), text.len());
+            assert!(String::from_utf8_lossy(&out.stderr).contains("2 records (0 empty lines)"), "{name}, --threads {t}");
+        }
+    }
+}
+
+#[test]
 fn a_pack_writes_each_record_then_one_alert_per_match() {
     let a = tmp("pack-a.eql", r#"process where process.name == "curl""#);
     let b = tmp("pack-b.eql", r#"process where process.name : "cu*" and ?process.pid > 100"#);
@@ -734,12 +755,18 @@ fn a_line_longer_than_any_record_goes_on_in_pieces() {
 fn a_line_longer_than_any_record_comes_out_before_it_ends() {
     // 192 MiB of one line from a pipe, its newline not yet sent: most of it
     // has come out already, and the process holds far less than the line
-    // (it used to gather the whole line first).
-    let config = tmp("small-records-live.json", r#"{"max_record_bytes": 100000}"#);
+    // (it used to gather the whole line first). With max_record_bytes
+    // 100,000 (streamed past a block) and the default 16 MiB.
+    let small = tmp("small-records-live.json", r#"{"max_record_bytes": 100000}"#);
     let s = sample();
     let pack = ["--rule", "apt_netcon_v5", "--rule", "apt_netcon_v11"];
-    for extra in [&[][..], &["--threads", "2"], &pack[..]] {
-        let mut args = vec!["-q", "--config", config.as_str()];
+    let cases: [(&[&str], bool); 5] =
+        [(&[], true), (&[], false), (&["--threads", "2"], true), (&["--threads", "2"], false), (&pack, false)];
+    for (extra, small_records) in cases {
+        let mut args = vec!["-q"];
+        if small_records {
+            args.extend(["--config", small.as_str()]);
+        }
         args.extend_from_slice(extra);
         let mut child = spawn(&args);
         let pid = child.id();
@@ -760,28 +787,37 @@ fn a_line_longer_than_any_record_comes_out_before_it_ends() {
                 }
             }
         });
-        stdin.write_all(&s).unwrap();
-        let head = b"{\"message\":\"";
-        stdin.write_all(head).unwrap();
-        let chunk = vec![b'x'; 1 << 20];
-        for _ in 0..192 {
-            stdin.write_all(&chunk).unwrap();
-        }
+        // The writer sends the line but its end, then waits for the word.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let text = s.clone();
+        let writer = std::thread::spawn(move || -> std::io::Result<()> {
+            stdin.write_all(&text)?;
+            stdin.write_all(b"{\"message\":\"")?;
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..192 {
+                stdin.write_all(&chunk)?;
+            }
+            let _ = wait.recv();
+            stdin.write_all(b"\"}\n")?;
+            stdin.write_all(&text)
+        });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while came.load(std::sync::atomic::Ordering::SeqCst) < s.len() + (160 << 20) {
-            assert!(std::time::Instant::now() < deadline, "{extra:?}: the long line did not come out before its end");
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{args:?}: the long line did not come out before its end");
+            }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let peak_kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0);
-        assert!(peak_kb > 0, "no VmHWM in /proc/{pid}/status");
-        assert!(peak_kb < 128 << 10, "{extra:?}: {peak_kb} kB held at most, for a line of 192 MiB");
-        stdin.write_all(b"\"}\n").unwrap();
-        stdin.write_all(&s).unwrap();
-        drop(stdin);
+        go.send(()).unwrap();
+        writer.join().unwrap().unwrap();
         let out = reader.join().unwrap();
-        assert!(child.wait().unwrap().success(), "{extra:?}");
-        assert!(out.len() >= s.len() * 2 + (192 << 20), "{extra:?}: everything came out");
-        eprintln!("{extra:?}: at most {peak_kb} kB held for a 192 MiB line");
+        assert!(child.wait().unwrap().success(), "{args:?}");
+        assert!(peak_kb > 0, "no VmHWM in /proc/{pid}/status");
+        assert!(peak_kb < 128 << 10, "{args:?}: {peak_kb} kB held at most, for a line of 192 MiB");
+        assert!(out.len() >= s.len() * 2 + (192 << 20), "{args:?}: everything came out");
+        eprintln!("{args:?}: at most {peak_kb} kB held for a 192 MiB line");
     }
 }

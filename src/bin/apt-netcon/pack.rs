@@ -55,7 +55,9 @@ struct Block {
 impl Drop for Block {
     fn drop(&mut self) {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < 64 && (BLOCK..=4 * BLOCK).contains(&self.bytes.len()) {
+        // (Not a piece of a long line: nothing reads into the pool while
+        // one streams, so it would only fill up.)
+        if pool.len() < 64 && self.piece.is_none() && (BLOCK..=4 * BLOCK).contains(&self.bytes.len()) {
             pool.push(std::mem::take(&mut self.bytes));
         }
     }

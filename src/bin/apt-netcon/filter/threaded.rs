@@ -131,8 +131,10 @@ impl Routed {
 fn mapped_lines(map: &Map, start: u64, end: u64) -> Option<(usize, usize)> {
     let bytes = map.bytes();
     let (start, end) = (start as usize, (end as usize).min(bytes.len()));
-    // A line starts at `start` when the byte before it is a newline.
-    let from = if start == 0 { 0 } else { memchr::memchr(b'\n', &bytes[start - 1..]).map_or(bytes.len(), |i| start + i) };
+    // A line starts at `start` when the byte before it is a newline (looked
+    // for in the range only: a line that spans many ranges is not searched
+    // once per range).
+    let from = if start == 0 { 0 } else { memchr::memchr(b'\n', &bytes[start - 1..end]).map_or(end, |i| start + i) };
     if from >= end {
         return Some((from.min(bytes.len()), from.min(bytes.len())));
     }
@@ -145,7 +147,8 @@ impl Drop for Routed {
         let Lines::Owned { buf, .. } = &mut self.lines else { return };
         let data = std::mem::take(buf);
         if let Ok(mut p) = self.pool.lock() {
-            if p.len() < 16 {
+            // (Not one grown for a long line.)
+            if p.len() < 16 && data.capacity() <= 2 * THREAD_BLOCK {
                 p.push(data);
             }
         }
@@ -186,15 +189,21 @@ fn read_lines_at(file: &File, start: u64, end: Option<u64>, buf: &mut Vec<u8>) -
     let from = start.saturating_sub(1);
     let mut at = from;
     at += read_full_at(file, at, buf, end.map_or(THREAD_BLOCK, |e| (e - from) as usize))? as u64;
-    let begin = if start == 0 { 0 } else { memchr::memchr(b'\n', buf).map_or(buf.len(), |i| i + 1) };
+    let first_line = |buf: &[u8]| if start == 0 { 0 } else { memchr::memchr(b'\n', buf).map_or(buf.len(), |i| i + 1) };
+    let mut begin = first_line(buf);
     match end {
-        None => loop {
-            let k = read_full_at(file, at, buf, 1 << 20)?;
-            if k == 0 {
-                break;
+        None => {
+            loop {
+                let k = read_full_at(file, at, buf, 1 << 20)?;
+                if k == 0 {
+                    break;
+                }
+                at += k as u64;
             }
-            at += k as u64;
-        },
+            // (Found again in all that was read: the first line may start
+            // past the first read, which held no newline.)
+            begin = first_line(buf);
+        }
         Some(e) => {
             let lim = (e - from) as usize;
             if begin >= lim {
@@ -476,13 +485,15 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
                 // The line carried is longer than any record: on in pieces
                 // from here.
                 let (piece, _) = long.piece(&carry, false);
-                carry.clear();
+                carry = Vec::new();
                 if !send_piece(piece, &mut seq, &mut first) {
                     break 'files;
                 }
             }
             let mut buf = pool.lock().unwrap().pop().unwrap_or_default();
-            let want = THREAD_BLOCK.max(carry.len() * 2);
+            // Room for twice the line carried, but no more than a line
+            // held whole may need.
+            let want = THREAD_BLOCK.max(long.grow(carry.len()).unwrap_or(0));
             buf.resize(want, 0);
             buf[..carry.len()].copy_from_slice(&carry);
             let mut len = carry.len();
