@@ -326,12 +326,11 @@ fn a_pack_on_threads_gives_the_output_of_one_thread() {
     assert!(String::from_utf8_lossy(&aliased.stderr).contains("running on one thread: field_types"), "{}", String::from_utf8_lossy(&aliased.stderr));
 }
 
-#[test]
-fn a_pack_writes_alerts_as_records_come() {
-    // The input stays open after the sample: its alerts must come out
-    // before the end of the input (a shipper's pipe).
-    let single = tmp("live-single.eql", r#"process where process.parent.name == "apt" and process.name == "sh""#);
-    let mut child = spawn(&["-q", "--alerts-only", "--rule", "apt_netcon_v5", "--rule", &single]);
+/// The sample into the CLI with `args`, its input left open: the first
+/// line out (which must come before the input ends), then, once the input
+/// is closed, how many lines came in all.
+fn live_alerts(args: &[&str]) -> (String, usize) {
+    let mut child = spawn(args);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&sample()).unwrap();
     stdin.flush().unwrap();
@@ -343,11 +342,34 @@ fn a_pack_writes_alerts_as_records_come() {
             let _ = tx.send(line.unwrap());
         }
     });
-    let first = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("an alert before the input ends");
-    assert!(first.contains("\"signal\""), "{first}");
+    let first = rx.recv_timeout(std::time::Duration::from_secs(20));
+    if first.is_err() {
+        let _ = child.kill();
+    }
+    let first = first.unwrap_or_else(|_| panic!("{args:?}: an alert before the input ends"));
     drop(stdin);
     assert!(child.wait().unwrap().success());
-    assert_eq!(1 + rx.iter().count(), 6, "the six alerts of the sample");
+    (first, 1 + rx.iter().count())
+}
+
+#[test]
+fn a_pack_writes_alerts_as_records_come() {
+    // The input stays open after the sample: its alerts must come out
+    // before the end of the input (a shipper's pipe).
+    let single = tmp("live-single.eql", r#"process where process.parent.name == "apt" and process.name == "sh""#);
+    let (first, all) = live_alerts(&["-q", "--alerts-only", "--rule", "apt_netcon_v5", "--rule", &single]);
+    assert!(first.contains("\"signal\""), "{first}");
+    assert_eq!(all, 6, "the six alerts of the sample");
+}
+
+#[test]
+fn threads_write_alerts_as_records_come() {
+    // The same with one rule on two threads: the reading thread used to
+    // fill a 2 MiB block before the workers saw anything.
+    let (first, all) = live_alerts(&["-q", "--alerts-only", "--threads", "2"]);
+    assert!(first.contains("\"apt_netcon\":{"), "{first}");
+    let want = alert_lines(&run(&["-q"], &sample()).stdout).split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+    assert_eq!(all, want, "the sample's alerts");
 }
 
 #[test]

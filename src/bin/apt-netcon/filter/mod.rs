@@ -47,7 +47,8 @@ pub const MAX_THREADS: usize = 64;
 const SERIAL_BLOCK: usize = 1 << 20;
 /// Bytes of a regular file mapped at a time on one thread.
 const MAP_WINDOW: usize = 32 << 20;
-/// Bytes of whole lines per block with threads (read until full).
+/// Bytes of whole lines per block with threads (read until full, or from a
+/// pipe until it holds no more).
 const THREAD_BLOCK: usize = 2 << 20;
 /// The writer's error when an input block could not be read (reported
 /// already).

@@ -499,12 +499,22 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
             let mut len = carry.len();
             let mut eof = false;
             while len < buf.len() {
+                let room = buf.len() - len;
                 match read_some(&mut input, &mut buf[len..]) {
                     Ok(0) => {
                         eof = true;
                         break;
                     }
-                    Ok(k) => len += k,
+                    Ok(k) => {
+                        len += k;
+                        // A short read: the input holds no more for now (a
+                        // pipe). What came goes on if it ends a line (or is
+                        // a piece of a long one): records and alerts are not
+                        // held back until a block fills.
+                        if k < room && (long.active() || memchr::memrchr(b'\n', &buf[len - k..len]).is_some()) {
+                            break;
+                        }
+                    }
                     Err(e) => {
                         say!("apt-netcon: {}: {e}", names[fi]);
                         read_error = true;
