@@ -382,8 +382,8 @@ fn read_all(
                     Some(size) => buf.resize(size, 0),
                     // Longer than any record: on in pieces from here.
                     None => {
-                        let (piece, _) = long.piece(&buf[..have], false);
-                        if !send_piece(piece, &mut done.records) {
+                        let line = std::mem::replace(&mut buf, fresh(&pool));
+                        if !send_piece(long.start(line), &mut done.records) {
                             return done;
                         }
                         have = 0;

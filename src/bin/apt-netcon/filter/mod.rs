@@ -190,6 +190,13 @@ impl LongLine {
         (len < self.cap).then(|| len.saturating_mul(2).min(self.cap))
     }
 
+    /// Start a long line with `line`, a whole buffer holding its start (no
+    /// newline): the first piece, without a copy.
+    pub(crate) fn start(&mut self, line: Vec<u8>) -> Piece {
+        self.blank = Some(line.iter().all(u8::is_ascii_whitespace));
+        Piece { bytes: line, last: None }
+    }
+
     /// The next piece from `buf[..len]`, read while [`LongLine::active`] or
     /// to start a long line: up to and with its newline if it holds one
     /// (the line's end), all of it otherwise (at `eof`, the line's end

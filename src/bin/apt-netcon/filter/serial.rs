@@ -300,8 +300,8 @@ impl Reader {
                     Some(size) => self.buf.resize(size, 0),
                     // Longer than any record: on in pieces from here.
                     None => {
-                        let (piece, _) = self.long.piece(&self.buf[..len], false);
-                        self.tx.send(Feed::Piece(piece)).map_err(|_| Gone)?;
+                        let line = std::mem::replace(&mut self.buf, vec![0; SERIAL_BLOCK]);
+                        self.tx.send(Feed::Piece(self.long.start(line))).map_err(|_| Gone)?;
                         len = 0;
                     }
                 }

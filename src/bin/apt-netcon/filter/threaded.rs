@@ -484,8 +484,7 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
             if !long.active() && long.grow(carry.len()).is_none() {
                 // The line carried is longer than any record: on in pieces
                 // from here.
-                let (piece, _) = long.piece(&carry, false);
-                carry = Vec::new();
+                let piece = long.start(std::mem::take(&mut carry));
                 if !send_piece(piece, &mut seq, &mut first) {
                     break 'files;
                 }
