@@ -326,6 +326,45 @@ fn a_pack_on_threads_gives_the_output_of_one_thread() {
     assert!(String::from_utf8_lossy(&aliased.stderr).contains("running on one thread: field_types"), "{}", String::from_utf8_lossy(&aliased.stderr));
 }
 
+#[test]
+fn a_pack_on_threads_reads_what_its_rules_not_split_read() {
+    // A record only the rules not split can find unreadable (a lone
+    // surrogate in a field only they read): the host packs must find it so
+    // too and hand it on, or that pack's clock would not move as on one
+    // thread (here: a later, older first stage then completes on threads).
+    let dir = std::env::temp_dir().join(format!("apt-netcon-cli-gate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = [
+        ("f_fast.eql", r#"sequence with maxspan=1m [process where process.name == "a1"] [process where process.name == "b1"]"#),
+        ("g_generic.eql", r#"sequence by user.weird with maxspan=1m [process where process.name == "g1" and process.pid + 0 > 0] [process where process.name == "g2"]"#),
+        ("h_local.eql", r#"sequence by host.id with maxspan=1m [process where process.name == "h1"] [process where process.name == "h2"]"#),
+    ];
+    for (name, q) in rules {
+        std::fs::write(dir.join(name), q).unwrap();
+    }
+    let stream = concat!(
+        r#"{"@timestamp":"2026-01-01T00:10:00Z","event":{"category":["process"]},"host":{"id":"h1"},"process":{"name":"b1"},"user":{"weird":"\ud800"}}"#,
+        "\n",
+        r#"{"@timestamp":"2026-01-01T00:00:00Z","event":{"category":["process"]},"host":{"id":"h2"},"process":{"name":"a1"}}"#,
+        "\n",
+        r#"{"@timestamp":"2026-01-01T00:00:01Z","event":{"category":["process"]},"host":{"id":"h3"},"process":{"name":"b1"}}"#,
+        "\n"
+    );
+    let d = dir.to_str().unwrap();
+    let counts = |o: &Output| -> String {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        err.lines().find(|l| l.contains(" records in ")).unwrap_or("").split(" s, ").nth(1).unwrap_or("").split(';').next().unwrap_or("").to_string()
+    };
+    let one = run(&["--rules", d, "--alerts-only"], stream.as_bytes());
+    assert!(one.status.success());
+    assert!(counts(&one).contains("0 alerts, 1 passed through unread"), "{}", counts(&one));
+    for t in ["2", "3"] {
+        let many = run(&["--rules", d, "--alerts-only", "--threads", t], stream.as_bytes());
+        assert!(many.stdout == one.stdout, "--threads {t}: {}", String::from_utf8_lossy(&many.stdout));
+        assert_eq!(counts(&many), counts(&one), "--threads {t}");
+    }
+}
+
 /// The sample into the CLI with `args`, its input left open: the first
 /// line out (which must come before the input ends), then, once the input
 /// is closed, how many lines came in all.

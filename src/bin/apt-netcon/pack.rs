@@ -559,10 +559,10 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
             let read = g.work().0;
             let share = |k: u64| 100.0 * k as f64 / records.max(1) as f64;
             say!(
-                "apt-netcon: the pack of the {} rules not split read {read} records ({:.1} %): of the {gated} ({:.1} %) their stages may match, those that could start or extend a sequence",
+                "apt-netcon: the pack of the {} rules not split: {gated} records ({:.1} %) passed their index and stage tests on a host pack's read; it read {read} ({:.1} %), those that could start or extend a sequence (or that could not be read)",
                 global.len(),
-                share(read),
-                share(gated)
+                share(gated),
+                share(read)
             );
         }
         if router.multi_valued() > 0 {

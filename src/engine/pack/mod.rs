@@ -175,7 +175,7 @@ impl PackDetector {
         let types = config.types();
         let mut precheck = PreCheck::new(&rules, &types);
         let index = FieldIndex::new(&rules, &types, config.prefilter, &mut precheck.table);
-        let gate = (!gate.is_empty()).then(|| Gate::new(gate, &types, config.prefilter, &mut precheck.table));
+        let gate = (!gate.is_empty()).then(|| Gate::new(gate, config, &types, &mut precheck.table));
         let fast_maps = detectors.iter().map(|d: &Detector| FastMaps::new(d, &mut precheck.table)).collect();
         let by_slots = detectors
             .iter()
@@ -591,9 +591,18 @@ struct Gate {
 }
 
 impl Gate {
-    fn new(rules: &[Rule], types: &TypeMap, enabled: bool, table: &mut FieldTable) -> Gate {
+    fn new(rules: &[Rule], config: &Config, types: &TypeMap, table: &mut FieldTable) -> Gate {
         let checks = rules.iter().map(|r| stage_checks(r, types, table)).collect();
-        let index = FieldIndex::new(rules, types, enabled, table);
+        let index = FieldIndex::new(rules, types, config.prefilter, table);
+        // Every path the pack of these rules reads is read here too: a
+        // record that pack could not read (a bad value in a field only it
+        // reads) is unreadable here as well, and goes to it as such
+        // ([`UNREAD`]), as it would have alone.
+        let theirs = PackDetector::new(rules.to_vec(), config);
+        let t = &theirs.precheck.table;
+        for s in 0..t.len() {
+            table.intern(t.name(s as Slot));
+        }
         Gate { index, checks, candidates: Vec::new(), hit: false, hits: Vec::new() }
     }
 
