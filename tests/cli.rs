@@ -497,6 +497,41 @@ fn threads_read_a_file_whose_last_range_holds_no_newline() {
 }
 
 #[test]
+fn threads_read_a_file_that_grows_while_read() {
+    // A file of 11 ranges of 2 MiB whose last line has no newline yet and
+    // starts before the last range; it grows while the CLI runs, its output
+    // not read yet. What comes out must be the file as it grew, up to where
+    // a line or the file ended: the last range used to skip the end of that
+    // line, which came out cut and glued to the next.
+    let mut text = Vec::new();
+    let mut k = 0;
+    while text.len() < (20 << 20) - 3000 {
+        text.extend_from_slice(format!("{{\"n\":{k},\"pad\":\"{}\"}}\n", "q".repeat(1000)).as_bytes());
+        k += 1;
+    }
+    text.truncate((20 << 20) - 3000);
+    let cut = text.iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    text.truncate(cut);
+    text.extend_from_slice(format!("{{\"pad\":\"{}", "p".repeat(5000)).as_bytes());
+    let file = tmp("grows.ndjson", "");
+    std::fs::write(&file, &text).unwrap();
+    let mut child = spawn(&["-q", "--threads", "2", &file]);
+    drop(child.stdin.take());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut rest = b"\"}\n".to_vec();
+    for j in 0..2000 {
+        rest.extend_from_slice(format!("{{\"m\":{j}}}\n").as_bytes());
+    }
+    std::fs::OpenOptions::new().append(true).open(&file).unwrap().write_all(&rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let grown = [text.as_slice(), rest.as_slice()].concat();
+    let o = &out.stdout;
+    assert!(o.len() <= grown.len() && *o == grown[..o.len()], "not the file as it grew ({} bytes out)", o.len());
+    assert!(o.len() == text.len() || o.ends_with(b"\n"), "cut inside a line ({} bytes out of {})", o.len(), grown.len());
+}
+
+#[test]
 fn a_pack_writes_each_record_then_one_alert_per_match() {
     let a = tmp("pack-a.eql", r#"process where process.name == "curl""#);
     let b = tmp("pack-b.eql", r#"process where process.name : "cu*" and ?process.pid > 100"#);

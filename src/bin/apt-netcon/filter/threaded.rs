@@ -91,8 +91,21 @@ fn take_lines(source: Option<Source>, pool: &Mutex<Vec<Vec<u8>>>) -> (Lines, Opt
 /// lines that start in each range): ranges of `map` when the file could be
 /// mapped, but the last block, which reads on to the end of the file (it
 /// may have grown since).
+///
+/// The last block is the one where the file's last line starts when that
+/// line has no newline yet: the line is then read whole by one block,
+/// with whatever the file grew by (a block before it would read the line
+/// as it was, and the next would skip the rest: lost, and the line glued
+/// to the next).
 fn file_sources(file: &Arc<File>, map: Option<&Arc<Map>>, size: u64, block: u64) -> Vec<Source> {
-    let count = size.div_ceil(block).max(1);
+    let mut count = size.div_ceil(block).max(1);
+    if let Some(map) = map {
+        let bytes = &map.bytes()[..(size as usize).min(map.bytes().len())];
+        let last_line = memchr::memrchr(b'\n', bytes).map_or(0, |i| i + 1) as u64;
+        if last_line < size {
+            count = count.min(last_line / block + 1);
+        }
+    }
     (0..count)
         .map(|i| {
             let end = (i + 1 < count).then_some((i + 1) * block);
