@@ -17,7 +17,7 @@
 
 use crate::eql::compile::{pred_slots, Pred, Test};
 use crate::config::settings::Config;
-use crate::format::event::{FieldTable, FieldsBuf, Slot};
+use crate::format::event::{smallest_keyword, FieldTable, FieldsBuf, Slot};
 use crate::engine::prefilter::Prefilter;
 use crate::config::rule::Rule;
 use crate::Detector;
@@ -148,19 +148,10 @@ impl Partitioner {
             for &slot in &self.slots {
                 // The one value, as most records hold it, hashed where it
                 // lies; several: the smallest.
-                let mut vals = f.get(slot).filter_map(|v| v.keyword());
-                let Some(first) = vals.next() else {
+                let Some((smallest, several)) = smallest_keyword(f.get(slot).filter_map(|v| v.keyword())) else {
                     route = Route::Any;
                     break;
                 };
-                let mut smallest = first;
-                let mut several = false;
-                for v in vals {
-                    several |= v != smallest;
-                    if v < smallest {
-                        smallest = v;
-                    }
-                }
                 self.multi_valued += several as u64;
                 smallest.hash(&mut h);
             }

@@ -507,13 +507,7 @@ mod tests {
         let mut q: HostQueue<u64> = HostQueue::default();
         let mut model: Vec<(i64, u64, u64, Id)> = Vec::new(); // (time, seq, host, id)
         let mut seq = 0u64;
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rand = crate::xorshift(0x2545_f491_4f6c_dd1d);
         for step in 0..20_000u64 {
             let r = rand();
             if r % 5 < 3 || model.is_empty() {

@@ -512,13 +512,7 @@ mod tests {
         use std::collections::HashMap;
         let mut s = SequenceState::new(None, Caps::default());
         let mut model: HashMap<Vec<u8>, Partial> = HashMap::new();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rand = crate::xorshift(0x9e37_79b9_7f4a_7c15);
         for round in 0..4 {
             // Grow to a few thousand keys, then shrink to a few.
             let (keys, steps) = if round % 2 == 0 { (6000, 20_000) } else { (50, 20_000) };

@@ -416,13 +416,7 @@ mod tests {
             br#"{"a":{"b":[1,-2,0.5,"x\"y\u00e9",true,null]},"c":"d","n":-0}"#,
         ];
         let alphabet = b"{}[]\":,\\ ntfrue0123456789.-+eEu\t\n\x01\x7f\xc3a/";
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::xorshift(0x9E37_79B9_7F4A_7C15);
         let (mut agreed_valid, mut total, mut sure) = (0, 0, 0);
         for seed in seeds {
             for _ in 0..40_000 {

@@ -72,7 +72,7 @@ fn run_pack(config: &Config, args: &FilterArgs) -> ExitCode {
             Some("max_lateness is above 0 (held events are released by every host's time)")
         } else if !apt_netcon::engine::pack::split::host_key_as_ecs(&config.types()) {
             Some("field_types maps host.id otherwise than ECS (an alias, a null_value), which the split by host.id would not follow")
-        } else if pack::plan(&loaded.rules).0.is_empty() {
+        } else if !loaded.rules.iter().any(|r| apt_netcon::engine::pack::split::host_local(r).is_ok()) {
             Some("no rule of the pack can be split by host.id")
         } else {
             None

@@ -92,7 +92,7 @@ struct Part {
 
 /// The rules that may run split by host and those that may not (with
 /// why), as indices into `rules`.
-pub fn plan(rules: &[Rule]) -> (Vec<usize>, Vec<(usize, &'static str)>) {
+fn plan(rules: &[Rule]) -> (Vec<usize>, Vec<(usize, &'static str)>) {
     let mut local = Vec::new();
     let mut global = Vec::new();
     for (i, r) in rules.iter().enumerate() {
@@ -340,6 +340,11 @@ fn read_all(
     let mut done = ReadAll { records: 0, unopened: false, failed: None };
     let pool: Pool = Arc::default();
     let fresh = |pool: &Pool| pool.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| vec![0; BLOCK]);
+    // To every pack and the writer: false when one has stopped.
+    let deliver = |block: Block| -> bool {
+        let block = Arc::new(block);
+        to_packs.iter().all(|t| t.send(block.clone()).is_ok()) && to_writer.send(block).is_ok()
+    };
     let send = |bytes: Vec<u8>, len: usize, records: &mut u64, router: &mut HostRouter| -> bool {
         let mut ends = Vec::with_capacity(len / 512 + 1);
         let mut routes = Vec::with_capacity(len / 512 + 1);
@@ -356,15 +361,13 @@ fn read_all(
             ends.push(end);
             start = end;
         }
-        let block = Arc::new(Block { bytes, len, pool: pool.clone(), ends, routes, piece: None });
-        to_packs.iter().all(|t| t.send(block.clone()).is_ok()) && to_writer.send(block).is_ok()
+        deliver(Block { bytes, len, pool: pool.clone(), ends, routes, piece: None })
     };
     // A piece of a line too long to hold: written, read by no pack.
     let send_piece = |piece: Piece, records: &mut u64| -> bool {
         *records += u64::from(piece.last == Some(false));
         let len = piece.bytes.len();
-        let block = Arc::new(Block { bytes: piece.bytes, len, pool: pool.clone(), ends: vec![len], routes: vec![BLANK], piece: Some(piece.last) });
-        to_packs.iter().all(|t| t.send(block.clone()).is_ok()) && to_writer.send(block).is_ok()
+        deliver(Block { bytes: piece.bytes, len, pool: pool.clone(), ends: vec![len], routes: vec![BLANK], piece: Some(piece.last) })
     };
     for f in files {
         let Some(mut input) = open_input(f) else {
@@ -376,17 +379,12 @@ fn read_all(
         let mut have = 0usize;
         let mut long = long;
         loop {
+            // A line longer than the buffer: room for more, or, longer than
+            // any record, on in pieces from here.
             if have == buf.len() {
-                match long.grow(have) {
-                    // A line longer than the buffer: room for more.
-                    Some(size) => buf.resize(size, 0),
-                    // Longer than any record: on in pieces from here.
-                    None => {
-                        let line = std::mem::replace(&mut buf, fresh(&pool));
-                        if !send_piece(long.start(line), &mut done.records) {
-                            return done;
-                        }
-                        have = 0;
+                if let Some(piece) = long.full(&mut buf, &mut have, || fresh(&pool)) {
+                    if !send_piece(piece, &mut done.records) {
+                        return done;
                     }
                 }
             }
@@ -400,13 +398,10 @@ fn read_all(
             };
             let mut read_from = have;
             have += got;
-            if long.active() {
-                let (piece, took) = long.piece(&buf[..have], got == 0);
+            if let Some(piece) = long.after_read(&mut buf, &mut have, got == 0) {
                 if !send_piece(piece, &mut done.records) {
                     return done;
                 }
-                buf.copy_within(took..have, 0);
-                have -= took;
                 read_from = 0;
                 if long.active() {
                     continue;

@@ -615,8 +615,7 @@ impl Gate {
         self.hits.clear();
         for c in &self.candidates {
             let stages = match &checks[c.rule as usize] {
-                // Not pre-checked: every stage the index gave (all if none).
-                None if c.stages == 0 => u64::MAX,
+                // Not pre-checked: every stage the index gave.
                 None => c.stages,
                 Some(ch) => stage_bits(ch, c.stages, fields, category_slot),
             };

@@ -31,7 +31,8 @@
 
 use crate::config::rule::Rule;
 use crate::eql::{parse, ParseLimits, Query, Stage, TypeMap};
-use crate::format::event::{FieldTable, FieldsBuf, Slot};
+use crate::format::event::{smallest_keyword, FieldTable, FieldsBuf, Slot};
+use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
 
 /// The field a pack is split on.
@@ -91,14 +92,13 @@ pub struct HostRouter {
     slot: Slot,
     buf: FieldsBuf,
     multi_valued: u64,
-    walked: u64,
 }
 
 impl HostRouter {
     pub fn new(n: usize) -> HostRouter {
         let mut table = FieldTable::new();
         let slot = table.intern(HOST_KEY);
-        HostRouter { n: n.max(1), table, slot, buf: FieldsBuf::default(), multi_valued: 0, walked: 0 }
+        HostRouter { n: n.max(1), table, slot, buf: FieldsBuf::default(), multi_valued: 0 }
     }
 
     /// Records whose `host.id` held several distinct values (routed by the
@@ -107,51 +107,24 @@ impl HostRouter {
         self.multi_valued
     }
 
-    /// Records whose `host.id` was found by the walk of the `host` object
-    /// alone.
-    pub fn walked(&self) -> u64 {
-        self.walked
-    }
-
     /// The pack (`0..n`) that takes the JSON `record`: that of its
     /// `host.id` hashed (as a keyword); 0 for a record without one, or
     /// that cannot be read.
     pub fn route(&mut self, record: &[u8]) -> usize {
-        match walk_host_id(record) {
-            Walk::Found(k) => {
-                self.walked += 1;
-                self.bucket(k)
-            }
-            Walk::Absent => {
-                self.walked += 1;
-                0
-            }
-            Walk::Unsure => match self.read_key(record) {
-                Some(k) => self.bucket(&k),
-                None => 0,
-            },
-        }
-    }
-
-    fn bucket(&self, key: &[u8]) -> usize {
+        let Some(key) = self.key(record) else { return 0 };
         // A fixed seed: the same key goes to the same pack all run long.
         let mut h = foldhash::fast::FixedState::with_seed(0x6170_746e_6368).build_hasher();
-        h.write(key);
+        h.write(&key);
         (h.finish() % self.n as u64) as usize
     }
 
-    /// The record's `host.id` as a keyword (the smallest of several).
-    pub fn key(&mut self, record: &[u8]) -> Option<Vec<u8>> {
+    /// The record's `host.id` as a keyword (the smallest of several): where
+    /// it lies when the walk finds it.
+    pub fn key<'r>(&mut self, record: &'r [u8]) -> Option<Cow<'r, [u8]>> {
         match walk_host_id(record) {
-            Walk::Found(k) => {
-                self.walked += 1;
-                return Some(k.to_vec());
-            }
-            Walk::Absent => {
-                self.walked += 1;
-                return None;
-            }
-            Walk::Unsure => self.read_key(record),
+            Walk::Found(k) => Some(Cow::Borrowed(k)),
+            Walk::Absent => None,
+            Walk::Unsure => self.read_key(record).map(Cow::Owned),
         }
     }
 
@@ -159,24 +132,11 @@ impl HostRouter {
     fn read_key(&mut self, record: &[u8]) -> Option<Vec<u8>> {
         let mut f = self.buf.take();
         let read = self.table.scan(record, &mut f).is_ok() || self.table.extract(record, &mut f).is_ok();
-        let mut key: Option<Vec<u8>> = None;
-        let mut several = false;
-        if read {
-            for v in f.get(self.slot) {
-                let Some(k) = v.keyword() else { continue };
-                match &key {
-                    Some(s) if s.as_slice() == k.as_bytes() => {}
-                    Some(s) => {
-                        several = true;
-                        if k.as_bytes() < s.as_slice() {
-                            key = Some(k.as_bytes().to_vec());
-                        }
-                    }
-                    None => key = Some(k.as_bytes().to_vec()),
-                }
-            }
-        }
-        self.multi_valued += several as u64;
+        let smallest = if read { smallest_keyword(f.get(self.slot).filter_map(|v| v.keyword())) } else { None };
+        let key = smallest.map(|(k, several)| {
+            self.multi_valued += several as u64;
+            k.as_bytes().to_vec()
+        });
         self.buf.put_back(f);
         key
     }
@@ -398,13 +358,7 @@ mod tests {
         // JSON's punctuation, and bytes one bit away from `[` `]` `{` `}`
         // and `"` (the eight-byte tests must tell them apart).
         let alphabet = b"\"{}[]ab,: {[\x5b\x7b\xdb\xfb\xdd\xfd\xa2\x00\xff\x3b\x7f";
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..100_000 {
             let len = (next() % 72) as usize;
             let b: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
@@ -446,7 +400,7 @@ mod tests {
             }
             if want.is_some() {
                 let mut r = HostRouter::new(7);
-                assert_eq!(r.key(b), want, "{c}");
+                assert_eq!(r.key(b).map(Cow::into_owned), want, "{c}");
             }
         }
         assert_eq!(walk_host_id(br#"{"a":1,"host":{"name":"n","id":"h"}}"#), Walk::Found(b"h"));
@@ -458,13 +412,7 @@ mod tests {
     fn the_walk_agrees_with_the_field_table_on_mutated_records() {
         let base = br#"{"agent":{"id":"4995"},"@timestamp":"2026-03-14T09:30:00Z","event":{"category":["network"],"type":["start"]},"host":{"os":{"name":"Debian","type":"linux"},"name":"ci-00676","id":"1396cafa"},"process":{"name":"node","args":["a","{b}"]}}"#;
         let alphabet = b"{}[]\":, .\\aih0x";
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::xorshift(0x2545_f491_4f6c_dd1d);
         let (mut walked, mut total) = (0, 0);
         for _ in 0..60_000 {
             let mut r = base.to_vec();

@@ -84,6 +84,22 @@ pub enum Scalar<'a> {
     Object,
 }
 
+/// The smallest of a field's keywords ([`Scalar::keyword`]), and whether
+/// it held several distinct ones: how a record whose key field holds an
+/// array is routed when records are split by that key (one detector would
+/// join it under each value).
+pub(crate) fn smallest_keyword<'v>(mut values: impl Iterator<Item = Cow<'v, str>>) -> Option<(Cow<'v, str>, bool)> {
+    let mut smallest = values.next()?;
+    let mut several = false;
+    for v in values {
+        several |= v != smallest;
+        if v < smallest {
+            smallest = v;
+        }
+    }
+    Some((smallest, several))
+}
+
 impl Scalar<'_> {
     /// The value as Elasticsearch would index it into a `keyword` field, or
     /// `None` for null and objects.
@@ -873,13 +889,7 @@ mod tests {
     #[test]
     fn scan_never_contradicts_extract_on_mutations() {
         let t = all_table();
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rnd = crate::xorshift(0x9E37_79B9_7F4A_7C15);
         const BYTES: &[u8] = b"{}[]\",:\\ -0123456789.eE+tfnrulasxyY_u\t\n\x01\x7f\xc3\xa9\xff";
         let (mut agreed, mut only_scan) = (0u32, 0u32);
         let samples: Vec<&str> = SAMPLES.iter().chain(MORE_SAMPLES).copied().collect();

@@ -498,15 +498,7 @@ mod tests {
         assert_eq!(read_chunk(b"\x92\x01\x01").unwrap().len(), 1);
     }
 
-    /// A deterministic xorshift64 generator.
-    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
-        move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        }
-    }
+    use crate::xorshift;
 
     /// One to three random mutations of `b`: a bit flipped, a byte
     /// replaced, or the body truncated.

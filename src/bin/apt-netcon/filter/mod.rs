@@ -197,11 +197,39 @@ impl LongLine {
         Piece { bytes: line, last: None }
     }
 
-    /// The next piece from `buf[..len]`, read while [`LongLine::active`] or
-    /// to start a long line: up to and with its newline if it holds one
-    /// (the line's end), all of it otherwise (at `eof`, the line's end
+    /// `buf`, full of one partial line (`*len == buf.len()`): grown, or,
+    /// once the line is surely too long, handed on whole as its first piece
+    /// (`buf` then `fresh()`, `*len` 0).
+    pub(crate) fn full(&mut self, buf: &mut Vec<u8>, len: &mut usize, fresh: impl FnOnce() -> Vec<u8>) -> Option<Piece> {
+        match self.grow(*len) {
+            Some(size) => {
+                buf.resize(size, 0);
+                None
+            }
+            None => {
+                *len = 0;
+                Some(self.start(std::mem::replace(buf, fresh())))
+            }
+        }
+    }
+
+    /// After a read into `buf[..*len]` while [`LongLine::active`]: the
+    /// line's next piece (the bytes after it moved to the front of `buf`,
+    /// `*len` what is left); `None` outside a long line.
+    pub(crate) fn after_read(&mut self, buf: &mut [u8], len: &mut usize, eof: bool) -> Option<Piece> {
+        if !self.active() {
+            return None;
+        }
+        let (piece, took) = self.piece(&buf[..*len], eof);
+        buf.copy_within(took..*len, 0);
+        *len -= took;
+        Some(piece)
+    }
+
+    /// The next piece from `buf`: up to and with its newline if it holds
+    /// one (the line's end), all of it otherwise (at `eof`, the line's end
     /// too). Returns the piece and how many bytes of `buf` it took.
-    pub(crate) fn piece(&mut self, buf: &[u8], eof: bool) -> (Piece, usize) {
+    fn piece(&mut self, buf: &[u8], eof: bool) -> (Piece, usize) {
         let (take, ends) = match memchr::memchr(b'\n', buf) {
             Some(i) => (i + 1, true),
             None => (buf.len(), eof),

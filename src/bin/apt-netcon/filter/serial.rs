@@ -294,16 +294,11 @@ impl Reader {
         }
         let mut len = 0; // bytes held: a partial line carried over
         loop {
+            // One line longer than the buffer: grown, or, longer than any
+            // record, on in pieces from here.
             if len == self.buf.len() {
-                match self.long.grow(len) {
-                    // One line longer than the buffer: grow it.
-                    Some(size) => self.buf.resize(size, 0),
-                    // Longer than any record: on in pieces from here.
-                    None => {
-                        let line = std::mem::replace(&mut self.buf, vec![0; SERIAL_BLOCK]);
-                        self.tx.send(Feed::Piece(self.long.start(line))).map_err(|_| Gone)?;
-                        len = 0;
-                    }
+                if let Some(piece) = self.long.full(&mut self.buf, &mut len, || vec![0; SERIAL_BLOCK]) {
+                    self.tx.send(Feed::Piece(piece)).map_err(|_| Gone)?;
                 }
             }
             let n = match read_some(input, &mut self.buf[len..]) {
@@ -314,11 +309,8 @@ impl Reader {
             // The carried part holds no newline: look in what came.
             let mut unsearched = len;
             len += n;
-            if self.long.active() {
-                let (piece, took) = self.long.piece(&self.buf[..len], eof);
+            if let Some(piece) = self.long.after_read(&mut self.buf, &mut len, eof) {
                 self.tx.send(Feed::Piece(piece)).map_err(|_| Gone)?;
-                self.buf.copy_within(took..len, 0);
-                len -= took;
                 unsearched = 0;
                 if self.long.active() {
                     continue;

@@ -534,13 +534,10 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
                     }
                 }
             }
-            if long.active() {
-                let (piece, took) = long.piece(&buf[..len], eof);
+            if let Some(piece) = long.after_read(&mut buf, &mut len, eof) {
                 if !send_piece(piece, &mut seq, &mut first) {
                     break 'files;
                 }
-                buf.copy_within(took..len, 0);
-                len -= took;
                 if long.active() {
                     pool.lock().unwrap().push(buf);
                     continue;
