@@ -532,6 +532,46 @@ fn threads_read_a_file_that_grows_while_read() {
 }
 
 #[test]
+fn a_file_whose_last_line_never_ends_is_not_held_whole() {
+    // A regular file whose last line, 192 MiB, has no newline: with
+    // threads, that line was read into memory whole (the last range read on
+    // to the end of the file). It is now read as from a pipe, and so goes
+    // on in pieces. The process's own memory (RssAnon, looked at every few
+    // milliseconds while it runs; not the file's pages it maps) stays far
+    // below the line, whatever reads it.
+    let mut text = b"{\"a\":1}\n{\"b\":2}\n{\"message\":\"".to_vec();
+    text.resize(text.len() + (192 << 20), b'x');
+    let file = tmp("never-ends.ndjson", "");
+    std::fs::write(&file, &text).unwrap();
+    let pack = ["--rule", "apt_netcon_v5", "--rule", "apt_netcon_v11"];
+    let cases: [&[&str]; 4] = [&[], &["--threads", "2"], &["--threads", "3"], &pack];
+    for extra in cases {
+        let mut args = vec!["-q", file.as_str()];
+        args.extend_from_slice(extra);
+        let mut child = spawn(&args);
+        drop(child.stdin.take());
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            std::io::Read::read_to_end(&mut stdout, &mut all).map(|_| all)
+        });
+        let (mut peak_kb, mut looks) = (0u64, 0);
+        while let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
+            let Some(anon) = status.lines().find_map(|l| l.strip_prefix("RssAnon:")) else { break };
+            peak_kb = peak_kb.max(anon.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0));
+            looks += 1;
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(child.wait().unwrap().success(), "{extra:?}");
+        let out = reader.join().unwrap().unwrap();
+        assert!(out == text, "{extra:?}: {} bytes out of {}", out.len(), text.len());
+        assert!(looks > 0, "{extra:?}: no RssAnon in /proc/PID/status");
+        assert!(peak_kb < 128 << 10, "{extra:?}: {peak_kb} kB held, for a last line of 192 MiB");
+        eprintln!("{extra:?}: at most {peak_kb} kB held ({looks} looks) for a last line of 192 MiB");
+    }
+}
+
+#[test]
 fn a_pack_writes_each_record_then_one_alert_per_match() {
     let a = tmp("pack-a.eql", r#"process where process.name == "curl""#);
     let b = tmp("pack-b.eql", r#"process where process.name : "cu*" and ?process.pid > 100"#);

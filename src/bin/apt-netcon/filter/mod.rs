@@ -50,9 +50,6 @@ const MAP_WINDOW: usize = 32 << 20;
 /// Bytes of whole lines per block with threads (read until full, or from a
 /// pipe until it holds no more).
 const THREAD_BLOCK: usize = 2 << 20;
-/// The writer's error when an input block could not be read (reported
-/// already).
-const READ_FAILED: &str = "an input could not be read";
 /// How many bad records are reported by line number.
 const REPORT_FIRST_ERRORS: u64 = 5;
 

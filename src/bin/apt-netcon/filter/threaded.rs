@@ -5,10 +5,10 @@ use apt_netcon::engine::footprint::{Partitioner, Route, Skipper};
 use apt_netcon::{Config, Detector, RecordError, Rule, Verdict};
 use super::report::{Run, Totals};
 use super::mapping::Map;
-use super::{display_name, open_or_say, pipe_size, read_some, record_of, stdout_file, write_segs, LongLine, Options, Seg, READ_FAILED, THREAD_BLOCK};
+use super::{display_name, open_or_say, pipe_size, read_some, record_of, stdout_file, write_segs, LongLine, Options, Seg, THREAD_BLOCK};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::process::ExitCode;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -37,16 +37,14 @@ struct Block {
     results_cv: Condvar,
 }
 
-/// A block's bytes: read already (standard input, a pipe), or to be read
-/// from a regular file by the worker that routes it, so that reading is
-/// spread over the workers: the lines that START in `[start, end)` (`end`
-/// None: to the end of the file).
+/// A block's bytes: read already (standard input, a pipe, the end of a
+/// regular file that is not mapped), or the lines of a regular file mapped
+/// whole that START in `[start, end)`, found by the worker that routes the
+/// block (so that finding them is spread over the workers) and read where
+/// they lie in the page cache, no copy.
 enum Source {
     Bytes(Vec<u8>),
-    File { file: Arc<File>, start: u64, end: Option<u64> },
-    /// The same lines of a file mapped whole (of `size` bytes when the run
-    /// began): read where they lie in the page cache, no copy.
-    Mapped { map: Arc<Map>, file: Arc<File>, start: u64, end: u64 },
+    Mapped { map: Arc<Map>, start: u64, end: u64 },
 }
 
 /// A block's whole lines: a range of a mapped file, or a buffer read from
@@ -65,56 +63,49 @@ impl Lines {
     }
 }
 
-/// The lines of `source` (read now when they come from a file: into a
-/// buffer from `pool`), and the error if they could not be read.
-fn take_lines(source: Option<Source>, pool: &Mutex<Vec<Vec<u8>>>) -> (Lines, Option<io::Error>) {
-    let (file, start, end) = match source {
-        None => return (Lines::Owned { buf: Vec::new(), begin: 0 }, None),
-        Some(Source::Bytes(buf)) => return (Lines::Owned { buf, begin: 0 }, None),
-        Some(Source::Mapped { map, file, start, end }) => match mapped_lines(&map, start, end) {
-            Some((from, to)) => return (Lines::Mapped(map, from, to), None),
-            None => (file, start, Some(end)),
-        },
-        Some(Source::File { file, start, end }) => (file, start, end),
-    };
-    let mut buf = pool.lock().unwrap().pop().unwrap_or_default();
-    match read_lines_at(&file, start, end, &mut buf) {
-        Ok(begin) => (Lines::Owned { buf, begin }, None),
-        Err(e) => {
-            buf.clear();
-            (Lines::Owned { buf, begin: 0 }, Some(e))
+/// The lines of `source`.
+fn take_lines(source: Option<Source>) -> Lines {
+    match source {
+        None => Lines::Owned { buf: Vec::new(), begin: 0 },
+        Some(Source::Bytes(buf)) => Lines::Owned { buf, begin: 0 },
+        Some(Source::Mapped { map, start, end }) => {
+            let (from, to) = mapped_lines(&map, start, end);
+            Lines::Mapped(map, from, to)
         }
     }
 }
 
-/// The blocks of a regular file of `size` bytes, `block` bytes each (its
-/// lines that start in each range): ranges of `map` when the file could be
-/// mapped, but the last block, which reads on to the end of the file (it
-/// may have grown since).
+/// The blocks of a regular file mapped whole (`map`): its lines up to
+/// `rest` (where a line starts), in ranges of `block` bytes (each block:
+/// the lines that start in its range).
 ///
-/// The last block is the one where the file's last line starts when that
-/// line has no newline yet: the line is then read whole by one block,
-/// with whatever the file grew by (a block before it would read the line
-/// as it was, and the next would skip the rest: lost, and the line glued
-/// to the next).
-fn file_sources(file: &Arc<File>, map: Option<&Arc<Map>>, size: u64, block: u64) -> Vec<Source> {
-    let mut count = size.div_ceil(block).max(1);
-    if let Some(map) = map {
-        let bytes = &map.bytes()[..(size as usize).min(map.bytes().len())];
-        let last_line = memchr::memrchr(b'\n', bytes).map_or(0, |i| i + 1) as u64;
-        if last_line < size {
-            count = count.min(last_line / block + 1);
+/// The rest of the file (from [`last_line_start`]) is read as from a pipe (see
+/// [`run_threaded`]): a line too long to hold goes on in pieces, however
+/// long it grows, and one that is still being written is read whole, not
+/// cut where the file ended when the run began.
+fn file_sources(map: &Arc<Map>, rest: u64, block: u64) -> Vec<Source> {
+    (0..rest.div_ceil(block)).map(|i| Source::Mapped { map: map.clone(), start: i * block, end: ((i + 1) * block).min(rest) }).collect()
+}
+
+/// Where the last line of the first `size` bytes of `file` starts when it
+/// has no newline yet (else `size`): the file's end, whatever it grows by,
+/// is read from there. Looked for backwards, `chunk` bytes at a time, in a
+/// buffer (not in the mapping: the pages of a long last line stay out of
+/// the process's memory).
+fn last_line_start(file: &File, size: u64, chunk: usize) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; chunk.max(1)];
+    let mut end = size;
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = memchr::memrchr(b'\n', chunk) {
+            return Ok(start + i as u64 + 1);
         }
+        end = start;
     }
-    (0..count)
-        .map(|i| {
-            let end = (i + 1 < count).then_some((i + 1) * block);
-            match (map, end) {
-                (Some(map), Some(end)) => Source::Mapped { map: map.clone(), file: file.clone(), start: i * block, end },
-                _ => Source::File { file: file.clone(), start: i * block, end },
-            }
-        })
-        .collect()
+    Ok(0)
 }
 
 /// The lines of a block and where each goes.
@@ -127,8 +118,6 @@ struct Routed {
     routes: Vec<u8>,
     skipped: u64,
     blank: u64,
-    /// The block could not be read.
-    error: Option<io::Error>,
 }
 
 impl Routed {
@@ -139,9 +128,10 @@ impl Routed {
 }
 
 /// The lines that start in `[start, end)` of a mapped file: their byte
-/// range in the mapping, or `None` when the last of them runs on past the
-/// mapping's end (the file grew, or it ends without a newline: read it).
-fn mapped_lines(map: &Map, start: u64, end: u64) -> Option<(usize, usize)> {
+/// range in the mapping (the last of them ends at the first newline from
+/// `end - 1` on; [`file_sources`] makes ranges only of lines whose newline
+/// is in the mapping).
+fn mapped_lines(map: &Map, start: u64, end: u64) -> (usize, usize) {
     let bytes = map.bytes();
     let (start, end) = (start as usize, (end as usize).min(bytes.len()));
     // A line starts at `start` when the byte before it is a newline (looked
@@ -149,10 +139,10 @@ fn mapped_lines(map: &Map, start: u64, end: u64) -> Option<(usize, usize)> {
     // once per range).
     let from = if start == 0 { 0 } else { memchr::memchr(b'\n', &bytes[start - 1..end]).map_or(end, |i| start + i) };
     if from >= end {
-        return Some((from.min(bytes.len()), from.min(bytes.len())));
+        return (from.min(bytes.len()), from.min(bytes.len()));
     }
-    let to = memchr::memchr(b'\n', &bytes[end - 1..]).map(|i| end + i)?;
-    Some((from, to))
+    let to = memchr::memchr(b'\n', &bytes[end - 1..]).map_or(bytes.len(), |i| end + i);
+    (from, to)
 }
 
 impl Drop for Routed {
@@ -166,81 +156,6 @@ impl Drop for Routed {
             }
         }
     }
-}
-
-/// Read from `file` at `at`, appending to `buf`, until `want` bytes came or
-/// the file ended; how many came.
-fn read_full_at(file: &File, mut at: u64, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let old = buf.len();
-    buf.resize(old + want, 0);
-    let mut got = 0;
-    while got < want {
-        match file.read_at(&mut buf[old + got..], at) {
-            Ok(0) => break,
-            Ok(k) => {
-                got += k;
-                at += k as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                buf.truncate(old);
-                return Err(e);
-            }
-        }
-    }
-    buf.truncate(old + got);
-    Ok(got)
-}
-
-/// The lines of `file` that start in `[start, end)` (`end` None: up to the
-/// end of the file), read into `buf`; returns where they begin in `buf`.
-fn read_lines_at(file: &File, start: u64, end: Option<u64>, buf: &mut Vec<u8>) -> io::Result<usize> {
-    buf.clear();
-    // From one byte before `start`: a line starts at `start` when that byte
-    // is a newline.
-    let from = start.saturating_sub(1);
-    let mut at = from;
-    at += read_full_at(file, at, buf, end.map_or(THREAD_BLOCK, |e| (e - from) as usize))? as u64;
-    let first_line = |buf: &[u8]| if start == 0 { 0 } else { memchr::memchr(b'\n', buf).map_or(buf.len(), |i| i + 1) };
-    let mut begin = first_line(buf);
-    match end {
-        None => {
-            loop {
-                let k = read_full_at(file, at, buf, 1 << 20)?;
-                if k == 0 {
-                    break;
-                }
-                at += k as u64;
-            }
-            // (Found again in all that was read: the first line may start
-            // past the first read, which held no newline.)
-            begin = first_line(buf);
-        }
-        Some(e) => {
-            let lim = (e - from) as usize;
-            if begin >= lim {
-                buf.clear(); // no line starts in this block
-                return Ok(0);
-            }
-            // The line holding the byte before `end` is the block's last:
-            // read on to its newline.
-            let mut look = lim - 1;
-            loop {
-                if let Some(i) = memchr::memchr(b'\n', &buf[look.min(buf.len())..]) {
-                    buf.truncate(look + i + 1);
-                    break;
-                }
-                look = buf.len();
-                let k = read_full_at(file, at, buf, 64 << 10)?;
-                if k == 0 {
-                    break;
-                }
-                at += k as u64;
-            }
-        }
-    }
-    Ok(begin.min(buf.len()))
 }
 
 /// A line's outcome other than "unchanged".
@@ -265,7 +180,7 @@ impl Block {
 
     fn route(&self, p: &mut Partitioner, mut skip: Option<&mut Skipper>, owner: usize) {
         let source = self.source.lock().unwrap().take();
-        let (lines, error) = take_lines(source, &self.pool);
+        let lines = take_lines(source);
         let data = lines.bytes();
         let mut ends = Vec::with_capacity(data.len() / 512);
         let mut routes = Vec::with_capacity(ends.capacity());
@@ -300,7 +215,7 @@ impl Block {
             routes.push(route);
             start = end;
         }
-        let r = Routed { lines, pool: self.pool.clone(), ends, routes, skipped, blank, error };
+        let r = Routed { lines, pool: self.pool.clone(), ends, routes, skipped, blank };
         *self.routed.lock().unwrap() = Some(Arc::new(r));
         self.routed_cv.notify_all();
     }
@@ -441,9 +356,10 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
         (run, uncounted, res)
     });
 
-    // Read: blocks of whole lines. A regular file is cut into byte ranges
-    // that the workers read themselves (in parallel); anything else is read
-    // here and cut at the last newline.
+    // Read: blocks of whole lines. A regular file mapped is cut into byte
+    // ranges whose lines the workers find themselves (in parallel); anything
+    // else, and the rest of such a file (see `file_sources`), is read here
+    // and cut at the last newline.
     let pool: Arc<Mutex<Vec<Vec<u8>>>> = Arc::new(Mutex::new(Vec::new()));
     let mut status = ExitCode::SUCCESS;
     let mut seq = 0u64;
@@ -465,26 +381,37 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
     let send = |b: Arc<Block>| -> bool { senders.iter().all(|tx| tx.send(b.clone()).is_ok()) && wtx.send(b).is_ok() };
     'files: for (fi, f) in files.iter().enumerate() {
         let Some(mut input) = open_or_say(f, &mut status) else { continue };
+        let mut first = true;
         let size = match input.metadata() {
             Ok(m) if f != "-" && m.is_file() => Some(m.len()),
             _ => None,
         };
-        if let Some(size) = size {
-            let file = Arc::new(input);
-            // Mapped whole, its pages mapped as the workers first read them
-            // (not mappable: read).
-            let map = Map::lazy(&file, 0, size as usize).ok().map(Arc::new);
-            for (i, source) in file_sources(&file, map.as_ref(), size, THREAD_BLOCK as u64).into_iter().enumerate() {
-                let b = new_block(seq, fi, i == 0, source, None);
+        // Mapped whole, its pages mapped as the workers first read them (not
+        // mappable, or empty: read).
+        if let Some(map) = size.and_then(|size| Map::lazy(&input, 0, size as usize).ok()) {
+            let rest = match last_line_start(&input, size.unwrap_or(0), 1 << 20) {
+                Ok(rest) => rest,
+                Err(e) => {
+                    say!("apt-netcon: {}: {e}", names[fi]);
+                    read_error = true;
+                    break 'files;
+                }
+            };
+            for source in file_sources(&Arc::new(map), rest, THREAD_BLOCK as u64) {
+                let b = new_block(seq, fi, first, source, None);
                 seq += 1;
+                first = false;
                 if !send(b) {
                     break 'files;
                 }
             }
-            continue;
+            if let Err(e) = input.seek(io::SeekFrom::Start(rest)) {
+                say!("apt-netcon: {}: {e}", names[fi]);
+                read_error = true;
+                break 'files;
+            }
         }
         let mut carry: Vec<u8> = Vec::new();
-        let mut first = true;
         let mut long = LongLine::new(config, THREAD_BLOCK);
         // A piece of a line too long to hold, as a block of its own.
         let send_piece = |piece: super::Piece, seq: &mut u64, first: &mut bool| -> bool {
@@ -574,11 +501,6 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
         }
     };
     let res = res.and_then(|_| ends.iter().try_for_each(|e| out.write_all(&e.alerts)));
-    if let Err(e) = &res {
-        if e.to_string() == READ_FAILED {
-            return ExitCode::from(1);
-        }
-    }
     if let Err(e) = res {
         say!("apt-netcon: writing output: {e}");
         return ExitCode::from(1);
@@ -630,10 +552,6 @@ fn write_blocks(
             lineno = 0;
         }
         let name = &names[b.file];
-        if let Some(e) = &r.error {
-            say!("apt-netcon: {name}: {e}");
-            return Err(io::Error::other(READ_FAILED));
-        }
         let data = r.lines();
         aux.clear();
         segs.clear();
@@ -695,34 +613,32 @@ fn write_blocks(
 mod tests {
     use super::*;
 
-    /// Cut into blocks of any size, read or mapped, a file's lines come
-    /// back whole, each once, in order: a line belongs to the block it
-    /// starts in. A mapped block is read instead only when its last line
-    /// runs past the mapping (the file's unterminated last line).
+    /// Cut into blocks of any size, a mapped file's lines come back whole,
+    /// each once, in order (a line belongs to the block it starts in), up
+    /// to the rest: from the start of its last line when it has no newline.
     #[test]
     fn blocks_give_every_line_once() {
         let text = b"{\"a\":1}\n\n{\"bb\":22}\r\nxyz\n\n\nlast line without newline";
         let path = std::env::temp_dir().join(format!("apt-netcon-ranges-{}", std::process::id()));
-        std::fs::write(&path, text).unwrap();
-        let file = Arc::new(File::open(&path).unwrap());
-        let map = Arc::new(Map::lazy(&file, 0, text.len()).unwrap());
-        let len = text.len() as u64;
-        let last_start = text.iter().rposition(|&b| b == b'\n').unwrap() as u64 + 1;
-        let pool = Mutex::new(Vec::new());
-        for size in 1..=len + 1 {
-            for mapped in [None, Some(&map)] {
+        for len in [text.len(), text.len() - "last line without newline".len(), 0] {
+            std::fs::write(&path, &text[..len]).unwrap();
+            let file = File::open(&path).unwrap();
+            let Ok(map) = Map::lazy(&file, 0, len) else {
+                assert_eq!(len, 0, "a file of {len} bytes is mapped");
+                continue;
+            };
+            let map = Arc::new(map);
+            let rest = text[..len].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            for size in 1..=len as u64 + 1 {
                 let mut got = Vec::new();
-                for source in file_sources(&file, mapped, len, size) {
-                    if let Source::Mapped { map, start, end, .. } = &source {
-                        if mapped_lines(map, *start, *end).is_none() {
-                            assert!(*start <= last_start && last_start < *end, "range size {size}, block at {start}");
-                        }
-                    }
-                    let (lines, error) = take_lines(Some(source), &pool);
-                    assert!(error.is_none());
-                    got.extend_from_slice(lines.bytes());
+                let from = last_line_start(&file, len as u64, size as usize).unwrap();
+                assert_eq!(from, rest as u64, "range size {size}");
+                for source in file_sources(&map, from, size) {
+                    let Source::Mapped { start, end, .. } = &source else { unreachable!() };
+                    assert!(start < end && *end <= from, "range size {size}, block {start}..{end}");
+                    got.extend_from_slice(take_lines(Some(source)).bytes());
                 }
-                assert_eq!(got, text.to_vec(), "range size {size}, mapped: {}", mapped.is_some());
+                assert_eq!(got, text[..rest].to_vec(), "range size {size}, {len} bytes");
             }
         }
         std::fs::remove_file(path).unwrap();
