@@ -882,8 +882,33 @@ fn a_line_longer_than_any_record_goes_on_in_pieces() {
             let counts = err.lines().filter(|l| l.contains(" records in ")).map(|l| l.split(" s, ").nth(1).unwrap_or("").split(';').next().unwrap_or("").to_string());
             messages(o).into_iter().filter(|l| !l.contains(" indexed in ")).chain(counts).collect::<Vec<_>>()
         };
-        assert_eq!(summary(&long), summary(&want), "--threads {threads}");
-        assert!(summary(&long).iter().any(|l| l.contains("3 passed through unread")), "{:?}", summary(&long));
+        // The same counts, but the long lines are counted as too large and
+        // the short ones as unreadable.
+        let (long_counts, want_counts) = (summary(&long), summary(&want));
+        let too_large = "3 passed through unread (3 larger than max_record_bytes, 0 unreadable by a rule that could match)";
+        let unreadable = "3 passed through unread (0 larger than max_record_bytes, 3 unreadable by a rule that could match)";
+        assert!(long_counts.iter().any(|l| l.contains(too_large)), "{long_counts:?}");
+        assert!(want_counts.iter().any(|l| l.contains(unreadable)), "{want_counts:?}");
+        let same = |v: Vec<String>| -> Vec<String> { v.into_iter().map(|l| l.replace(too_large, "").replace(unreadable, "")).collect() };
+        assert_eq!(same(long_counts), same(want_counts), "--threads {threads}");
+    }
+}
+
+#[test]
+fn a_pack_counts_records_too_large_apart_from_unreadable_ones() {
+    // A record over max_record_bytes (refused by every rule) and a line no
+    // rule can read: both pass through unread, each counted as what it is,
+    // on one thread and split by host.
+    let config = tmp("tiny-records.json", r#"{"max_record_bytes": 200}"#);
+    let big = format!(r#"{{"event":{{"category":["process"]}},"host":{{"id":"h1"}},"message":"{}"}}"#, "m".repeat(300));
+    let input = format!("{big}\nnot json\n{{\"host\":{{\"id\":\"h2\"}}}}\n");
+    for threads in ["1", "2"] {
+        let out = run(&["--config", &config, "--rule", "apt_netcon_v5", "--rule", "apt_netcon_v11", "--threads", threads], input.as_bytes());
+        assert!(out.status.success());
+        assert!(out.stdout == input.as_bytes(), "--threads {threads}: every record unchanged");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = "2 passed through unread (1 larger than max_record_bytes, 1 unreadable by a rule that could match)";
+        assert!(err.contains(want), "--threads {threads}: {err}");
     }
 }
 

@@ -20,7 +20,7 @@
 use crate::filter::{record_of, LongLine, Piece};
 use apt_netcon::engine::pack::split::{host_local, HostRouter};
 use apt_netcon::engine::pack::PackDetector;
-use apt_netcon::{Config, Rule};
+use apt_netcon::{Config, RecordError, Rule};
 use std::io::{self, BufWriter, Read, Write};
 use std::process::ExitCode;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -82,6 +82,9 @@ struct Part {
     /// Lines whose record a pack could not read, and that gave it no
     /// alert.
     errors: Vec<u32>,
+    /// Lines whose record is larger than `max_record_bytes` (refused by
+    /// every pack, read by none).
+    too_large: Vec<u32>,
     /// Lines the rules that are not split may need (their index and stage
     /// tests passed on a host pack's read).
     gated: Vec<u32>,
@@ -114,8 +117,10 @@ fn one(pack: &mut PackDetector, numbers: &[u32], block: &Block, k: usize, part: 
         gave = true;
         part.alerts.push((k as u32, numbers[a.rule], a.bytes));
     }
-    if res.is_err() && !gave {
-        part.errors.push(k as u32);
+    match res {
+        Err(RecordError::TooLarge) => part.too_large.push(k as u32),
+        Err(_) if !gave => part.errors.push(k as u32),
+        _ => {}
     }
 }
 
@@ -169,6 +174,7 @@ fn global_thread(
             let Ok(part) = p.recv() else { return false };
             all.alerts.extend(part.alerts);
             all.errors.extend(part.errors);
+            all.too_large.extend(part.too_large);
             all.gated.extend(part.gated);
             all.hints.extend(part.hints);
         }
@@ -220,7 +226,10 @@ fn global_thread(
 #[derive(Default)]
 struct Written {
     alerts: u64,
+    /// Lines passed through unread: no rule that could match could read
+    /// them, or larger than `max_record_bytes`.
     errors: u64,
+    too_large: u64,
     by_rule: Vec<u64>,
     failed: Option<io::Error>,
 }
@@ -233,10 +242,13 @@ fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, ale
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
     let mut merged: Vec<(u32, u32, Vec<u8>)> = Vec::new();
     let mut errors: Vec<u32> = Vec::new();
-    let take = |merged: &mut Vec<(u32, u32, Vec<u8>)>, errors: &mut Vec<u32>| -> bool {
-        let Ok(part) = parts.recv() else { return false };
+    let take = |merged: &mut Vec<(u32, u32, Vec<u8>)>, errors: &mut Vec<u32>, too_large: &mut u64| -> bool {
+        let Ok(mut part) = parts.recv() else { return false };
         *merged = part.alerts;
         *errors = part.errors;
+        part.too_large.sort_unstable();
+        part.too_large.dedup();
+        *too_large += part.too_large.len() as u64;
         // One pack writes a record's alerts in rule order; a rule's own
         // alerts keep their order (the sort is stable).
         merged.sort_by_key(|&(line, rule, _)| (line, rule));
@@ -260,7 +272,7 @@ fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, ale
                 }
             }
         };
-        if !take(&mut merged, &mut errors) {
+        if !take(&mut merged, &mut errors, &mut w.too_large) {
             break;
         }
         // A line counts as unreadable when a pack could not read it and no
@@ -292,7 +304,7 @@ fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, ale
         }
         if block.piece == Some(Some(false)) {
             // The end of a line too long for any rule to read.
-            w.errors += 1;
+            w.too_large += 1;
         }
         if let Err(e) = r {
             w.failed = Some(e);
@@ -300,7 +312,7 @@ fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, ale
         }
     }
     // The end of the stream: each pack's last part.
-    if take(&mut merged, &mut errors) {
+    if take(&mut merged, &mut errors, &mut w.too_large) {
         merged.sort_by_key(|&(_, rule, _)| rule);
         for (_, rule, bytes) in &merged {
             w.alerts += 1;
@@ -544,9 +556,11 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
     if !quiet {
         let tested: u64 = packs.iter().map(|p| p.work().1).sum();
         say!(
-            "apt-netcon: {records} records in {:.2} s, {} alerts, {} passed through unread (larger than max_record_bytes, or unreadable by a rule that could match); {:.1} rules tested per record",
+            "apt-netcon: {records} records in {:.2} s, {} alerts, {} passed through unread ({} larger than max_record_bytes, {} unreadable by a rule that could match); {:.1} rules tested per record",
             started.elapsed().as_secs_f64(),
             written.alerts,
+            written.errors + written.too_large,
+            written.too_large,
             written.errors,
             tested as f64 / records.max(1) as f64
         );
