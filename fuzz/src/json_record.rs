@@ -16,7 +16,8 @@
 //! default, the default must give its verdict and bytes on every record,
 //! and the same stage matches, completions and pending count at the end.
 //! Every record also goes to `apt_netcon::format::syntax::valid`, whose verdict must
-//! be serde_json's.
+//! be serde_json's, and to the scan that checks the syntax as it goes (a rule
+//! pack's), whose verdicts must be the syntax check's (see [`checked_scan`]).
 
 use super::{detector, hook_shell, process_checked, sample_lines, Outcome, CONFIGS, STRICT};
 
@@ -28,12 +29,14 @@ pub fn run(data: &[u8]) {
     let mut relaxed = false;
     let prefix = [hook_shell(), sample_lines()[0]];
     let lines = prefix.into_iter().chain(data.split(|&x| x == b'\n')).chain(std::iter::once(data));
+    let table = scan_table();
     for rec in lines {
         assert_eq!(
             apt_netcon::format::syntax::valid(rec),
             serde_json::from_slice::<serde::de::IgnoredAny>(rec).is_ok(),
             "the syntax check and serde_json disagree"
         );
+        checked_scan(&table, rec);
         let va = process_checked(&mut a, rec);
         let vb = process_checked(&mut b, rec);
         assert_eq!(va, vb, "two identical detectors disagree");
@@ -60,5 +63,33 @@ pub fn run(data: &[u8]) {
     for d in [&mut a, &mut b, &mut c] {
         let r = d.flush();
         assert_eq!(r.pending, d.stats().pending);
+    }
+}
+
+/// A table of a few paths of the sample's records (so that the scan both
+/// reads and skips members).
+fn scan_table() -> apt_netcon::format::event::FieldTable {
+    let mut t = apt_netcon::format::event::FieldTable::new();
+    for p in ["@timestamp", "event.category", "process.name", "process.args", "host.id", "destination.ip"] {
+        t.intern(p);
+    }
+    t
+}
+
+/// The scan that checks the syntax as it goes: "valid" only where the
+/// syntax check says so, "a tree" only where it says so too, a refusal only
+/// of a record that is not valid JSON (then read as the plain scan reads
+/// it), unsure only where the plain scan is.
+fn checked_scan(table: &apt_netcon::format::event::FieldTable, rec: &[u8]) {
+    use apt_netcon::format::event::Fields;
+    let want = apt_netcon::format::syntax::check(rec);
+    let plain = table.scan(rec, &mut Fields::default()).is_ok();
+    match table.scan_checked(rec, &mut Fields::default()) {
+        Ok(Some(got)) => {
+            assert!(want.valid && plain, "the checked scan found valid JSON the syntax check refuses");
+            assert!(!got.tree || want.tree, "the checked scan found a tree the syntax check is unsure of");
+        }
+        Ok(None) => assert!(plain && !want.valid, "the checked scan refused valid JSON"),
+        Err(_) => assert!(!plain, "the checked scan unsure where the plain scan is sure"),
     }
 }

@@ -143,6 +143,9 @@ pub struct PackDetector {
     /// Records a rule on the generic engine read from the pack's plain
     /// scan rather than a tree, summed over rules.
     scanned_reads: u64,
+    /// The syntax check of the last record selected, when its scan made
+    /// it ([`FieldTable::scan_checked`]).
+    scan_checked: Option<crate::format::syntax::Checked>,
     /// Rules that did not load, `(name, reason)` (`skip_broken_rules`).
     skipped: Vec<(String, String)>,
 }
@@ -210,6 +213,7 @@ impl PackDetector {
             tested: 0,
             bad_timestamps: 0,
             scanned_reads: 0,
+            scan_checked: None,
             indexed_by_rule: vec![0; n_rules],
             skipped,
         }
@@ -376,8 +380,11 @@ impl PackDetector {
         // all, with only the fields they read.
         let mut parsed = None;
         // The record's syntax check (both verdicts, one pass), once a rule
-        // asks.
+        // asks; made already when the pack's scan read the record.
         let checked = std::cell::OnceCell::new();
+        if let Some(c) = self.scan_checked.take() {
+            let _ = checked.set(c);
+        }
         // The pack's read of the record, when it stands for its tree: a
         // plain scan (every path a generic rule reads is on the table) of a
         // record a tree surely reads whole (as the pruned tree, leave one
@@ -450,15 +457,23 @@ impl PackDetector {
     /// to `precheck.fields`). A record neither reader can read goes to
     /// every rule (their detectors then read and count it): `None`.
     fn select<'r>(&mut self, record: &'r [u8], msgpack: bool) -> Option<Fields<'r>> {
+        self.scan_checked = None;
         let pc = &mut self.precheck;
         let mut fields = pc.fields.take();
         let read = if msgpack {
             crate::format::msgpack::extract(&pc.table, record, &mut fields).is_ok()
         } else {
-            // The fast scanner, or where it is unsure (an escape in a field
-            // read, say), the validating reader: only a record neither can
-            // read goes to every rule.
-            pc.table.scan(record, &mut fields).is_ok() || pc.table.extract(record, &mut fields).is_ok()
+            // The fast scanner (checking the record's syntax as it goes: a
+            // pack's table reads most of a record), or where it is unsure
+            // (an escape in a field read, say), the validating reader: only
+            // a record neither can read goes to every rule.
+            match pc.table.scan_checked(record, &mut fields) {
+                Ok(c) => {
+                    self.scan_checked = c;
+                    true
+                }
+                Err(_) => pc.table.extract(record, &mut fields).is_ok(),
+            }
         };
         if !read {
             self.index.all(&mut self.candidates);

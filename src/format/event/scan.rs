@@ -15,7 +15,10 @@ use super::*;
 // byte; a string holding anything but the closing quote takes the slow path,
 // which checks escapes (the record was checked as UTF-8 first). A skipped container is crossed byte by
 // byte between its strings, counting brackets (and matching their kinds on
-// a bit stack).
+// a bit stack). The checked scan ([`FieldTable::scan_checked`], a rule
+// pack's) follows a skipped container by the JSON grammar instead and
+// checks every number and literal, so that a record it reads is valid JSON
+// without the second pass of `crate::format::syntax::check`.
 
 /// [`FieldTable::scan`] could not vouch for a record: read it with
 /// [`FieldTable::extract`] instead (which says what, if anything, is wrong).
@@ -34,6 +37,31 @@ impl FieldTable {
     /// the members it skips. `Err(Unsure)` means: read it with
     /// [`FieldTable::extract`]. Allocates only to grow `out`.
     pub fn scan<'a>(&self, record: &'a [u8], out: &mut Fields<'a>) -> Result<(), Unsure> {
+        self.scan_as(record, out, false, &mut false).map(|_| ())
+    }
+
+    /// [`FieldTable::scan`], and the record's syntax checked whole as it
+    /// goes: `Ok(Some(_))` is a record [`crate::format::syntax::check`]
+    /// finds valid, with its verdict on whether a tree surely reads it
+    /// (false when unsure). The members no field is read from are followed
+    /// by their grammar, not only by their brackets, and their numbers and
+    /// literals checked: for a reader that reads most of a record (a rule
+    /// pack), cheaper than a second pass. `Ok(None)`: a record that is not
+    /// valid JSON only where no field is read from, read as
+    /// [`FieldTable::scan`] reads it.
+    pub fn scan_checked<'a>(&self, record: &'a [u8], out: &mut Fields<'a>) -> Result<Option<crate::format::syntax::Checked>, Unsure> {
+        let mut refused = false;
+        match self.scan_as(record, out, true, &mut refused) {
+            Ok(tree) => Ok(Some(crate::format::syntax::Checked { valid: true, tree })),
+            Err(Unsure) if refused => self.scan(record, out).map(|()| None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The scan; `strict`: checking the syntax whole (`refused` set when
+    /// that check, not the scan, was unsure). `Ok(tree)`: see
+    /// [`FieldTable::scan_checked`] (meaningful only when `strict`).
+    fn scan_as<'a>(&self, record: &'a [u8], out: &mut Fields<'a>, strict: bool, refused: &mut bool) -> Result<bool, Unsure> {
         out.clear();
         // One UTF-8 check of the whole record (fast on ASCII), so that each
         // string read is a slice of it, not checked again; a record that is
@@ -50,7 +78,7 @@ impl FieldTable {
             out.links.stamp = 0;
         }
         out.plain = true;
-        let mut s = Scanner { b: record, text, i: 0, table: self, out };
+        let mut s = Scanner { b: record, text, i: 0, table: self, out, strict, tree: true, refused };
         s.ws();
         if s.peek() != Some(b'{') {
             s.out.plain = false;
@@ -63,7 +91,7 @@ impl FieldTable {
             s.out.plain = false;
             return Err(Unsure);
         }
-        Ok(())
+        Ok(s.tree)
     }
 }
 
@@ -120,6 +148,67 @@ pub(super) static SCALAR: [bool; 256] = {
     t
 };
 
+/// A container opened inside one skipped `depth` containers deep: one
+/// level more (`level`, relative), its kind on the bit stack `kinds` (bit
+/// k: the container at level k is an object); unsure past
+/// [`SCAN_MAX_DEPTH`].
+#[inline(always)]
+fn open_level(kinds: &mut u128, level: &mut usize, depth: usize, object: bool) -> Result<(), Unsure> {
+    *level += 1;
+    if depth + *level > SCAN_MAX_DEPTH {
+        return Err(Unsure);
+    }
+    if object {
+        *kinds |= 1 << *level;
+    } else {
+        *kinds &= !(1 << *level);
+    }
+    Ok(())
+}
+
+/// Whether `token` is a JSON number (RFC 8259: `-`, then `0` or a digit
+/// run not starting with `0`, then optionally `.` and digits, then
+/// optionally `e` or `E`, a sign, and digits).
+pub(super) fn json_number(token: &[u8]) -> bool {
+    let mut i = usize::from(token.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while token.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    match token.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if token.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if let Some(b'e' | b'E') = token.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = token.get(i) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == token.len()
+}
+
+/// A number a tree surely reads (as [`crate::format::syntax::check`]
+/// decides): no exponent, at most 300 integer digits.
+pub(super) fn plain_number(token: &[u8]) -> bool {
+    !token.iter().any(|&c| c == b'e' || c == b'E') && token.iter().take_while(|&&c| c != b'.').filter(|c| c.is_ascii_digit()).count() <= 300
+}
+
 /// A JSON integer of at most 18 digits (no leading zero, not `-0`): the
 /// `i64` serde_json reads it as (it always fits), without its parser.
 pub(super) fn small_integer(token: &[u8]) -> Option<i64> {
@@ -166,6 +255,15 @@ pub(super) struct Scanner<'t, 'f, 'a> {
     i: usize,
     table: &'t FieldTable,
     out: &'f mut Fields<'a>,
+    /// Checking the syntax whole ([`FieldTable::scan_checked`]).
+    strict: bool,
+    /// With `strict`: no surrogate escape, no number with an exponent or
+    /// of more than 300 integer digits met (what a tree may refuse; the
+    /// nesting the scan follows is what a tree reads).
+    tree: bool,
+    /// With `strict`: unsure in a part only `strict` checks (a skipped
+    /// container or scalar).
+    refused: &'f mut bool,
 }
 
 impl<'a> Scanner<'_, '_, 'a> {
@@ -241,6 +339,10 @@ impl<'a> Scanner<'_, '_, 'a> {
                             let hex = b.get(i + 2..i + 6).ok_or(Unsure)?;
                             if !hex.iter().all(u8::is_ascii_hexdigit) {
                                 return Err(Unsure);
+                            }
+                            // U+D800 to U+DFFF.
+                            if matches!(hex[0], b'd' | b'D') && matches!(hex[1], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F') {
+                                self.tree = false;
                             }
                             i += 6;
                         }
@@ -353,7 +455,7 @@ impl<'a> Scanner<'_, '_, 'a> {
                 if self.table.node_has_children(node) {
                     self.object(node, depth + 1)?;
                 } else {
-                    self.skip_open(depth + 1, true)?;
+                    self.skip_container(depth + 1, true)?;
                 }
             }
             Some(b'[') => {
@@ -391,7 +493,12 @@ impl<'a> Scanner<'_, '_, 'a> {
                     b"true" => Scalar::Bool(true),
                     b"false" => Scalar::Bool(false),
                     b"null" => Scalar::Null,
-                    s => number(s)?,
+                    s => {
+                        if self.strict && !plain_number(s) {
+                            self.tree = false;
+                        }
+                        number(s)?
+                    }
                 };
                 if let Some(slot) = slot {
                     self.out.push(slot, v);
@@ -422,17 +529,135 @@ impl<'a> Scanner<'_, '_, 'a> {
             }
             Some(b'{') => {
                 self.i += 1;
-                self.skip_open(depth + 1, true)
+                self.skip_container(depth + 1, true)
             }
             Some(b'[') => {
                 self.i += 1;
-                self.skip_open(depth + 1, false)
+                self.skip_container(depth + 1, false)
             }
             Some(c) if SCALAR[c as usize] => {
+                let start = self.i;
                 self.skip_scalar();
+                if self.strict && self.check_scalar(start).is_err() {
+                    *self.refused = true;
+                    return Err(Unsure);
+                }
                 Ok(())
             }
             _ => Err(Unsure),
+        }
+    }
+
+    /// A literal or number skipped at `start..self.i`, with `strict`: one
+    /// JSON spells (else unsure).
+    fn check_scalar(&mut self, start: usize) -> Result<(), Unsure> {
+        let token = &self.b[start..self.i];
+        if matches!(token, b"true" | b"false" | b"null") {
+            return Ok(());
+        }
+        if !json_number(token) {
+            return Err(Unsure);
+        }
+        if !plain_number(token) {
+            self.tree = false;
+        }
+        Ok(())
+    }
+
+    /// Skip a container whose opening bracket was just consumed: its
+    /// grammar followed with `strict`, its brackets only without.
+    #[inline]
+    fn skip_container(&mut self, depth: usize, object: bool) -> Result<(), Unsure> {
+        if self.strict {
+            let r = self.skip_checked(depth, object);
+            if r.is_err() {
+                *self.refused = true;
+            }
+            r
+        } else {
+            self.skip_open(depth, object)
+        }
+    }
+
+    /// A member name and its colon, in a container skipped with `strict`.
+    fn member_name(&mut self) -> Result<(), Unsure> {
+        self.ws();
+        if self.peek() != Some(b'"') {
+            return Err(Unsure);
+        }
+        self.i += 1;
+        self.string()?;
+        self.expect(b':')
+    }
+
+    /// [`Scanner::skip_open`] with `strict`: the container's members and
+    /// elements followed by the JSON grammar (names, colons, commas,
+    /// values), its strings, numbers and literals checked, `depth`
+    /// containers deep (this one included).
+    fn skip_checked(&mut self, depth: usize, object: bool) -> Result<(), Unsure> {
+        if depth > SCAN_MAX_DEPTH {
+            return Err(Unsure);
+        }
+        // Bit k: the container at relative level k is an object.
+        let mut kinds: u128 = object as u128;
+        let mut level = 0usize;
+        // Just inside a container (it may close at once), not after a
+        // comma (a member or an element must follow).
+        let mut opened = true;
+        loop {
+            self.ws();
+            let is_object = kinds >> level & 1 == 1;
+            if opened && self.peek() == Some(if is_object { b'}' } else { b']' }) {
+                // An empty container: a value that ended.
+                self.i += 1;
+                if level == 0 {
+                    return Ok(());
+                }
+                level -= 1;
+            } else {
+                if is_object {
+                    self.member_name()?;
+                    self.ws();
+                }
+                match self.peek() {
+                    Some(c @ (b'{' | b'[')) => {
+                        self.i += 1;
+                        open_level(&mut kinds, &mut level, depth, c == b'{')?;
+                        opened = true;
+                        continue;
+                    }
+                    Some(b'"') => {
+                        self.i += 1;
+                        self.string()?;
+                    }
+                    Some(c) if SCALAR[c as usize] => {
+                        let start = self.i;
+                        self.skip_scalar();
+                        self.check_scalar(start)?;
+                    }
+                    _ => return Err(Unsure),
+                }
+            }
+            // A value ended: close containers until one takes another.
+            loop {
+                self.ws();
+                let is_object = kinds >> level & 1 == 1;
+                match self.peek() {
+                    Some(b',') => {
+                        self.i += 1;
+                        break;
+                    }
+                    Some(b'}') if is_object => {}
+                    Some(b']') if !is_object => {}
+                    _ => return Err(Unsure),
+                }
+                self.i += 1;
+                if level == 0 {
+                    return Ok(());
+                }
+                level -= 1;
+            }
+            opened = false;
         }
     }
 
@@ -454,17 +679,7 @@ impl<'a> Scanner<'_, '_, 'a> {
                 QUOTE => {
                     self.string()?;
                 }
-                OPEN => {
-                    level += 1;
-                    if depth + level > SCAN_MAX_DEPTH {
-                        return Err(Unsure);
-                    }
-                    if c == b'{' {
-                        kinds |= 1 << level;
-                    } else {
-                        kinds &= !(1 << level);
-                    }
-                }
+                OPEN => open_level(&mut kinds, &mut level, depth, c == b'{')?,
                 _ => {
                     if (kinds >> level & 1 == 1) != (c == b'}') {
                         return Err(Unsure);
