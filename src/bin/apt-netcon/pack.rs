@@ -226,9 +226,11 @@ fn global_thread(
 #[derive(Default)]
 struct Written {
     alerts: u64,
-    /// Lines passed through unread: no rule that could match could read
-    /// them, or larger than `max_record_bytes`.
+    /// Lines passed through unread because no rule that could match could
+    /// read them.
     errors: u64,
+    /// Lines passed through unread because they are larger than
+    /// `max_record_bytes`.
     too_large: u64,
     by_rule: Vec<u64>,
     failed: Option<io::Error>,

@@ -211,7 +211,7 @@ enum Feed {
     /// Whole lines of the current file, `bytes[from..to]`: where each line
     /// ends (its terminator included), and the byte scan's marks (`None`:
     /// the rule has no skipper).
-    Block { bytes: Bytes, from: usize, to: usize, ends: Vec<u32>, marks: Option<Vec<usize>> },
+    Block { bytes: Bytes, from: usize, to: usize, ends: Vec<usize>, marks: Option<Vec<usize>> },
     /// A piece of a line too long to hold ([`LongLine`]).
     Piece(Piece),
     /// The current file is done.
@@ -268,9 +268,10 @@ impl Reader {
     /// last line may lack its newline) and the skipper's marks.
     fn send(&mut self, bytes: Bytes, from: usize, to: usize) -> Result<(), Gone> {
         let data = bytes.get(from, to);
-        let mut ends: Vec<u32> = memchr::memchr_iter(b'\n', data).map(|i| i as u32 + 1).collect();
-        if ends.last().map_or(0, |&e| e as usize) < data.len() {
-            ends.push(data.len() as u32);
+        // (Offsets as they are: a block of one line may pass 4 GiB.)
+        let mut ends: Vec<usize> = memchr::memchr_iter(b'\n', data).map(|i| i + 1).collect();
+        if ends.last().map_or(0, |&e| e) < data.len() {
+            ends.push(data.len());
         }
         let marks = self.skip.as_mut().map(|s| s.marks_of(data));
         self.tx.send(Feed::Block { bytes, from, to, ends, marks }).map_err(|_| Gone)
@@ -403,7 +404,7 @@ impl Lines {
         name: &str,
         lineno: &mut u64,
         data: &[u8],
-        ends: &[u32],
+        ends: &[usize],
         marks: Option<Vec<usize>>,
     ) -> (Vec<u8>, Vec<Seg>) {
         let upto = data.len();
@@ -415,7 +416,6 @@ impl Lines {
             s.set_marks(m);
         }
         for &end in ends {
-            let end = end as usize;
             let line = &data[start..end];
             *lineno += 1;
             let (record, blank) = record_of(line);

@@ -91,7 +91,8 @@ fn file_sources(map: &Arc<Map>, rest: u64, block: u64) -> Vec<Source> {
 /// has no newline yet (else `size`): the file's end, whatever it grows by,
 /// is read from there. Looked for backwards, `chunk` bytes at a time, in a
 /// buffer (not in the mapping: the pages of a long last line stay out of
-/// the process's memory).
+/// the process's memory). A file that shrank meanwhile is looked at as it
+/// is now.
 fn last_line_start(file: &File, size: u64, chunk: usize) -> io::Result<u64> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0; chunk.max(1)];
@@ -99,7 +100,18 @@ fn last_line_start(file: &File, size: u64, chunk: usize) -> io::Result<u64> {
     while end > 0 {
         let start = end.saturating_sub(buf.len() as u64);
         let chunk = &mut buf[..(end - start) as usize];
-        file.read_exact_at(chunk, start)?;
+        match file.read_exact_at(chunk, start) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                let now = file.metadata()?.len();
+                if now >= end {
+                    return Err(e);
+                }
+                end = now;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
         if let Some(i) = memchr::memrchr(b'\n', chunk) {
             return Ok(start + i as u64 + 1);
         }
@@ -114,7 +126,7 @@ struct Routed {
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
     /// End of each line (its terminator included); a line starts where the
     /// previous one ends.
-    ends: Vec<u32>,
+    ends: Vec<usize>,
     routes: Vec<u8>,
     skipped: u64,
     blank: u64,
@@ -211,7 +223,8 @@ impl Block {
                     Route::Worker(w) => w as u8,
                 }
             };
-            ends.push(end as u32);
+            // (As it is: a mapped block of one line may pass 4 GiB.)
+            ends.push(end);
             routes.push(route);
             start = end;
         }
@@ -284,7 +297,6 @@ fn worker(k: usize, n: usize, rule: Rule, config: Config, quiet: bool, rx: Recei
         let mut events = Vec::new();
         let mut start = 0usize;
         for (i, (&end, &route)) in r.ends.iter().zip(&r.routes).enumerate() {
-            let end = end as usize;
             if route as usize == k {
                 let line = &r.lines()[start..end];
                 let (record, _) = record_of(line);
@@ -558,8 +570,8 @@ fn write_blocks(
         let mut span = 0usize;
         for ev in &events {
             let i = ev.line as usize;
-            let start = if i == 0 { 0 } else { r.ends[i - 1] as usize };
-            let end = r.ends[i] as usize;
+            let start = if i == 0 { 0 } else { r.ends[i - 1] };
+            let end = r.ends[i];
             if let Some(e) = ev.error {
                 run.bad_record(name, lineno + i as u64 + 1, e);
             }
@@ -633,6 +645,8 @@ mod tests {
                 let mut got = Vec::new();
                 let from = last_line_start(&file, len as u64, size as usize).unwrap();
                 assert_eq!(from, rest as u64, "range size {size}");
+                // Its size taken before it shrank: the file as it is.
+                assert_eq!(last_line_start(&file, len as u64 + 7, size as usize).unwrap(), from, "range size {size}, shrunk");
                 for source in file_sources(&map, from, size) {
                     let Source::Mapped { start, end, .. } = &source else { unreachable!() };
                     assert!(start < end && *end <= from, "range size {size}, block {start}..{end}");
