@@ -38,7 +38,7 @@ fn set_path(v: &mut Value, path: &str, val: Value) {
     let mut cur = v;
     let segs: Vec<&str> = path.split('.').collect();
     for s in &segs[..segs.len() - 1] {
-        if !cur.get(*s).map_or(false, Value::is_object) {
+        if !cur.get(*s).is_some_and(Value::is_object) {
             cur[*s] = json!({});
         }
         cur = cur.get_mut(*s).unwrap();

@@ -140,7 +140,7 @@ fn check(case: &Case, actual: &Outcome) -> Result<bool, String> {
                 .ok_or_else(|| format!("unknown error kind {kind_text:?}"))?;
             match actual {
                 Outcome::Error(k, msg) => Ok(*k == kind
-                    && case.error_contains.as_deref().map_or(true, |needle| {
+                    && case.error_contains.as_deref().is_none_or(|needle| {
                         msg.to_lowercase().contains(&needle.to_lowercase())
                     })),
                 Outcome::Results(_) => Ok(false),

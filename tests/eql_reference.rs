@@ -979,7 +979,7 @@ fn engine_agrees_with_batch_reference() {
         .iter()
         .enumerate()
         .filter(|(_, t)| !known(t.name))
-        .filter(|(_, t)| only.as_deref().map_or(true, |o| o == t.name))
+        .filter(|(_, t)| only.as_deref().is_none_or(|o| o == t.name))
         .collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())

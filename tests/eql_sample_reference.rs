@@ -35,7 +35,7 @@ const QUERIES: &[(&str, Stages)] = &[
 
 fn matches(ev: &Value, st: &(&str, Option<i64>)) -> bool {
     let cat_ok = st.0 == "*" || ev["event"]["category"] == st.0;
-    let x_ok = st.1.map_or(true, |x| ev["x"] == x);
+    let x_ok = st.1.is_none_or(|x| ev["x"] == x);
     cat_ok && x_ok
 }
 

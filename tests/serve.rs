@@ -224,7 +224,7 @@ fn read_lines(s: &mut impl Read, want: Option<usize>, ctx: &Ctx) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     let deadline = Instant::now() + LONG;
-    while want.map_or(true, |w| lines(&got) < w) {
+    while want.is_none_or(|w| lines(&got) < w) {
         assert!(Instant::now() < deadline, "timed out reading ({} lines so far)", lines(&got));
         match s.read(&mut buf) {
             Ok(0) => break,

@@ -342,7 +342,7 @@ impl CarriedBuilder {
             }
             let other = &self.out[start..start + len];
             let n = other.iter().zip(s).take_while(|(a, b)| a == b).count();
-            if best.map_or(true, |(_, m)| n > m) {
+            if best.is_none_or(|(_, m)| n > m) {
                 best = Some((k, n));
             }
         }

@@ -238,7 +238,7 @@ impl GenericRun {
             return Ok(None);
         }
         if self.lateness_ms > 0 && self.is_sequence {
-            let t = event_time(&event);
+            let t = event_time(event);
             let Some(t) = t else {
                 // No time: it cannot be ordered; the engine ignores it too.
                 self.push(Source::Tree(event), record, msgpack, false, stats, alerts);

@@ -233,7 +233,7 @@ impl SequenceState {
 
     /// Advance the watermark to `t` (if later) and drop what expired.
     pub fn observe(&mut self, t: i64) {
-        if self.watermark.map_or(true, |w| t > w) {
+        if self.watermark.is_none_or(|w| t > w) {
             self.watermark = Some(t);
             self.expire();
         }

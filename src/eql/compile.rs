@@ -606,7 +606,7 @@ pub fn typed_like_elasticsearch(query: &Query) -> bool {
                 Expr::Literal(l, _) => field_ok(types, subject, Some(l)),
                 _ => false,
             }),
-            Expr::Call { args, .. } => args.first().map_or(true, |a| field_ok(types, a, None)),
+            Expr::Call { args, .. } => args.first().is_none_or(|a| field_ok(types, a, None)),
             Expr::Field(_) => false,
             Expr::Literal(..) | Expr::Arith { .. } | Expr::Neg(..) => true,
         }

@@ -775,7 +775,7 @@ impl Engine {
                     has_lead = true;
                     if let Some(h) = hist {
                         for (_, t) in h.iter() {
-                            if *t < first_t && last_leading.map_or(true, |l| *t > l) {
+                            if *t < first_t && last_leading.is_none_or(|l| *t > l) {
                                 last_leading = Some(*t);
                             }
                         }

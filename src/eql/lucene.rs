@@ -311,9 +311,9 @@ impl<'a> Parser<'a> {
                     min: imin,
                     max: imax,
                 } if imin <= 1
-                    && imax.map_or(true, |m| m == 1)
+                    && imax.is_none_or(|m| m == 1)
                     && min <= 1
-                    && max.map_or(true, |m| m == 1) =>
+                    && max.is_none_or(|m| m == 1) =>
                 {
                     let max = if imax.is_none() || max.is_none() {
                         None

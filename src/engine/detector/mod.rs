@@ -842,7 +842,7 @@ impl Detector {
     pub fn has_state(&self) -> bool {
         match &self.generic {
             Some(g) => g.pending() > 0 || g.held() > 0,
-            None => self.state.len() > 0 || self.held.len() > 0,
+            None => !self.state.is_empty() || !self.held.is_empty(),
         }
     }
 

@@ -520,7 +520,7 @@ impl PackDetector {
     /// the stage test, or the record could not be read. Always true without
     /// a gate.
     pub fn gate_hit(&self) -> bool {
-        self.gate.as_ref().map_or(true, |g| g.hit)
+        self.gate.as_ref().is_none_or(|g| g.hit)
     }
 
     /// When [`PackDetector::gate_hit`]: the gate's rules (numbered as given

@@ -100,7 +100,7 @@ pub(super) fn relax(types: &TypeMap, e: &Expr) -> Option<(Expr, bool)> {
     match e {
         Expr::And(items, span) => {
             let kept: Vec<Expr> = items.iter().filter_map(|x| relax(types, x)).map(|(x, _)| x).collect();
-            (!kept.is_empty()).then(|| (Expr::And(kept, *span), false))
+            (!kept.is_empty()).then_some((Expr::And(kept, *span), false))
         }
         Expr::Or(items, span) => {
             let all: Option<Vec<Expr>> = items.iter().map(|x| relax(types, x).map(|(x, _)| x)).collect();

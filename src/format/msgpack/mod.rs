@@ -283,18 +283,18 @@ mod tests {
         assert_eq!(extract(&t, b"\x81\xa1z\x81\x01\xa1\xff", &mut f), Ok(()));
         // deep along a field path
         let mut deep = b"\x81\xa1a".to_vec();
-        deep.extend(std::iter::repeat(0x91).take(200));
+        deep.extend(std::iter::repeat_n(0x91, 200));
         deep.push(0x01);
         assert_eq!(extract(&t, &deep, &mut f), Err(ExtractError::TooDeep));
         // ... and exactly at the limit
         let mut ok = b"\x81\xa1a".to_vec();
-        ok.extend(std::iter::repeat(0x91).take(MAX_DEPTH - 1));
+        ok.extend(std::iter::repeat_n(0x91, MAX_DEPTH - 1));
         ok.push(0x01);
         assert_eq!(extract(&t, &ok, &mut f), Ok(()));
         assert_eq!(strings(&f, 0), vec!["1"]);
         // deep in a skipped member: fine, and no stack used
         let mut skipped = b"\x81\xa1z".to_vec();
-        skipped.extend(std::iter::repeat(0x91).take(1_000_000));
+        skipped.extend(std::iter::repeat_n(0x91, 1_000_000));
         skipped.push(0x01);
         assert_eq!(extract(&t, &skipped, &mut f), Ok(()));
         // deep maps along a path
@@ -306,7 +306,7 @@ mod tests {
         assert_eq!(extract(&t, &maps, &mut f), Ok(()));
         let t2 = table(&["b.b.b"]);
         let mut arrays = b"\x81\xa1b\x81\xa1b".to_vec();
-        arrays.extend(std::iter::repeat(0x91).take(500));
+        arrays.extend(std::iter::repeat_n(0x91, 500));
         arrays.push(0x01);
         assert_eq!(extract(&t2, &arrays, &mut f), Err(ExtractError::TooDeep));
     }

@@ -13,7 +13,7 @@ pub fn grow(f: &impl AsFd) {
         let mut st: libc::stat = std::mem::zeroed();
         if libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO {
             let now = libc::fcntl(fd, libc::F_GETPIPE_SZ);
-            if now >= 0 && now < WANT {
+            if (0..WANT).contains(&now) {
                 libc::fcntl(fd, libc::F_SETPIPE_SZ, WANT);
             }
         }
