@@ -607,6 +607,11 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
             }
         }
     }
+    // The process ends with this run: its memory goes back to the system
+    // whole. Freed one allocation at a time, every rule's tables and state
+    // cost a few per cent of a short run.
+    std::mem::forget(packs);
+    std::mem::forget(rules);
     if read.unopened {
         ExitCode::from(1)
     } else {
