@@ -712,18 +712,39 @@ pub fn test(c: &Cond, doc: &Doc) -> bool {
     }
 }
 
-/// Some combination of the slots' values makes `expr` true.
+/// Some combination of the slots' values makes `expr` true. (Up to
+/// [`SMALL_ATOM`] slots, nearly every atom, on the stack: no allocation.)
 fn atom_true(expr: &X, slots: &[usize], doc: &Doc) -> bool {
-    const NULL: Val = Val::Null;
-    let mut pick: Vec<usize> = vec![0; slots.len()];
-    let lens: Vec<usize> = slots.iter().map(|s| doc.get(*s).len().max(1)).collect();
-    let mut env: Vec<&Val> = Vec::with_capacity(slots.len());
-    for _ in 0..MAX_COMBINATIONS {
-        env.clear();
+    if slots.len() <= SMALL_ATOM {
+        let n = slots.len();
+        let (mut pick, mut lens, mut env) = ([0usize; SMALL_ATOM], [1usize; SMALL_ATOM], [&NULL_VAL; SMALL_ATOM]);
         for (i, s) in slots.iter().enumerate() {
-            env.push(doc.get(*s).get(pick[i]).unwrap_or(&NULL));
+            lens[i] = doc.get(*s).len().max(1);
         }
-        if let Val::Bool(true) = eval_env(expr, slots, &env) {
+        combinations(expr, slots, doc, &mut pick[..n], &lens[..n], &mut env[..n])
+    } else {
+        let mut pick = vec![0usize; slots.len()];
+        let lens: Vec<usize> = slots.iter().map(|s| doc.get(*s).len().max(1)).collect();
+        let mut env: Vec<&Val> = vec![&NULL_VAL; slots.len()];
+        combinations(expr, slots, doc, &mut pick, &lens, &mut env)
+    }
+}
+
+/// Slots of an atom [`atom_true`] keeps on the stack.
+const SMALL_ATOM: usize = 4;
+
+/// A missing value, as an atom sees it.
+static NULL_VAL: Val = Val::Null;
+
+/// [`atom_true`]: from the combination `pick` (one value index per slot,
+/// each below its `lens`), every combination in turn, at most
+/// [`MAX_COMBINATIONS`]; `env` is scratch, one value per slot.
+fn combinations<'d>(expr: &X, slots: &[usize], doc: &'d Doc, pick: &mut [usize], lens: &[usize], env: &mut [&'d Val]) -> bool {
+    for _ in 0..MAX_COMBINATIONS {
+        for (i, s) in slots.iter().enumerate() {
+            env[i] = doc.get(*s).get(pick[i]).unwrap_or(&NULL_VAL);
+        }
+        if let Val::Bool(true) = eval_env(expr, slots, env) {
             return true;
         }
         // Next combination.
