@@ -54,6 +54,12 @@ pub fn check(text: &[u8]) -> Checked {
     }
 }
 
+/// Whether the four hex digits of a `\u` escape name U+D800 to U+DFFF (a
+/// surrogate: a tree refuses a lone one).
+pub(crate) fn surrogate(hex: &[u8]) -> bool {
+    matches!(hex[0], b'd' | b'D') && matches!(hex[1], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+}
+
 /// Nesting from which [`surely_a_tree`] is not sure (serde_json refuses
 /// beyond 127).
 const PLAIN_DEPTH: usize = 100;
@@ -70,11 +76,31 @@ struct Checker<'a> {
     /// Bit set: the container at that level is an object.
     objects: [u64; MAX_DEPTH / 64],
     depth: usize,
+    /// The containers open around the value checked, and the most open in
+    /// all it may reach ([`value_at`]); 0 and [`MAX_DEPTH`] for a text.
+    outer: usize,
+    limit: usize,
+    /// A whole text (only blanks after the value), not a value inside one.
+    whole: bool,
+}
+
+/// The one value at `b[at..]` (no whitespace before it), inside `outer`
+/// open containers: where it ends, and whether a tree surely reads it
+/// (nesting counted with the containers around it); `None` when it is not
+/// one, or would open more than `limit` containers in all. What [`check`]
+/// follows, for a value inside a text (the fast scanner's checked scan of
+/// the members it skips).
+pub(crate) fn value_at(b: &[u8], at: usize, outer: usize, limit: usize) -> Option<(usize, bool)> {
+    let mut c = Checker { i: at, depth: outer, outer, limit: limit.min(MAX_DEPTH), whole: false, ..Checker::new(b) };
+    match c.run() {
+        Some(true) => Some((c.i, c.plain)),
+        _ => None,
+    }
 }
 
 impl<'a> Checker<'a> {
     fn new(b: &'a [u8]) -> Self {
-        Checker { b, i: 0, plain: true, objects: [0; MAX_DEPTH / 64], depth: 0 }
+        Checker { b, i: 0, plain: true, objects: [0; MAX_DEPTH / 64], depth: 0, outer: 0, limit: MAX_DEPTH, whole: true }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -88,9 +114,10 @@ impl<'a> Checker<'a> {
         self.peek()
     }
 
-    /// Enter a container; `None` when deeper than the bit stack.
+    /// Enter a container; `None` when deeper than the bit stack (or the
+    /// limit).
     fn push(&mut self, object: bool) -> Option<()> {
-        if self.depth == MAX_DEPTH {
+        if self.depth >= self.limit {
             return None;
         }
         if self.depth >= PLAIN_DEPTH {
@@ -175,8 +202,10 @@ impl<'a> Checker<'a> {
             }
             // A value ended: close containers until one takes another member.
             loop {
-                if self.depth == 0 {
-                    return Some(self.skip_ws().is_none());
+                if self.depth == self.outer {
+                    // A text is one value and blanks; a value inside one
+                    // ends here.
+                    return Some(!self.whole || self.skip_ws().is_none());
                 }
                 let object = self.in_object();
                 match self.skip_ws() {
@@ -244,8 +273,7 @@ impl<'a> Checker<'a> {
                 Some(b'u') => {
                     match b.get(i + 2..i + 6) {
                         Some(h) if h.iter().all(u8::is_ascii_hexdigit) => {
-                            // U+D800 to U+DFFF.
-                            if matches!(h[0], b'd' | b'D') && matches!(h[1], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F') {
+                            if surrogate(h) {
                                 self.plain = false;
                             }
                         }

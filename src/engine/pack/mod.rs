@@ -74,6 +74,7 @@ use crate::eql::compile::{compile, compile_precheck, typed_like_elasticsearch, C
 use crate::engine::detector::{RecordError, StandaloneAlert, Stats};
 use crate::eql::{parse, CmpOp, EventQuery, Expr, FieldType, Literal, MatchOp, ParseLimits, Query, TypeMap};
 use crate::format::event::{FieldTable, Fields, FieldsBuf, Scalar, Slot};
+use crate::format::syntax::Checked;
 use crate::config::rule::Rule;
 use crate::{Config, Detector, Verdict};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
@@ -143,9 +144,6 @@ pub struct PackDetector {
     /// Records a rule on the generic engine read from the pack's plain
     /// scan rather than a tree, summed over rules.
     scanned_reads: u64,
-    /// The syntax check of the last record selected, when its scan made
-    /// it ([`FieldTable::scan_checked`]).
-    scan_checked: Option<crate::format::syntax::Checked>,
     /// Rules that did not load, `(name, reason)` (`skip_broken_rules`).
     skipped: Vec<(String, String)>,
 }
@@ -213,7 +211,6 @@ impl PackDetector {
             tested: 0,
             bad_timestamps: 0,
             scanned_reads: 0,
-            scan_checked: None,
             indexed_by_rule: vec![0; n_rules],
             skipped,
         }
@@ -373,7 +370,7 @@ impl PackDetector {
             }
             return Err(RecordError::TooLarge);
         }
-        let read = self.select(record, msgpack);
+        let (read, scan_checked) = self.select(record, msgpack);
         let before = self.alerts.len();
         let mut err = None;
         // Rules on the generic engine read the record as a tree: once for
@@ -382,7 +379,7 @@ impl PackDetector {
         // The record's syntax check (both verdicts, one pass), once a rule
         // asks; made already when the pack's scan read the record.
         let checked = std::cell::OnceCell::new();
-        if let Some(c) = self.scan_checked.take() {
+        if let Some(c) = scan_checked {
             let _ = checked.set(c);
         }
         // The pack's read of the record, when it stands for its tree: a
@@ -454,10 +451,11 @@ impl PackDetector {
     /// The candidates of one record (`FieldIndex`), keeping of them only
     /// the stages whose test the record passes (`PreCheck`), and the
     /// candidates with a stage left; returns the fields read (to give back
-    /// to `precheck.fields`). A record neither reader can read goes to
+    /// to `precheck.fields`), and the record's syntax check when the scan
+    /// that read it made it. A record neither reader can read goes to
     /// every rule (their detectors then read and count it): `None`.
-    fn select<'r>(&mut self, record: &'r [u8], msgpack: bool) -> Option<Fields<'r>> {
-        self.scan_checked = None;
+    fn select<'r>(&mut self, record: &'r [u8], msgpack: bool) -> (Option<Fields<'r>>, Option<Checked>) {
+        let mut checked = None;
         let pc = &mut self.precheck;
         let mut fields = pc.fields.take();
         let read = if msgpack {
@@ -469,7 +467,7 @@ impl PackDetector {
             // a record neither can read goes to every rule.
             match pc.table.scan_checked(record, &mut fields) {
                 Ok(c) => {
-                    self.scan_checked = c;
+                    checked = c;
                     true
                 }
                 Err(_) => pc.table.extract(record, &mut fields).is_ok(),
@@ -483,7 +481,7 @@ impl PackDetector {
                 g.hits.clear();
                 g.hits.push((UNREAD, u64::MAX));
             }
-            return None;
+            return (None, None);
         }
         self.index.candidates(&fields, &mut self.candidates);
         for c in &self.candidates {
@@ -512,7 +510,7 @@ impl PackDetector {
         if let Some(g) = &mut self.gate {
             g.hit = g.passes(&fields, pc.category_slot);
         }
-        Some(fields)
+        (Some(fields), checked)
     }
 
     /// Whether the last record processed may concern a rule of the gate

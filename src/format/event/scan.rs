@@ -16,9 +16,10 @@ use super::*;
 // which checks escapes (the record was checked as UTF-8 first). A skipped container is crossed byte by
 // byte between its strings, counting brackets (and matching their kinds on
 // a bit stack). The checked scan ([`FieldTable::scan_checked`], a rule
-// pack's) follows a skipped container by the JSON grammar instead and
-// checks every number and literal, so that a record it reads is valid JSON
-// without the second pass of `crate::format::syntax::check`.
+// pack's) follows a skipped container with the syntax check's own grammar
+// (`crate::format::syntax::value_at`) instead and checks every number and
+// literal, so that a record it reads is valid JSON without a second pass
+// of `crate::format::syntax::check`.
 
 /// [`FieldTable::scan`] could not vouch for a record: read it with
 /// [`FieldTable::extract`] instead (which says what, if anything, is wrong).
@@ -147,67 +148,6 @@ pub(super) static SCALAR: [bool; 256] = {
     }
     t
 };
-
-/// A container opened inside one skipped `depth` containers deep: one
-/// level more (`level`, relative), its kind on the bit stack `kinds` (bit
-/// k: the container at level k is an object); unsure past
-/// [`SCAN_MAX_DEPTH`].
-#[inline(always)]
-fn open_level(kinds: &mut u128, level: &mut usize, depth: usize, object: bool) -> Result<(), Unsure> {
-    *level += 1;
-    if depth + *level > SCAN_MAX_DEPTH {
-        return Err(Unsure);
-    }
-    if object {
-        *kinds |= 1 << *level;
-    } else {
-        *kinds &= !(1 << *level);
-    }
-    Ok(())
-}
-
-/// Whether `token` is a JSON number (RFC 8259: `-`, then `0` or a digit
-/// run not starting with `0`, then optionally `.` and digits, then
-/// optionally `e` or `E`, a sign, and digits).
-pub(super) fn json_number(token: &[u8]) -> bool {
-    let mut i = usize::from(token.first() == Some(&b'-'));
-    let digits = |i: &mut usize| {
-        let start = *i;
-        while token.get(*i).is_some_and(u8::is_ascii_digit) {
-            *i += 1;
-        }
-        *i - start
-    };
-    match token.get(i) {
-        Some(b'0') => i += 1,
-        Some(b'1'..=b'9') => {
-            digits(&mut i);
-        }
-        _ => return false,
-    }
-    if token.get(i) == Some(&b'.') {
-        i += 1;
-        if digits(&mut i) == 0 {
-            return false;
-        }
-    }
-    if let Some(b'e' | b'E') = token.get(i) {
-        i += 1;
-        if let Some(b'+' | b'-') = token.get(i) {
-            i += 1;
-        }
-        if digits(&mut i) == 0 {
-            return false;
-        }
-    }
-    i == token.len()
-}
-
-/// A number a tree surely reads (as [`crate::format::syntax::check`]
-/// decides): no exponent, at most 300 integer digits.
-pub(super) fn plain_number(token: &[u8]) -> bool {
-    !token.iter().any(|&c| c == b'e' || c == b'E') && token.iter().take_while(|&&c| c != b'.').filter(|c| c.is_ascii_digit()).count() <= 300
-}
 
 /// A JSON integer of at most 18 digits (no leading zero, not `-0`): the
 /// `i64` serde_json reads it as (it always fits), without its parser.
@@ -340,8 +280,7 @@ impl<'a> Scanner<'_, '_, 'a> {
                             if !hex.iter().all(u8::is_ascii_hexdigit) {
                                 return Err(Unsure);
                             }
-                            // U+D800 to U+DFFF.
-                            if matches!(hex[0], b'd' | b'D') && matches!(hex[1], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F') {
+                            if crate::format::syntax::surrogate(hex) {
                                 self.tree = false;
                             }
                             i += 6;
@@ -494,8 +433,8 @@ impl<'a> Scanner<'_, '_, 'a> {
                     b"false" => Scalar::Bool(false),
                     b"null" => Scalar::Null,
                     s => {
-                        if self.strict && !plain_number(s) {
-                            self.tree = false;
+                        if self.strict {
+                            self.tree &= crate::format::syntax::check(s).tree;
                         }
                         number(s)?
                     }
@@ -549,115 +488,36 @@ impl<'a> Scanner<'_, '_, 'a> {
     }
 
     /// A literal or number skipped at `start..self.i`, with `strict`: one
-    /// JSON spells (else unsure).
+    /// JSON spells (else unsure), as the syntax check decides (the token
+    /// holds only bytes of literals and numbers: it is one or none).
     fn check_scalar(&mut self, start: usize) -> Result<(), Unsure> {
-        let token = &self.b[start..self.i];
-        if matches!(token, b"true" | b"false" | b"null") {
-            return Ok(());
-        }
-        if !json_number(token) {
+        let c = crate::format::syntax::check(&self.b[start..self.i]);
+        if !c.valid {
             return Err(Unsure);
         }
-        if !plain_number(token) {
-            self.tree = false;
-        }
+        self.tree &= c.tree;
         Ok(())
     }
 
-    /// Skip a container whose opening bracket was just consumed: its
-    /// grammar followed with `strict`, its brackets only without.
+    /// Skip a container whose opening bracket was just consumed, `depth`
+    /// containers deep (this one included): with `strict`, followed by the
+    /// syntax check's grammar ([`crate::format::syntax::value_at`]), as
+    /// deep as the scan follows; without, by its brackets only.
     #[inline]
     fn skip_container(&mut self, depth: usize, object: bool) -> Result<(), Unsure> {
-        if self.strict {
-            let r = self.skip_checked(depth, object);
-            if r.is_err() {
+        if !self.strict {
+            return self.skip_open(depth, object);
+        }
+        match crate::format::syntax::value_at(self.b, self.i - 1, depth - 1, SCAN_MAX_DEPTH) {
+            Some((end, tree)) => {
+                self.i = end;
+                self.tree &= tree;
+                Ok(())
+            }
+            None => {
                 *self.refused = true;
+                Err(Unsure)
             }
-            r
-        } else {
-            self.skip_open(depth, object)
-        }
-    }
-
-    /// A member name and its colon, in a container skipped with `strict`.
-    fn member_name(&mut self) -> Result<(), Unsure> {
-        self.ws();
-        if self.peek() != Some(b'"') {
-            return Err(Unsure);
-        }
-        self.i += 1;
-        self.string()?;
-        self.expect(b':')
-    }
-
-    /// [`Scanner::skip_open`] with `strict`: the container's members and
-    /// elements followed by the JSON grammar (names, colons, commas,
-    /// values), its strings, numbers and literals checked, `depth`
-    /// containers deep (this one included).
-    fn skip_checked(&mut self, depth: usize, object: bool) -> Result<(), Unsure> {
-        if depth > SCAN_MAX_DEPTH {
-            return Err(Unsure);
-        }
-        // Bit k: the container at relative level k is an object.
-        let mut kinds: u128 = object as u128;
-        let mut level = 0usize;
-        // Just inside a container (it may close at once), not after a
-        // comma (a member or an element must follow).
-        let mut opened = true;
-        loop {
-            self.ws();
-            let is_object = kinds >> level & 1 == 1;
-            if opened && self.peek() == Some(if is_object { b'}' } else { b']' }) {
-                // An empty container: a value that ended.
-                self.i += 1;
-                if level == 0 {
-                    return Ok(());
-                }
-                level -= 1;
-            } else {
-                if is_object {
-                    self.member_name()?;
-                    self.ws();
-                }
-                match self.peek() {
-                    Some(c @ (b'{' | b'[')) => {
-                        self.i += 1;
-                        open_level(&mut kinds, &mut level, depth, c == b'{')?;
-                        opened = true;
-                        continue;
-                    }
-                    Some(b'"') => {
-                        self.i += 1;
-                        self.string()?;
-                    }
-                    Some(c) if SCALAR[c as usize] => {
-                        let start = self.i;
-                        self.skip_scalar();
-                        self.check_scalar(start)?;
-                    }
-                    _ => return Err(Unsure),
-                }
-            }
-            // A value ended: close containers until one takes another.
-            loop {
-                self.ws();
-                let is_object = kinds >> level & 1 == 1;
-                match self.peek() {
-                    Some(b',') => {
-                        self.i += 1;
-                        break;
-                    }
-                    Some(b'}') if is_object => {}
-                    Some(b']') if !is_object => {}
-                    _ => return Err(Unsure),
-                }
-                self.i += 1;
-                if level == 0 {
-                    return Ok(());
-                }
-                level -= 1;
-            }
-            opened = false;
         }
     }
 
@@ -679,7 +539,17 @@ impl<'a> Scanner<'_, '_, 'a> {
                 QUOTE => {
                     self.string()?;
                 }
-                OPEN => open_level(&mut kinds, &mut level, depth, c == b'{')?,
+                OPEN => {
+                    level += 1;
+                    if depth + level > SCAN_MAX_DEPTH {
+                        return Err(Unsure);
+                    }
+                    if c == b'{' {
+                        kinds |= 1 << level;
+                    } else {
+                        kinds &= !(1 << level);
+                    }
+                }
                 _ => {
                     if (kinds >> level & 1 == 1) != (c == b'}') {
                         return Err(Unsure);

@@ -400,8 +400,8 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
         };
         // Mapped whole, its pages mapped as the workers first read them (not
         // mappable, or empty: read).
-        if let Some(map) = size.and_then(|size| Map::lazy(&input, 0, size as usize).ok()) {
-            let rest = match last_line_start(&input, size.unwrap_or(0), 1 << 20) {
+        if let Some((size, map)) = size.and_then(|size| Some((size, Map::lazy(&input, 0, size as usize).ok()?))) {
+            let rest = match last_line_start(&input, size, 1 << 20) {
                 Ok(rest) => rest,
                 Err(e) => {
                     say!("apt-netcon: {}: {e}", names[fi]);
