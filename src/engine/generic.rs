@@ -289,15 +289,16 @@ impl GenericRun {
         self.read_slots.is_some()
     }
 
-    /// [`GenericRun::process`] for a JSON record that a tree surely reads
-    /// whole, given its plain scan `read` with the table of
-    /// [`GenericRun::bind_read`] (see [`Source::Read`]); only when
-    /// [`GenericRun::takes_read`]. The same outcome as from the record's
-    /// tree.
+    /// [`GenericRun::process`] for a record (`msgpack`: a MessagePack
+    /// body, else JSON) that a tree surely reads whole, given its plain
+    /// read `read` with the table of [`GenericRun::bind_read`] (see
+    /// [`Source::Read`]); only when [`GenericRun::takes_read`]. The same
+    /// outcome as from the record's tree.
     #[allow(clippy::too_many_arguments)]
     pub fn process_read<'o>(
         &'o mut self,
         record: &[u8],
+        msgpack: bool,
         read: &Fields,
         stats: &mut Stats,
         exceptions: &mut Exceptions,
@@ -305,13 +306,13 @@ impl GenericRun {
         alerts: &mut VecDeque<StandaloneAlert>,
     ) -> Result<Option<&'o [u8]>, RecordError> {
         debug_assert!(self.takes_read());
-        if excluded(record, false, exceptions, table, stats) {
+        if excluded(record, msgpack, exceptions, table, stats) {
             return Ok(None);
         }
         let Some(at) = self.read_slots.take() else { return Ok(None) };
-        let inline = self.push(Source::Read(read, &at), record, false, true, stats, alerts);
+        let inline = self.push(Source::Read(read, &at), record, msgpack, true, stats, alerts);
         self.read_slots = Some(at);
-        self.inline(inline, record, false, stats)
+        self.inline(inline, record, msgpack, stats)
     }
 
     /// The record annotated with `inline`, if any.

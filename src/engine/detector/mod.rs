@@ -910,14 +910,15 @@ impl Detector {
         self.generic.as_mut().is_some_and(|g| g.bind_read(table))
     }
 
-    /// For a rule pack, a JSON record of a generic rule that a tree surely
-    /// reads whole, with its plain scan `read` (see
-    /// [`Detector::bind_read`]): what [`Detector::process_parsed`] does with
-    /// its tree, without the tree. Only when [`Detector::takes_read`].
-    pub(crate) fn process_scanned(&mut self, record: &[u8], read: &Fields) -> Result<Verdict<'_>, RecordError> {
+    /// For a rule pack, a record (`msgpack`: a MessagePack body, else
+    /// JSON) of a generic rule that a tree surely reads whole, with its
+    /// plain read `read` (see [`Detector::bind_read`]): what
+    /// [`Detector::process_parsed`] does with its tree, without the tree.
+    /// Only when [`Detector::takes_read`].
+    pub(crate) fn process_scanned(&mut self, record: &[u8], msgpack: bool, read: &Fields) -> Result<Verdict<'_>, RecordError> {
         self.take_in_generic(record)?;
         let Some(g) = self.generic.as_mut() else { return Ok(Verdict::Unchanged) };
-        g.process_read(record, read, &mut self.stats, &mut self.exceptions, &self.table, &mut self.alerts)
+        g.process_read(record, msgpack, read, &mut self.stats, &mut self.exceptions, &self.table, &mut self.alerts)
             .map(|o| o.map_or(Verdict::Unchanged, Verdict::Annotated))
     }
 

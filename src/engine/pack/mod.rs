@@ -22,10 +22,12 @@
 //! and hands the record only to the rules with a stage left. The rules on
 //! the generic engine among them read the values from that same read when
 //! it stands for the record's tree: the pack's table holds every path they
-//! read and carry, the scan was plain (no dotted or repeated name on those
-//! paths: [`Fields::plain`]) and a tree surely reads the record whole
-//! ([`crate::format::syntax::surely_a_tree`]); otherwise (MessagePack,
-//! `max_lateness` on a sequence, an unusual record) they share one tree of
+//! read and carry, the read was plain (no dotted or repeated name on those
+//! paths, and in MessagePack no bin, ext or non-finite float there:
+//! [`Fields::plain`]) and a tree surely reads the record whole (JSON:
+//! [`crate::format::syntax::surely_a_tree`]; MessagePack: the tree's own
+//! decoder walks the body without building anything); otherwise
+//! (`max_lateness` on a sequence, an unusual record) they share one tree of
 //! the record, holding only the fields they read or carry
 //! ([`crate::engine::pruned`]). Either way, the same outcome. A record the
 //! fast scanner is unsure of is read by the validating reader instead; one
@@ -383,17 +385,21 @@ impl PackDetector {
             let _ = checked.set(c);
         }
         // The pack's read of the record, when it stands for its tree: a
-        // plain scan (every path a generic rule reads is on the table) of a
-        // record a tree surely reads whole (as the pruned tree, leave one
-        // naming serde_json's raw-value key to serde_json).
+        // plain read (every path a generic rule reads is on the table) of a
+        // record a tree surely reads whole (JSON: as the pruned tree, leave
+        // one naming serde_json's raw-value key to serde_json; MessagePack:
+        // the tree's decoder walks it, building nothing).
         let as_tree = std::cell::OnceCell::new();
         let read_as_tree = || {
             *as_tree.get_or_init(|| {
                 read.as_ref().filter(|f| {
-                    !msgpack
-                        && f.plain()
-                        && memchr::memmem::find(record, b"$serde_json::private::RawValue").is_none()
-                        && checked.get_or_init(|| crate::format::syntax::check(record)).tree
+                    f.plain()
+                        && if msgpack {
+                            crate::engine::pruned::msgpack_tree_reads(record)
+                        } else {
+                            memchr::memmem::find(record, b"$serde_json::private::RawValue").is_none()
+                                && checked.get_or_init(|| crate::format::syntax::check(record)).tree
+                        }
                 })
             })
         };
@@ -409,7 +415,7 @@ impl PackDetector {
             let bad_before = d.bad_timestamp_count();
             let verdict = if let Some(fields) = d.takes_read().then(read_as_tree).flatten() {
                 self.scanned_reads += 1;
-                d.process_scanned(record, fields)
+                d.process_scanned(record, msgpack, fields)
             } else if d.is_generic() {
                 let paths = &self.tree_paths;
                 let tree = parsed.get_or_insert_with(|| crate::engine::pruned::read_pruned(record, msgpack, paths));
@@ -811,8 +817,9 @@ mod tests {
     /// included) and counters as the same pack reading trees, on records
     /// of every shape; the records that are not plain (dotted or repeated
     /// names, escapes, numbers a tree might refuse) are read as trees.
-    #[test]
-    fn a_generic_rule_reads_the_scan_as_the_tree() {
+    /// Four generic rules, in a pack whose generic rules read the pack's
+    /// read where it stands for the tree, and in one whose rules read trees.
+    fn reading_packs() -> (PackDetector, PackDetector) {
         let rule = |q: &str| Rule::from_eql(q, crate::config::rule::meta_for_file("r")).unwrap();
         let rules = vec![
             rule(r#"sample by host.id, process.pid [process where process.name : "x*" and length(process.name) > 1] [network where not cidrmatch(destination.ip, "10.0.0.0/8")]"#),
@@ -820,7 +827,7 @@ mod tests {
             rule(r#"any where length(process.name) == 2 and process.pid != null and process.name : "x*""#),
             rule(r#"process where process.name : ("X1", "x2") and ?process.thread.id == null and user.name == null"#),
         ];
-        let mut plain = PackDetector::new(rules.clone(), &Config::default());
+        let plain = PackDetector::new(rules.clone(), &Config::default());
         let mut trees = PackDetector::new(rules, &Config::default());
         for d in &mut trees.detectors {
             assert!(!d.bind_read(&FieldTable::new()), "an empty table holds no path");
@@ -828,8 +835,16 @@ mod tests {
         for i in 0..plain.detectors.len() {
             assert!(plain.is_generic(i) && plain.detectors[i].takes_read(), "rule {i}");
         }
-        let ts = |s: u32| format!("2026-01-01T00:00:{:02}.5Z", s % 60);
-        let mut records: Vec<(String, bool)> = Vec::new();
+        (plain, trees)
+    }
+
+    fn reading_time(s: u32) -> String {
+        format!("2026-01-01T00:00:{:02}.5Z", s % 60)
+    }
+
+    /// Records of every shape for [`reading_packs`], all plain.
+    fn plain_shapes() -> Vec<String> {
+        let mut records = Vec::new();
         for (k, shape) in [
             r#""process":{"name":"x1","pid":3,"args":["a","b",["c"]],"args_count":3,"parent":{"name":"ay"}},"user":{"name":null}"#,
             r#""process":{"name":"x2","pid":7,"args":"a","parent":[{"name":"by"},{"name":"c"}],"args_count":2}"#,
@@ -843,9 +858,49 @@ mod tests {
         {
             for cat in ["process", "network"] {
                 let host = if k % 2 == 0 { "h1" } else { "h2" };
-                records.push((format!(r#"{{"@timestamp":"{}","event":{{"category":"{cat}","id":"e{k}{cat}"}},"host":{{"id":"{host}"}},{shape}}}"#, ts(k as u32)), true));
+                records.push(format!(
+                    r#"{{"@timestamp":"{}","event":{{"category":"{cat}","id":"e{k}{cat}"}},"host":{{"id":"{host}"}},{shape}}}"#,
+                    reading_time(k as u32)
+                ));
             }
         }
+        records
+    }
+
+    /// Both packs of [`reading_packs`] give the same outcome, alerts and
+    /// counters on `records` (`msgpack`: MessagePack bodies); returns how
+    /// many alerts came.
+    fn same_outcome(plain: &mut PackDetector, trees: &mut PackDetector, records: &[Vec<u8>], msgpack: bool) -> usize {
+        let mut alerts = 0;
+        for rec in records {
+            let show = String::from_utf8_lossy(rec);
+            let a = plain.process(rec, msgpack).map_err(|e| format!("{e:?}"));
+            let b = trees.process(rec, msgpack).map_err(|e| format!("{e:?}"));
+            assert_eq!(a, b, "{show}");
+            while let Some(x) = plain.take_alert() {
+                let y = trees.take_alert().expect("the same alerts");
+                assert_eq!((x.rule, String::from_utf8_lossy(&x.bytes)), (y.rule, String::from_utf8_lossy(&y.bytes)), "{show}");
+                alerts += 1;
+            }
+            assert!(trees.take_alert().is_none(), "{show}");
+        }
+        plain.finish();
+        trees.finish();
+        while let Some(x) = plain.take_alert() {
+            let y = trees.take_alert().expect("the same alerts");
+            assert_eq!(String::from_utf8_lossy(&x.bytes), String::from_utf8_lossy(&y.bytes));
+            alerts += 1;
+        }
+        assert!(trees.take_alert().is_none());
+        assert_eq!(plain.report(), trees.report());
+        alerts
+    }
+
+    #[test]
+    fn a_generic_rule_reads_the_scan_as_the_tree() {
+        let (mut plain, mut trees) = reading_packs();
+        let ts = reading_time;
+        let mut records: Vec<(String, bool)> = plain_shapes().into_iter().map(|r| (r, true)).collect();
         let n_plain = records.len();
         for (k, odd) in [
             r#""process.name":"x1","process":{"pid":9,"args":["a","b","c"]}"#,
@@ -859,27 +914,8 @@ mod tests {
         {
             records.push((format!(r#"{{"@timestamp":"{}","event":{{"category":"process","id":"o{k}"}},"host":{{"id":"h1"}},{odd}}}"#, ts(20 + k as u32)), false));
         }
-        let mut alerts = 0;
-        for (rec, _) in &records {
-            let a = plain.process(rec.as_bytes(), false).map_err(|e| format!("{e:?}"));
-            let b = trees.process(rec.as_bytes(), false).map_err(|e| format!("{e:?}"));
-            assert_eq!(a, b, "{rec}");
-            while let Some(x) = plain.take_alert() {
-                let y = trees.take_alert().expect("the same alerts");
-                assert_eq!((x.rule, String::from_utf8_lossy(&x.bytes)), (y.rule, String::from_utf8_lossy(&y.bytes)), "{rec}");
-                alerts += 1;
-            }
-            assert!(trees.take_alert().is_none(), "{rec}");
-        }
-        plain.finish();
-        trees.finish();
-        while let Some(x) = plain.take_alert() {
-            let y = trees.take_alert().expect("the same alerts");
-            assert_eq!(String::from_utf8_lossy(&x.bytes), String::from_utf8_lossy(&y.bytes));
-            alerts += 1;
-        }
-        assert!(trees.take_alert().is_none());
-        assert_eq!(plain.report(), trees.report());
+        let bytes: Vec<Vec<u8>> = records.iter().map(|(r, _)| r.clone().into_bytes()).collect();
+        let alerts = same_outcome(&mut plain, &mut trees, &bytes, false);
         // Every rule alerted at least once, most generic reads came from
         // the scan, and none from the records that are not plain.
         for i in 0..4 {
@@ -893,6 +929,74 @@ mod tests {
             plain.process(rec.as_bytes(), false).ok();
         }
         assert_eq!(plain.scanned_reads, before, "no plain scan of the others");
+    }
+
+    /// The same on MessagePack bodies: a generic rule reads the pack's read
+    /// of a body as its tree, with the same outcome; the bodies whose read
+    /// is not plain (a dotted or repeated name, a bin, an ext or a float
+    /// that is not finite on a path read) or that a tree refuses where no
+    /// field is read (a string that is not UTF-8, a key that is not a
+    /// string, nesting beyond the tree's limit) are read as trees.
+    #[test]
+    fn a_generic_rule_reads_the_msgpack_read_as_the_tree() {
+        let (mut plain, mut trees) = reading_packs();
+        let body = |v: serde_json::Value| {
+            let mut out = Vec::new();
+            crate::format::msgpack::merge(&[0x80], v.as_object().unwrap().clone(), &mut out).unwrap();
+            out
+        };
+        let mut records: Vec<Vec<u8>> = plain_shapes().iter().map(|r| body(serde_json::from_str(r).unwrap())).collect();
+        // A body with one more member (raw MessagePack, a key then a value).
+        let with = |k: u32, extra: &[u8]| {
+            let base = serde_json::json!({
+                "@timestamp": reading_time(30 + k),
+                "event": {"category": "process", "id": format!("m{k}")},
+                "host": {"id": "h1"},
+                "process": {"name": "x1", "pid": 9, "args": ["a", "b", "c"], "parent": {"name": "ay"}, "args_count": 3},
+            });
+            let mut b = body(base);
+            assert!(b[0] < 0x8f, "a fixmap with room for one more member");
+            b[0] += 1;
+            b.extend_from_slice(extra);
+            b
+        };
+        let key = |k: &str| [&[0xa0 | k.len() as u8][..], k.as_bytes()].concat();
+        // A finite float32 on a path: plain.
+        records.push(with(0, &[key("destination"), vec![0x81], key("ip"), vec![0xca], 2.5f32.to_be_bytes().to_vec()].concat()));
+        let n_plain = records.len();
+        let mut deep = key("zz");
+        deep.extend(std::iter::repeat_n(0x91, 130));
+        deep.push(0xc0);
+        let odd = [
+            [key("process.name"), key("x2")].concat(),
+            [key("process"), vec![0x81], key("name"), key("x2")].concat(),
+            [key("user"), vec![0x81], key("name"), vec![0xc4, 1, b'u']].concat(),
+            [key("user"), vec![0x81], key("name"), vec![0xd4, 1, 0]].concat(),
+            [key("destination"), vec![0x81], key("ip"), vec![0xcb], f64::NAN.to_be_bytes().to_vec()].concat(),
+            [key("zz"), vec![0xa2, 0xff, 0xfe]].concat(),
+            [key("zz"), vec![0x81, 0x01, 0x02]].concat(),
+            deep,
+        ];
+        for (k, extra) in odd.iter().enumerate() {
+            records.push(with(1 + k as u32, extra));
+        }
+        let alerts = same_outcome(&mut plain, &mut trees, &records, true);
+        assert!(alerts >= 4, "{alerts}");
+        assert_eq!(trees.scanned_reads, 0);
+        assert!(plain.scanned_reads > n_plain as u64 / 2, "{}", plain.scanned_reads);
+        let before = plain.scanned_reads;
+        for rec in &records[..n_plain] {
+            plain.process(rec, true).ok();
+        }
+        assert!(plain.scanned_reads > before, "the plain bodies, read again");
+        let before = plain.scanned_reads;
+        for rec in &records[n_plain..] {
+            plain.process(rec, true).ok();
+        }
+        assert_eq!(plain.scanned_reads, before, "no plain read of the others");
+        // The bodies a tree refuses were counted by the rules they reached.
+        let refused: u64 = (0..4).map(|i| plain.stats(i).invalid_msgpack + plain.stats(i).too_deep).sum();
+        assert!(refused >= 3, "{refused}");
     }
 
     /// An escape in a field read makes the fast scanner unsure; the

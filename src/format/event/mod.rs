@@ -429,14 +429,60 @@ impl<'a> Fields<'a> {
     }
 
     /// Whether these values were read by the fast scanner
-    /// ([`FieldTable::scan`]) from a record in which no member name on the
-    /// table's paths is dotted or repeated within its object: each slot
-    /// then holds, in document order, exactly the scalars a JSON tree of
-    /// the record holds at its path, as [`crate::eql::eval::collect`] finds
+    /// ([`FieldTable::scan`]) or the MessagePack reader
+    /// ([`crate::format::msgpack::extract`]) from a record in which no
+    /// member name on the table's paths is dotted or repeated within its
+    /// object (and, in MessagePack, no bin or ext value and no float that
+    /// is not finite lies on them: a tree reads those as null): each slot
+    /// then holds, in document order, exactly the scalars a tree of the
+    /// record holds at its path, as [`crate::eql::eval::collect`] finds
     /// them, and a [`Scalar::Object`] for each object ending there (which
     /// `collect` does not give: a reader skips them).
     pub fn plain(&self) -> bool {
         self.plain
+    }
+
+    /// Before a read that tells whether it is plain ([`Fields::plain`]):
+    /// plain until a member shows otherwise ([`Fields::member`]), with a
+    /// mark for every node of `table`. `len`: the record's length, which
+    /// bounds the objects it opens (each takes a byte at least), so that
+    /// the stamps given out during the read never wrap (starting again from
+    /// zero would forget the marks of the objects still open).
+    pub(crate) fn begin_marks(&mut self, table: &FieldTable, len: usize) {
+        let l = &mut self.links;
+        if l.marks.len() < table.nodes.len() {
+            l.marks.resize(table.nodes.len(), 0);
+        }
+        if u64::from(l.stamp) + len as u64 >= u64::from(u32::MAX) {
+            l.marks.fill(0);
+            l.stamp = 0;
+        }
+        self.plain = true;
+    }
+
+    /// A new object (map) opened during a read begun by
+    /// [`Fields::begin_marks`]: its stamp, for [`Fields::member`].
+    #[inline(always)]
+    pub(crate) fn open_object(&mut self) -> u32 {
+        self.links.stamp += 1;
+        self.links.stamp
+    }
+
+    /// A member of the object stamped `object` led to trie node `child`;
+    /// `dotted`: its name went down more than one level. The read is not
+    /// plain if so, or if the name was met before in that object.
+    #[inline(always)]
+    pub(crate) fn member(&mut self, child: u32, object: u32, dotted: bool) {
+        let mark = &mut self.links.marks[child as usize];
+        if *mark == object || dotted {
+            self.plain = false;
+        }
+        *mark = object;
+    }
+
+    /// The read does not stand for the record's tree (see [`Fields::plain`]).
+    pub(crate) fn not_plain(&mut self) {
+        self.plain = false;
     }
 
     /// Forget every value (keeps the allocation).

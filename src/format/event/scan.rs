@@ -68,17 +68,7 @@ impl FieldTable {
         // string read is a slice of it, not checked again; a record that is
         // not UTF-8 is not JSON (the validating reader says so).
         let text = std::str::from_utf8(record).map_err(|_| Unsure)?;
-        if out.links.marks.len() < self.nodes.len() {
-            out.links.marks.resize(self.nodes.len(), 0);
-        }
-        // A record opens fewer objects than it has bytes: stamps given out
-        // during this scan never wrap (starting again from zero would
-        // forget the marks of the objects still open).
-        if u64::from(out.links.stamp) + record.len() as u64 >= u64::from(u32::MAX) {
-            out.links.marks.fill(0);
-            out.links.stamp = 0;
-        }
-        out.plain = true;
+        out.begin_marks(self, record.len());
         let mut s = Scanner { b: record, text, i: 0, table: self, out, strict, tree: true, refused };
         s.ws();
         if s.peek() != Some(b'{') {
@@ -306,9 +296,7 @@ impl<'a> Scanner<'_, '_, 'a> {
             self.i += 1;
             return Ok(());
         }
-        let links = &mut self.out.links;
-        links.stamp += 1;
-        let me = links.stamp;
+        let me = self.out.open_object();
         let below = self.table.node_depth(node) + 1;
         loop {
             if self.peek() != Some(b'"') {
@@ -322,13 +310,7 @@ impl<'a> Scanner<'_, '_, 'a> {
             }
             let child = self.table.walk_key(node, self.b, start, self.i - 1);
             if let Some(c) = child {
-                // A dotted name (it went down more than one level), or one
-                // met before in this object: not plain.
-                let mark = &mut self.out.links.marks[c as usize];
-                if *mark == me || self.table.node_depth(c) != below {
-                    self.out.plain = false;
-                }
-                *mark = me;
+                self.out.member(c, me, self.table.node_depth(c) != below);
             }
             self.expect(b':')?;
             self.ws();

@@ -9,6 +9,7 @@ use super::*;
 /// `out` (cleared first). See the module docs for the mapping of types.
 pub fn extract<'a>(table: &FieldTable, body: &'a [u8], out: &mut Fields<'a>) -> Result<(), ExtractError> {
     out.clear();
+    out.begin_marks(table, body.len());
     let mut cur = Cursor::new(body);
     let n = match cur.tok() {
         Ok(Tok::Map(n)) => n,
@@ -43,6 +44,8 @@ impl<'t, 'f, 'a> Reader<'t, 'f, 'a> {
     /// Read the `n` members of a map whose head was just read, at trie node
     /// `node`; `depth` counts the containers open, this map included.
     pub(super) fn map(&mut self, node: u32, n: u32, depth: usize) -> Result<(), ExtractError> {
+        let me = self.out.open_object();
+        let below = self.table.node_depth(node) + 1;
         for _ in 0..n {
             let key = self.key()?;
             // The key's bytes against the table: a key that leads somewhere
@@ -50,7 +53,10 @@ impl<'t, 'f, 'a> Reader<'t, 'f, 'a> {
             // only the others need their UTF-8 checked — an ASCII test,
             // for nearly all.
             match self.table.walk_bytes(node, key) {
-                Some(child) => self.value(child, depth)?,
+                Some(child) => {
+                    self.out.member(child, me, self.table.node_depth(child) != below);
+                    self.value(child, depth)?
+                }
                 None => {
                     if !key.is_ascii() {
                         utf8(key)?;
@@ -116,12 +122,22 @@ impl<'t, 'f, 'a> Reader<'t, 'f, 'a> {
             Tok::Bool(b) => self.push(node, Scalar::Bool(b)),
             Tok::Int(i) => self.push(node, Scalar::Int(i)),
             Tok::UInt(u) => self.push(node, Scalar::UInt(u)),
-            Tok::Float(f) => self.push(node, Scalar::Float(f)),
+            Tok::Float(f) => {
+                // A tree reads a float that is not finite as null.
+                if !f.is_finite() {
+                    self.out.not_plain();
+                }
+                self.push(node, Scalar::Float(f))
+            }
             Tok::Str(s) => {
                 let s = utf8(s)?;
                 self.push(node, Scalar::Str(Cow::Borrowed(s)));
             }
-            Tok::Bin(_) | Tok::Ext(..) => self.push(node, Scalar::Object),
+            Tok::Bin(_) | Tok::Ext(..) => {
+                // A tree reads them as null, not as an object.
+                self.out.not_plain();
+                self.push(node, Scalar::Object)
+            }
             Tok::Array(n) => {
                 if depth >= MAX_DEPTH {
                     return Err(ExtractError::TooDeep);
