@@ -997,6 +997,20 @@ mod tests {
         // The bodies a tree refuses were counted by the rules they reached.
         let refused: u64 = (0..4).map(|i| plain.stats(i).invalid_msgpack + plain.stats(i).too_deep).sum();
         assert!(refused >= 3, "{refused}");
+        // And on damaged bodies (bits flipped, bytes replaced, truncated):
+        // the same outcome, whichever way each is read.
+        let (mut plain, mut trees) = reading_packs();
+        let mut rnd = crate::xorshift(0x5eed_0f_b0d1e5);
+        let mut damaged = Vec::new();
+        for _ in 0..40 {
+            for rec in &records {
+                let mut b = rec.clone();
+                crate::format::msgpack::tests::mutate(&mut b, &mut rnd);
+                damaged.push(b);
+            }
+        }
+        same_outcome(&mut plain, &mut trees, &damaged, true);
+        assert!(plain.scanned_reads > damaged.len() as u64 / 10, "{} of {}", plain.scanned_reads, damaged.len());
     }
 
     /// An escape in a field read makes the fast scanner unsure; the

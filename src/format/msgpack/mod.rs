@@ -119,7 +119,7 @@ pub use extract::extract;
 pub use merge::merge;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use super::chunk::*;
     use super::cursor::*;
@@ -502,7 +502,7 @@ mod tests {
 
     /// One to three random mutations of `b`: a bit flipped, a byte
     /// replaced, or the body truncated.
-    fn mutate(b: &mut Vec<u8>, rnd: &mut impl FnMut() -> u64) {
+    pub(crate) fn mutate(b: &mut Vec<u8>, rnd: &mut impl FnMut() -> u64) {
         for _ in 0..1 + rnd() % 3 {
             if b.is_empty() {
                 break;
