@@ -120,14 +120,6 @@ pub fn read_pruned(record: &[u8], msgpack: bool, paths: &TreePaths) -> Result<Va
     }
 }
 
-/// Whether [`read_pruned`] reads this MessagePack body (a map), whatever
-/// the paths: the decoder's own walk, building nothing (no allocation).
-pub(crate) fn msgpack_tree_reads(body: &[u8]) -> bool {
-    use crate::engine::generic::{mp_value, Build};
-    let mut pos = 0;
-    matches!(body.first(), Some(0x80..=0x8f | 0xde | 0xdf)) && mp_value(body, &mut pos, 0, Build::Nothing).is_ok() && pos == body.len()
-}
-
 /// A value at trie node `node`: scalars and arrays whole (array elements
 /// at the same node), objects with only the members that lead somewhere.
 #[derive(Clone, Copy)]

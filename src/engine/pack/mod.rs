@@ -25,8 +25,8 @@
 //! read and carry, the read was plain (no dotted or repeated name on those
 //! paths, and in MessagePack no bin, ext or non-finite float there:
 //! [`Fields::plain`]) and a tree surely reads the record whole (JSON:
-//! [`crate::format::syntax::surely_a_tree`]; MessagePack: the tree's own
-//! decoder walks the body without building anything); otherwise
+//! [`crate::format::syntax::surely_a_tree`]; MessagePack:
+//! [`crate::engine::generic::mp_tree_reads`]); otherwise
 //! (`max_lateness` on a sequence, an unusual record) they share one tree of
 //! the record, holding only the fields they read or carry
 //! ([`crate::engine::pruned`]). Either way, the same outcome. A record the
@@ -388,14 +388,14 @@ impl PackDetector {
         // plain read (every path a generic rule reads is on the table) of a
         // record a tree surely reads whole (JSON: as the pruned tree, leave
         // one naming serde_json's raw-value key to serde_json; MessagePack:
-        // the tree's decoder walks it, building nothing).
+        // the tree's decoder's checks, without building).
         let as_tree = std::cell::OnceCell::new();
         let read_as_tree = || {
             *as_tree.get_or_init(|| {
                 read.as_ref().filter(|f| {
                     f.plain()
                         && if msgpack {
-                            crate::engine::pruned::msgpack_tree_reads(record)
+                            crate::engine::generic::mp_tree_reads(record)
                         } else {
                             memchr::memmem::find(record, b"$serde_json::private::RawValue").is_none()
                                 && checked.get_or_init(|| crate::format::syntax::check(record)).tree
