@@ -178,8 +178,16 @@ impl<'a> Cursor<'a> {
             Ok(b.iter().fold(0usize, |a, &x| a << 8 | x as usize))
         };
         while remaining > 0 {
-            remaining -= 1;
             let m = *buf.get(pos).ok_or(Bad::Truncated)?;
+            // The formats whose size the marker tells (most values): no
+            // branch on which one it is.
+            let fixed = FIXED[m as usize];
+            if fixed != VARIABLE {
+                pos += 1 + (fixed & 0xff) as usize;
+                remaining = remaining - 1 + (fixed >> 8) as u64;
+                continue;
+            }
+            remaining -= 1;
             pos += 1;
             match SKIP[m as usize] {
                 // fixed size: the bytes after the marker
@@ -246,6 +254,27 @@ pub(super) const ARRAY32: u8 = 0x2a;
 pub(super) const MAP16: u8 = 0x2b;
 pub(super) const MAP32: u8 = 0x2c;
 pub(super) const RESERVED: u8 = 0xff;
+
+/// Per marker byte, for [`Cursor::skip_n`]: the values it opens (a fixmap's
+/// keys and values, a fixarray's elements) times 256 plus the bytes that
+/// follow it, when the marker alone tells both; [`VARIABLE`] when a length
+/// follows it (or it is reserved).
+static FIXED: [u16; 256] = {
+    let mut t = [VARIABLE; 256];
+    let mut m = 0usize;
+    while m < 256 {
+        t[m] = match SKIP[m] {
+            k @ 0..=17 => k as u16,
+            FIXSTR => (m & 0x1f) as u16,
+            FIXMAP => ((2 * (m & 0x0f)) << 8) as u16,
+            FIXARRAY => ((m & 0x0f) << 8) as u16,
+            _ => VARIABLE,
+        };
+        m += 1;
+    }
+    t
+};
+const VARIABLE: u16 = u16::MAX;
 
 pub(super) static SKIP: [u8; 256] = {
     let mut t = [0u8; 256];
