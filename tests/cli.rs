@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-#[allow(dead_code)]
 #[path = "../benches/corpus/mod.rs"]
 mod corpus;
 

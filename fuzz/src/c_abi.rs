@@ -254,7 +254,7 @@ pub fn run(data: &[u8]) {
                     continue;
                 }
                 let text_p = if flags & 0x20 != 0 { ptr::null() } else { text.as_ptr() };
-                let name = if flags & 4 != 0 { b"fuzz rule\0".as_ptr() as *const c_char } else { ptr::null() };
+                let name = if flags & 4 != 0 { c"fuzz rule".as_ptr() } else { ptr::null() };
                 let mut rule: *mut aptnc_rule = ptr::null_mut();
                 let mut err: *mut aptnc_error = ptr::null_mut();
                 let rule_p = if flags & 0x80 != 0 { ptr::null_mut() } else { &mut rule as *mut _ };

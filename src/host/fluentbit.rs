@@ -160,9 +160,8 @@ unsafe impl Sync for PluginExport {}
 pub static filter_apt_netcon_plugin: PluginExport = PluginExport(FlbFilterPlugin {
     event_type: FLB_FILTER_LOGS,
     flags: 0,
-    name: b"apt_netcon\0".as_ptr() as *const c_char,
-    description: b"Suspicious APT package manager network connection (Elastic EQL rule), streaming\0".as_ptr()
-        as *const c_char,
+    name: c"apt_netcon".as_ptr(),
+    description: c"Suspicious APT package manager network connection (Elastic EQL rule), streaming".as_ptr(),
     config_map: CONFIG_MAP.0.as_ptr() as *const c_void,
     cb_pre_run: None,
     cb_init: Some(cb_init),
@@ -423,7 +422,7 @@ impl Log {
             Some(print) => {
                 let text = c_string(&line);
                 // SAFETY: "%s" with one NUL-terminated string argument.
-                unsafe { print(level, ptr::null(), 0, b"%s\0".as_ptr() as *const c_char, text.as_ptr()) }
+                unsafe { print(level, ptr::null(), 0, c"%s".as_ptr(), text.as_ptr()) }
             }
             None => {
                 let name = match level {
@@ -1203,7 +1202,7 @@ mod tests {
             filter(
                 chunk.as_ptr() as *const c_void,
                 chunk.len(),
-                b"t\0".as_ptr() as *const c_char,
+                c"t".as_ptr(),
                 1,
                 out,
                 out_len,

@@ -1000,7 +1000,7 @@ mod tests {
         // And on damaged bodies (bits flipped, bytes replaced, truncated):
         // the same outcome, whichever way each is read.
         let (mut plain, mut trees) = reading_packs();
-        let mut rnd = crate::xorshift(0x5eed_0f_b0d1e5);
+        let mut rnd = crate::xorshift(0x5eed_0fb0_d1e5);
         let mut damaged = Vec::new();
         for _ in 0..40 {
             for rec in &records {

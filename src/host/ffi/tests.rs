@@ -98,7 +98,7 @@ fn null_pointers() {
         assert!(CStr::from_ptr(aptnc_error_message(e)).to_str().unwrap().contains("`name`"));
         aptnc_error_free(e);
         assert_eq!(
-            aptnc_rule_builtin(b"v5\0".as_ptr() as *const c_char, ptr::null_mut(), ptr::null_mut()),
+            aptnc_rule_builtin(c"v5".as_ptr(), ptr::null_mut(), ptr::null_mut()),
             aptnc_status::NullParameter
         );
         assert_eq!(
