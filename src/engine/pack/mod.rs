@@ -812,11 +812,6 @@ mod tests {
         assert_eq!(pack.process(fits.as_bytes(), false), Ok(1));
     }
 
-    /// A rule on the generic engine reads a record from the pack's plain
-    /// scan exactly as from its tree: the same alerts (carried values
-    /// included) and counters as the same pack reading trees, on records
-    /// of every shape; the records that are not plain (dotted or repeated
-    /// names, escapes, numbers a tree might refuse) are read as trees.
     /// Four generic rules, in a pack whose generic rules read the pack's
     /// read where it stands for the tree, and in one whose rules read trees.
     fn reading_packs() -> (PackDetector, PackDetector) {
@@ -896,6 +891,11 @@ mod tests {
         alerts
     }
 
+    /// A rule on the generic engine reads a record from the pack's plain
+    /// scan exactly as from its tree: the same alerts (carried values
+    /// included) and counters as the same pack reading trees, on records
+    /// of every shape; the records that are not plain (dotted or repeated
+    /// names, escapes, numbers a tree might refuse) are read as trees.
     #[test]
     fn a_generic_rule_reads_the_scan_as_the_tree() {
         let (mut plain, mut trees) = reading_packs();
