@@ -9,7 +9,7 @@
 //! | 0 | `aptnc_rule_builtin` (name from a list, or NULL; NULL out-params) |
 //! | 1 | `aptnc_rule_compile` (a built-in text or bytes from the input; NULL text) |
 //! | 2 | `aptnc_rule_free` |
-//! | 3 | `aptnc_init` (a fuzz config, bytes from the input, or a bad one; with or without a rule) |
+//! | 3 | `aptnc_init` (a fuzz config, a rule pack's, bytes from the input, or a bad one; with or without a rule) |
 //! | 4 | `aptnc_free` |
 //! | 5 | `aptnc_filter`, record bytes from the input |
 //! | 6 | `aptnc_filter`, a sample record |
@@ -180,6 +180,10 @@ fn size_choice(r: &mut Input, full: usize) -> u32 {
     r.pick(&[0, 4, 7, 8, 12, 16, full as u32, full as u32, full as u32 + 64, 255])
 }
 
+/// A config running a rule pack through the C ABI: records go on unchanged,
+/// alerts come out of `aptnc_flush` (JSON) or after a chunk's records.
+const PACK_CONFIG: &str = r#"{"rules":["apt_netcon_v5","apt_netcon_v11"],"max_pending_sequences":64}"#;
+
 const BAD_CONFIGS: &[&[u8]] = &[
     br#"{"max_pending":1}"#,
     br#"{"rule":"nope"}"#,
@@ -279,6 +283,8 @@ pub fn run(data: &[u8]) {
                 let slot = r.u8() as usize % SLOTS;
                 let owned: Vec<u8>;
                 let cfg: &[u8] = match flags % 8 {
+                    // A rule pack (both built-in rules: no files to read).
+                    5 if flags & 0x40 != 0 => PACK_CONFIG.as_bytes(),
                     k @ 0..=5 => CONFIGS[k as usize % CONFIGS.len()].as_bytes(),
                     6 => {
                         // Raw bytes, unless they name a file to read.

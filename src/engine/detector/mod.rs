@@ -290,8 +290,9 @@ impl Detector {
     /// With a rule pack (`rules`, `rules_dir`), the detector runs every rule
     /// of it ([`crate::engine::pack`]): each record goes on unchanged
     /// ([`Verdict::Unchanged`]) and every match is a standalone alert
-    /// ([`Detector::take_alert`]); [`Detector::stats`] sums the rules'
-    /// counters and [`Detector::pack`] gives each rule's.
+    /// ([`Detector::take_alert`]); [`Detector::stats`] counts each record
+    /// once (records, read errors, `bad_timestamp`) and sums the rules'
+    /// sequence and state counters, and [`Detector::pack`] gives each rule's.
     pub fn new(config: &Config) -> Result<Detector, LoadError> {
         if config.is_pack() {
             let loaded = config.load_rules()?;

@@ -139,7 +139,9 @@ pub struct PackDetector {
     records: u64,
     /// Records tested against a rule, summed over rules.
     tested: u64,
-    /// Stage matches without a usable `@timestamp`, summed over rules.
+    /// Records in which some rule met a stage match without a usable
+    /// `@timestamp` (each counted once, as one rule counts them; each rule's
+    /// own count is in its counters).
     bad_timestamps: u64,
     /// Per rule, the records the index gave it (before its stages' tests).
     indexed_by_rule: Vec<u64>,
@@ -223,14 +225,17 @@ impl PackDetector {
         &self.skipped
     }
 
-    /// Stage matches without a usable `@timestamp`, over every rule.
+    /// Records in which some rule met a stage match without a usable
+    /// `@timestamp`, each counted once (the detector's `bad_timestamp`, as
+    /// for one rule: each rule's own count is in [`PackDetector::stats`]).
     pub fn bad_timestamps(&self) -> u64 {
         self.bad_timestamps
     }
 
     /// The pack's counters: those of the records (`base`: records, read
     /// errors, unparsed, standalone alerts, as the caller counted them once
-    /// per record) with every rule's sequence and state counters summed.
+    /// per record) with every rule's sequence and state counters summed,
+    /// and `bad_timestamp` once per record ([`PackDetector::bad_timestamps`]).
     pub fn summed_stats(&self, base: Stats) -> Stats {
         let mut s = base;
         for d in &self.detectors {
@@ -375,6 +380,7 @@ impl PackDetector {
         let (read, scan_checked) = self.select(record, msgpack);
         let before = self.alerts.len();
         let mut err = None;
+        let mut bad_here = false;
         // Rules on the generic engine read the record as a tree: once for
         // all, with only the fields they read.
         let mut parsed = None;
@@ -439,12 +445,13 @@ impl PackDetector {
                 Ok(Verdict::Unchanged) => {}
                 Err(e) => err = err.or(Some(e)),
             }
-            self.bad_timestamps += self.detectors[i].bad_timestamp_count() - bad_before;
+            bad_here |= self.detectors[i].bad_timestamp_count() > bad_before;
             self.pending = others + self.detectors[i].pending_count();
             while let Some(a) = self.detectors[i].take_alert() {
                 self.alerts.push_back(signal(i, a.msgpack, a.bytes));
             }
         }
+        self.bad_timestamps += bad_here as u64;
         if let Some(f) = read {
             self.precheck.fields.put_back(f);
         }
@@ -556,14 +563,18 @@ impl PackDetector {
     /// End of stream for every rule: held events and waiting results.
     pub fn finish(&mut self) -> usize {
         let before = self.alerts.len();
+        // (Held events released here: the rule that counts the most counts
+        // at least as many records as any other, and no more than there are.)
+        let mut most = 0;
         for i in 0..self.detectors.len() {
             let bad_before = self.detectors[i].bad_timestamp_count();
             self.detectors[i].finish();
-            self.bad_timestamps += self.detectors[i].bad_timestamp_count() - bad_before;
+            most = most.max(self.detectors[i].bad_timestamp_count() - bad_before);
             while let Some(a) = self.detectors[i].take_alert() {
                 self.alerts.push_back(signal(i, a.msgpack, a.bytes));
             }
         }
+        self.bad_timestamps += most;
         self.pending = self.detectors.iter().map(Detector::pending_count).sum();
         self.alerts.len() - before
     }
@@ -1011,6 +1022,27 @@ mod tests {
         }
         same_outcome(&mut plain, &mut trees, &damaged, true);
         assert!(plain.scanned_reads > damaged.len() as u64 / 10, "{} of {}", plain.scanned_reads, damaged.len());
+    }
+
+    /// A record in which two rules meet a stage match without a usable
+    /// `@timestamp` counts once in the pack's `bad_timestamp` (as it leaves
+    /// once, as one rule counts it), and once in each rule's own counters.
+    #[test]
+    fn a_bad_timestamp_counts_once_per_record() {
+        let rules = vec![Rule::builtin("apt_netcon_v5").unwrap(), Rule::builtin("apt_netcon_v11").unwrap()];
+        let mut pack = PackDetector::new(rules, &Config::default());
+        let shell = |ts: &str| {
+            format!(
+                r#"{{{ts}"event":{{"category":["process"],"type":["start"],"action":"exec","id":"x"}},"host":{{"os":{{"type":"linux"}},"id":"h"}},"process":{{"name":"sh","args":["sh","-c","x"],"parent":{{"name":"apt"}},"entity_id":"e1"}}}}"#
+            )
+        };
+        assert_eq!(pack.process(shell("").as_bytes(), false), Err(RecordError::BadTimestamp));
+        assert_eq!((pack.stats(0).bad_timestamp, pack.stats(1).bad_timestamp), (1, 1), "each rule counts it");
+        assert_eq!(pack.bad_timestamps(), 1, "the pack counts the record once");
+        assert_eq!(pack.summed_stats(Stats::default()).bad_timestamp, 1);
+        assert_eq!(pack.process(shell(r#""@timestamp":"2026-01-01T00:00:00Z","#).as_bytes(), false), Ok(0));
+        pack.finish();
+        assert_eq!(pack.bad_timestamps(), 1);
     }
 
     /// An escape in a field read makes the fast scanner unsure; the
