@@ -180,9 +180,12 @@ fn size_choice(r: &mut Input, full: usize) -> u32 {
     r.pick(&[0, 4, 7, 8, 12, 16, full as u32, full as u32, full as u32 + 64, 255])
 }
 
-/// A config running a rule pack through the C ABI: records go on unchanged,
+/// Configs running a rule pack through the C ABI: records go on unchanged,
 /// alerts come out of `aptnc_flush` (JSON) or after a chunk's records.
-const PACK_CONFIG: &str = r#"{"rules":["apt_netcon_v5","apt_netcon_v11"],"max_pending_sequences":64}"#;
+const PACK_CONFIGS: [&str; 2] = [
+    r#"{"rules":["apt_netcon_v5","apt_netcon_v11"],"max_pending_sequences":64}"#,
+    r#"{"rules":["apt_netcon_v5","apt_netcon_v11"],"max_lateness":"2s","max_held_events":4,"max_pending_per_host":2}"#,
+];
 
 const BAD_CONFIGS: &[&[u8]] = &[
     br#"{"max_pending":1}"#,
@@ -283,8 +286,9 @@ pub fn run(data: &[u8]) {
                 let slot = r.u8() as usize % SLOTS;
                 let owned: Vec<u8>;
                 let cfg: &[u8] = match flags % 8 {
-                    // A rule pack (both built-in rules: no files to read).
-                    5 if flags & 0x40 != 0 => PACK_CONFIG.as_bytes(),
+                    // A rule pack (both built-in rules: no files to read),
+                    // holding late events or not.
+                    5 if flags & 0x40 != 0 => PACK_CONFIGS[(flags >> 7) as usize].as_bytes(),
                     k @ 0..=5 => CONFIGS[k as usize % CONFIGS.len()].as_bytes(),
                     6 => {
                         // Raw bytes, unless they name a file to read.
