@@ -17,9 +17,11 @@
 //! and the same stage matches, completions and pending count at the end.
 //! Every record also goes to `apt_netcon::format::syntax::valid`, whose verdict must
 //! be serde_json's, and to the scan that checks the syntax as it goes (a rule
-//! pack's), whose verdicts must be the syntax check's (see [`checked_scan`]).
+//! pack's), whose verdicts must be the syntax check's (see [`checked_scan`]),
+//! and through a small rule pack (two rules on the generic engine and the
+//! APT rule: `pack_checked`).
 
-use super::{detector, hook_shell, process_checked, sample_lines, Outcome, CONFIGS, STRICT};
+use super::{detector, hook_shell, pack_checked, process_checked, sample_lines, small_pack, Outcome, CONFIGS, STRICT};
 
 pub fn run(data: &[u8]) {
     let mut a = detector(0);
@@ -30,7 +32,9 @@ pub fn run(data: &[u8]) {
     let prefix = [hook_shell(), sample_lines()[0]];
     let lines = prefix.into_iter().chain(data.split(|&x| x == b'\n')).chain(std::iter::once(data));
     let table = scan_table();
+    let mut pack = small_pack();
     for rec in lines {
+        pack_checked(&mut pack, rec, false);
         assert_eq!(
             apt_netcon::format::syntax::valid(rec),
             serde_json::from_slice::<serde::de::IgnoredAny>(rec).is_ok(),
@@ -64,6 +68,7 @@ pub fn run(data: &[u8]) {
         let r = d.flush();
         assert_eq!(r.pending, d.stats().pending);
     }
+    pack.finish();
 }
 
 /// A table of a few paths of the sample's records (so that the scan both

@@ -18,27 +18,8 @@
 //! every alert a MessagePack one, and a body the pack could not read
 //! counted by its rules.
 
-use super::{chunk_checked, chunk_of, detector, hook_shell, msgpack, push_record, Input, Wrap, CONFIGS};
-use apt_netcon::engine::pack::PackDetector;
-use apt_netcon::{Config, RecordError, Rule, Verdict};
-
-const ERRORS: [RecordError; 5] =
-    [RecordError::TooLarge, RecordError::InvalidJson, RecordError::InvalidMsgpack, RecordError::NotAnObject, RecordError::TooDeep];
-
-/// The pack's rules, compiled once per process.
-fn pack_rules() -> Vec<Rule> {
-    static RULES: std::sync::OnceLock<Vec<Rule>> = std::sync::OnceLock::new();
-    RULES
-        .get_or_init(|| {
-            let eql = |q: &str| Rule::from_eql(q, apt_netcon::config::rule::meta_for_file("fuzz")).unwrap();
-            vec![
-                eql(r#"sample by host.id, process.pid [process where process.name : "*sh" and length(process.name) > 1] [network where not cidrmatch(destination.ip, "10.0.0.0/8")]"#),
-                eql(r#"sequence by host.id with maxspan=1m [process where process.parent.name == "apt" and length(process.args) >= 0] [network where destination.port > 0]"#),
-                Rule::builtin("apt_netcon_v11").unwrap(),
-            ]
-        })
-        .clone()
-}
+use super::{chunk_checked, chunk_of, detector, hook_shell, msgpack, pack_checked, push_record, small_pack, Input, Wrap, CONFIGS};
+use apt_netcon::Verdict;
 
 pub fn run(data: &[u8]) {
     let mut r = Input::new(data);
@@ -74,22 +55,11 @@ pub fn run(data: &[u8]) {
         }
         det.flush();
     }
-    let mut pack = PackDetector::new(pack_rules(), &Config::default());
+    let mut pack = small_pack();
     let primer = msgpack(&serde_json::from_slice(hook_shell()).unwrap());
     let bodies: Vec<&[u8]> = if mode > 3 { rest.split(|&b| b == 0xc1).collect() } else { vec![rest] };
     for body in std::iter::once(&primer[..]).chain(bodies) {
-        let by_rules = |pack: &PackDetector, e| (0..3).map(|i| super::counter(&pack.stats(i), e)).sum::<u64>();
-        let before: Vec<u64> = ERRORS.iter().map(|&e| by_rules(&pack, e)).collect();
-        if let Err(e) = pack.process(body, true) {
-            // A body no reader could read (too large: refused before any
-            // rule, counted by the pack's host).
-            if let Some(k) = ERRORS.iter().position(|&x| x == e).filter(|&k| k > 0) {
-                assert!(by_rules(&pack, e) > before[k], "{e:?}: counted by a rule it reached");
-            }
-        }
-        while let Some(a) = pack.take_alert() {
-            assert!(a.msgpack && matches!(a.bytes.first(), Some(0x80..=0x8f | 0xde | 0xdf)), "a MessagePack alert");
-        }
+        pack_checked(&mut pack, body, true);
     }
     pack.finish();
 }

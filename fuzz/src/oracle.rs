@@ -138,3 +138,44 @@ pub fn chunk_checked(det: &mut Detector, chunk: &[u8]) -> Option<Vec<u8>> {
         }
     }
 }
+
+/// A small rule pack: two rules on the generic engine (which read a record
+/// from the pack's read of it or from a tree) and the APT rule, compiled
+/// once per process.
+pub fn small_pack() -> apt_netcon::engine::pack::PackDetector {
+    static RULES: std::sync::OnceLock<Vec<Rule>> = std::sync::OnceLock::new();
+    let rules = RULES.get_or_init(|| {
+        let eql = |q: &str| Rule::from_eql(q, apt_netcon::config::rule::meta_for_file("fuzz")).unwrap();
+        vec![
+            eql(r#"sample by host.id, process.pid [process where process.name : "*sh" and length(process.name) > 1] [network where not cidrmatch(destination.ip, "10.0.0.0/8")]"#),
+            eql(r#"sequence by host.id with maxspan=1m [process where process.parent.name == "apt" and length(process.args) >= 0] [network where destination.port > 0]"#),
+            Rule::builtin("apt_netcon_v11").unwrap(),
+        ]
+    });
+    apt_netcon::engine::pack::PackDetector::new(rules.clone(), &Config::default())
+}
+
+/// One record (`msgpack`: a MessagePack body) through a pack: no panic; a
+/// record no reader could read is counted by a rule it reached (one too
+/// large is refused before any rule, and counted by the pack's host);
+/// every alert in the record's format.
+pub fn pack_checked(pack: &mut apt_netcon::engine::pack::PackDetector, record: &[u8], msgpack: bool) {
+    const READ_ERRORS: [RecordError; 4] =
+        [RecordError::InvalidJson, RecordError::InvalidMsgpack, RecordError::NotAnObject, RecordError::TooDeep];
+    let rules = pack.rules().len();
+    let by_rules = |pack: &apt_netcon::engine::pack::PackDetector, e| (0..rules).map(|i| counter(&pack.stats(i), e)).sum::<u64>();
+    let before: Vec<u64> = READ_ERRORS.iter().map(|&e| by_rules(pack, e)).collect();
+    if let Err(e) = pack.process(record, msgpack) {
+        if let Some(k) = READ_ERRORS.iter().position(|&x| x == e) {
+            assert!(by_rules(pack, e) > before[k], "{e:?}: counted by a rule it reached");
+        }
+    }
+    while let Some(a) = pack.take_alert() {
+        assert_eq!(a.msgpack, msgpack, "an alert in the record's format");
+        if msgpack {
+            assert!(matches!(a.bytes.first(), Some(0x80..=0x8f | 0xde | 0xdf)), "a MessagePack map");
+        } else {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&a.bytes).expect("a JSON alert");
+        }
+    }
+}
