@@ -600,6 +600,18 @@ fn redraw_chart() {
     println!("chart: {}", svg_path.display());
 }
 
+/// One pass of the corpus through a pack, by the Rust API: events per CPU
+/// second, and the alerts.
+fn pack_pass(p: &mut apt_netcon::engine::pack::PackDetector, corpus: &Corpus) -> (f64, usize) {
+    let c = cpu_now();
+    let mut alerts = 0;
+    for line in corpus.lines() {
+        alerts += p.process(line, false).unwrap_or(0);
+        while p.take_alert().is_some() {}
+    }
+    (corpus.len() as f64 / (cpu_now() - c), alerts)
+}
+
 /// `-- --pack DIR [--events N]`: a rule pack (every `.toml` and `.eql` of
 /// DIR, e.g. Elastic's Linux rules in `../shared/rules/elastic-linux-eql`)
 /// through the Rust API on the corpus, by pack size (the first 1, 10, 50,
@@ -638,13 +650,8 @@ fn pack_mode(args: &[String]) {
             let t = Instant::now();
             let mut p = apt_netcon::engine::pack::PackDetector::new(subset.clone(), &Config::default());
             build = t.elapsed().as_secs_f64();
-            let c = cpu_now();
-            let mut a = 0;
-            for line in corpus.lines() {
-                a += p.process(line, false).unwrap_or(0);
-                while p.take_alert().is_some() {}
-            }
-            rates.push(corpus.len() as f64 / (cpu_now() - c));
+            let (rate, a) = pack_pass(&mut p, &corpus);
+            rates.push(rate);
             let (n, t) = p.work();
             indexed = p.indexed() as f64 / n as f64;
             tested = t as f64 / n as f64;
@@ -679,14 +686,7 @@ fn pack_mode(args: &[String]) {
     let (mut api_rates, mut rates, mut pipe_cpu) = (Vec::new(), Vec::new(), Vec::new());
     let (mut cpu_rates, mut wall_rates, mut start_cpu) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        let mut p = apt_netcon::engine::pack::PackDetector::new(rules.clone(), &Config::default());
-        let c = cpu_now();
-        for line in corpus.lines() {
-            p.process(line, false).ok();
-            while p.take_alert().is_some() {}
-        }
-        api_rates.push(corpus.len() as f64 / (cpu_now() - c));
-        drop(p);
+        api_rates.push(pack_pass(&mut apt_netcon::engine::pack::PackDetector::new(rules.clone(), &Config::default()), corpus).0);
         let mut det = ptr::null_mut();
         let mut err = ptr::null_mut();
         // SAFETY: valid pointers and lengths.

@@ -75,3 +75,20 @@ pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
         state
     }
 }
+
+/// One to three random mutations of `b`, for the unit tests' damaged
+/// inputs: a bit flipped, a byte replaced, or the bytes cut short.
+#[cfg(test)]
+pub(crate) fn mutate(b: &mut Vec<u8>, rnd: &mut impl FnMut() -> u64) {
+    for _ in 0..1 + rnd() % 3 {
+        if b.is_empty() {
+            break;
+        }
+        let at = (rnd() % b.len() as u64) as usize;
+        match rnd() % 3 {
+            0 => b[at] ^= 1 << (rnd() % 8),
+            1 => b[at] = rnd() as u8,
+            _ => b.truncate(at),
+        }
+    }
+}

@@ -678,82 +678,11 @@ pub(crate) fn mp_value(b: &[u8], pos: &mut usize, depth: usize, build: Build) ->
 }
 
 /// Whether [`mp_value`] reads `b` whole as a map (a record body), with any
-/// [`Build`]: the same walk, without recursion or building anything — the
-/// check a rule pack makes before its generic rules read a body from the
-/// pack's read rather than from a tree. Every key a string, every string
-/// UTF-8, no value nested deeper than [`MP_MAX_DEPTH`], no reserved
-/// marker, nothing truncated, nothing after the map.
+/// [`Build`]: the check a rule pack makes before its generic rules read a
+/// body from the pack's read rather than from a tree (the same walk on the
+/// MessagePack cursor's tokens, building nothing).
 pub(crate) fn mp_tree_reads(b: &[u8]) -> bool {
-    // Per open container (the body first, at 1): the items left (a map's
-    // key and value counted apart: a key is due when an even count is
-    // left) and whether it is a map.
-    let mut left = [0u64; MP_MAX_DEPTH + 2];
-    let mut map = [false; MP_MAX_DEPTH + 2];
-    let mut open = 0usize;
-    let mut pos = 0usize;
-    let len_at = |pos: usize, w: usize| -> Option<usize> { Some(b.get(pos..pos + w)?.iter().fold(0usize, |a, &x| a << 8 | x as usize)) };
-    loop {
-        // An item at depth `open` (the body at 0).
-        if open > MP_MAX_DEPTH {
-            return false;
-        }
-        let key = open > 0 && map[open] && left[open] % 2 == 0;
-        if open > 0 {
-            left[open] -= 1;
-        }
-        let Some(&tag) = b.get(pos) else { return false };
-        pos += 1;
-        if (open == 0 && !matches!(tag, 0x80..=0x8f | 0xde | 0xdf)) || (key && !matches!(tag, 0xa0..=0xbf | 0xd9..=0xdb)) {
-            return false;
-        }
-        // Bytes to cross (a string's to check), or a container's items.
-        let (skip, text, items) = match tag {
-            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, false, None),
-            0x80..=0x8f => (0, false, Some((2 * (tag & 0x0f) as u64, true))),
-            0x90..=0x9f => (0, false, Some(((tag & 0x0f) as u64, false))),
-            0xa0..=0xbf => ((tag & 0x1f) as usize, true, None),
-            0xc1 => return false,
-            0xc4..=0xc6 | 0xd9..=0xdb => {
-                let w = 1usize << if tag >= 0xd9 { tag - 0xd9 } else { tag - 0xc4 };
-                let Some(n) = len_at(pos, w) else { return false };
-                pos += w;
-                (n, tag >= 0xd9, None)
-            }
-            0xc7..=0xc9 => {
-                let w = 1usize << (tag - 0xc7);
-                let Some(n) = len_at(pos, w) else { return false };
-                pos += w;
-                (n + 1, false, None)
-            }
-            0xca => (4, false, None),
-            0xcb => (8, false, None),
-            0xcc..=0xcf => (1 << (tag - 0xcc), false, None),
-            0xd0..=0xd3 => (1 << (tag - 0xd0), false, None),
-            0xd4..=0xd8 => (1 + (1 << (tag - 0xd4)), false, None),
-            0xdc..=0xdf => {
-                let w = if tag & 1 == 0 { 2 } else { 4 };
-                let Some(n) = len_at(pos, w) else { return false };
-                pos += w;
-                (0, false, Some(if tag >= 0xde { (2 * n as u64, true) } else { (n as u64, false) }))
-            }
-        };
-        let Some(end) = pos.checked_add(skip).filter(|&e| e <= b.len()) else { return false };
-        if text && !b[pos..end].is_ascii() && std::str::from_utf8(&b[pos..end]).is_err() {
-            return false;
-        }
-        pos = end;
-        if let Some((n, is_map)) = items {
-            open += 1;
-            left[open] = n;
-            map[open] = is_map;
-        }
-        while open > 0 && left[open] == 0 {
-            open -= 1;
-        }
-        if open == 0 {
-            return pos == b.len();
-        }
-    }
+    crate::format::msgpack::tree_readable(b, MP_MAX_DEPTH)
 }
 
 /// A map key, which must be a string, borrowed; a key of any other kind is
@@ -842,7 +771,7 @@ mod tests {
         let mut agree = [0u32; 2];
         for _ in 0..20_000 {
             let mut b = body.clone();
-            crate::format::msgpack::tests::mutate(&mut b, &mut rnd);
+            crate::mutate(&mut b, &mut rnd);
             let want = reference(&b);
             assert_eq!(mp_tree_reads(&b), want, "{b:02x?}");
             agree[want as usize] += 1;
@@ -860,7 +789,23 @@ mod tests {
                 assert_eq!(mp_tree_reads(&b), reference(&b), "depth {depth}, {open:02x?} {inner:02x?}");
             }
         }
-        for b in [&[][..], &[0x80], &[0x80, 0x00], &[0x90], &[0x81, 0xa1], &[0x81, 0xc1, 0x01], &[0xdf, 0xff, 0xff, 0xff, 0xff]] {
+        // Edges, and keys of every kind but a string (a map, an array, a
+        // bin, a string that is not UTF-8, nil).
+        for b in [
+            &[][..],
+            &[0x80],
+            &[0x80, 0x00],
+            &[0x90],
+            &[0x81, 0xa1],
+            &[0x81, 0xc1, 0x01],
+            &[0xdf, 0xff, 0xff, 0xff, 0xff],
+            &[0x81, 0x80, 0x01],
+            &[0x81, 0x90, 0x01],
+            &[0x81, 0xc4, 0x01, b'k', 0x01],
+            &[0x81, 0xa1, 0xff, 0x01],
+            &[0x81, 0xc0, 0x01],
+            &[0x81, 0xa1, b'k', 0x81, 0x81, 0xa1, b'j', 0x01, 0x01],
+        ] {
             assert_eq!(mp_tree_reads(b), reference(b), "{b:02x?}");
         }
     }

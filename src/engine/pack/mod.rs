@@ -1016,7 +1016,7 @@ mod tests {
         for _ in 0..40 {
             for rec in &records {
                 let mut b = rec.clone();
-                crate::format::msgpack::tests::mutate(&mut b, &mut rnd);
+                crate::mutate(&mut b, &mut rnd);
                 damaged.push(b);
             }
         }

@@ -72,14 +72,14 @@ impl FieldTable {
         let mut s = Scanner { b: record, text, i: 0, table: self, out, strict, tree: true, refused };
         s.ws();
         if s.peek() != Some(b'{') {
-            s.out.plain = false;
+            s.out.not_plain();
             return Err(Unsure);
         }
         s.i += 1;
         let read = s.object(Self::ROOT, 1);
         s.ws();
         if read.is_err() || s.i != record.len() {
-            s.out.plain = false;
+            s.out.not_plain();
             return Err(Unsure);
         }
         Ok(s.tree)
@@ -410,13 +410,14 @@ impl<'a> Scanner<'_, '_, 'a> {
                 self.skip_scalar();
                 // On a path of the table even where no field ends, as the
                 // validating reader parses it there.
-                let v = match &self.b[start..self.i] {
+                let b = self.b;
+                let v = match &b[start..self.i] {
                     b"true" => Scalar::Bool(true),
                     b"false" => Scalar::Bool(false),
                     b"null" => Scalar::Null,
                     s => {
                         if self.strict {
-                            self.tree &= crate::format::syntax::check(s).tree;
+                            self.check_scalar(start)?;
                         }
                         number(s)?
                     }

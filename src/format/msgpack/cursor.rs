@@ -164,9 +164,9 @@ impl<'a> Cursor<'a> {
     /// Skip `n` whole values. Iterative: any nesting depth, no allocation.
     /// Terminates quickly on hostile counts, as every value takes a byte.
     ///
-    /// Only the lengths are read: one table lookup per value for the
-    /// fixed-size formats, a length field for the others, and no [`Tok`]
-    /// built. The position may run past the end inside the loop (a length
+    /// Only the lengths are read: a fixstr's from its marker, one table
+    /// lookup ([`FIXED`]) per value for the other fixed-size formats, a
+    /// length field for the rest, and no [`Tok`] built. The position may run past the end inside the loop (a length
     /// pointing beyond the input); the next read, or the final check, then
     /// reports the truncation, as reading each value whole would.
     pub(super) fn skip_n(&mut self, n: u64) -> Result<(), Bad> {
@@ -194,14 +194,10 @@ impl<'a> Cursor<'a> {
                 remaining = remaining - 1 + (fixed >> 8) as u64;
                 continue;
             }
+            // A length follows the marker (or it is reserved).
             remaining -= 1;
             pos += 1;
             match SKIP[m as usize] {
-                // fixed size: the bytes after the marker
-                k @ 0..=17 => pos += k as usize,
-                FIXSTR => pos += (m & 0x1f) as usize,
-                FIXMAP => remaining += 2 * (m & 0x0f) as u64,
-                FIXARRAY => remaining += (m & 0x0f) as u64,
                 // str, bin: a length of 1, 2 or 4 bytes, then the data
                 LEN8 => pos += 1 + len_at(pos, 1)?,
                 LEN16 => pos += 2 + len_at(pos, 2)?,

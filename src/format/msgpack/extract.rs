@@ -24,6 +24,56 @@ pub fn extract<'a>(table: &FieldTable, body: &'a [u8], out: &mut Fields<'a>) -> 
     Ok(())
 }
 
+/// Whether `body` is one map and nothing after it, every key of every map
+/// in it a string, every string UTF-8 and no value inside more than
+/// `max_depth` containers (the body's members inside one): what a decoder
+/// that builds the whole tree reads
+/// ([`crate::engine::generic::mp_tree_reads`]). Token by token, without
+/// recursion, allocation or building anything.
+pub(crate) fn tree_readable(body: &[u8], max_depth: usize) -> bool {
+    const MOST: usize = MAX_DEPTH + 1;
+    let max_depth = max_depth.min(MOST - 1);
+    // Per open container (the body first, at 1): the items left (a map's
+    // key and value counted apart: a key is due when an even count is
+    // left) and whether it is a map.
+    let (mut left, mut map) = ([0u64; MOST + 1], [false; MOST + 1]);
+    let mut open = 0usize;
+    let mut cur = Cursor::new(body);
+    loop {
+        // An item inside `open` containers.
+        if open > max_depth {
+            return false;
+        }
+        let key = open > 0 && map[open] && left[open] % 2 == 0;
+        if open > 0 {
+            left[open] -= 1;
+        }
+        let Ok(tok) = cur.tok() else { return false };
+        // The body a map; a key a string.
+        if (open == 0 && !matches!(tok, Tok::Map(_))) || (key && !matches!(tok, Tok::Str(_))) {
+            return false;
+        }
+        match tok {
+            Tok::Str(s) if !s.is_ascii() && utf8(s).is_err() => return false,
+            Tok::Map(n) => {
+                open += 1;
+                (left[open], map[open]) = (2 * n as u64, true);
+            }
+            Tok::Array(n) => {
+                open += 1;
+                (left[open], map[open]) = (n as u64, false);
+            }
+            _ => {}
+        }
+        while open > 0 && left[open] == 0 {
+            open -= 1;
+        }
+        if open == 0 {
+            return cur.at_end();
+        }
+    }
+}
+
 impl From<Bad> for ExtractError {
     fn from(_: Bad) -> Self {
         ExtractError::InvalidMsgpack

@@ -116,10 +116,11 @@ mod merge;
 pub(crate) use chunk::read_chunk;
 pub use chunk::ChunkError;
 pub use extract::extract;
+pub(crate) use extract::tree_readable;
 pub use merge::merge;
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use super::chunk::*;
     use super::cursor::*;
@@ -498,23 +499,7 @@ pub(crate) mod tests {
         assert_eq!(read_chunk(b"\x92\x01\x01").unwrap().len(), 1);
     }
 
-    use crate::xorshift;
-
-    /// One to three random mutations of `b`: a bit flipped, a byte
-    /// replaced, or the body truncated.
-    pub(crate) fn mutate(b: &mut Vec<u8>, rnd: &mut impl FnMut() -> u64) {
-        for _ in 0..1 + rnd() % 3 {
-            if b.is_empty() {
-                break;
-            }
-            let at = (rnd() % b.len() as u64) as usize;
-            match rnd() % 3 {
-                0 => b[at] ^= 1 << (rnd() % 8),
-                1 => b[at] = rnd() as u8,
-                _ => b.truncate(at),
-            }
-        }
-    }
+    use crate::{mutate, xorshift};
 
     /// The length-only skip agrees with reading every value whole, on
     /// mutated and truncated bodies: same end, or both refuse.
