@@ -1,5 +1,7 @@
 //! The `apt-netcon` command line: exit codes, messages, pass-through.
 
+mod scratch;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -40,8 +42,7 @@ fn sample() -> Vec<u8> {
 }
 
 fn tmp(name: &str, content: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("apt-netcon-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::dir("cli");
     let p = dir.join(name);
     std::fs::write(&p, content).unwrap();
     p.to_string_lossy().into_owned()
@@ -231,8 +232,7 @@ fn threads_give_the_output_of_one_thread() {
         assert!(err.contains("not valid JSON"), "bad lines still reported: {err}");
     }
     // The same from several files (line numbers restart per file).
-    let dir = std::env::temp_dir().join(format!("apt-netcon-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::dir("cli");
     let (a, b) = (dir.join("a.ndjson"), dir.join("b.ndjson"));
     let cut = input.len() / 2;
     let cut = cut + input[cut..].iter().position(|&b| b == b'\n').unwrap() + 1;
@@ -258,8 +258,7 @@ fn a_pack_on_threads_gives_the_output_of_one_thread() {
     // a sample, a single-event rule) and one that is not (its sequence
     // joins on process ids only: it runs in one more pack, on the records
     // its stages may match).
-    let dir = std::env::temp_dir().join(format!("apt-netcon-cli-pack-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::dir("cli-pack");
     let rules = [
         ("apt.eql", apt_netcon::config::rule::QUERY_V5.to_string()),
         (
@@ -331,8 +330,7 @@ fn a_pack_on_threads_reads_what_its_rules_not_split_read() {
     // surrogate in a field only they read): the host packs must find it so
     // too and hand it on, or that pack's clock would not move as on one
     // thread (here: a later, older first stage then completes on threads).
-    let dir = std::env::temp_dir().join(format!("apt-netcon-cli-gate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::dir("cli-gate");
     let rules = [
         ("f_fast.eql", r#"sequence with maxspan=1m [process where process.name == "a1"] [process where process.name == "b1"]"#),
         ("g_generic.eql", r#"sequence by user.weird with maxspan=1m [process where process.name == "g1" and process.pid + 0 > 0] [process where process.name == "g2"]"#),

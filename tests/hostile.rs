@@ -20,6 +20,8 @@
 //!
 //! The test prints `hostile: N cases` at the end.
 
+mod scratch;
+
 use apt_netcon::host::ffi::*;
 use apt_netcon::engine::chunk::filter_chunk;
 use apt_netcon::{Config, Detector, RecordError, Verdict};
@@ -1019,8 +1021,7 @@ fn c_filter_msgpack(d: *mut aptnc_detector, chunk: &[u8]) -> (aptnc_status, Opti
 
 /// Run the CLI on `input` with `config`; stdout and the counters it prints.
 fn cli(input: &[u8], config: &str) -> (Vec<u8>, CliCounters, u64) {
-    let dir = std::env::temp_dir().join(format!("apt-netcon-hostile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::dir("hostile");
     let cfg = dir.join("config.json");
     std::fs::write(&cfg, config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_apt-netcon"))

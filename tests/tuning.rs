@@ -4,6 +4,8 @@
 //! examples ("Tuning", one test per false-positive case of the rule's
 //! investigation guide).
 
+mod scratch;
+
 use apt_netcon::config::settings::KeyType;
 use apt_netcon::{Config, Detector, RuleErrorKind, Verdict};
 use serde_json::{json, Value};
@@ -152,8 +154,7 @@ fn repo(p: &str) -> PathBuf {
 }
 
 fn tmp(name: &str, content: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("apt-netcon-tuning-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::dir("tuning");
     let p = dir.join(name);
     std::fs::write(&p, content).unwrap();
     p.to_string_lossy().into_owned()
