@@ -179,7 +179,15 @@ impl PackDetector {
         let n_rules = rules.len();
         let types = config.types();
         let mut precheck = PreCheck::new(&rules, &types);
-        let index = FieldIndex::new(&rules, &types, config.prefilter, &mut precheck.table);
+        // One index for this pack's rules and the gate's (numbered after
+        // them): one walk of each field's values finds the candidates of
+        // both.
+        let index = if gate.is_empty() {
+            FieldIndex::new(&rules, &types, config.prefilter, &mut precheck.table)
+        } else {
+            let both: Vec<Rule> = rules.iter().chain(gate).cloned().collect();
+            FieldIndex::new(&both, &types, config.prefilter, &mut precheck.table)
+        };
         let gate = (!gate.is_empty()).then(|| Gate::new(gate, config, &types, &mut precheck.table));
         let fast_maps = detectors.iter().map(|d: &Detector| FastMaps::new(d, &mut precheck.table)).collect();
         let by_slots = detectors
@@ -488,6 +496,7 @@ impl PackDetector {
         };
         if !read {
             self.index.all(&mut self.candidates);
+            self.candidates.truncate(self.detectors.len());
             pc.fields.put_back(fields);
             if let Some(g) = &mut self.gate {
                 g.hit = true;
@@ -497,6 +506,14 @@ impl PackDetector {
             return (None, None);
         }
         self.index.candidates(&fields, &mut self.candidates);
+        // The gate's candidates (after this pack's rules, in rule order) to
+        // it, numbered as its own.
+        let own = self.detectors.len();
+        if let Some(g) = &mut self.gate {
+            let mine = self.candidates.partition_point(|c| (c.rule as usize) < own);
+            g.candidates.clear();
+            g.candidates.extend(self.candidates.drain(mine..).map(|c| Candidate { rule: c.rule - own as u32, stages: c.stages }));
+        }
         for c in &self.candidates {
             self.indexed_by_rule[c.rule as usize] += 1;
         }
@@ -612,7 +629,6 @@ pub const UNREAD: u32 = u32::MAX;
 /// without their detectors (see [`PackDetector::with_gate`]).
 #[derive(Debug)]
 struct Gate {
-    index: FieldIndex,
     checks: Vec<Option<Vec<StageCheck>>>,
     candidates: Vec<Candidate>,
     hit: bool,
@@ -623,7 +639,6 @@ struct Gate {
 impl Gate {
     fn new(rules: &[Rule], config: &Config, types: &TypeMap, table: &mut FieldTable) -> Gate {
         let checks = rules.iter().map(|r| stage_checks(r, types, table)).collect();
-        let index = FieldIndex::new(rules, types, config.prefilter, table);
         // Every path the pack of these rules reads is read here too: a
         // record that pack could not read (a bad value in a field only it
         // reads) is unreadable here as well, and goes to it as such
@@ -633,14 +648,14 @@ impl Gate {
         for s in 0..t.len() {
             table.intern(t.name(s as Slot));
         }
-        Gate { index, checks, candidates: Vec::new(), hit: false, hits: Vec::new() }
+        Gate { checks, candidates: Vec::new(), hit: false, hits: Vec::new() }
     }
 
     /// Whether some stage of these rules may match the record: the pack's
     /// own selection without the state of their detectors (so a superset).
-    /// (The stages of each rule that passed: in `hits`.)
+    /// (The stages of each rule that passed: in `hits`.) `candidates`: what
+    /// the pack's index gave these rules.
     fn passes(&mut self, fields: &Fields, category_slot: Slot) -> bool {
-        self.index.candidates(fields, &mut self.candidates);
         let checks = &self.checks;
         self.hits.clear();
         for c in &self.candidates {
