@@ -728,7 +728,8 @@ fn completions_print_a_script() {
 
 /// Output that cannot be written (a full device): the write error is named
 /// and the run fails with status 1, from a file (mapped) or from standard
-/// input (read), on one thread (written by its writing thread) or two.
+/// input (read), on one thread (written by its writing thread) or two; the
+/// same for a pack (its writer writes each block as it comes).
 #[test]
 fn a_failed_write_is_reported_and_fails_the_run() {
     let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
@@ -737,10 +738,15 @@ fn a_failed_write_is_reported_and_fails_the_run() {
     };
     let text = String::from_utf8(sample()).unwrap();
     let file = tmp("full.ndjson", &text);
+    let pack = ["--quiet", "--rule", "apt_netcon_v5", "--rule", "apt_netcon_v11"];
     for (args, from_stdin) in [
         (vec!["--quiet", file.as_str()], false),
         (vec!["--quiet", "-"], true),
         (vec!["--quiet", "--threads", "2", file.as_str()], false),
+        ([&pack[..], &[file.as_str()]].concat(), false),
+        ([&pack[..], &["-"]].concat(), true),
+        ([&pack[..], &["--threads", "2", file.as_str()]].concat(), false),
+        ([&pack[..], &["--alerts-only", file.as_str()]].concat(), false),
     ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_apt-netcon"))
             .args(&args)

@@ -17,11 +17,11 @@
 //! on a stream in time order (the caveats of docs/fleet.md aside: event
 //! time and caps are per pack).
 
-use crate::filter::{record_of, LongLine, Piece};
+use crate::filter::{record_of, write_pieces, LongLine, Piece};
 use apt_netcon::engine::pack::split::{host_local, HostRouter};
 use apt_netcon::engine::pack::PackDetector;
 use apt_netcon::{Config, RecordError, Rule};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read};
 use std::process::ExitCode;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -240,8 +240,15 @@ struct Written {
 /// every pack, in rule order); then the packs' end-of-stream alerts.
 fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, alerts_only: bool) -> Written {
     let mut w = Written { by_rule: vec![0; rules], ..Written::default() };
-    let stdout = io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+    // Each block's output goes out at once, from where its bytes lie (the
+    // block's lines and the alert records): no copy into a buffer.
+    let mut out = match crate::filter::stdout_file() {
+        Ok(f) => f,
+        Err(e) => {
+            w.failed = Some(e);
+            return w;
+        }
+    };
     let mut merged: Vec<(u32, u32, Vec<u8>)> = Vec::new();
     let mut errors: Vec<u32> = Vec::new();
     let take = |merged: &mut Vec<(u32, u32, Vec<u8>)>, errors: &mut Vec<u32>, too_large: &mut u64| -> bool {
@@ -258,22 +265,7 @@ fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, ale
         errors.dedup();
         true
     };
-    loop {
-        // Output goes out as soon as nothing more is waiting (from a pipe,
-        // records and alerts as they come, not when the buffer fills).
-        let block = match blocks.try_recv() {
-            Ok(b) => b,
-            Err(_) => {
-                if let Err(e) = out.flush() {
-                    w.failed = Some(e);
-                    return w;
-                }
-                match blocks.recv() {
-                    Ok(b) => b,
-                    Err(_) => break,
-                }
-            }
-        };
+    while let Ok(block) = blocks.recv() {
         if !take(&mut merged, &mut errors, &mut w.too_large) {
             break;
         }
@@ -281,7 +273,8 @@ fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, ale
         // pack gave it an alert (as one pack counts it).
         let mut a = merged.iter().peekable();
         w.errors += errors.iter().filter(|&&l| merged.binary_search_by_key(&l, |m| m.0).is_err()).count() as u64;
-        let mut r: io::Result<()> = Ok(());
+        let data = block.data();
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(2 * merged.len() + 1);
         let mut from = 0usize;
         for k in 0..block.routes.len() {
             let mut here = a.peek().is_some_and(|m| m.0 as usize == k);
@@ -290,25 +283,26 @@ fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, ale
             }
             let end = block.ends[k];
             if !alerts_only {
-                r = r.and_then(|()| out.write_all(&block.data()[from..end]));
+                pieces.push(&data[from..end]);
             }
             from = end;
             while here {
                 let (_, rule, bytes) = a.next().expect("peeked");
                 w.alerts += 1;
                 w.by_rule[*rule as usize] += 1;
-                r = r.and_then(|()| out.write_all(bytes)).and_then(|()| out.write_all(b"\n"));
+                pieces.push(bytes);
+                pieces.push(b"\n");
                 here = a.peek().is_some_and(|m| m.0 as usize == k);
             }
         }
         if !alerts_only {
-            r = r.and_then(|()| out.write_all(&block.data()[from..]));
+            pieces.push(&data[from..]);
         }
         if block.piece == Some(Some(false)) {
             // The end of a line too long for any rule to read.
             w.too_large += 1;
         }
-        if let Err(e) = r {
+        if let Err(e) = write_pieces(&mut out, &pieces) {
             w.failed = Some(e);
             return w;
         }
@@ -316,17 +310,16 @@ fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, ale
     // The end of the stream: each pack's last part.
     if take(&mut merged, &mut errors, &mut w.too_large) {
         merged.sort_by_key(|&(_, rule, _)| rule);
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(2 * merged.len());
         for (_, rule, bytes) in &merged {
             w.alerts += 1;
             w.by_rule[*rule as usize] += 1;
-            if let Err(e) = out.write_all(bytes).and_then(|()| out.write_all(b"\n")) {
-                w.failed = Some(e);
-                return w;
-            }
+            pieces.push(bytes);
+            pieces.push(b"\n");
         }
-    }
-    if let Err(e) = out.flush() {
-        w.failed = Some(e);
+        if let Err(e) = write_pieces(&mut out, &pieces) {
+            w.failed = Some(e);
+        }
     }
     w
 }

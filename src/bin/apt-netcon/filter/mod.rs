@@ -88,7 +88,7 @@ fn display_name(f: &str) -> &str {
     }
 }
 
-fn stdout_file() -> io::Result<File> {
+pub(crate) fn stdout_file() -> io::Result<File> {
     Ok(File::from(io::stdout().as_fd().try_clone_to_owned()?))
 }
 
@@ -107,8 +107,15 @@ fn write_segs(out: &mut File, data: &[u8], aux: &[u8], segs: &[Seg]) -> io::Resu
             Seg::In(a, b) => &data[a..b],
             Seg::Aux(a, b) => &aux[a..b],
         })
-        .filter(|s| !s.is_empty())
         .collect();
+    write_pieces(out, &pieces)
+}
+
+/// Write every piece, in order, with as few system calls as the kernel
+/// allows (each call takes up to 512 of them, from where they lie: no copy
+/// into a buffer).
+pub(crate) fn write_pieces(out: &mut File, pieces: &[&[u8]]) -> io::Result<()> {
+    let pieces: Vec<&[u8]> = pieces.iter().copied().filter(|s| !s.is_empty()).collect();
     // (The partial write is tracked here: IoSlice::advance_slices was newer
     // than the crate's MSRV, 1.74, when this was written.)
     let (mut i, mut skip) = (0, 0);
