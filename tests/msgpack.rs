@@ -664,10 +664,10 @@ fn aptnc_finish_hands_over_every_alert_still_held() {
 // ---------------------------------------------------------------------------
 // A rule pack in the chunk path: one record completing several rules
 
-/// A pack of small rules in a temporary directory: a_port, b_addr, and the
+/// A pack of small rules in a temporary directory (`name`: the test's own): a_port, b_addr, and the
 /// three-stage c_seq, all three completed by one network record.
-fn pack_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("apt-netcon-msgpack-pack-{}", std::process::id()));
+fn pack_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("apt-netcon-msgpack-pack-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("a_port.eql"), "network where destination.port == 4444").unwrap();
@@ -699,7 +699,7 @@ fn pack_events() -> [Value; 3] {
 #[test]
 fn a_pack_appends_one_alert_per_rule_after_the_chunk() {
     use apt_netcon::host::ffi::*;
-    let dir = pack_dir();
+    let dir = pack_dir("by-call");
     let config = json!({"rules_dir": dir}).to_string();
     let d = c_detector(&config);
     let ev = pack_events();
@@ -747,5 +747,106 @@ fn a_pack_appends_one_alert_per_rule_after_the_chunk() {
     let alerts: Vec<Value> = recs.iter().map(|(r, at)| dec(&r[*at..])).collect();
     assert_eq!(alerts, json_alerts);
     unsafe { aptnc_free(d) };
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A rule pack reads each body of a chunk as the chunk is walked (one walk
+/// checks and reads it) and uses those reads once the whole chunk is found
+/// well formed. Chunk by chunk it does what the same bodies one at a time
+/// do (`Detector::process_msgpack`, which reads each body when it comes):
+/// the same outcome, counters, alerts and pack report, for records of every
+/// kind — read ahead, a body the read ahead fails on (a string read that is
+/// not UTF-8, a body that is not a map, one nested too deep) and that is
+/// then read as any other, a body over `max_record_bytes`, group markers —
+/// in chunks of more records than are read ahead. A chunk found malformed
+/// after records were read ahead shows none of them to the pack.
+#[test]
+fn a_pack_reading_a_chunk_as_it_walks_it_does_what_one_body_at_a_time_does() {
+    let dir = pack_dir("ahead");
+    let config = Config::from_json(&json!({"rules_dir": dir, "max_record_bytes": 600}).to_string()).unwrap();
+    let ev = pack_events();
+    let not_utf8 = {
+        // {"event":{"category":"process"},"host":{"id":"h1"},"process":{"name":<0xff 0xfe>}}
+        let mut b = mp(&json!({"event": {"category": "process"}, "host": {"id": "h1"}}));
+        b[0] = 0x83;
+        b.extend_from_slice(b"\xa7process\x81\xa4name\xa2\xff\xfe");
+        b
+    };
+    let mut deep = json!("x");
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    let deep = json!({"process": {"name": deep}});
+    let big = json!({"event": {"category": ["network"]}, "host": {"id": "h1"}, "destination": {"port": 4444}, "pad": "x".repeat(700)});
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    for i in 0..700u64 {
+        let mut e = ev[(i % 3) as usize].clone();
+        e["event"]["id"] = json!(format!("e{i}"));
+        e["host"]["id"] = json!(format!("h{}", i % 7));
+        bodies.push(mp(&e));
+        match i % 50 {
+            10 => bodies.push(not_utf8.clone()),
+            20 => bodies.push(mp(&json!("a string, not a map"))),
+            30 => bodies.push(mp(&deep)),
+            40 => bodies.push(mp(&big)),
+            _ => {}
+        }
+    }
+    // Chunks of 1, 3, 64 and 400 records (the last more than are read
+    // ahead), group markers in some.
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut rest = &bodies[..];
+    for size in [1usize, 3, 64, 400].iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (now, later) = rest.split_at((*size).min(rest.len()));
+        let mut parts: Vec<Vec<u8>> = now.iter().map(|b| v2_raw(Time::Event(1, 0), &json!({}), b)).collect();
+        if *size == 64 {
+            parts.insert(0, group_start());
+            parts.push(group_end());
+        }
+        chunks.push(concat(&parts));
+        rest = later;
+    }
+    let mut by_chunk = Detector::new(&config).unwrap();
+    let mut by_body = Detector::new(&config).unwrap();
+    let mut out = Vec::new();
+    let mut alerts = (Vec::new(), Vec::new());
+    for chunk in &chunks {
+        let o = filter_chunk(&mut by_chunk, chunk, &mut out).unwrap();
+        let mut want = ChunkOutcome::default();
+        for (body, marker) in split_records(chunk).iter().map(|(r, at)| (&r[*at..], r[4..8] == [0xff; 4] || r[4..8] == [0xff, 0xff, 0xff, 0xfe])) {
+            if marker {
+                want.group_markers += 1;
+                continue;
+            }
+            want.records += 1;
+            if by_body.process_msgpack(body).is_err() {
+                want.errors += 1;
+            }
+        }
+        assert_eq!(o, want);
+        alerts.0.extend(std::iter::from_fn(|| by_chunk.take_alert()).map(|a| a.bytes));
+        alerts.1.extend(std::iter::from_fn(|| by_body.take_alert()).map(|a| a.bytes));
+    }
+    assert_eq!(by_chunk.stats(), by_body.stats());
+    assert_eq!(by_chunk.pack().unwrap().report(), by_body.pack().unwrap().report());
+    assert_eq!(alerts.0, alerts.1);
+    let s = by_chunk.stats();
+    assert!(alerts.0.len() >= 3 * 200, "{} alerts", alerts.0.len());
+    // (The bodies not UTF-8 and nested too deep, whose read fails ahead,
+    // rule nothing out: no rule's detector counts them.)
+    assert!(s.not_an_object == 14 && s.too_large == 14 && s.records == 756, "{s:?}");
+
+    // Well-formed records, then a truncated one: the chunk is refused and
+    // no record of it reaches the pack.
+    let before = by_chunk.stats();
+    let mut bad = concat(&chunks[2..4]);
+    let last = v2(Time::Event(1, 0), &ev[2]);
+    bad.extend_from_slice(&last[..last.len() - 3]);
+    assert_eq!(filter_chunk(&mut by_chunk, &bad, &mut out), Err(ChunkError::Malformed));
+    assert_eq!(by_chunk.stats(), before);
+    assert!(by_chunk.take_alert().is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,7 +3,7 @@
 //! of the chunk. How a chunk is read and validated:
 //! [`crate::format::msgpack`] (its module docs, "Walking a chunk").
 
-use crate::format::msgpack::{read_chunk, ChunkError};
+use crate::format::msgpack::{read_chunk, read_chunk_with, ChunkError};
 use crate::Detector;
 
 /// What [`filter_chunk`] did with a Fluent Bit chunk.
@@ -32,17 +32,39 @@ pub fn filter_chunk(
     chunk: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<ChunkOutcome, ChunkError> {
-    let recs = read_chunk(chunk)?;
+    // A rule pack reads each body as the chunk is walked, so that one walk
+    // both checks a body and reads it; the reads wait until the whole
+    // chunk is found well formed (none of its records is shown to the
+    // detector before).
+    let mut reads = Vec::new();
+    let recs = match det.pack_mut() {
+        Some(pack) => {
+            let mut held = 0;
+            read_chunk_with(chunk, |marker, start| {
+                let got = if marker { None } else { pack.read_ahead(&chunk[start..], held) };
+                held += got.is_some() as usize;
+                let end = got.as_ref().map(|(len, _)| start + len);
+                reads.push(got.map(|(_, fields)| fields));
+                end
+            })?
+        }
+        None => read_chunk(chunk)?,
+    };
     let mut outcome = ChunkOutcome::default();
     // Bytes of `chunk` already copied into `out` (once building).
     let mut copied = 0usize;
-    for r in &recs {
+    for (k, r) in recs.iter().enumerate() {
         if r.marker {
             outcome.group_markers += 1;
             continue;
         }
         outcome.records += 1;
-        match det.process_msgpack(&chunk[r.body.clone()]) {
+        let body = &chunk[r.body.clone()];
+        let verdict = match reads.get_mut(k).and_then(Option::take) {
+            Some(read) => det.process_msgpack_read(body, read),
+            None => det.process_msgpack(body),
+        };
+        match verdict {
             Ok(crate::Verdict::Unchanged) => {}
             Ok(crate::Verdict::Annotated(bytes)) => {
                 if outcome.annotated == 0 {

@@ -322,10 +322,25 @@ impl Detector {
         self.pack.as_deref()
     }
 
-    /// Run the pack on one record (see [`Detector::new`]).
-    fn process_pack(&mut self, record: &[u8], msgpack: bool) -> Result<Verdict<'_>, RecordError> {
+    /// The rule pack this detector runs, to read a chunk's bodies ahead
+    /// ([`crate::engine::chunk::filter_chunk`]).
+    pub(crate) fn pack_mut(&mut self) -> Option<&mut PackDetector> {
+        self.pack.as_deref_mut()
+    }
+
+    /// [`Detector::process_msgpack`] for a detector running a rule pack, on
+    /// a body the pack read while its chunk was walked (`read`, from
+    /// [`PackDetector::read_ahead`]).
+    pub(crate) fn process_msgpack_read<'r>(&mut self, body: &'r [u8], read: Fields<'r>) -> Result<Verdict<'_>, RecordError> {
+        self.take_in(body, lone_string_member_msgpack)?;
+        self.process_pack(body, true, Some(read))
+    }
+
+    /// Run the pack on one record (see [`Detector::new`]), with its read
+    /// when made already.
+    fn process_pack<'r>(&mut self, record: &'r [u8], msgpack: bool, read: Option<Fields<'r>>) -> Result<Verdict<'_>, RecordError> {
         let Some(p) = self.pack.as_deref_mut() else { return Ok(Verdict::Unchanged) };
-        let r = p.process(record, msgpack);
+        let r = p.process_with(record, msgpack, read);
         self.stats.bad_timestamp = p.bad_timestamps();
         self.collect_pack_alerts();
         match r {
@@ -554,7 +569,7 @@ impl Detector {
     pub fn process(&mut self, record: &[u8]) -> Result<Verdict<'_>, RecordError> {
         self.take_in(record, lone_string_member_json)?;
         if self.pack.is_some() {
-            return self.process_pack(record, false);
+            return self.process_pack(record, false, None);
         }
         if self.generic.is_some() {
             return self.process_generic(record, false);
@@ -701,7 +716,7 @@ impl Detector {
     pub fn process_msgpack(&mut self, body: &[u8]) -> Result<Verdict<'_>, RecordError> {
         self.take_in(body, lone_string_member_msgpack)?;
         if self.pack.is_some() {
-            return self.process_pack(body, true);
+            return self.process_pack(body, true, None);
         }
         if self.generic.is_some() {
             return self.process_generic(body, true);

@@ -26,7 +26,7 @@
 //! paths, and in MessagePack no bin, ext or non-finite float there:
 //! [`Fields::plain`]) and a tree surely reads the record whole (JSON:
 //! [`crate::format::syntax::surely_a_tree`]; MessagePack:
-//! [`crate::engine::generic::mp_tree_reads`]); otherwise
+//! `crate::engine::generic::mp_tree_reads`); otherwise
 //! (`max_lateness` on a sequence, an unusual record) they share one tree of
 //! the record, holding only the fields they read or carry
 //! ([`crate::engine::pruned`]). Either way, the same outcome. A record the
@@ -150,7 +150,15 @@ pub struct PackDetector {
     scanned_reads: u64,
     /// Rules that did not load, `(name, reason)` (`skip_broken_rules`).
     skipped: Vec<(String, String)>,
+    /// Buffers for the reads of a chunk's bodies made while the chunk is
+    /// walked ([`PackDetector::read_ahead`]), at most [`READ_AHEAD`].
+    ahead: Vec<FieldsBuf>,
 }
+
+/// The most bodies of one chunk read while the chunk is walked (the rest
+/// are read as they are processed): the reads wait for the whole chunk to
+/// be checked, and this bounds the memory they hold.
+pub(crate) const READ_AHEAD: usize = 256;
 
 impl PackDetector {
     /// A detector for every rule, with the same config (limits, exceptions).
@@ -225,6 +233,7 @@ impl PackDetector {
             scanned_reads: 0,
             indexed_by_rule: vec![0; n_rules],
             skipped,
+            ahead: Vec::new(),
         }
     }
 
@@ -375,6 +384,35 @@ impl PackDetector {
     /// released meanwhile) wait in [`PackDetector::take_alert`]. Returns how
     /// many alerts it added.
     pub fn process(&mut self, record: &[u8], msgpack: bool) -> Result<usize, RecordError> {
+        self.process_with(record, msgpack, None)
+    }
+
+    /// The pack's read of the MessagePack body that `bytes` starts with (a
+    /// chunk from the body on), made while the chunk is walked: where the
+    /// body ends, and its fields for [`PackDetector::process_with`]. `None`
+    /// when the read fails (the body is then skipped and checked by the
+    /// chunk's walk, and read again when processed, as any other) or when
+    /// `n` reads are held already ([`READ_AHEAD`]).
+    pub(crate) fn read_ahead<'a>(&mut self, bytes: &'a [u8], n: usize) -> Option<(usize, Fields<'a>)> {
+        if n >= READ_AHEAD {
+            return None;
+        }
+        let mut buf = self.ahead.pop().unwrap_or_default();
+        let mut fields = buf.take();
+        match crate::format::msgpack::extract_prefix(&self.precheck.table, bytes, &mut fields) {
+            Ok(end) if end <= self.max_record_bytes => Some((end, fields)),
+            _ => {
+                buf.put_back(fields);
+                self.ahead.push(buf);
+                None
+            }
+        }
+    }
+
+    /// [`PackDetector::process`], with the record's fields read already
+    /// (`read`: from [`PackDetector::read_ahead`] on this MessagePack body).
+    pub(crate) fn process_with<'r>(&mut self, record: &'r [u8], msgpack: bool, pre: Option<Fields<'r>>) -> Result<usize, RecordError> {
+        let ahead = pre.is_some();
         self.records += 1;
         if record.len() > self.max_record_bytes {
             // Every rule's detector refuses it: refused once for all,
@@ -385,7 +423,7 @@ impl PackDetector {
             }
             return Err(RecordError::TooLarge);
         }
-        let (read, scan_checked) = self.select(record, msgpack);
+        let (read, scan_checked) = self.select(record, msgpack, pre);
         let before = self.alerts.len();
         let mut err = None;
         let mut bad_here = false;
@@ -461,7 +499,13 @@ impl PackDetector {
         }
         self.bad_timestamps += bad_here as u64;
         if let Some(f) = read {
-            self.precheck.fields.put_back(f);
+            if ahead {
+                let mut buf = FieldsBuf::default();
+                buf.put_back(f);
+                self.ahead.push(buf);
+            } else {
+                self.precheck.fields.put_back(f);
+            }
         }
         match err {
             Some(e) if self.alerts.len() == before => Err(e),
@@ -475,11 +519,16 @@ impl PackDetector {
     /// to `precheck.fields`), and the record's syntax check when the scan
     /// that read it made it. A record neither reader can read goes to
     /// every rule (their detectors then read and count it): `None`.
-    fn select<'r>(&mut self, record: &'r [u8], msgpack: bool) -> (Option<Fields<'r>>, Option<Checked>) {
+    fn select<'r>(&mut self, record: &'r [u8], msgpack: bool, pre: Option<Fields<'r>>) -> (Option<Fields<'r>>, Option<Checked>) {
         let mut checked = None;
         let pc = &mut self.precheck;
-        let mut fields = pc.fields.take();
-        let read = if msgpack {
+        let (mut fields, read_already) = match pre {
+            Some(f) => (f, true),
+            None => (pc.fields.take(), false),
+        };
+        let read = if read_already {
+            true
+        } else if msgpack {
             crate::format::msgpack::extract(&pc.table, record, &mut fields).is_ok()
         } else {
             // The fast scanner (checking the record's syntax as it goes: a
@@ -564,7 +613,7 @@ impl PackDetector {
     /// from [`PackDetector::gate_hits`]) may change anything here, as of
     /// now: false only when each rule it hits is a plain sequence in which
     /// nothing waits and only later stages passed — the candidates this
-    /// pack would keep of it are then none (see [`PackDetector::select`]),
+    /// pack would keep of it are then none (see `PackDetector::select`),
     /// so the record can be passed by unread, with the same alerts.
     pub fn may_need(&self, hits: &[(u32, u64)]) -> bool {
         hits.iter().any(|&(rule, stages)| {

@@ -68,8 +68,11 @@ pub(super) fn read_time(cur: &mut Cursor) -> Result<bool, ChunkError> {
     Ok(secs == -1 || secs == -2)
 }
 
-/// Locate the record starting at `cur`'s position.
-pub(super) fn read_record(cur: &mut Cursor) -> Result<Record, ChunkError> {
+/// Locate the record starting at `cur`'s position, its body first offered
+/// to `read` (whether the record is a group marker, and where the body
+/// starts in the chunk): `Some(end)` when it read the body whole, well
+/// formed (else the body is skipped here).
+fn read_record(cur: &mut Cursor, read: &mut impl FnMut(bool, usize) -> Option<usize>) -> Result<Record, ChunkError> {
     let start = cur.pos;
     if cur.tok()? != Tok::Array(2) {
         return Err(ChunkError::Malformed);
@@ -90,16 +93,32 @@ pub(super) fn read_record(cur: &mut Cursor) -> Result<Record, ChunkError> {
             (Form::Legacy, read_time(cur)?)
         }
     };
-    let body = cur.skip()?;
+    let body = match read(marker, cur.pos) {
+        Some(end) => {
+            let body = cur.pos..end;
+            cur.pos = end;
+            body
+        }
+        None => cur.skip()?,
+    };
     Ok(Record { form, marker, whole: start..body.end, body })
 }
 
 /// Locate every record of a chunk, or refuse it.
 pub(crate) fn read_chunk(chunk: &[u8]) -> Result<Vec<Record>, ChunkError> {
+    read_chunk_with(chunk, |_, _| None)
+}
+
+/// [`read_chunk`], each body offered first to `read` (whether its record
+/// is a group marker, and where the body starts in `chunk`), which returns
+/// where the body ends when it has read it whole and well formed (as
+/// [`super::extract::extract_prefix`] does); the walk skips the others
+/// itself. So one walk of a body both reads and checks it.
+pub(crate) fn read_chunk_with(chunk: &[u8], mut read: impl FnMut(bool, usize) -> Option<usize>) -> Result<Vec<Record>, ChunkError> {
     let mut cur = Cursor::new(chunk);
     let mut recs = Vec::new();
     while !cur.at_end() {
-        recs.push(read_record(&mut cur)?);
+        recs.push(read_record(&mut cur, &mut read)?);
     }
     Ok(recs)
 }

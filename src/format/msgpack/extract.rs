@@ -8,9 +8,20 @@ use super::*;
 /// Read the table's fields from one MessagePack map (a record body) into
 /// `out` (cleared first). See the module docs for the mapping of types.
 pub fn extract<'a>(table: &FieldTable, body: &'a [u8], out: &mut Fields<'a>) -> Result<(), ExtractError> {
+    match extract_prefix(table, body, out)? {
+        end if end == body.len() => Ok(()),
+        _ => Err(ExtractError::InvalidMsgpack),
+    }
+}
+
+/// [`extract`] of the map that `bytes` starts with (a body, and whatever
+/// follows it in its chunk): where the map ends. A map read so is well
+/// formed throughout, as [`Cursor::skip_n`] checks one (a chunk's records
+/// are located with it: [`super::chunk::read_chunk_with`]).
+pub(crate) fn extract_prefix<'a>(table: &FieldTable, bytes: &'a [u8], out: &mut Fields<'a>) -> Result<usize, ExtractError> {
     out.clear();
-    out.begin_marks(table, body.len());
-    let mut cur = Cursor::new(body);
+    out.begin_marks(table, bytes.len());
+    let mut cur = Cursor::new(bytes);
     let n = match cur.tok() {
         Ok(Tok::Map(n)) => n,
         Ok(_) => return Err(ExtractError::NotAnObject),
@@ -18,10 +29,7 @@ pub fn extract<'a>(table: &FieldTable, body: &'a [u8], out: &mut Fields<'a>) -> 
     };
     let mut reader = Reader { table, cur, out };
     reader.map(FieldTable::ROOT, n, 1)?;
-    if !reader.cur.at_end() {
-        return Err(ExtractError::InvalidMsgpack);
-    }
-    Ok(())
+    Ok(reader.cur.pos)
 }
 
 /// Whether `body` is one map and nothing after it, every key of every map

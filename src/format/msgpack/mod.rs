@@ -83,6 +83,15 @@
 //! counted by the detector and in [`crate::engine::chunk::ChunkOutcome::errors`] and the record goes
 //! on unchanged while the walk continues.
 //!
+//! A detector running a rule pack reads each body during the validating
+//! pass (`read_chunk_with`, `extract_prefix`): a body its read gets
+//! through is well formed to its end, so that one walk both checks and reads
+//! it; a body the read stops in (bad UTF-8 in a field read, too deep, not a
+//! map) is skipped and checked by the walk as any other, and read again when
+//! it is evaluated. The reads are used only once the whole chunk is found
+//! well formed (for at most 256 bodies a chunk: the rest are read when
+//! evaluated), so nothing of a malformed chunk reaches the pack.
+//!
 //! When no record is annotated, `out` is not touched and nothing is copied.
 //! Otherwise `out` is cleared and receives the new chunk: every byte of the
 //! input, except the bodies of the annotated records (whose outer array,
@@ -113,9 +122,10 @@ mod cursor;
 mod extract;
 mod merge;
 
-pub(crate) use chunk::read_chunk;
+pub(crate) use chunk::{read_chunk, read_chunk_with};
 pub use chunk::ChunkError;
 pub use extract::extract;
+pub(crate) use extract::extract_prefix;
 pub(crate) use extract::tree_readable;
 pub use merge::merge;
 
