@@ -411,8 +411,10 @@ fn svg_text(x: f64, y: f64, anchor: &str, size: u32, weight: &str, text: &str) -
 }
 
 /// Two panels: each row against the floors (log scale), and the Rust API
-/// against the fleet size (linear).
-fn chart(rows: &[(String, f64, &str)], hosts: &[(usize, f64)], title: &str) -> String {
+/// against the fleet size (linear); a third, the Rust API against the
+/// size of a rule pack (linear), when a pack run (`-- --pack DIR`) left
+/// its figures (`pack`: rules, events/s).
+fn chart(rows: &[(String, f64, &str)], hosts: &[(usize, f64)], pack: &[(usize, f64)], title: &str) -> String {
     let w = 960.0;
     let left = 330.0;
     let right = 90.0;
@@ -422,7 +424,8 @@ fn chart(rows: &[(String, f64, &str)], hosts: &[(usize, f64)], title: &str) -> S
     let h1 = rows.len() as f64 * (bar_h + gap);
     let top2 = top1 + h1 + 110.0;
     let h2 = 190.0;
-    let height = top2 + h2 + 70.0;
+    let top3 = top2 + h2 + 110.0;
+    let height = if pack.is_empty() { top2 + h2 + 70.0 } else { top3 + h2 + 70.0 };
     let mut s = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" viewBox="0 0 {w} {height}" font-family="Helvetica, Arial, sans-serif">"#
     );
@@ -492,8 +495,40 @@ fn chart(rows: &[(String, f64, &str)], hosts: &[(usize, f64)], title: &str) -> S
         s.push_str(&svg_text(x + bw / 2.0, top2 + h2 + 16.0, "middle", 11, "normal", &format!("{hcount} hosts")));
     }
     s.push_str(&svg_text(left - 8.0, yt + 4.0, "end", 11, "normal", "1 M events/s"));
+    // panel 3: Rust API vs the number of rules in a pack
+    if !pack.is_empty() {
+        s.push_str(&svg_text(w / 2.0, top3 - 40.0, "middle", 15, "bold", "Rust API throughput against the number of rules in the pack (events/s, linear)"));
+        let vmax = pack.iter().map(|p| p.1).fold(0.0, f64::max).max(5e5) * 1.15;
+        let y_of = |v: f64| top3 + h2 - v / vmax * h2;
+        let slot = plot_w / pack.len() as f64;
+        let yt = y_of(5e5);
+        s.push_str(&format!(r##"<line x1="{left}" y1="{yt:.1}" x2="{:.1}" y2="{yt:.1}" stroke="#c0392b" stroke-dasharray="5,4"/>"##, left + plot_w));
+        s.push_str(&svg_text(left - 8.0, yt + 4.0, "end", 11, "normal", "500 k events/s"));
+        s.push_str(&format!(r##"<line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#888"/>"##, top3 + h2, left + plot_w, top3 + h2));
+        for (i, (rules, v)) in pack.iter().enumerate() {
+            let x = left + i as f64 * slot + slot * 0.25;
+            let bw = slot * 0.5;
+            let y = y_of(*v);
+            s.push_str(&format!(r##"<rect x="{x:.1}" y="{y:.1}" width="{bw:.1}" height="{:.1}" fill="#2e86c1"/>"##, top3 + h2 - y));
+            s.push_str(&svg_text(x + bw / 2.0, y - 5.0, "middle", 11, "normal", &fmt_rate(*v)));
+            s.push_str(&svg_text(x + bw / 2.0, top3 + h2 + 16.0, "middle", 11, "normal", &format!("{rules} rule{}", if *rules == 1 { "" } else { "s" })));
+        }
+    }
     s.push_str("</svg>\n");
     s
+}
+
+/// The Rust API's events/s by pack size from the last pack run
+/// (`target/bench/pack.json`), if any.
+fn pack_sizes(dir: &Path) -> Vec<(usize, f64)> {
+    let Ok(text) = std::fs::read_to_string(dir.join("pack.json")) else { return Vec::new() };
+    let Ok(p) = serde_json::from_str::<Value>(&text) else { return Vec::new() };
+    p["api"]
+        .as_array()
+        .map(|rows| {
+            rows.iter().filter_map(|r| Some((r["rules"].as_u64()? as usize, r["events_per_cpu_s"].as_f64()?))).collect()
+        })
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------
@@ -596,7 +631,7 @@ fn redraw_chart() {
         r["runs"]
     );
     let svg_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.svg");
-    std::fs::write(&svg_path, chart(&bars, &hosts, &title)).unwrap();
+    std::fs::write(&svg_path, chart(&bars, &hosts, &pack_sizes(&dir), &title)).unwrap();
     println!("chart: {}", svg_path.display());
 }
 
@@ -787,6 +822,11 @@ fn pack_mode(args: &[String]) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("bench");
     std::fs::create_dir_all(&path).unwrap();
     std::fs::write(path.join("pack.json"), serde_json::to_string_pretty(&out).unwrap()).unwrap();
+    // The chart's third panel (throughput by pack size), drawn again with
+    // the last main run's rows.
+    if path.join("results.json").exists() {
+        redraw_chart();
+    }
 }
 
 fn main() {
@@ -1033,7 +1073,7 @@ fn main() {
         machine["nproc"],
         machine["cpu"].as_str().unwrap_or("?")
     );
-    let svg = chart(&bars, &sweep.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(), &title);
+    let svg = chart(&bars, &sweep.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(), &pack_sizes(&dir), &title);
     let svg_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.svg");
     std::fs::write(&svg_path, svg).unwrap();
     println!();
