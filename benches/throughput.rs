@@ -474,8 +474,6 @@ fn chart(rows: &[(String, f64, &str)], hosts: &[(usize, f64)], pack: &[(usize, f
     let vmax = hosts.iter().map(|h| h.1).fold(0.0, f64::max).max(1e6) * 1.15;
     let base = hosts.first().map(|h| h.1).unwrap_or(0.0);
     let y_of = |v: f64| top2 + h2 - v / vmax * h2;
-    let n = hosts.len().max(1) as f64;
-    let slot = plot_w / n;
     // ±20 % band around the first point
     if base > 0.0 {
         let (ya, yb) = (y_of(base * 1.2), y_of(base * 0.8));
@@ -483,39 +481,37 @@ fn chart(rows: &[(String, f64, &str)], hosts: &[(usize, f64)], pack: &[(usize, f
         s.push_str(&svg_text(left + plot_w + 4.0, ya + 12.0, "start", 10, "normal", "±20 % of"));
         s.push_str(&svg_text(left + plot_w + 4.0, ya + 24.0, "start", 10, "normal", "100 hosts"));
     }
-    let yt = y_of(1e6);
-    s.push_str(&format!(r##"<line x1="{left}" y1="{yt:.1}" x2="{:.1}" y2="{yt:.1}" stroke="#c0392b" stroke-dasharray="5,4"/>"##, left + plot_w));
-    s.push_str(&format!(r##"<line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#888"/>"##, top2 + h2, left + plot_w, top2 + h2));
-    for (i, (hcount, v)) in hosts.iter().enumerate() {
-        let x = left + i as f64 * slot + slot * 0.25;
-        let bw = slot * 0.5;
-        let y = y_of(*v);
-        s.push_str(&format!(r##"<rect x="{x:.1}" y="{y:.1}" width="{bw:.1}" height="{:.1}" fill="#2e86c1"/>"##, top2 + h2 - y));
-        s.push_str(&svg_text(x + bw / 2.0, y - 5.0, "middle", 11, "normal", &fmt_rate(*v)));
-        s.push_str(&svg_text(x + bw / 2.0, top2 + h2 + 16.0, "middle", 11, "normal", &format!("{hcount} hosts")));
-    }
-    s.push_str(&svg_text(left - 8.0, yt + 4.0, "end", 11, "normal", "1 M events/s"));
+    let labels: Vec<(String, f64)> = hosts.iter().map(|(n, v)| (format!("{n} hosts"), *v)).collect();
+    columns(&mut s, (left, top2, plot_w, h2), vmax, &labels, (1e6, "1 M events/s"));
     // panel 3: Rust API vs the number of rules in a pack
     if !pack.is_empty() {
         s.push_str(&svg_text(w / 2.0, top3 - 40.0, "middle", 15, "bold", "Rust API throughput against the number of rules in the pack (events/s, linear)"));
         let vmax = pack.iter().map(|p| p.1).fold(0.0, f64::max).max(5e5) * 1.15;
-        let y_of = |v: f64| top3 + h2 - v / vmax * h2;
-        let slot = plot_w / pack.len() as f64;
-        let yt = y_of(5e5);
-        s.push_str(&format!(r##"<line x1="{left}" y1="{yt:.1}" x2="{:.1}" y2="{yt:.1}" stroke="#c0392b" stroke-dasharray="5,4"/>"##, left + plot_w));
-        s.push_str(&svg_text(left - 8.0, yt + 4.0, "end", 11, "normal", "500 k events/s"));
-        s.push_str(&format!(r##"<line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#888"/>"##, top3 + h2, left + plot_w, top3 + h2));
-        for (i, (rules, v)) in pack.iter().enumerate() {
-            let x = left + i as f64 * slot + slot * 0.25;
-            let bw = slot * 0.5;
-            let y = y_of(*v);
-            s.push_str(&format!(r##"<rect x="{x:.1}" y="{y:.1}" width="{bw:.1}" height="{:.1}" fill="#2e86c1"/>"##, top3 + h2 - y));
-            s.push_str(&svg_text(x + bw / 2.0, y - 5.0, "middle", 11, "normal", &fmt_rate(*v)));
-            s.push_str(&svg_text(x + bw / 2.0, top3 + h2 + 16.0, "middle", 11, "normal", &format!("{rules} rule{}", if *rules == 1 { "" } else { "s" })));
-        }
+        let labels: Vec<(String, f64)> =
+            pack.iter().map(|(n, v)| (format!("{n} rule{}", if *n == 1 { "" } else { "s" }), *v)).collect();
+        columns(&mut s, (left, top3, plot_w, h2), vmax, &labels, (5e5, "500 k events/s"));
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// A panel of columns, one per `(label, events/s)`, in the box
+/// `(left, top, width, height)` scaled to `vmax`, with a dashed target line.
+fn columns(s: &mut String, (left, top, plot_w, h): (f64, f64, f64, f64), vmax: f64, items: &[(String, f64)], (target, name): (f64, &str)) {
+    let y_of = |v: f64| top + h - v / vmax * h;
+    let slot = plot_w / items.len().max(1) as f64;
+    let yt = y_of(target);
+    s.push_str(&format!(r##"<line x1="{left}" y1="{yt:.1}" x2="{:.1}" y2="{yt:.1}" stroke="#c0392b" stroke-dasharray="5,4"/>"##, left + plot_w));
+    s.push_str(&format!(r##"<line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#888"/>"##, top + h, left + plot_w, top + h));
+    for (i, (label, v)) in items.iter().enumerate() {
+        let x = left + i as f64 * slot + slot * 0.25;
+        let bw = slot * 0.5;
+        let y = y_of(*v);
+        s.push_str(&format!(r##"<rect x="{x:.1}" y="{y:.1}" width="{bw:.1}" height="{:.1}" fill="#2e86c1"/>"##, top + h - y));
+        s.push_str(&svg_text(x + bw / 2.0, y - 5.0, "middle", 11, "normal", &fmt_rate(*v)));
+        s.push_str(&svg_text(x + bw / 2.0, top + h + 16.0, "middle", 11, "normal", label));
+    }
+    s.push_str(&svg_text(left - 8.0, yt + 4.0, "end", 11, "normal", name));
 }
 
 /// The Rust API's events/s by pack size from the last pack run
