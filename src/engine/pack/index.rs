@@ -319,7 +319,7 @@ pub(super) struct FragIndex {
     pub(super) slot: Slot,
     /// Whether any fragment is case-insensitive (and the automaton so).
     pub(super) any_ci: bool,
-    pub(super) ac: AhoCorasick,
+    pub(super) dfa: aho_corasick::dfa::DFA,
     pub(super) sets: Vec<Vec<u32>>,
     /// Per fragment: its bytes when it is case-sensitive, `None` when not.
     pub(super) exact_case: Vec<Option<Box<[u8]>>>,
@@ -368,8 +368,16 @@ impl FieldIndex {
             .filter_map(|(slot, b)| {
                 let any_ci = b.ci.iter().any(|&c| c);
                 let exact_case = b.pats.iter().zip(&b.ci).map(|(p, &ci)| (!ci).then(|| p.as_bytes().into())).collect();
-                let ix = b.build(any_ci);
-                Some(FragIndex { slot, any_ci, ac: ix.ac?, sets: ix.sets, exact_case })
+                // The automaton walked by hand ([`each_match`]): a field's
+                // values are short and many, and an iterator's setup per
+                // value cost more than the walk.
+                let dfa = aho_corasick::dfa::DFA::builder()
+                    .ascii_case_insensitive(any_ci)
+                    .match_kind(MatchKind::Standard)
+                    .prefilter(false)
+                    .build(&b.pats)
+                    .ok()?;
+                Some(FragIndex { slot, any_ci, dfa, sets: b.sets, exact_case })
             })
             .collect();
         FieldIndex { exact, exact_ci, exact_slots, frags, scratch: plan.scratch(), plan, fold: String::new() }
@@ -423,30 +431,99 @@ impl FieldIndex {
                 // Case-sensitive fragments (and, on ASCII, all of them) on
                 // the value as it is.
                 let ascii = s.is_ascii();
-                for m in fx.ac.find_overlapping_iter(s) {
-                    let k = m.pattern().as_usize();
+                each_match(&fx.dfa, s.as_bytes(), |k, start, end| {
                     let found = match &fx.exact_case[k] {
-                        Some(bytes) => s.as_bytes()[m.start()..m.end()] == **bytes,
+                        Some(bytes) => s.as_bytes()[start..end] == **bytes,
                         None => ascii,
                     };
                     if found {
                         fx.sets[k].iter().for_each(|&set| hit(sc, set));
                     }
-                }
+                });
                 // Case-insensitive ones on a value that is not ASCII: on its
                 // lower case.
                 if fx.any_ci && !ascii {
                     self.fold.clear();
                     self.fold.extend(s.chars().flat_map(char::to_lowercase));
-                    for m in fx.ac.find_overlapping_iter(self.fold.as_str()) {
-                        let k = m.pattern().as_usize();
+                    each_match(&fx.dfa, self.fold.as_bytes(), |k, _, _| {
                         if fx.exact_case[k].is_none() {
                             fx.sets[k].iter().for_each(|&set| hit(sc, set));
                         }
-                    }
+                    });
                 }
             }
         }
         self.plan.found(sc, out);
+    }
+}
+
+/// Every match of `dfa` (standard semantics, no empty pattern) in `hay`,
+/// overlapping ones included, as `(pattern, start, end)`: the automaton's
+/// states stepped through by hand, as its overlapping search does, without
+/// that search's setup for every value.
+#[inline]
+pub(super) fn each_match(dfa: &aho_corasick::dfa::DFA, hay: &[u8], mut f: impl FnMut(usize, usize, usize)) {
+    use aho_corasick::automaton::Automaton;
+    use aho_corasick::Anchored;
+    let Ok(mut sid) = dfa.start_state(Anchored::No) else { return };
+    for (i, &b) in hay.iter().enumerate() {
+        sid = dfa.next_state(Anchored::No, sid, b);
+        if dfa.is_special(sid) {
+            if dfa.is_dead(sid) {
+                return;
+            }
+            if !dfa.is_match(sid) {
+                continue;
+            }
+            for k in 0..dfa.match_len(sid) {
+                let pid = dfa.match_pattern(sid, k);
+                f(pid.as_usize(), i + 1 - dfa.pattern_len(pid), i + 1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand walk finds every match the crate's overlapping search
+    /// finds, and no other: random patterns over a small alphabet (so that
+    /// they overlap, nest and share prefixes), both case modes, random
+    /// haystacks with bytes outside the alphabet and outside ASCII.
+    #[test]
+    fn each_match_finds_what_the_overlapping_search_finds() {
+        let mut rnd = crate::xorshift(0x5eed_a11c);
+        let alphabet = b"abAB/.-";
+        for round in 0..300 {
+            let ci = round % 2 == 1;
+            let n = 1 + (rnd() % 40) as usize;
+            let pats: Vec<Vec<u8>> = (0..n)
+                .map(|_| (0..3 + rnd() % 4).map(|_| alphabet[(rnd() % alphabet.len() as u64) as usize]).collect())
+                .collect();
+            let dfa = aho_corasick::dfa::DFA::builder()
+                .ascii_case_insensitive(ci)
+                .match_kind(MatchKind::Standard)
+                .prefilter(false)
+                .build(&pats)
+                .unwrap();
+            let ac = AhoCorasickBuilder::new().ascii_case_insensitive(ci).match_kind(MatchKind::Standard).build(&pats).unwrap();
+            for _ in 0..20 {
+                let hay: Vec<u8> = (0..rnd() % 60)
+                    .map(|_| match rnd() % 10 {
+                        0 => 0xc3,
+                        1 => b'z',
+                        _ => alphabet[(rnd() % alphabet.len() as u64) as usize],
+                    })
+                    .collect();
+                let mut got = Vec::new();
+                each_match(&dfa, &hay, |k, s, e| got.push((k, s, e)));
+                let mut want: Vec<(usize, usize, usize)> =
+                    ac.find_overlapping_iter(&hay).map(|m| (m.pattern().as_usize(), m.start(), m.end())).collect();
+                got.sort_unstable();
+                want.sort_unstable();
+                assert_eq!(got, want, "patterns {pats:?}, haystack {hay:?}, case-insensitive {ci}");
+            }
+        }
     }
 }
