@@ -873,6 +873,12 @@ fn a_line_longer_than_any_record_goes_on_in_pieces() {
         let long = run(&args, &input);
         let want = run(&args, &short);
         assert!(long.status.success(), "{}", String::from_utf8_lossy(&long.stderr));
+        // The same file mapped: the same bytes, counts and messages (the
+        // long lines whole, refused as too large, not in pieces).
+        let from_file: Vec<&str> = args.iter().copied().chain([file.as_str()]).collect();
+        let mapped = run(&from_file, b"");
+        assert!(mapped.status.success(), "{}", String::from_utf8_lossy(&mapped.stderr));
+        assert!(mapped.stdout == long.stdout, "--threads {threads}: the bytes of the mapped file");
         let signals = |o: &[u8]| -> Vec<u8> { o.split_inclusive(|&b| b == b'\n').filter(|l| l.windows(8).any(|w| w == b"\"signal\"")).collect::<Vec<_>>().concat() };
         assert!(!signals(&want.stdout).is_empty());
         assert!(signals(&long.stdout) == signals(&want.stdout), "--threads {threads}: the alerts");
@@ -888,6 +894,7 @@ fn a_line_longer_than_any_record_goes_on_in_pieces() {
         // The same counts, but the long lines are counted as too large and
         // the short ones as unreadable.
         let (long_counts, want_counts) = (summary(&long), summary(&want));
+        assert_eq!(summary(&mapped), long_counts, "--threads {threads}: the mapped file's counts and messages");
         let too_large = "3 passed through unread (3 larger than max_record_bytes, 0 unreadable by a rule that could match)";
         let unreadable = "3 passed through unread (0 larger than max_record_bytes, 3 unreadable by a rule that could match)";
         assert!(long_counts.iter().any(|l| l.contains(too_large)), "{long_counts:?}");

@@ -6,8 +6,10 @@
 //! [`apt_netcon::engine::pack`]); with `--alerts-only`, only the alert
 //! records.
 //!
-//! The reading thread cuts the input into blocks of whole lines (read as
-//! they come, about 1 MiB at most, or one longer line) and routes each line; the pack runs on a thread
+//! The reading thread cuts the input into blocks of whole lines (a
+//! regular file's where they lie in the page cache, mapped 8 MiB at a
+//! time; other input read as it comes; about 1 MiB at most, or one longer
+//! line) and routes each line; the pack runs on a thread
 //! of its own over each block, in input order; the writing thread writes
 //! each line, then its alerts in rule order. With `--threads N` the pack's
 //! host-local rules run in N packs, each taking the records of the hosts
@@ -21,7 +23,8 @@ use crate::filter::{record_of, write_pieces, LongLine, Piece};
 use apt_netcon::engine::pack::split::{host_local, HostRouter};
 use apt_netcon::engine::pack::PackDetector;
 use apt_netcon::{Config, RecordError, Rule};
-use std::io::{self, Read};
+use crate::filter::Map;
+use std::io::{self, Read, Seek};
 use std::process::ExitCode;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -30,6 +33,10 @@ use std::time::Instant;
 
 /// Bytes of whole lines per block.
 const BLOCK: usize = 1 << 20;
+/// Bytes of a regular file mapped at a time: a few blocks (a window stays
+/// mapped until its last block is written, and its pages count in the
+/// process's resident memory meanwhile).
+const MAP_WINDOW: usize = 8 * BLOCK;
 /// A blank line's route: no pack takes it.
 const BLANK: u8 = u8::MAX;
 
@@ -37,10 +44,18 @@ const BLANK: u8 = u8::MAX;
 /// filled with bytes already, so not zeroed again).
 type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
 
+/// Where a block's bytes lie.
+enum Bytes {
+    /// Read into a buffer (standard input, a pipe, the end of a file).
+    Read(Vec<u8>),
+    /// In a mapped window of a regular file, from this offset.
+    Mapped(Arc<Map>, usize),
+}
+
 /// A block of whole lines, and where each goes.
 struct Block {
-    /// The lines are `bytes[..len]`.
-    bytes: Vec<u8>,
+    /// The lines are the first `len` bytes of it.
+    bytes: Bytes,
     len: usize,
     pool: Pool,
     /// End of each line (its terminator included).
@@ -57,20 +72,25 @@ impl Drop for Block {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         // (Not a piece of a long line: nothing reads into the pool while
         // one streams, so it would only fill up.)
-        if pool.len() < 64 && self.piece.is_none() && (BLOCK..=4 * BLOCK).contains(&self.bytes.len()) {
-            pool.push(std::mem::take(&mut self.bytes));
+        if let Bytes::Read(bytes) = &mut self.bytes {
+            if pool.len() < 64 && self.piece.is_none() && (BLOCK..=4 * BLOCK).contains(&bytes.len()) {
+                pool.push(std::mem::take(bytes));
+            }
         }
     }
 }
 
 impl Block {
     fn data(&self) -> &[u8] {
-        &self.bytes[..self.len]
+        match &self.bytes {
+            Bytes::Read(b) => &b[..self.len],
+            Bytes::Mapped(map, at) => &map.bytes()[*at..*at + self.len],
+        }
     }
 
     fn line(&self, k: usize) -> &[u8] {
         let start = if k == 0 { 0 } else { self.ends[k - 1] };
-        &self.bytes[start..self.ends[k]]
+        &self.data()[start..self.ends[k]]
     }
 }
 
@@ -352,13 +372,17 @@ fn read_all(
         let block = Arc::new(block);
         to_packs.iter().all(|t| t.send(block.clone()).is_ok()) && to_writer.send(block).is_ok()
     };
-    let send = |bytes: Vec<u8>, len: usize, records: &mut u64, router: &mut HostRouter| -> bool {
+    let send = |bytes: Bytes, len: usize, records: &mut u64, router: &mut HostRouter| -> bool {
         let mut ends = Vec::with_capacity(len / 512 + 1);
         let mut routes = Vec::with_capacity(len / 512 + 1);
         let mut start = 0usize;
+        let data = match &bytes {
+            Bytes::Read(b) => &b[..len],
+            Bytes::Mapped(map, at) => &map.bytes()[*at..*at + len],
+        };
         while start < len {
-            let end = memchr::memchr(b'\n', &bytes[start..len]).map_or(len, |i| start + i + 1);
-            let (body, blank) = record_of(&bytes[start..end]);
+            let end = memchr::memchr(b'\n', &data[start..len]).map_or(len, |i| start + i + 1);
+            let (body, blank) = record_of(&data[start..end]);
             if blank {
                 routes.push(BLANK);
             } else {
@@ -374,13 +398,32 @@ fn read_all(
     let send_piece = |piece: Piece, records: &mut u64| -> bool {
         *records += u64::from(piece.last == Some(false));
         let len = piece.bytes.len();
-        deliver(Block { bytes: piece.bytes, len, pool: pool.clone(), ends: vec![len], routes: vec![BLANK], piece: Some(piece.last) })
+        deliver(Block { bytes: Bytes::Read(piece.bytes), len, pool: pool.clone(), ends: vec![len], routes: vec![BLANK], piece: Some(piece.last) })
     };
     for f in files {
         let Some(mut input) = open_input(f) else {
             done.unopened = true;
             continue;
         };
+        // A regular file: its whole lines where they lie in the page cache,
+        // mapped a window at a time (no copy into a buffer); what follows its
+        // last newline, and whatever it grew by meanwhile, is read below.
+        if let Input::File(file) = &mut input {
+            if let Some(size) = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len()) {
+                let mut sent = true;
+                let upto = crate::filter::map_lines(file, size, MAP_WINDOW, BLOCK, |map, from, to| {
+                    sent = send(Bytes::Mapped(map.clone(), from), to - from, &mut done.records, router);
+                    sent
+                });
+                if !sent {
+                    return done;
+                }
+                if let Err(e) = file.seek(io::SeekFrom::Start(upto)) {
+                    done.failed = Some(format!("{f}: {e}"));
+                    return done;
+                }
+            }
+        }
         // `buf[..have]`: the start of a line read, not yet ended.
         let mut buf = fresh(&pool);
         let mut have = 0usize;
@@ -417,7 +460,7 @@ fn read_all(
             if got == 0 {
                 // The end of the file: what follows its last newline is
                 // its last line.
-                if have > 0 && !send(buf, have, &mut done.records, router) {
+                if have > 0 && !send(Bytes::Read(buf), have, &mut done.records, router) {
                     return done;
                 }
                 break;
@@ -430,7 +473,7 @@ fn read_all(
                     next.resize(have - end, 0);
                 }
                 next[..have - end].copy_from_slice(&buf[end..have]);
-                if !send(buf, end, &mut done.records, router) {
+                if !send(Bytes::Read(buf), end, &mut done.records, router) {
                     return done;
                 }
                 buf = next;
@@ -441,20 +484,36 @@ fn read_all(
     done
 }
 
+/// An input: standard input, or a file (which may be mapped).
+enum Input {
+    Stdin(io::Stdin),
+    File(std::fs::File),
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Input::Stdin(i) => i.read(buf),
+            Input::File(f) => f.read(buf),
+        }
+    }
+}
+
 /// The input `f` (`-`: standard input), or `None` when it cannot be
 /// opened (said on standard error).
-fn open_input(f: &str) -> Option<Box<dyn Read>> {
+fn open_input(f: &str) -> Option<Input> {
     if f == "-" {
-        return Some(Box::new(io::stdin()));
+        return Some(Input::Stdin(io::stdin()));
     }
     match std::fs::File::open(f) {
-        Ok(file) => Some(Box::new(file)),
+        Ok(file) => Some(Input::File(file)),
         Err(e) => {
             say!("apt-netcon: cannot open {f}: {e}");
             None
         }
     }
 }
+
 
 /// Run `rules` over `files`: on one pack (`n` 1), or on `n` host packs
 /// and, for the rules that cannot be split, one more (from [`plan`]).

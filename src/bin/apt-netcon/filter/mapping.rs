@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 pub fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
@@ -98,4 +99,47 @@ fn on_sigbus_exit() {
             libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
         }
     });
+}
+
+/// The whole lines of the first `size` bytes of `file`, mapped `window`
+/// bytes at a time (more for a line longer than that), handed to `send` in
+/// runs of about `block` bytes — the mapping, and where the run starts and
+/// ends in it — until `send` says stop. Returns where the lines handed on
+/// end: the rest (a last line without its newline, or all of a file that
+/// cannot be mapped) is left to be read.
+pub fn map_lines(file: &File, size: u64, window: usize, block: usize, mut send: impl FnMut(&Arc<Map>, usize, usize) -> bool) -> u64 {
+    let page = page_size();
+    let mut pos = 0u64; // the start of the first line not handed on
+    let mut win = window;
+    while pos < size {
+        let base = pos - pos % page;
+        let len = (win as u64).min(size - base) as usize;
+        let Ok(map) = Map::new(file, base, len) else {
+            break; // not mappable after all: read it
+        };
+        let map = Arc::new(map);
+        let skip = (pos - base) as usize;
+        let Some(last) = memchr::memrchr(b'\n', &map.bytes()[skip..]) else {
+            if base + len as u64 == size {
+                break;
+            }
+            win *= 2; // a line longer than the window
+            continue;
+        };
+        let whole = skip + last + 1;
+        let mut start = skip;
+        while start < whole {
+            let end = match map.bytes()[..whole].get(start + block..) {
+                Some(rest) => memchr::memchr(b'\n', rest).map_or(whole, |i| start + block + i + 1),
+                None => whole,
+            };
+            if !send(&map, start, end) {
+                return pos;
+            }
+            start = end;
+        }
+        pos = base + whole as u64;
+        win = window;
+    }
+    pos
 }

@@ -349,39 +349,15 @@ impl Reader {
     /// at a time; returns where they end (the rest, a line without its
     /// newline, is left to be read).
     fn mapped(&mut self, file: &File, size: u64) -> Result<u64, Gone> {
-        let page = mapping::page_size();
-        let mut pos = 0u64; // the start of the first line not handed on
-        let mut window = MAP_WINDOW;
-        while pos < size {
-            let base = pos - pos % page;
-            let len = (window as u64).min(size - base) as usize;
-            let Ok(map) = mapping::Map::new(file, base, len) else {
-                break; // not mappable after all: read it
-            };
-            let map = Arc::new(map);
-            let skip = (pos - base) as usize;
-            let Some(last) = memchr::memrchr(b'\n', &map.bytes()[skip..]) else {
-                if base + len as u64 == size {
-                    break;
-                }
-                window *= 2; // a line longer than the window
-                continue;
-            };
-            let whole = last + 1;
-            let mut start = 0;
-            while start < whole {
-                let data = &map.bytes()[skip..skip + whole];
-                let end = match data.get(start + SERIAL_BLOCK..) {
-                    Some(rest) => memchr::memchr(b'\n', rest).map_or(whole, |i| start + SERIAL_BLOCK + i + 1),
-                    None => whole,
-                };
-                self.send(Bytes::Mapped(map.clone()), skip + start, skip + end)?;
-                start = end;
-            }
-            pos += whole as u64;
-            window = MAP_WINDOW;
+        let mut gone = false;
+        let done = mapping::map_lines(file, size, MAP_WINDOW, SERIAL_BLOCK, |map, from, to| {
+            gone = self.send(Bytes::Mapped(map.clone()), from, to).is_err();
+            !gone
+        });
+        if gone {
+            return Err(Gone);
         }
-        Ok(pos)
+        Ok(done)
     }
 }
 
