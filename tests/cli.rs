@@ -832,12 +832,14 @@ fn a_line_longer_than_any_record_goes_on_in_pieces() {
     // With max_record_bytes 100,000, a partial line of a block's size (1
     // or 2 MiB) is surely too large: from a pipe it goes on in pieces. The
     // bytes, counters and messages are those of the same file mapped (read
-    // whole); for a pack, those of short bad lines in place of the long.
+    // whole; a pack maps 8 MiB at a time, and reads the file from a line
+    // longer than that on); for a pack, those of short bad lines in place
+    // of the long.
     let config = tmp("small-records.json", r#"{"max_record_bytes": 100000}"#);
     let s = sample();
     let parts: Vec<Vec<u8>> = vec![
         s.clone(),
-        long_line(5 << 20, b'x'),
+        long_line(9 << 20, b'x'),
         b"\n".to_vec(),
         vec![b' '; 3 << 20],
         b"\n".to_vec(),

@@ -411,7 +411,7 @@ fn read_all(
         if let Input::File(file) = &mut input {
             if let Some(size) = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len()) {
                 let mut sent = true;
-                let upto = crate::filter::map_lines(file, size, MAP_WINDOW, BLOCK, |map, from, to| {
+                let upto = crate::filter::map_lines(file, size, (MAP_WINDOW, long.most_mapped()), BLOCK, |map, from, to| {
                     sent = send(Bytes::Mapped(map.clone(), from), to - from, &mut done.records, router);
                     sent
                 });

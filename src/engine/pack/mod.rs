@@ -410,7 +410,8 @@ impl PackDetector {
     }
 
     /// [`PackDetector::process`], with the record's fields read already
-    /// (`read`: from [`PackDetector::read_ahead`] on this MessagePack body).
+    /// when `pre` holds them (from [`PackDetector::read_ahead`] on this
+    /// MessagePack body; they go back to its buffers afterwards).
     pub(crate) fn process_with<'r>(&mut self, record: &'r [u8], msgpack: bool, pre: Option<Fields<'r>>) -> Result<usize, RecordError> {
         let ahead = pre.is_some();
         self.records += 1;

@@ -102,12 +102,13 @@ fn on_sigbus_exit() {
 }
 
 /// The whole lines of the first `size` bytes of `file`, mapped `window`
-/// bytes at a time (more for a line longer than that), handed to `send` in
-/// runs of about `block` bytes — the mapping, and where the run starts and
-/// ends in it — until `send` says stop. Returns where the lines handed on
-/// end: the rest (a last line without its newline, or all of a file that
-/// cannot be mapped) is left to be read.
-pub fn map_lines(file: &File, size: u64, window: usize, block: usize, mut send: impl FnMut(&Arc<Map>, usize, usize) -> bool) -> u64 {
+/// bytes at a time (more for a line longer than that, up to `most`),
+/// handed to `send` in runs of about `block` bytes — the mapping, and where
+/// the run starts and ends in it — until `send` says stop. Returns where the
+/// lines handed on end: the rest (a last line without its newline, a line
+/// longer than `most`, or all of a file that cannot be mapped) is left to be
+/// read, where a line too long for any record goes on in pieces.
+pub fn map_lines(file: &File, size: u64, (window, most): (usize, usize), block: usize, mut send: impl FnMut(&Arc<Map>, usize, usize) -> bool) -> u64 {
     let page = page_size();
     let mut pos = 0u64; // the start of the first line not handed on
     let mut win = window;
@@ -120,10 +121,10 @@ pub fn map_lines(file: &File, size: u64, window: usize, block: usize, mut send: 
         let map = Arc::new(map);
         let skip = (pos - base) as usize;
         let Some(last) = memchr::memrchr(b'\n', &map.bytes()[skip..]) else {
-            if base + len as u64 == size {
+            if base + len as u64 == size || win >= most {
                 break;
             }
-            win *= 2; // a line longer than the window
+            win = win.saturating_mul(2).min(most.max(window)); // a line longer than the window
             continue;
         };
         let whole = skip + last + 1;

@@ -184,6 +184,13 @@ impl LongLine {
         LongLine { cap: config.max_record_bytes.saturating_add(2).max(block), blank: None }
     }
 
+    /// The most bytes of one line mapped whole from a file: twice what a
+    /// buffer holds of one (the rest is read, and such a line goes on in
+    /// pieces).
+    pub(crate) fn most_mapped(&self) -> usize {
+        self.cap.saturating_mul(2)
+    }
+
     /// Inside a line passed on in pieces.
     pub(crate) fn active(&self) -> bool {
         self.blank.is_some()

@@ -350,7 +350,7 @@ impl Reader {
     /// newline, is left to be read).
     fn mapped(&mut self, file: &File, size: u64) -> Result<u64, Gone> {
         let mut gone = false;
-        let done = mapping::map_lines(file, size, MAP_WINDOW, SERIAL_BLOCK, |map, from, to| {
+        let done = mapping::map_lines(file, size, (MAP_WINDOW, self.long.most_mapped()), SERIAL_BLOCK, |map, from, to| {
             gone = self.send(Bytes::Mapped(map.clone()), from, to).is_err();
             !gone
         });
