@@ -815,12 +815,10 @@ fn pack_mode(args: &[String]) {
         "cli_events_per_cpu_s_after_start": cli_records, "cli_pipe_events_per_cpu_s_after_start": cli_pipe_records,
         "hunt_events": hunt_events, "cli_alerts_only_wall_s": {"threads_1": w1, "threads_2": w2, "start_threads_1": s1, "start_threads_2": s2},
         "cli_alerts_only_threads_2_over_1": threads_ratio, "cli_alerts_only_threads_2_over_1_after_start": threads_ratio_after_start});
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("bench");
-    std::fs::create_dir_all(&path).unwrap();
-    std::fs::write(path.join("pack.json"), serde_json::to_string_pretty(&out).unwrap()).unwrap();
+    std::fs::write(bench_dir.join("pack.json"), serde_json::to_string_pretty(&out).unwrap()).unwrap();
     // The chart's third panel (throughput by pack size), drawn again with
     // the last main run's rows.
-    if path.join("results.json").exists() {
+    if bench_dir.join("results.json").exists() {
         redraw_chart();
     }
 }

@@ -23,7 +23,7 @@ use crate::filter::{record_of, write_pieces, LongLine, Piece};
 use apt_netcon::engine::pack::split::{host_local, HostRouter};
 use apt_netcon::engine::pack::PackDetector;
 use apt_netcon::{Config, RecordError, Rule};
-use crate::filter::Map;
+use crate::filter::Bytes;
 use std::io::{self, Read, Seek};
 use std::process::ExitCode;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -44,18 +44,11 @@ const BLANK: u8 = u8::MAX;
 /// filled with bytes already, so not zeroed again).
 type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
 
-/// Where a block's bytes lie.
-enum Bytes {
-    /// Read into a buffer (standard input, a pipe, the end of a file).
-    Read(Vec<u8>),
-    /// In a mapped window of a regular file, from this offset.
-    Mapped(Arc<Map>, usize),
-}
-
 /// A block of whole lines, and where each goes.
 struct Block {
-    /// The lines are the first `len` bytes of it.
+    /// The lines are `bytes[from..from + len]`.
     bytes: Bytes,
+    from: usize,
     len: usize,
     pool: Pool,
     /// End of each line (its terminator included).
@@ -82,10 +75,7 @@ impl Drop for Block {
 
 impl Block {
     fn data(&self) -> &[u8] {
-        match &self.bytes {
-            Bytes::Read(b) => &b[..self.len],
-            Bytes::Mapped(map, at) => &map.bytes()[*at..*at + self.len],
-        }
+        self.bytes.get(self.from, self.from + self.len)
     }
 
     fn line(&self, k: usize) -> &[u8] {
@@ -372,14 +362,11 @@ fn read_all(
         let block = Arc::new(block);
         to_packs.iter().all(|t| t.send(block.clone()).is_ok()) && to_writer.send(block).is_ok()
     };
-    let send = |bytes: Bytes, len: usize, records: &mut u64, router: &mut HostRouter| -> bool {
+    let send = |bytes: Bytes, from: usize, len: usize, records: &mut u64, router: &mut HostRouter| -> bool {
         let mut ends = Vec::with_capacity(len / 512 + 1);
         let mut routes = Vec::with_capacity(len / 512 + 1);
         let mut start = 0usize;
-        let data = match &bytes {
-            Bytes::Read(b) => &b[..len],
-            Bytes::Mapped(map, at) => &map.bytes()[*at..*at + len],
-        };
+        let data = bytes.get(from, from + len);
         while start < len {
             let end = memchr::memchr(b'\n', &data[start..len]).map_or(len, |i| start + i + 1);
             let (body, blank) = record_of(&data[start..end]);
@@ -392,33 +379,38 @@ fn read_all(
             ends.push(end);
             start = end;
         }
-        deliver(Block { bytes, len, pool: pool.clone(), ends, routes, piece: None })
+        deliver(Block { bytes, from, len, pool: pool.clone(), ends, routes, piece: None })
     };
     // A piece of a line too long to hold: written, read by no pack.
     let send_piece = |piece: Piece, records: &mut u64| -> bool {
         *records += u64::from(piece.last == Some(false));
         let len = piece.bytes.len();
-        deliver(Block { bytes: Bytes::Read(piece.bytes), len, pool: pool.clone(), ends: vec![len], routes: vec![BLANK], piece: Some(piece.last) })
+        deliver(Block { bytes: Bytes::Read(piece.bytes), from: 0, len, pool: pool.clone(), ends: vec![len], routes: vec![BLANK], piece: Some(piece.last) })
     };
     for f in files {
-        let Some(mut input) = open_input(f) else {
-            done.unopened = true;
-            continue;
+        let mut input = match crate::filter::open(f) {
+            Ok(i) => i,
+            Err(e) => {
+                say!("apt-netcon: cannot open {f}: {e}");
+                done.unopened = true;
+                continue;
+            }
         };
         // A regular file: its whole lines where they lie in the page cache,
         // mapped a window at a time (no copy into a buffer); what follows its
         // last newline, and whatever it grew by meanwhile, is read below.
-        if let Input::File(file) = &mut input {
-            if let Some(size) = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len()) {
+        // (Not standard input, even from a file: it is read from where it is.)
+        if f != "-" {
+            if let Some(size) = input.metadata().ok().filter(|m| m.is_file()).map(|m| m.len()) {
                 let mut sent = true;
-                let upto = crate::filter::map_lines(file, size, (MAP_WINDOW, long.most_mapped()), BLOCK, |map, from, to| {
-                    sent = send(Bytes::Mapped(map.clone(), from), to - from, &mut done.records, router);
+                let upto = crate::filter::map_lines(&input, size, (MAP_WINDOW, long.most_mapped()), BLOCK, |map, from, to| {
+                    sent = send(Bytes::Mapped(map.clone()), from, to - from, &mut done.records, router);
                     sent
                 });
                 if !sent {
                     return done;
                 }
-                if let Err(e) = file.seek(io::SeekFrom::Start(upto)) {
+                if let Err(e) = input.seek(io::SeekFrom::Start(upto)) {
                     done.failed = Some(format!("{f}: {e}"));
                     return done;
                 }
@@ -460,7 +452,7 @@ fn read_all(
             if got == 0 {
                 // The end of the file: what follows its last newline is
                 // its last line.
-                if have > 0 && !send(Bytes::Read(buf), have, &mut done.records, router) {
+                if have > 0 && !send(Bytes::Read(buf), 0, have, &mut done.records, router) {
                     return done;
                 }
                 break;
@@ -473,7 +465,7 @@ fn read_all(
                     next.resize(have - end, 0);
                 }
                 next[..have - end].copy_from_slice(&buf[end..have]);
-                if !send(Bytes::Read(buf), end, &mut done.records, router) {
+                if !send(Bytes::Read(buf), 0, end, &mut done.records, router) {
                     return done;
                 }
                 buf = next;
@@ -483,37 +475,6 @@ fn read_all(
     }
     done
 }
-
-/// An input: standard input, or a file (which may be mapped).
-enum Input {
-    Stdin(io::Stdin),
-    File(std::fs::File),
-}
-
-impl Read for Input {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Input::Stdin(i) => i.read(buf),
-            Input::File(f) => f.read(buf),
-        }
-    }
-}
-
-/// The input `f` (`-`: standard input), or `None` when it cannot be
-/// opened (said on standard error).
-fn open_input(f: &str) -> Option<Input> {
-    if f == "-" {
-        return Some(Input::Stdin(io::stdin()));
-    }
-    match std::fs::File::open(f) {
-        Ok(file) => Some(Input::File(file)),
-        Err(e) => {
-            say!("apt-netcon: cannot open {f}: {e}");
-            None
-        }
-    }
-}
-
 
 /// Run `rules` over `files`: on one pack (`n` 1), or on `n` host packs
 /// and, for the rules that cannot be split, one more (from [`plan`]).

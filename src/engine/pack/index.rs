@@ -383,10 +383,11 @@ impl FieldIndex {
         FieldIndex { exact, exact_ci, exact_slots, frags, scratch: plan.scratch(), plan, fold: String::new() }
     }
 
-    /// Every rule, every stage (a record the table's reader is unsure of).
-    pub(super) fn all(&self, out: &mut Vec<Candidate>) {
+    /// Every stage of the first `rules` rules (a record the table's reader
+    /// is unsure of: the pack's own rules, not those it gates).
+    pub(super) fn all(&self, rules: usize, out: &mut Vec<Candidate>) {
         out.clear();
-        out.extend((0..self.plan.plain_sequence.len() as u32).map(|rule| Candidate { rule, stages: u64::MAX }));
+        out.extend((0..rules.min(self.plan.plain_sequence.len()) as u32).map(|rule| Candidate { rule, stages: u64::MAX }));
     }
 
     /// The candidates of a record read into `f`, in rule order.

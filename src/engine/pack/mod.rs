@@ -523,30 +523,31 @@ impl PackDetector {
     fn select<'r>(&mut self, record: &'r [u8], msgpack: bool, pre: Option<Fields<'r>>) -> (Option<Fields<'r>>, Option<Checked>) {
         let mut checked = None;
         let pc = &mut self.precheck;
-        let (mut fields, read_already) = match pre {
+        let (fields, read) = match pre {
             Some(f) => (f, true),
-            None => (pc.fields.take(), false),
-        };
-        let read = if read_already {
-            true
-        } else if msgpack {
-            crate::format::msgpack::extract(&pc.table, record, &mut fields).is_ok()
-        } else {
-            // The fast scanner (checking the record's syntax as it goes: a
-            // pack's table reads most of a record), or where it is unsure
-            // (an escape in a field read, say), the validating reader: only
-            // a record neither can read goes to every rule.
-            match pc.table.scan_checked(record, &mut fields) {
-                Ok(c) => {
-                    checked = c;
-                    true
-                }
-                Err(_) => pc.table.extract(record, &mut fields).is_ok(),
+            None => {
+                let mut fields = pc.fields.take();
+                let read = if msgpack {
+                    crate::format::msgpack::extract(&pc.table, record, &mut fields).is_ok()
+                } else {
+                    // The fast scanner (checking the record's syntax as it
+                    // goes: a pack's table reads most of a record), or where
+                    // it is unsure (an escape in a field read, say), the
+                    // validating reader: only a record neither can read goes
+                    // to every rule.
+                    match pc.table.scan_checked(record, &mut fields) {
+                        Ok(c) => {
+                            checked = c;
+                            true
+                        }
+                        Err(_) => pc.table.extract(record, &mut fields).is_ok(),
+                    }
+                };
+                (fields, read)
             }
         };
         if !read {
-            self.index.all(&mut self.candidates);
-            self.candidates.truncate(self.detectors.len());
+            self.index.all(self.detectors.len(), &mut self.candidates);
             pc.fields.put_back(fields);
             if let Some(g) = &mut self.gate {
                 g.hit = true;

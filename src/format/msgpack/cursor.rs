@@ -166,9 +166,10 @@ impl<'a> Cursor<'a> {
     ///
     /// Only the lengths are read: a fixstr's from its marker, one table
     /// lookup ([`FIXED`]) per value for the other fixed-size formats, a
-    /// length field for the rest, and no [`Tok`] built. The position may run past the end inside the loop (a length
-    /// pointing beyond the input); the next read, or the final check, then
-    /// reports the truncation, as reading each value whole would.
+    /// length field for the rest, and no [`Tok`] built. The position may
+    /// run past the end inside the loop (a length pointing beyond the
+    /// input); the next read, or the final check, then reports the
+    /// truncation, as reading each value whole would.
     pub(super) fn skip_n(&mut self, n: u64) -> Result<(), Bad> {
         let buf = self.buf;
         let mut pos = self.pos;
@@ -278,6 +279,15 @@ static FIXED: [u16; 256] = {
     t
 };
 const VARIABLE: u16 = u16::MAX;
+
+/// The bytes after marker `m` when they make the whole value (a scalar of
+/// fixed size, a fixstr, an empty fixmap or fixarray), from [`FIXED`];
+/// `None` when a length follows the marker or values are nested in it.
+#[inline(always)]
+pub(super) fn self_contained(m: u8) -> Option<usize> {
+    let fixed = FIXED[m as usize];
+    (fixed != VARIABLE && fixed >> 8 == 0).then_some((fixed & 0xff) as usize)
+}
 
 pub(super) static SKIP: [u8; 256] = {
     let mut t = [0u8; 256];

@@ -153,12 +153,8 @@ impl<'t, 'f, 'a> Reader<'t, 'f, 'a> {
         let buf = self.cur.buf;
         let pos = self.cur.pos;
         if let Some(&m) = buf.get(pos) {
-            let next = match SKIP[m as usize] {
-                k @ 0..=17 => pos + 1 + k as usize,
-                FIXSTR => pos + 1 + (m & 0x1f) as usize,
-                FIXMAP | FIXARRAY if m & 0x0f == 0 => pos + 1,
-                _ => return Ok(self.cur.skip_n(1)?),
-            };
+            let Some(after) = self_contained(m) else { return Ok(self.cur.skip_n(1)?) };
+            let next = pos + 1 + after;
             if next <= buf.len() {
                 self.cur.pos = next;
                 return Ok(());

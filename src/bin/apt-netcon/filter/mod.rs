@@ -28,6 +28,7 @@
 use apt_netcon::Config;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
+use std::sync::Arc;
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
@@ -73,7 +74,7 @@ fn open_or_say(f: &str, status: &mut ExitCode) -> Option<File> {
     }
 }
 
-fn open(f: &str) -> io::Result<File> {
+pub(crate) fn open(f: &str) -> io::Result<File> {
     if f == "-" {
         Ok(File::from(io::stdin().as_fd().try_clone_to_owned()?))
     } else {
@@ -91,6 +92,25 @@ fn display_name(f: &str) -> &str {
 
 pub(crate) fn stdout_file() -> io::Result<File> {
     Ok(File::from(io::stdout().as_fd().try_clone_to_owned()?))
+}
+
+/// Where a block's bytes lie, kept until the writer has written them.
+pub(crate) enum Bytes {
+    /// A window of a regular file, mapped.
+    Mapped(Arc<Map>),
+    /// Read into a buffer (standard input, a pipe, a file's unfinished end).
+    Read(Vec<u8>),
+    None,
+}
+
+impl Bytes {
+    pub(crate) fn get(&self, from: usize, to: usize) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => &m.bytes()[from..to],
+            Bytes::Read(b) => &b[from..to],
+            Bytes::None => &[],
+        }
+    }
 }
 
 /// A piece of output: a range of the input block, or of the side buffer.

@@ -9,8 +9,7 @@
 use apt_netcon::engine::footprint::Skipper;
 use apt_netcon::{Config, Detector, RecordError, Verdict};
 use super::report::{Run, Totals};
-use super::mapping::Map;
-use super::{display_name, mapping, pipe_size, read_some, record_of, stdout_file, write_segs, LongLine, Options, Piece, Seg, MAP_WINDOW, SERIAL_BLOCK};
+use super::{display_name, mapping, pipe_size, read_some, record_of, stdout_file, write_segs, Bytes, LongLine, Options, Piece, Seg, MAP_WINDOW, SERIAL_BLOCK};
 use std::fs::File;
 use std::io::{self, Seek};
 use std::process::ExitCode;
@@ -20,23 +19,6 @@ use std::sync::{Arc, Mutex};
 /// Blocks filtered but not yet written, at most (the detector waits for
 /// the writer beyond that: memory stays bounded).
 const WRITES_IN_FLIGHT: usize = 8;
-
-/// Where a block's bytes lie, kept until the writer has written them.
-enum Bytes {
-    Mapped(Arc<Map>),
-    Read(Vec<u8>),
-    None,
-}
-
-impl Bytes {
-    fn get(&self, from: usize, to: usize) -> &[u8] {
-        match self {
-            Bytes::Mapped(m) => &m.bytes()[from..to],
-            Bytes::Read(b) => &b[from..to],
-            Bytes::None => &[],
-        }
-    }
-}
 
 /// One block's output: its segments of `bytes[from..to]` and of `aux`.
 struct Job {
