@@ -85,3 +85,40 @@ pub fn filter_chunk(
     }
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk of `n` v2 records of one small body.
+    fn chunk_of(n: usize) -> Vec<u8> {
+        let mut body = Vec::new();
+        let fields = serde_json::json!({"@timestamp": "2026-01-01T00:00:00Z", "event": {"category": ["process"]}, "host": {"id": "h"}});
+        crate::format::msgpack::merge(&[0x80], fields.as_object().unwrap().clone(), &mut body).unwrap();
+        let mut chunk = Vec::new();
+        for _ in 0..n {
+            chunk.extend_from_slice(&[0x92, 0x92, 0xd7, 0x00, 0, 0, 0, 1, 0, 0, 0, 0, 0x80]);
+            chunk.extend_from_slice(&body);
+        }
+        chunk
+    }
+
+    /// With a rule pack, the bodies of a chunk are read during its walk
+    /// (their buffers come back to the pack), at most READ_AHEAD of them;
+    /// without one, nothing is read ahead.
+    #[test]
+    fn a_pack_reads_a_chunks_bodies_during_its_walk() {
+        let config = crate::Config::from_json(r#"{"rules":["apt_netcon_v5","apt_netcon_v11"]}"#).unwrap();
+        let mut det = Detector::new(&config).unwrap();
+        let mut out = Vec::new();
+        for (n, held) in [(5, 5), (300, crate::engine::pack::READ_AHEAD)] {
+            det.pack_mut().unwrap().ahead.clear();
+            let o = filter_chunk(&mut det, &chunk_of(n), &mut out).unwrap();
+            assert_eq!(o.records, n as u64);
+            assert_eq!(det.pack_mut().unwrap().ahead.len(), held, "{n} records");
+        }
+        let mut one = Detector::new(&crate::Config::default()).unwrap();
+        assert!(one.pack_mut().is_none());
+        assert_eq!(filter_chunk(&mut one, &chunk_of(5), &mut out).unwrap().records, 5);
+    }
+}

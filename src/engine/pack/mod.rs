@@ -152,7 +152,7 @@ pub struct PackDetector {
     skipped: Vec<(String, String)>,
     /// Buffers for the reads of a chunk's bodies made while the chunk is
     /// walked ([`PackDetector::read_ahead`]), at most [`READ_AHEAD`].
-    ahead: Vec<FieldsBuf>,
+    pub(crate) ahead: Vec<FieldsBuf>,
 }
 
 /// The most bodies of one chunk read while the chunk is walked (the rest
