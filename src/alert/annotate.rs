@@ -35,6 +35,34 @@ pub struct Alert<'a> {
 pub struct AnnotationStyle {
     pub prefix: String,
     pub kibana: bool,
+    /// Also write `event.kind: "signal"` (Kibana's value for alert
+    /// documents), outside the prefix: the standalone alert records of a
+    /// rule pack, written in the same pass as the alert.
+    pub signal: bool,
+}
+
+impl AnnotationStyle {
+    /// An alert's roots as written: under the prefix, and with
+    /// `event.kind` when `signal` (merged into an `event` root the alert
+    /// may hold, and otherwise the last root, so that a record's own
+    /// `event` takes it where it stands).
+    pub fn finish(&self, roots: Map<String, Value>) -> Map<String, Value> {
+        let mut roots = with_prefix(roots, &self.prefix);
+        if self.signal {
+            match roots.entry("event") {
+                serde_json::map::Entry::Occupied(mut e) => match e.get_mut() {
+                    Value::Object(m) => {
+                        m.insert("kind".into(), Value::from("signal"));
+                    }
+                    other => *other = json!({"kind": "signal"}),
+                },
+                serde_json::map::Entry::Vacant(e) => {
+                    e.insert(json!({"kind": "signal"}));
+                }
+            }
+        }
+        roots
+    }
 }
 
 fn flat_threat(meta: &RuleMeta) -> Value {
@@ -318,7 +346,7 @@ mod tests {
         let recorded = include_str!("../../tests/data/alert_v5.ndjson");
         let mut lines = recorded.lines();
         for kibana in [true, false] {
-            let style = AnnotationStyle { prefix: String::new(), kibana };
+            let style = AnnotationStyle { prefix: String::new(), kibana, signal: false };
             let alert = fixed_alert(&meta);
             let got = Value::Object(alert.to_json_with(&style, &parts)).to_string();
             assert_eq!(got, lines.next().unwrap(), "kibana {kibana}");
@@ -328,7 +356,7 @@ mod tests {
     #[test]
     fn rule_parts_follow_the_metadata() {
         let mut meta = crate::config::rule::Rule::builtin("v5").unwrap().meta().clone();
-        let style = AnnotationStyle { prefix: String::new(), kibana: true };
+        let style = AnnotationStyle { prefix: String::new(), kibana: true, signal: false };
         let alert_json = |meta: &RuleMeta| {
             let alert = fixed_alert(meta);
             Value::Object(alert.to_json(&style))
@@ -363,5 +391,68 @@ mod tests {
         };
         let m = with_prefix(roots, "a.b");
         assert_eq!(Value::Object(m)["a"]["b"]["rule"]["name"], "R");
+    }
+
+    /// A pack's alert record was once the record merged with the alert,
+    /// then merged again with `event.kind`; `signal` writes both in one
+    /// merge. The bytes must be the same, wherever the record holds
+    /// `event` (or not, or twice, dotted, not an object) and whatever the
+    /// prefix, in JSON and in MessagePack.
+    #[test]
+    fn a_signal_in_the_same_merge_gives_the_bytes_of_a_second_merge() {
+        let records = [
+            r#"{"@timestamp":"t","event":{"id":"e1","action":"exec","n":1.50},"process":{"name":"sh"}}"#,
+            r#"{"process":{"name":"sh"}}"#,
+            r#"{"event":{"id":"a"},"x":1,"event":{"kind":"event","b":2}}"#,
+            r#"{"event.kind":"event","event.id":"z","event":{"id":"y"}}"#,
+            r#"{"event":"a string","rule.name":"old"}"#,
+            r#"{"event":{"kind":{"deep":true}},"apt_netcon":{"x":1}}"#,
+        ];
+        let alert = json!({"rule": {"name": "R"}, "kibana": {"alert": {"uuid": "u"}}});
+        for prefix in ["", "apt_netcon", "event.alert", "event"] {
+            for signal in [false, true] {
+                let style = AnnotationStyle { prefix: prefix.into(), kibana: true, signal };
+                let roots = || style.finish(alert.as_object().unwrap().clone());
+                for rec in records {
+                    let kind = || json!({"event": {"kind": "signal"}}).as_object().unwrap().clone();
+                    let (mut once, mut first, mut twice) = (Vec::new(), Vec::new(), Vec::new());
+                    crate::format::merge::merge(rec.as_bytes(), roots(), &mut once).unwrap();
+                    crate::format::merge::merge(
+                        rec.as_bytes(),
+                        AnnotationStyle { signal: false, ..style.clone() }.finish(alert.as_object().unwrap().clone()),
+                        &mut first,
+                    )
+                    .unwrap();
+                    if signal {
+                        crate::format::merge::merge(&first, kind(), &mut twice).unwrap();
+                    } else {
+                        twice = first.clone();
+                    }
+                    assert_eq!(String::from_utf8_lossy(&once), String::from_utf8_lossy(&twice), "{prefix:?} {signal} {rec}");
+                    // MessagePack bodies: the same policy.
+                    let mut body = Vec::new();
+                    let members = serde_json::from_str::<Map<String, Value>>(rec).unwrap();
+                    crate::format::msgpack::merge(&[0x80], members, &mut body).unwrap();
+                    let (mut once, mut first, mut twice) = (Vec::new(), Vec::new(), Vec::new());
+                    crate::format::msgpack::merge(&body, roots(), &mut once).unwrap();
+                    crate::format::msgpack::merge(
+                        &body,
+                        AnnotationStyle { signal: false, ..style.clone() }.finish(alert.as_object().unwrap().clone()),
+                        &mut first,
+                    )
+                    .unwrap();
+                    if signal {
+                        crate::format::msgpack::merge(&first, kind(), &mut twice).unwrap();
+                    } else {
+                        twice = first.clone();
+                    }
+                    assert_eq!(once, twice, "msgpack {prefix:?} {signal} {rec}");
+                }
+            }
+        }
+        let style = AnnotationStyle { prefix: String::new(), kibana: true, signal: true };
+        let m = style.finish(alert.as_object().unwrap().clone());
+        assert_eq!(m.keys().last().map(String::as_str), Some("event"), "after the alert's roots");
+        assert_eq!(Value::Object(m)["event"]["kind"], "signal");
     }
 }

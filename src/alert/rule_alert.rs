@@ -35,7 +35,7 @@
 //! sequence Kibana builds it from the fields every event holds with the
 //! same value (the intersection of the events), and so does this.
 
-use crate::alert::annotate::{ancestor, kibana_root, with_prefix, AnnotationStyle, KibanaAlert, RuleParts};
+use crate::alert::annotate::{ancestor, kibana_root, AnnotationStyle, KibanaAlert, RuleParts};
 use crate::config::rule::RuleMeta;
 use serde_json::{Map, Value};
 
@@ -162,7 +162,7 @@ impl RuleAlert<'_> {
         if !own.is_empty() {
             out.insert("eql".into(), Value::Object(own));
         }
-        with_prefix(out, &self.style.prefix)
+        self.style.finish(out)
     }
 }
 

@@ -174,6 +174,11 @@ impl GenericRun {
         self.engine.state_len() as u64
     }
 
+    /// See [`crate::Detector::write_signal`].
+    pub fn write_signal(&mut self) {
+        self.style.signal = true;
+    }
+
     /// See [`Engine::set_max_partials`].
     pub fn set_max_partials(&mut self, n: usize) {
         self.engine.set_max_partials(n);

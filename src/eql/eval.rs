@@ -40,6 +40,7 @@ use super::{RuleError, RuleErrorKind, Span};
 use crate::format::event::{Fields, Scalar};
 use crate::format::ip::Cidr;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::cell::{Cell, OnceCell};
 use crate::eql::compile::apply;
 
@@ -79,7 +80,7 @@ impl FieldSet {
     fn read_one(&self, event: Source<'_>, slot: usize, malformed: &Cell<u32>) -> Vec<Val> {
         let info = self.infos[slot].as_ref();
         let mut out = Vec::new();
-        let mut add = |v: &Value| match typed(v, info) {
+        let mut add = |v: Result<Option<Val>, ()>| match v {
             Ok(Some(x)) => out.push(x),
             Ok(None) => {}
             Err(()) => malformed.set(malformed.get() + 1),
@@ -89,15 +90,22 @@ impl FieldSet {
                 let mut raw: Vec<&Value> = Vec::new();
                 collect(tree, &self.names[slot], &mut raw);
                 for v in raw {
-                    add(v);
+                    add(typed(v, info));
                 }
             }
             Source::Read(fields, slots) => {
                 let Some(&at) = slots.fields.get(slot) else { return out };
                 for s in fields.get(at) {
                     // (An object where the path ends holds no scalar.)
-                    if !matches!(s, Scalar::Object) {
-                        add(&s.to_json());
+                    match s {
+                        Scalar::Object => {}
+                        // A string as a keyword (or untyped): as `typed`
+                        // reads it, without the JSON value in between.
+                        Scalar::Str(t) if info.is_none_or(|i| matches!(i.ty, FieldType::Keyword | FieldType::Text | FieldType::Other)) => {
+                            let over = info.and_then(|i| i.ignore_above).is_some_and(|limit| t.chars().count() > limit);
+                            add(Ok((!over).then(|| Val::Str(t.to_string()))));
+                        }
+                        _ => add(typed(&s.to_json(), info)),
                     }
                 }
             }
@@ -424,7 +432,7 @@ impl<'a> CondCompiler<'a> {
         slots_of(&expr, &mut slots);
         if slots.is_empty() {
             // Constant: fold it.
-            return Cond::Const(matches!(eval_env(&expr, &[], &[]), Val::Bool(true)));
+            return Cond::Const(matches!(*eval_env(&expr, &[], &[]), Val::Bool(true)));
         }
         Cond::Atom { expr, slots }
     }
@@ -744,7 +752,7 @@ fn combinations<'d>(expr: &X, slots: &[usize], doc: &'d Doc, pick: &mut [usize],
         for (i, s) in slots.iter().enumerate() {
             env[i] = doc.get(*s).get(pick[i]).unwrap_or(&NULL_VAL);
         }
-        if let Val::Bool(true) = eval_env(expr, slots, env) {
+        if let Val::Bool(true) = *eval_env(expr, slots, env) {
             return true;
         }
         // Next combination.
@@ -769,66 +777,69 @@ fn bound<'v>(slot: usize, slots: &[usize], env: &[&'v Val]) -> &'v Val {
     slots.iter().position(|s| *s == slot).and_then(|i| env.get(i).copied()).unwrap_or(NULL)
 }
 
-fn eval_env(x: &X, slots: &[usize], env: &[&Val]) -> Val {
+/// The value of `x` for one combination of its slots' values (`env`):
+/// borrowed where it is a literal or a field's value as it stands, so that
+/// a test of a field against literals copies no string.
+fn eval_env<'v>(x: &'v X, slots: &[usize], env: &[&'v Val]) -> Cow<'v, Val> {
     match x {
-        X::Lit(v) | X::DynLit(v) => v.clone(),
-        X::Field(s) => bound(*s, slots, env).clone(),
-        X::Arith(op, a, b) => arith(*op, &eval_env(a, slots, env), &eval_env(b, slots, env)),
-        X::Neg(a) => match eval_env(a, slots, env) {
+        X::Lit(v) | X::DynLit(v) => Cow::Borrowed(v),
+        X::Field(s) => Cow::Borrowed(bound(*s, slots, env)),
+        X::Arith(op, a, b) => Cow::Owned(arith(*op, &eval_env(a, slots, env), &eval_env(b, slots, env))),
+        X::Neg(a) => Cow::Owned(match *eval_env(a, slots, env) {
             Val::Long(i) => i.checked_neg().map(Val::Long).unwrap_or(Val::Null),
             Val::Double(d) => Val::Double(-d),
             _ => Val::Null,
-        },
+        }),
         X::Cmp(op, ax, bx) => {
             let (mut a, mut b) = (eval_env(ax, slots, env), eval_env(bx, slots, env));
             if let X::DynLit(_) = **bx {
-                b = dyn_coerce(&b, &a);
+                b = Cow::Owned(dyn_coerce(&b, &a));
             } else if let X::DynLit(_) = **ax {
-                a = dyn_coerce(&a, &b);
+                a = Cow::Owned(dyn_coerce(&a, &b));
             }
             if a.is_null() || b.is_null() {
-                return Val::Null;
+                return Cow::Owned(Val::Null);
             }
             let r = if *op == CmpOp::Eq || *op == CmpOp::Ne {
                 equals(&a, &b).map(|e| e == (*op == CmpOp::Eq))
             } else {
                 compare(&a, &b).map(|o| apply(*op, o))
             };
-            r.map(Val::Bool).unwrap_or(Val::Null)
+            Cow::Owned(r.map(Val::Bool).unwrap_or(Val::Null))
         }
-        X::IsNull(a) => Val::Bool(eval_env(a, slots, env).is_null()),
+        X::IsNull(a) => Cow::Owned(Val::Bool(eval_env(a, slots, env).is_null())),
         X::In { subject, values, fold } => {
             let s = eval_env(subject, slots, env);
             if s.is_null() {
-                return Val::Null;
+                return Cow::Owned(Val::Null);
             }
             let s = if *fold { fold_val(s) } else { s };
             for vx in values {
                 let v = eval_env(vx, slots, env);
-                let v = if let X::DynLit(_) = vx { dyn_coerce(&v, &s) } else { v };
+                let v = if let X::DynLit(_) = vx { Cow::Owned(dyn_coerce(&v, &s)) } else { v };
                 let v = if *fold { fold_val(v) } else { v };
                 if equals(&s, &v) == Some(true) {
-                    return Val::Bool(true);
+                    return Cow::Owned(Val::Bool(true));
                 }
             }
-            Val::Bool(false)
+            Cow::Owned(Val::Bool(false))
         }
-        X::Wild { subject, patterns, fold } => match eval_env(subject, slots, env).text() {
+        X::Wild { subject, patterns, fold } => Cow::Owned(match eval_env(subject, slots, env).text_cow() {
             None => Val::Null,
             Some(t) => {
                 // (An ASCII value is folded as it is matched; others first.)
                 let ascii = t.is_ascii();
-                let (t, fold) = if *fold && !ascii { (fold_str(&t), false) } else { (t, *fold) };
+                let (t, fold) = if *fold && !ascii { (Cow::Owned(fold_str(&t)), false) } else { (t, *fold) };
                 Val::Bool(patterns.iter().any(|p| p.matches(&t, ascii, fold)))
             }
-        },
-        X::Regex { subject, res } => match eval_env(subject, slots, env).text() {
+        }),
+        X::Regex { subject, res } => Cow::Owned(match eval_env(subject, slots, env).text_cow() {
             None => Val::Null,
             Some(t) => Val::Bool(res.iter().any(|r| r.is_match(&t))),
-        },
+        }),
         X::Call(f, ci, args) => {
-            let vals: Vec<Val> = args.iter().map(|a| eval_env(a, slots, env)).collect();
-            call(*f, *ci, &vals)
+            let vals: Vec<Val> = args.iter().map(|a| eval_env(a, slots, env).into_owned()).collect();
+            Cow::Owned(call(*f, *ci, &vals))
         }
     }
 }
@@ -846,10 +857,10 @@ fn dyn_coerce(lit: &Val, other: &Val) -> Val {
     literal_for(lit, Some(&info)).unwrap_or(Val::Null)
 }
 
-fn fold_val(v: Val) -> Val {
-    match v {
-        Val::Str(s) => Val::Str(fold_str(&s)),
-        v => v,
+fn fold_val(v: Cow<'_, Val>) -> Cow<'_, Val> {
+    match &*v {
+        Val::Str(s) => Cow::Owned(Val::Str(fold_str(s))),
+        _ => v,
     }
 }
 

@@ -54,6 +54,14 @@ impl Val {
         matches!(self, Val::Null)
     }
 
+    /// [`Val::text`], borrowed where the value is text already.
+    pub fn text_cow(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match self {
+            Val::Str(s) | Val::Version(s) => Some(std::borrow::Cow::Borrowed(s)),
+            v => v.text().map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// The text Elasticsearch prints for the value (join keys, `string()`,
     /// keyword conversion).
     pub fn text(&self) -> Option<String> {

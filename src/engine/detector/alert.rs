@@ -47,7 +47,7 @@ impl Detector {
             reason,
             original_time,
         };
-        with_prefix(alert.to_json_with(&self.style, &self.alert_parts), &self.style.prefix)
+        self.style.finish(alert.to_json_with(&self.style, &self.alert_parts))
     }
 
     /// The alert of any rule but the built-in one ([`crate::alert::rule_alert`]).

@@ -27,7 +27,7 @@
 //! record with the alert fields), collected with [`Detector::take_alert`].
 //! An event more than L behind the watermark is counted `late` and ignored.
 
-use crate::alert::annotate::{format_id, with_prefix, Alert, AnnotationStyle, RuleParts};
+use crate::alert::annotate::{format_id, Alert, AnnotationStyle, RuleParts};
 use crate::format::merge::merge;
 use crate::alert::carried::CarriedBuilder;
 use crate::eql::compile::{pred_slots, CompiledQuery};
@@ -436,7 +436,7 @@ impl Detector {
             per_host: config.max_pending_per_host,
             bytes: config.max_state_bytes,
         };
-        let style = AnnotationStyle { prefix: config.annotation_prefix.clone(), kibana: config.kibana_fields };
+        let style = AnnotationStyle { prefix: config.annotation_prefix.clone(), kibana: config.kibana_fields, signal: false };
         // A rule beyond the fast engine runs on the generic one; so does any
         // rule when events are to be named by another field than the
         // `event.id` the fast engine carries.
@@ -840,6 +840,15 @@ impl Detector {
         match &self.generic {
             Some(g) => g.pending(),
             None => self.state.len() as u64,
+        }
+    }
+
+    /// Write `event.kind: "signal"` into every alert from now on (see
+    /// [`AnnotationStyle::signal`]): a rule pack's standalone alerts.
+    pub fn write_signal(&mut self) {
+        self.style.signal = true;
+        if let Some(g) = &mut self.generic {
+            g.write_signal();
         }
     }
 

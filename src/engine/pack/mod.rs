@@ -184,6 +184,8 @@ impl PackDetector {
 
     fn build(rules: Vec<Rule>, skipped: Vec<(String, String)>, gate: &[Rule], config: &Config) -> PackDetector {
         let mut detectors: Vec<Detector> = rules.iter().map(|r| Detector::with_rule(r.clone(), config)).collect();
+        // Each alert leaves as a record of its own, marked as one.
+        detectors.iter_mut().for_each(Detector::write_signal);
         let n_rules = rules.len();
         let types = config.types();
         let mut precheck = PreCheck::new(&rules, &types);
@@ -765,20 +767,23 @@ fn nothing_under(d: &Detector, fields: &Fields, slots: &[Slot]) -> bool {
     found && d.generic_nothing_under(&by[..slots.len()])
 }
 
-/// An alert record with `event.kind: "signal"` (Kibana's value for alerts).
+/// An alert record of rule `rule`: its detector wrote `event.kind:
+/// "signal"` with the alert ([`Detector::write_signal`]).
 fn signal(rule: usize, msgpack: bool, bytes: Vec<u8>) -> PackAlert {
+    PackAlert { rule, msgpack, bytes }
+}
+
+/// A standalone alert from one rule alone (for tests comparing a pack with
+/// its rules run one by one), given the pack's `event.kind: "signal"`
+/// afterwards.
+pub fn signal_of(rule: usize, a: StandaloneAlert) -> PackAlert {
+    let (msgpack, bytes) = (a.msgpack, a.bytes);
     let mut roots = serde_json::Map::new();
     roots.insert("event".into(), serde_json::json!({"kind": "signal"}));
     let mut out = Vec::with_capacity(bytes.len() + 32);
     let merged =
         if msgpack { crate::format::msgpack::merge(&bytes, roots, &mut out) } else { crate::format::merge::merge(&bytes, roots, &mut out) };
     PackAlert { rule, msgpack, bytes: if merged.is_ok() { out } else { bytes } }
-}
-
-/// A standalone alert from one rule alone (for tests comparing a pack with
-/// its rules run one by one).
-pub fn signal_of(rule: usize, a: StandaloneAlert) -> PackAlert {
-    signal(rule, a.msgpack, a.bytes)
 }
 
 /// Every rule file of a directory (`.toml`: detection-rules files; `.eql`:
