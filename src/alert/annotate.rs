@@ -412,41 +412,26 @@ mod tests {
         for prefix in ["", "apt_netcon", "event.alert", "event"] {
             for signal in [false, true] {
                 let style = AnnotationStyle { prefix: prefix.into(), kibana: true, signal };
-                let roots = || style.finish(alert.as_object().unwrap().clone());
+                let without = AnnotationStyle { signal: false, ..style.clone() };
+                let kind = || json!({"event": {"kind": "signal"}}).as_object().unwrap().clone();
+                type Merge = fn(&[u8], Map<String, Value>, &mut Vec<u8>) -> Result<(), crate::format::merge::MergeError>;
                 for rec in records {
-                    let kind = || json!({"event": {"kind": "signal"}}).as_object().unwrap().clone();
-                    let (mut once, mut first, mut twice) = (Vec::new(), Vec::new(), Vec::new());
-                    crate::format::merge::merge(rec.as_bytes(), roots(), &mut once).unwrap();
-                    crate::format::merge::merge(
-                        rec.as_bytes(),
-                        AnnotationStyle { signal: false, ..style.clone() }.finish(alert.as_object().unwrap().clone()),
-                        &mut first,
-                    )
-                    .unwrap();
-                    if signal {
-                        crate::format::merge::merge(&first, kind(), &mut twice).unwrap();
-                    } else {
-                        twice = first.clone();
-                    }
-                    assert_eq!(String::from_utf8_lossy(&once), String::from_utf8_lossy(&twice), "{prefix:?} {signal} {rec}");
                     // MessagePack bodies: the same policy.
                     let mut body = Vec::new();
                     let members = serde_json::from_str::<Map<String, Value>>(rec).unwrap();
                     crate::format::msgpack::merge(&[0x80], members, &mut body).unwrap();
-                    let (mut once, mut first, mut twice) = (Vec::new(), Vec::new(), Vec::new());
-                    crate::format::msgpack::merge(&body, roots(), &mut once).unwrap();
-                    crate::format::msgpack::merge(
-                        &body,
-                        AnnotationStyle { signal: false, ..style.clone() }.finish(alert.as_object().unwrap().clone()),
-                        &mut first,
-                    )
-                    .unwrap();
-                    if signal {
-                        crate::format::msgpack::merge(&first, kind(), &mut twice).unwrap();
-                    } else {
-                        twice = first.clone();
+                    let ways: [(Merge, &[u8]); 2] = [(crate::format::merge::merge, rec.as_bytes()), (crate::format::msgpack::merge, &body)];
+                    for (merge, record) in ways {
+                        let (mut once, mut first, mut twice) = (Vec::new(), Vec::new(), Vec::new());
+                        merge(record, style.finish(alert.as_object().unwrap().clone()), &mut once).unwrap();
+                        merge(record, without.finish(alert.as_object().unwrap().clone()), &mut first).unwrap();
+                        if signal {
+                            merge(&first, kind(), &mut twice).unwrap();
+                        } else {
+                            twice = first;
+                        }
+                        assert_eq!(String::from_utf8_lossy(&once), String::from_utf8_lossy(&twice), "{prefix:?} {signal} {rec}");
                     }
-                    assert_eq!(once, twice, "msgpack {prefix:?} {signal} {rec}");
                 }
             }
         }
