@@ -943,7 +943,7 @@ impl Pred {
 
     /// A rough cost of evaluating the predicate on one record (an `and` or
     /// `or` costs what all its parts do: an upper bound).
-    fn cost(&self) -> usize {
+    pub(crate) fn cost(&self) -> usize {
         match self {
             Pred::Const(_) => 0,
             Pred::IsNull(_) => 1,

@@ -586,7 +586,7 @@ impl PackDetector {
                     return false;
                 }
             }
-            let Some(checks) = &pc.rules[c.rule as usize] else { return true };
+            let Some(checks) = &mut pc.rules[c.rule as usize] else { return true };
             c.stages = stage_bits(checks, c.stages, &fields, pc.category_slot);
             c.stages != 0
         });
@@ -653,9 +653,9 @@ impl PackDetector {
 /// The stages (bits of `stages`) whose test the record's `fields` pass: an
 /// unreadable address in a field typed as one makes the test unsure, and
 /// the stage passes.
-fn stage_bits(checks: &[StageCheck], stages: u64, fields: &Fields, category_slot: Slot) -> u64 {
+fn stage_bits(checks: &mut [StageCheck], stages: u64, fields: &Fields, category_slot: Slot) -> u64 {
     let mut bits = 0u64;
-    for (k, ch) in checks.iter().enumerate() {
+    for (k, ch) in checks.iter_mut().enumerate() {
         let bit = 1u64 << k.min(63);
         if stages & bit == 0 {
             continue;
@@ -667,7 +667,7 @@ fn stage_bits(checks: &[StageCheck], stages: u64, fields: &Fields, category_slot
                 _ => true,
             })
         });
-        if unsure_ip || ch.stage.matches(fields, category_slot) {
+        if unsure_ip || ch.matches(fields, category_slot) {
             bits |= bit;
         }
     }
@@ -709,10 +709,10 @@ impl Gate {
     /// (The stages of each rule that passed: in `hits`.) `candidates`: what
     /// the pack's index gave these rules.
     fn passes(&mut self, fields: &Fields, category_slot: Slot) -> bool {
-        let checks = &self.checks;
+        let checks = &mut self.checks;
         self.hits.clear();
         for c in &self.candidates {
-            let stages = match &checks[c.rule as usize] {
+            let stages = match &mut checks[c.rule as usize] {
                 // Not pre-checked: every stage the index gave.
                 None => c.stages,
                 Some(ch) => stage_bits(ch, c.stages, fields, category_slot),

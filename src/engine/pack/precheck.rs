@@ -29,6 +29,82 @@ pub(super) struct StageCheck {
     /// Slots typed as addresses: an unreadable address there makes the
     /// test unsure (the record then goes to the rule).
     pub(super) ip_slots: Vec<Slot>,
+    /// The order in which the parts of the test's top-level `and` are
+    /// tried, learnt from the stream ([`StageCheck::matches`]).
+    learnt: Learnt,
+}
+
+/// Records between two reorderings of a stage test's parts.
+const RELEARN: u32 = 4096;
+
+/// How the parts of a stage test's top-level `and` fared: tried in
+/// `order`, each with the times it ran and failed, and its static cost.
+///
+/// Most stages a record is tested on are those of rules whose index lets
+/// through nearly every record of a kind (every process start), and their
+/// tests open with parts every such record passes (`host.os.type`,
+/// `event.type`, `event.action`), ordered cheapest first when compiled: a
+/// part that fails nearly always, tried first, decides alone. The order
+/// changes no outcome (every part is a pure test of the record's fields).
+#[derive(Debug, Default)]
+struct Learnt {
+    order: Vec<usize>,
+    cost: Vec<u64>,
+    runs: Vec<u32>,
+    fails: Vec<u32>,
+    tested: u32,
+}
+
+impl StageCheck {
+    fn new(stage: CompiledStage, ip_slots: Vec<Slot>) -> StageCheck {
+        let learnt = match &stage.predicate {
+            Pred::And(parts) if parts.len() > 1 => Learnt {
+                order: (0..parts.len()).collect(),
+                cost: parts.iter().map(|p| p.cost() as u64 + 1).collect(),
+                runs: vec![0; parts.len()],
+                fails: vec![0; parts.len()],
+                tested: 0,
+            },
+            _ => Learnt::default(),
+        };
+        StageCheck { stage, ip_slots, learnt }
+    }
+
+    /// The stage's category and condition hold for the record's fields
+    /// (as [`CompiledStage::matches`], the `and` in the learnt order).
+    pub(super) fn matches(&mut self, f: &Fields, category_slot: Slot) -> bool {
+        let (Pred::And(parts), false) = (&self.stage.predicate, self.learnt.order.is_empty()) else {
+            return self.stage.matches(f, category_slot);
+        };
+        if let Some(cat) = &self.stage.category {
+            if !f.get(category_slot).any(|v| matches!(v, Scalar::Str(s) if s.as_ref() == cat.as_str())) {
+                return false;
+            }
+        }
+        let l = &mut self.learnt;
+        let mut holds = true;
+        for &k in &l.order {
+            l.runs[k] += 1;
+            if !parts[k].eval(f) {
+                l.fails[k] += 1;
+                holds = false;
+                break;
+            }
+        }
+        l.tested += 1;
+        if l.tested == RELEARN {
+            // Expected cost first: a part's cost over the share of the
+            // records it ran on that it turned down; counts then halved,
+            // so that the order follows a stream that changes.
+            let key = |k: usize| l.cost[k] * (u64::from(l.runs[k]) + 1) * 1024 / (u64::from(l.fails[k]) + 1);
+            let mut order = std::mem::take(&mut l.order);
+            order.sort_by_key(|&k| key(k));
+            l.order = order;
+            l.runs.iter_mut().chain(l.fails.iter_mut()).for_each(|c| *c /= 2);
+            l.tested = 0;
+        }
+        holds
+    }
 }
 
 impl PreCheck {
@@ -46,9 +122,9 @@ pub(super) fn moved_stages(q: &CompiledQuery, table: &mut FieldTable) -> Vec<Sta
     let ip_slots: Vec<Slot> = q.ip_slots.iter().map(|&s| map[s as usize]).collect();
     q.stages
         .iter()
-        .map(|st| StageCheck {
-            stage: CompiledStage { category: st.category.clone(), predicate: remap(&st.predicate, &map), keys: Vec::new() },
-            ip_slots: ip_slots.clone(),
+        .map(|st| {
+            let stage = CompiledStage { category: st.category.clone(), predicate: remap(&st.predicate, &map), keys: Vec::new() };
+            StageCheck::new(stage, ip_slots.clone())
         })
         .collect()
 }
@@ -116,5 +192,43 @@ pub(super) fn relax(types: &TypeMap, e: &Expr) -> Option<(Expr, bool)> {
             Some((e.clone(), false))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parts of a stage test's `and` move to where they turn records
+    /// down, and the test says what the stage's own condition says, before
+    /// and after every reordering.
+    #[test]
+    fn a_stage_test_learns_which_part_fails_and_keeps_its_outcome() {
+        let q = r#"process where host.os.type == "linux" and event.type == "start" and process.name : "*x*y*" and process.pid > 10"#;
+        let rule = Rule::from_eql(q, crate::config::rule::meta_for_file("t")).unwrap();
+        let mut table = FieldTable::new();
+        let category = table.intern("event.category");
+        let mut checks = stage_checks(&rule, &TypeMap::ecs(), &mut table).unwrap();
+        let check = &mut checks[0];
+        let Pred::And(parts) = &check.stage.predicate else { panic!("an and: {:?}", check.stage.predicate) };
+        let wildcard = parts.iter().position(|p| matches!(p, Pred::Any(_, crate::eql::compile::Test::Wildcard { .. }))).unwrap();
+        assert_ne!(check.learnt.order[0], wildcard, "compiled cheapest first: the wildcard comes late");
+        let record = |i: u32| {
+            // Every record is a Linux process start; one in 50 has a name
+            // the wildcard takes, and the pid test fails on one in 3.
+            let name = if i % 50 == 0 { "axby" } else { "sh" };
+            format!(r#"{{"event":{{"category":"process","type":"start"}},"host":{{"os":{{"type":"linux"}}}},"process":{{"name":"{name}","pid":{}}}}}"#, i % 3 * 10)
+        };
+        let mut matched = 0;
+        for i in 0..3 * RELEARN {
+            let r = record(i);
+            let mut f = Fields::new();
+            table.extract(r.as_bytes(), &mut f).unwrap();
+            let learnt = check.matches(&f, category);
+            assert_eq!(learnt, check.stage.matches(&f, category), "{r}");
+            matched += learnt as u32;
+        }
+        assert_eq!(check.learnt.order[0], wildcard, "the part that fails most, tried first: {:?}", check.learnt.order);
+        assert!(matched > 0);
     }
 }
