@@ -305,8 +305,17 @@ pub(super) struct FieldIndex {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ExactSlot {
     pub(super) slot: Slot,
-    pub(super) cs: Option<usize>,
-    pub(super) ci: Option<usize>,
+    /// The lengths of the values sought there, case-sensitively and not
+    /// ([`length_bit`]): a value of no such length is not looked up (most
+    /// values of a field are of other lengths than the few sought).
+    pub(super) cs: u64,
+    pub(super) ci: u64,
+}
+
+/// A length's bit in [`ExactSlot`]'s masks (the last bit: 63 bytes or more).
+#[inline]
+pub(super) fn length_bit(len: usize) -> u64 {
+    1u64 << len.min(63)
 }
 
 /// The fragments sought in one field's values, case-sensitive and not, in
@@ -345,12 +354,11 @@ impl FieldIndex {
                     let x = match exact_slots.iter().position(|x| x.slot == slot) {
                         Some(p) => &mut exact_slots[p],
                         None => {
-                            exact_slots.push(ExactSlot { slot, cs: None, ci: None });
+                            exact_slots.push(ExactSlot { slot, cs: 0, ci: 0 });
                             exact_slots.last_mut().expect("just pushed")
                         }
                     };
-                    let longest = if n.ci { &mut x.ci } else { &mut x.cs };
-                    *longest = Some(longest.unwrap_or(0).max(n.text.len()));
+                    *(if n.ci { &mut x.ci } else { &mut x.cs }) |= length_bit(n.text.len());
                 } else {
                     let b = match frag_builders.iter().position(|x| x.0 == slot) {
                         Some(p) => &mut frag_builders[p].1,
@@ -404,14 +412,15 @@ impl FieldIndex {
             for v in f.get(slot) {
                 let Scalar::Str(s) = v else { continue };
                 let s = s.as_ref();
-                // A value longer than every string sought there is none of them.
-                if cs.is_some_and(|longest| s.len() <= longest) {
+                // A value of another length than every string sought there
+                // is none of them.
+                if cs & length_bit(s.len()) != 0 {
                     if let Some(list) = self.exact.get(s) {
                         list.iter().filter(|x| x.0 == slot).for_each(|x| hit(sc, x.1));
                     }
                 }
                 // (Lower-casing keeps an ASCII value's length, not any other's.)
-                if ci.is_some_and(|longest| s.len() <= longest || !s.is_ascii()) {
+                if ci != 0 && (ci & length_bit(s.len()) != 0 || !s.is_ascii()) {
                     self.fold.clear();
                     if s.is_ascii() {
                         self.fold.push_str(s);
