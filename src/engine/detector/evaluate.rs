@@ -13,11 +13,12 @@ impl Detector {
     /// record's bytes nothing can be held back, so this evaluates at once
     /// even with `max_lateness` > 0; use [`Detector::process`] for that.
     pub fn evaluate(&mut self, fields: &Fields) -> Result<Option<Map<String, Value>>, RecordError> {
-        self.evaluate_rec(fields, None)
+        self.evaluate_rec(fields, None, None)
     }
 
-    pub(super) fn evaluate_rec(&mut self, fields: &Fields, rec: Option<Rec>) -> Result<Option<Map<String, Value>>, RecordError> {
-        let Some((matched, t)) = self.classify(fields)? else {
+    /// `known`: the stages `fields` match, when found already.
+    pub(super) fn evaluate_rec(&mut self, fields: &Fields, rec: Option<Rec>, known: Option<u32>) -> Result<Option<Map<String, Value>>, RecordError> {
+        let Some((matched, t)) = self.classify(fields, known)? else {
             return Ok(None);
         };
         let rec = match rec {
@@ -131,8 +132,9 @@ impl Detector {
 
     /// Which stages the event matches and its time, or `None` when it is to
     /// be ignored (no stage, invalid IP, excluded, timestamp in the future).
-    pub(super) fn classify(&mut self, fields: &Fields) -> Result<Option<(u32, i64)>, RecordError> {
-        let matched = stage_bits(self.rule.compiled(), fields);
+    /// (`known`: the stages, when found already.)
+    pub(super) fn classify(&mut self, fields: &Fields, known: Option<u32>) -> Result<Option<(u32, i64)>, RecordError> {
+        let matched = known.unwrap_or_else(|| stage_bits(self.rule.compiled(), fields));
         if matched == 0 {
             return Ok(None);
         }

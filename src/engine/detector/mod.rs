@@ -586,7 +586,7 @@ impl Detector {
         if decided {
             return Ok(Verdict::Unchanged);
         }
-        self.evaluate_whole(record, false, &checked, None)
+        self.evaluate_whole(record, false, &checked, None, None)
     }
 
     /// Whether the decisive fields read from `record` (the table of
@@ -599,6 +599,11 @@ impl Detector {
     /// stage match (a rule pack's choice: see [`crate::engine::pack`]).
     fn decides_unchanged(&mut self, record: &[u8], msgpack: bool, fields: &Fields, checked: &OnceCell<Checked>, pass_by: bool) -> bool {
         let matched = stage_bits(self.rule.compiled(), fields);
+        self.decides_unchanged_by(record, msgpack, fields, matched, checked, pass_by)
+    }
+
+    /// [`Detector::decides_unchanged`], given the stages the record matches.
+    fn decides_unchanged_by(&mut self, record: &[u8], msgpack: bool, fields: &Fields, matched: u32, checked: &OnceCell<Checked>, pass_by: bool) -> bool {
         // (The MessagePack reader has checked the whole body's framing
         // already; the fast JSON scanner has not, so a record it would
         // leave unchanged must be valid JSON, as a full read would find.)
@@ -618,16 +623,24 @@ impl Detector {
     /// [`crate::format::event`]; the MessagePack reader, given more paths,
     /// checks more). Any other record is read by the validating reader,
     /// which says what is wrong with it.
+    ///
+    /// `known`: the stages the record matches, found on `read` already
+    /// (used when the fields are taken from `read`).
     fn evaluate_whole(
         &mut self,
         record: &[u8],
         msgpack: bool,
         checked: &OnceCell<Checked>,
         read: Option<(&Fields, &[(Slot, Slot)])>,
+        mut known: Option<u32>,
     ) -> Result<Verdict<'_>, RecordError> {
         let mut fields = self.scratch.fields.take();
         let is_valid = || checked.get_or_init(|| syntax::check(record)).valid;
-        let read = if let Some((from, map)) = read.filter(|_| msgpack || is_valid()) {
+        let from_read = read.filter(|_| msgpack || is_valid());
+        if from_read.is_none() {
+            known = None;
+        }
+        let read = if let Some((from, map)) = from_read {
             fields.push_mapped(from, map);
             Ok(())
         } else if msgpack {
@@ -638,7 +651,7 @@ impl Detector {
             self.table.extract(record, &mut fields)
         };
         let evaluated = match read {
-            Ok(()) => self.evaluate_rec(&fields, Some(Rec { bytes: record, msgpack })),
+            Ok(()) => self.evaluate_rec(&fields, Some(Rec { bytes: record, msgpack }), known),
             Err(e) => Err(self.count_extract_error(e)),
         };
         self.scratch.fields.put_back(fields);
@@ -684,12 +697,15 @@ impl Detector {
         self.take_in(record, lone)?;
         let mut decided = self.scratch.fields.take();
         decided.push_mapped(read, map);
-        let unchanged = self.decides_unchanged(record, msgpack, &decided, checked, pass_by);
+        let matched = stage_bits(self.rule.compiled(), &decided);
+        let unchanged = self.decides_unchanged_by(record, msgpack, &decided, matched, checked, pass_by);
         self.scratch.fields.put_back(decided);
         if unchanged {
             return Ok(Verdict::Unchanged);
         }
-        self.evaluate_whole(record, msgpack, checked, Some((read, full)))
+        // (The decisive fields are every field a stage tests: the stages
+        // they match are the record's.)
+        self.evaluate_whole(record, msgpack, checked, Some((read, full)), Some(matched))
     }
 
     /// The slots (of [`Detector::field_table`]) of the fields that decide
@@ -735,7 +751,7 @@ impl Detector {
         if decided {
             return Ok(Verdict::Unchanged);
         }
-        self.evaluate_whole(body, true, &OnceCell::new(), None)
+        self.evaluate_whole(body, true, &OnceCell::new(), None, None)
     }
 
     /// A warning for whoever runs the detector to log, when the input looks
