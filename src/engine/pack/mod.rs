@@ -73,7 +73,7 @@
 //! ASCII-case-insensitively and used only when ASCII.
 
 use crate::eql::compile::{compile, compile_precheck, typed_like_elasticsearch, CompiledQuery, CompiledStage, Pred};
-use crate::engine::detector::{RecordError, StandaloneAlert, Stats};
+use crate::engine::detector::{RecordError, Stats};
 use crate::eql::{parse, CmpOp, EventQuery, Expr, FieldType, Literal, MatchOp, ParseLimits, Query, TypeMap};
 use crate::format::event::{FieldTable, Fields, FieldsBuf, Scalar, Slot};
 use crate::format::syntax::Checked;
@@ -771,19 +771,6 @@ fn nothing_under(d: &Detector, fields: &Fields, slots: &[Slot]) -> bool {
 /// "signal"` with the alert ([`Detector::write_signal`]).
 fn signal(rule: usize, msgpack: bool, bytes: Vec<u8>) -> PackAlert {
     PackAlert { rule, msgpack, bytes }
-}
-
-/// A standalone alert from one rule alone (for tests comparing a pack with
-/// its rules run one by one), given the pack's `event.kind: "signal"`
-/// afterwards.
-pub fn signal_of(rule: usize, a: StandaloneAlert) -> PackAlert {
-    let (msgpack, bytes) = (a.msgpack, a.bytes);
-    let mut roots = serde_json::Map::new();
-    roots.insert("event".into(), serde_json::json!({"kind": "signal"}));
-    let mut out = Vec::with_capacity(bytes.len() + 32);
-    let merged =
-        if msgpack { crate::format::msgpack::merge(&bytes, roots, &mut out) } else { crate::format::merge::merge(&bytes, roots, &mut out) };
-    PackAlert { rule, msgpack, bytes: if merged.is_ok() { out } else { bytes } }
 }
 
 /// Every rule file of a directory (`.toml`: detection-rules files; `.eql`:

@@ -34,7 +34,7 @@ pub(super) struct StageCheck {
     learnt: Learnt,
 }
 
-/// Records between two reorderings of a stage test's parts.
+/// Tests of a stage between two reorderings of its parts.
 const RELEARN: u32 = 4096;
 
 /// How the parts of a stage test's top-level `and` fared: tried in
