@@ -988,13 +988,12 @@ fn sorted_by_cost(v: Vec<Pred>) -> Vec<Pred> {
 impl CompiledStage {
     /// Category membership and the stage's condition.
     pub fn matches(&self, f: &Fields, category_slot: Slot) -> bool {
-        if let Some(cat) = &self.category {
-            let in_cat = f.get(category_slot).any(|v| matches!(v, Scalar::Str(s) if s.as_ref() == cat.as_str()));
-            if !in_cat {
-                return false;
-            }
-        }
-        self.predicate.eval(f)
+        self.in_category(f, category_slot) && self.predicate.eval(f)
+    }
+
+    /// The record is of the stage's category (any, for `any where`).
+    pub fn in_category(&self, f: &Fields, category_slot: Slot) -> bool {
+        self.category.as_ref().is_none_or(|cat| f.get(category_slot).any(|v| matches!(v, Scalar::Str(s) if s.as_ref() == cat.as_str())))
     }
 }
 

@@ -24,7 +24,7 @@ use apt_netcon::engine::pack::split::{host_local, HostRouter};
 use apt_netcon::engine::pack::PackDetector;
 use apt_netcon::{Config, RecordError, Rule};
 use crate::filter::Bytes;
-use std::io::{self, Read, Seek};
+use std::io::{self, Read};
 use std::process::ExitCode;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -401,16 +401,13 @@ fn read_all(
         // last newline, and whatever it grew by meanwhile, is read below.
         // (Not standard input, even from a file: it is read from where it is.)
         if f != "-" {
-            if let Some(size) = input.metadata().ok().filter(|m| m.is_file()).map(|m| m.len()) {
-                let mut sent = true;
-                let upto = crate::filter::map_lines(&input, size, (MAP_WINDOW, long.most_mapped()), BLOCK, |map, from, to| {
-                    sent = send(Bytes::Mapped(map.clone()), from, to - from, &mut done.records, router);
-                    sent
-                });
-                if !sent {
-                    return done;
-                }
-                if let Err(e) = input.seek(io::SeekFrom::Start(upto)) {
+            let mapped = crate::filter::map_regular(&mut input, (MAP_WINDOW, long.most_mapped()), BLOCK, |map, from, to| {
+                send(Bytes::Mapped(map.clone()), from, to - from, &mut done.records, router)
+            });
+            match mapped {
+                Ok(true) => {}
+                Ok(false) => return done,
+                Err(e) => {
                     done.failed = Some(format!("{f}: {e}"));
                     return done;
                 }

@@ -376,15 +376,7 @@ impl FieldIndex {
             .filter_map(|(slot, b)| {
                 let any_ci = b.ci.iter().any(|&c| c);
                 let exact_case = b.pats.iter().zip(&b.ci).map(|(p, &ci)| (!ci).then(|| p.as_bytes().into())).collect();
-                // The automaton walked by hand ([`each_match`]): a field's
-                // values are short and many, and an iterator's setup per
-                // value cost more than the walk.
-                let dfa = aho_corasick::dfa::DFA::builder()
-                    .ascii_case_insensitive(any_ci)
-                    .match_kind(MatchKind::Standard)
-                    .prefilter(false)
-                    .build(&b.pats)
-                    .ok()?;
+                let dfa = frag_dfa(&b.pats, any_ci).ok()?;
                 Some(FragIndex { slot, any_ci, dfa, sets: b.sets, exact_case })
             })
             .collect();
@@ -467,6 +459,13 @@ impl FieldIndex {
     }
 }
 
+/// The automaton of one field's fragments, for [`each_match`] (walked by
+/// hand: a field's values are short and many, and an iterator's setup per
+/// value cost more than the walk).
+pub(super) fn frag_dfa<P: AsRef<[u8]>>(pats: &[P], ci: bool) -> Result<aho_corasick::dfa::DFA, aho_corasick::BuildError> {
+    aho_corasick::dfa::DFA::builder().ascii_case_insensitive(ci).match_kind(MatchKind::Standard).prefilter(false).build(pats)
+}
+
 /// Every match of `dfa` (standard semantics, no empty pattern) in `hay`,
 /// overlapping ones included, as `(pattern, start, end)`: the automaton's
 /// states stepped through by hand, as its overlapping search does, without
@@ -511,12 +510,7 @@ mod tests {
             let pats: Vec<Vec<u8>> = (0..n)
                 .map(|_| (0..3 + rnd() % 4).map(|_| alphabet[(rnd() % alphabet.len() as u64) as usize]).collect())
                 .collect();
-            let dfa = aho_corasick::dfa::DFA::builder()
-                .ascii_case_insensitive(ci)
-                .match_kind(MatchKind::Standard)
-                .prefilter(false)
-                .build(&pats)
-                .unwrap();
+            let dfa = frag_dfa(&pats, ci).unwrap();
             let ac = AhoCorasickBuilder::new().ascii_case_insensitive(ci).match_kind(MatchKind::Standard).build(&pats).unwrap();
             for _ in 0..20 {
                 let hay: Vec<u8> = (0..rnd() % 60)

@@ -96,7 +96,8 @@ use precheck::*;
 /// (more: the rule sees the record).
 const MAX_BY: usize = 8;
 
-/// A standalone alert record of one rule of the pack.
+/// A standalone alert record of one rule of the pack (its detector wrote
+/// `event.kind: "signal"` with the alert: [`Detector::write_signal`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackAlert {
     /// Index of the rule in the pack.
@@ -489,7 +490,7 @@ impl PackDetector {
             match verdict {
                 Ok(Verdict::Annotated(bytes)) => {
                     let bytes = bytes.to_vec();
-                    self.alerts.push_back(signal(i, msgpack, bytes));
+                    self.alerts.push_back(PackAlert { rule: i, msgpack, bytes });
                 }
                 Ok(Verdict::Unchanged) => {}
                 Err(e) => err = err.or(Some(e)),
@@ -497,7 +498,7 @@ impl PackDetector {
             bad_here |= self.detectors[i].bad_timestamp_count() > bad_before;
             self.pending = others + self.detectors[i].pending_count();
             while let Some(a) = self.detectors[i].take_alert() {
-                self.alerts.push_back(signal(i, a.msgpack, a.bytes));
+                self.alerts.push_back(PackAlert { rule: i, msgpack: a.msgpack, bytes: a.bytes });
             }
         }
         self.bad_timestamps += bad_here as u64;
@@ -641,7 +642,7 @@ impl PackDetector {
             self.detectors[i].finish();
             most = most.max(self.detectors[i].bad_timestamp_count() - bad_before);
             while let Some(a) = self.detectors[i].take_alert() {
-                self.alerts.push_back(signal(i, a.msgpack, a.bytes));
+                self.alerts.push_back(PackAlert { rule: i, msgpack: a.msgpack, bytes: a.bytes });
             }
         }
         self.bad_timestamps += most;
@@ -765,12 +766,6 @@ fn nothing_under(d: &Detector, fields: &Fields, slots: &[Slot]) -> bool {
         }
     });
     found && d.generic_nothing_under(&by[..slots.len()])
-}
-
-/// An alert record of rule `rule`: its detector wrote `event.kind:
-/// "signal"` with the alert ([`Detector::write_signal`]).
-fn signal(rule: usize, msgpack: bool, bytes: Vec<u8>) -> PackAlert {
-    PackAlert { rule, msgpack, bytes }
 }
 
 /// Every rule file of a directory (`.toml`: detection-rules files; `.eql`:

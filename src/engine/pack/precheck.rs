@@ -76,10 +76,8 @@ impl StageCheck {
         let (Pred::And(parts), false) = (&self.stage.predicate, self.learnt.order.is_empty()) else {
             return self.stage.matches(f, category_slot);
         };
-        if let Some(cat) = &self.stage.category {
-            if !f.get(category_slot).any(|v| matches!(v, Scalar::Str(s) if s.as_ref() == cat.as_str())) {
-                return false;
-            }
+        if !self.stage.in_category(f, category_slot) {
+            return false;
         }
         let l = &mut self.learnt;
         let mut holds = true;

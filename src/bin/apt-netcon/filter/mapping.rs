@@ -101,6 +101,24 @@ fn on_sigbus_exit() {
     });
 }
 
+/// For a regular file: [`map_lines`] over the whole of it, then the file
+/// positioned where the lines handed on end, so that the rest (what
+/// follows its last newline, whatever it grew by meanwhile) is read from
+/// there. `Ok(false)`: `send` said stop. Any other file: nothing is sent.
+pub fn map_regular(file: &mut File, sizes: (usize, usize), block: usize, mut send: impl FnMut(&Arc<Map>, usize, usize) -> bool) -> io::Result<bool> {
+    let Some(size) = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len()) else { return Ok(true) };
+    let mut stopped = false;
+    let upto = map_lines(file, size, sizes, block, |map, from, to| {
+        stopped = !send(map, from, to);
+        !stopped
+    });
+    if stopped {
+        return Ok(false);
+    }
+    io::Seek::seek(file, io::SeekFrom::Start(upto))?;
+    Ok(true)
+}
+
 /// The whole lines of the first `size` bytes of `file`, mapped `window`
 /// bytes at a time (more for a line longer than that, up to `most`),
 /// handed to `send` in runs of about `block` bytes — the mapping, and where
@@ -108,7 +126,7 @@ fn on_sigbus_exit() {
 /// lines handed on end: the rest (a last line without its newline, a line
 /// longer than `most`, or all of a file that cannot be mapped) is left to be
 /// read, where a line too long for any record goes on in pieces.
-pub fn map_lines(file: &File, size: u64, (window, most): (usize, usize), block: usize, mut send: impl FnMut(&Arc<Map>, usize, usize) -> bool) -> u64 {
+fn map_lines(file: &File, size: u64, (window, most): (usize, usize), block: usize, mut send: impl FnMut(&Arc<Map>, usize, usize) -> bool) -> u64 {
     let page = page_size();
     let mut pos = 0u64; // the start of the first line not handed on
     let mut win = window;

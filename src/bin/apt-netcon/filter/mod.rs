@@ -33,7 +33,7 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 mod mapping;
-pub(crate) use mapping::{map_lines, Map};
+pub(crate) use mapping::{map_regular, Map};
 pub(crate) mod pipe_size;
 mod report;
 mod serial;

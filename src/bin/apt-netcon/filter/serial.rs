@@ -11,7 +11,7 @@ use apt_netcon::{Config, Detector, RecordError, Verdict};
 use super::report::{Run, Totals};
 use super::{display_name, mapping, pipe_size, read_some, record_of, stdout_file, write_segs, Bytes, LongLine, Options, Piece, Seg, MAP_WINDOW, SERIAL_BLOCK};
 use std::fs::File;
-use std::io::{self, Seek};
+use std::io;
 use std::process::ExitCode;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -265,11 +265,11 @@ impl Reader {
         // a window at a time (no copy into a buffer); what follows its last
         // newline, and whatever it grew by meanwhile, is read as below.
         if mappable {
-            if let Some(size) = input.metadata().ok().filter(|m| m.is_file()).map(|m| m.len()) {
-                let done = self.mapped(input, size)?;
-                if let Err(e) = input.seek(io::SeekFrom::Start(done)) {
-                    return Ok(Err(e));
-                }
+            let long = self.long.most_mapped();
+            match mapping::map_regular(input, (MAP_WINDOW, long), SERIAL_BLOCK, |map, from, to| self.send(Bytes::Mapped(map.clone()), from, to).is_ok()) {
+                Ok(true) => {}
+                Ok(false) => return Err(Gone),
+                Err(e) => return Ok(Err(e)),
             }
         }
         if self.buf.len() < SERIAL_BLOCK {
@@ -325,21 +325,6 @@ impl Reader {
                 return Ok(Ok(()));
             }
         }
-    }
-
-    /// The whole lines of the first `size` bytes of `file`, mapped a window
-    /// at a time; returns where they end (the rest, a line without its
-    /// newline, is left to be read).
-    fn mapped(&mut self, file: &File, size: u64) -> Result<u64, Gone> {
-        let mut gone = false;
-        let done = mapping::map_lines(file, size, (MAP_WINDOW, self.long.most_mapped()), SERIAL_BLOCK, |map, from, to| {
-            gone = self.send(Bytes::Mapped(map.clone()), from, to).is_err();
-            !gone
-        });
-        if gone {
-            return Err(Gone);
-        }
-        Ok(done)
     }
 }
 
