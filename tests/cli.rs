@@ -893,16 +893,73 @@ fn a_line_longer_than_any_record_goes_on_in_pieces() {
             let counts = err.lines().filter(|l| l.contains(" records in ")).map(|l| l.split(" s, ").nth(1).unwrap_or("").split(';').next().unwrap_or("").to_string());
             messages(o).into_iter().filter(|l| !l.contains(" indexed in ")).chain(counts).collect::<Vec<_>>()
         };
-        // The same counts, but the long lines are counted as too large and
-        // the short ones as unreadable.
+        // The same counts and messages, but the long lines are counted (and
+        // reported, each by its line number) as too large and the short
+        // ones as unreadable.
         let (long_counts, want_counts) = (summary(&long), summary(&want));
-        assert_eq!(summary(&mapped), long_counts, "--threads {threads}: the mapped file's counts and messages");
+        let named: Vec<String> = summary(&mapped).iter().map(|l| l.replace(&file, "<stdin>")).collect();
+        assert_eq!(named, long_counts, "--threads {threads}: the mapped file's counts and messages");
         let too_large = "3 passed through unread (3 larger than max_record_bytes, 0 unreadable by a rule that could match)";
         let unreadable = "3 passed through unread (0 larger than max_record_bytes, 3 unreadable by a rule that could match)";
         assert!(long_counts.iter().any(|l| l.contains(too_large)), "{long_counts:?}");
         assert!(want_counts.iter().any(|l| l.contains(unreadable)), "{want_counts:?}");
-        let same = |v: Vec<String>| -> Vec<String> { v.into_iter().map(|l| l.replace(too_large, "").replace(unreadable, "")).collect() };
+        let n = s.iter().filter(|&&b| b == b'\n').count();
+        for line in [n + 1, 2 * n + 3, 2 * n + 4] {
+            let (big, bad) = (format!("<stdin>:{line}: record larger than max_record_bytes"), format!("<stdin>:{line}: not valid JSON"));
+            assert!(long_counts.iter().any(|l| l.contains(&big)), "line {line}: {long_counts:?}");
+            assert!(want_counts.iter().any(|l| l.contains(&bad)), "line {line}: {want_counts:?}");
+        }
+        assert!(long_counts.iter().any(|l| l.ends_with("passed through unread: too_large=3")), "{long_counts:?}");
+        assert!(want_counts.iter().any(|l| l.ends_with("passed through unread: invalid_json=3")), "{want_counts:?}");
+        let same = |v: Vec<String>| -> Vec<String> {
+            v.into_iter()
+                .map(|l| l.replace(too_large, "").replace(unreadable, ""))
+                .map(|l| l.replace("record larger than max_record_bytes", "?").replace("not valid JSON", "?"))
+                .map(|l| l.replace("too_large=3", "?").replace("invalid_json=3", "?"))
+                .collect()
+        };
         assert_eq!(same(long_counts), same(want_counts), "--threads {threads}");
+    }
+}
+
+#[test]
+fn a_pack_reports_bad_lines_with_file_and_line_number() {
+    // As the one-rule filter does: the first five lines passed through
+    // unread, each by its input and line number (blank lines counted, and
+    // each file from 1), then how many more, and the count of each reason;
+    // in input order whichever pack could not read the line.
+    let pack = ["--rule", "apt_netcon_v5", "--rule", "apt_netcon_v11"];
+    let first = "{\"host\":{\"id\":\"h1\"}}\nnot json\n\n[1,2]\n{\"host\":{\"id\":\"h2\"}}\n";
+    let second = "\"a string\"\n{\"host\":{\"id\":\"h3\"}}\nx\ny\nz\n{\"a\":";
+    let (f1, f2) = (tmp("bad-lines-1.ndjson", first), tmp("bad-lines-2.ndjson", second));
+    for threads in ["1", "2"] {
+        let args: Vec<&str> = pack.iter().copied().chain(["--threads", threads, f1.as_str(), f2.as_str()]).collect();
+        let out = run(&args, b"");
+        assert!(out.status.success(), "--threads {threads}");
+        assert!(out.stdout == [first, second].concat().as_bytes(), "--threads {threads}: every record unchanged");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let shown: Vec<&str> = err.lines().filter(|l| l.ends_with("(passed through unchanged)")).collect();
+        let want = [
+            format!("apt-netcon: {f1}:2: not valid JSON (passed through unchanged)"),
+            format!("apt-netcon: {f1}:4: top level is not an object (passed through unchanged)"),
+            format!("apt-netcon: {f2}:1: top level is not an object (passed through unchanged)"),
+            format!("apt-netcon: {f2}:3: not valid JSON (passed through unchanged)"),
+            format!("apt-netcon: {f2}:4: not valid JSON (passed through unchanged)"),
+        ];
+        assert_eq!(shown, want, "--threads {threads}: {err}");
+        assert!(err.contains("apt-netcon: 2 more bad records not shown"), "--threads {threads}: {err}");
+        assert!(err.contains("apt-netcon: passed through unread: invalid_json=5 not_an_object=2\n"), "--threads {threads}: {err}");
+        assert!(err.contains("7 passed through unread (0 larger than max_record_bytes, 7 unreadable by a rule that could match)"), "{err}");
+        // From standard input: named so, numbered the same.
+        let piped = run(&pack.iter().copied().chain(["--threads", threads]).collect::<Vec<_>>(), first.as_bytes());
+        let err = String::from_utf8_lossy(&piped.stderr).into_owned();
+        assert!(err.contains("apt-netcon: <stdin>:2: not valid JSON (passed through unchanged)\n"), "{err}");
+        assert!(err.contains("apt-netcon: <stdin>:4: top level is not an object (passed through unchanged)\n"), "{err}");
+        assert!(!err.contains("more bad records"), "{err}");
+        // And nothing with --quiet.
+        let quiet: Vec<&str> = ["-q"].into_iter().chain(args.iter().copied()).collect();
+        let out = run(&quiet, b"");
+        assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
 

@@ -251,18 +251,6 @@ const WATCHED: &[&str] = &[
     "annotate_failed",
 ];
 
-fn error_counter(e: RecordError) -> &'static str {
-    match e {
-        RecordError::TooLarge => "too_large",
-        RecordError::InvalidJson => "invalid_json",
-        RecordError::InvalidMsgpack => "invalid_msgpack",
-        RecordError::NotAnObject => "not_an_object",
-        RecordError::TooDeep => "too_deep",
-        RecordError::BadTimestamp => "bad_timestamp",
-        RecordError::AnnotateFailed => "annotate_failed",
-    }
-}
-
 fn error_status(e: RecordError) -> aptnc_status {
     match e {
         RecordError::TooLarge => aptnc_status::TooLarge,
@@ -308,7 +296,7 @@ const ALERT: &[(&str, i64)] = &[("annotated", 1), ("sequences_completed", 1), ("
 
 /// The deltas of an error, plus `more`.
 fn err(e: RecordError) -> Vec<(&'static str, i64)> {
-    vec![(error_counter(e), 1)]
+    vec![(e.counter(), 1)]
 }
 
 /// How the CLI treats the record.

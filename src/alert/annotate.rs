@@ -437,7 +437,7 @@ mod tests {
         }
         let style = AnnotationStyle { prefix: String::new(), kibana: true, signal: true };
         let m = style.finish(alert.as_object().unwrap().clone());
-        assert_eq!(m.keys().last().map(String::as_str), Some("event"), "after the alert's roots");
+        assert_eq!(m.keys().next_back().map(String::as_str), Some("event"), "after the alert's roots");
         assert_eq!(Value::Object(m)["event"]["kind"], "signal");
     }
 }

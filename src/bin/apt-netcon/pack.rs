@@ -58,6 +58,10 @@ struct Block {
     /// A piece of a line too long to hold ([`LongLine`]), routed as blank:
     /// `Some(last)`, `last` as [`Piece::last`].
     piece: Option<Option<bool>>,
+    /// The input the lines come from (as messages name it), and how many
+    /// of its lines came before this block's first.
+    file: Arc<str>,
+    line0: u64,
 }
 
 impl Drop for Block {
@@ -90,8 +94,8 @@ struct Part {
     /// `(line, rule of the whole pack, alert record)`, in the order given.
     alerts: Vec<(u32, u32, Vec<u8>)>,
     /// Lines whose record a pack could not read, and that gave it no
-    /// alert.
-    errors: Vec<u32>,
+    /// alert, with why.
+    errors: Vec<(u32, RecordError)>,
     /// Lines whose record is larger than `max_record_bytes` (refused by
     /// every pack, read by none).
     too_large: Vec<u32>,
@@ -129,7 +133,7 @@ fn one(pack: &mut PackDetector, numbers: &[u32], block: &Block, k: usize, part: 
     }
     match res {
         Err(RecordError::TooLarge) => part.too_large.push(k as u32),
-        Err(_) if !gave => part.errors.push(k as u32),
+        Err(e) if !gave => part.errors.push((k as u32, e)),
         _ => {}
     }
 }
@@ -242,14 +246,68 @@ struct Written {
     /// Lines passed through unread because they are larger than
     /// `max_record_bytes`.
     too_large: u64,
+    /// The lines passed through unread, by why (in the order first met).
+    by_error: Vec<(RecordError, u64)>,
     by_rule: Vec<u64>,
     failed: Option<io::Error>,
 }
 
+/// What the writer says on standard error as it goes, as the one-rule
+/// filter does: the first lines passed through unread (file and line
+/// number, and why), and on a terminal a progress line.
+struct Said {
+    quiet: bool,
+    progress: bool,
+    started: Instant,
+    last: Instant,
+    records: u64,
+    bytes: u64,
+}
+
+impl Said {
+    /// Line `line` of `file` passed through unread (the `shown`-th so far).
+    fn bad(&self, shown: u64, file: &str, line: u64, e: RecordError) {
+        if !self.quiet && shown <= crate::filter::REPORT_FIRST_ERRORS {
+            self.clear();
+            say!("apt-netcon: {file}:{line}: {} (passed through unchanged)", e.as_str());
+        }
+    }
+
+    /// A block of `file` written: its records and bytes counted, and the
+    /// progress line redrawn once a second.
+    fn block(&mut self, file: &str, records: u64, bytes: usize, alerts: u64) {
+        self.records += records;
+        self.bytes += bytes as u64;
+        if self.progress && self.last.elapsed() >= std::time::Duration::from_secs(1) {
+            self.last = Instant::now();
+            say_part!(
+                "\rapt-netcon: {file}: {} records, {:.1} MB, {:.0} records/s, {alerts} alerts   ",
+                self.records,
+                self.bytes as f64 / 1e6,
+                self.records as f64 / self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    /// The progress line taken off (before another message, and at the end).
+    fn clear(&self) {
+        if self.progress {
+            say_part!("\r{:79}\r", "");
+        }
+    }
+}
+
 /// Every block in input order, each line followed by its alerts (those of
 /// every pack, in rule order); then the packs' end-of-stream alerts.
-fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, alerts_only: bool) -> Written {
+fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, alerts_only: bool, mut said: Said) -> Written {
     let mut w = Written { by_rule: vec![0; rules], ..Written::default() };
+    let count_error = |w: &mut Written, e: RecordError| -> u64 {
+        match w.by_error.iter_mut().find(|x| x.0 == e) {
+            Some(x) => x.1 += 1,
+            None => w.by_error.push((e, 1)),
+        }
+        w.errors + w.too_large
+    };
     // Each block's output goes out at once, from where its bytes lie (the
     // block's lines and the alert records): no copy into a buffer.
     let mut out = match crate::filter::stdout_file() {
@@ -260,29 +318,38 @@ fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, ale
         }
     };
     let mut merged: Vec<(u32, u32, Vec<u8>)> = Vec::new();
-    let mut errors: Vec<u32> = Vec::new();
-    let take = |merged: &mut Vec<(u32, u32, Vec<u8>)>, errors: &mut Vec<u32>, too_large: &mut u64| -> bool {
-        let Ok(mut part) = parts.recv() else { return false };
+    let mut bad: Vec<(u32, RecordError)> = Vec::new();
+    // A block's part: its alerts, and its lines passed through unread (a
+    // line counts as unreadable when a pack could not read it and no pack
+    // gave it an alert, as one pack counts it; a line several packs could
+    // not read, as the first of them says), in line order.
+    let take = |merged: &mut Vec<(u32, u32, Vec<u8>)>, bad: &mut Vec<(u32, RecordError)>| -> bool {
+        let Ok(part) = parts.recv() else { return false };
         *merged = part.alerts;
-        *errors = part.errors;
-        part.too_large.sort_unstable();
-        part.too_large.dedup();
-        *too_large += part.too_large.len() as u64;
         // One pack writes a record's alerts in rule order; a rule's own
         // alerts keep their order (the sort is stable).
         merged.sort_by_key(|&(line, rule, _)| (line, rule));
-        errors.sort_unstable();
-        errors.dedup();
+        bad.clear();
+        bad.extend(part.errors.into_iter().filter(|&(l, _)| merged.binary_search_by_key(&l, |m| m.0).is_err()));
+        bad.extend(part.too_large.into_iter().map(|l| (l, RecordError::TooLarge)));
+        bad.sort_by_key(|&(l, _)| l);
+        bad.dedup_by_key(|&mut (l, _)| l);
         true
     };
     while let Ok(block) = blocks.recv() {
-        if !take(&mut merged, &mut errors, &mut w.too_large) {
+        if !take(&mut merged, &mut bad) {
             break;
         }
-        // A line counts as unreadable when a pack could not read it and no
-        // pack gave it an alert (as one pack counts it).
+        for &(l, e) in &bad {
+            if e == RecordError::TooLarge {
+                w.too_large += 1;
+            } else {
+                w.errors += 1;
+            }
+            let shown = count_error(&mut w, e);
+            said.bad(shown, &block.file, block.line0 + u64::from(l) + 1, e);
+        }
         let mut a = merged.iter().peekable();
-        w.errors += errors.iter().filter(|&&l| merged.binary_search_by_key(&l, |m| m.0).is_err()).count() as u64;
         let data = block.data();
         let mut pieces: Vec<&[u8]> = Vec::with_capacity(2 * merged.len() + 1);
         let mut from = 0usize;
@@ -308,17 +375,24 @@ fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, ale
         if !alerts_only {
             pieces.push(&data[from..]);
         }
+        let mut records = block.routes.iter().filter(|&&r| r != BLANK).count() as u64;
         if block.piece == Some(Some(false)) {
             // The end of a line too long for any rule to read.
             w.too_large += 1;
+            records += 1;
+            let shown = count_error(&mut w, RecordError::TooLarge);
+            said.bad(shown, &block.file, block.line0 + 1, RecordError::TooLarge);
         }
         if let Err(e) = write_pieces(&mut out, &pieces) {
             w.failed = Some(e);
+            said.clear();
             return w;
         }
+        said.block(&block.file, records, block.len, w.alerts);
     }
+    said.clear();
     // The end of the stream: each pack's last part.
-    if take(&mut merged, &mut errors, &mut w.too_large) {
+    if take(&mut merged, &mut bad) {
         merged.sort_by_key(|&(_, rule, _)| rule);
         let mut pieces: Vec<&[u8]> = Vec::with_capacity(2 * merged.len());
         for (_, rule, bytes) in &merged {
@@ -362,7 +436,9 @@ fn read_all(
         let block = Arc::new(block);
         to_packs.iter().all(|t| t.send(block.clone()).is_ok()) && to_writer.send(block).is_ok()
     };
-    let send = |bytes: Bytes, from: usize, len: usize, records: &mut u64, router: &mut HostRouter| -> bool {
+    // (`file`: the input being read, `lines`: how many of its lines were
+    // sent.)
+    let send = |bytes: Bytes, from: usize, len: usize, records: &mut u64, router: &mut HostRouter, file: &Arc<str>, lines: &mut u64| -> bool {
         let mut ends = Vec::with_capacity(len / 512 + 1);
         let mut routes = Vec::with_capacity(len / 512 + 1);
         let mut start = 0usize;
@@ -379,15 +455,21 @@ fn read_all(
             ends.push(end);
             start = end;
         }
-        deliver(Block { bytes, from, len, pool: pool.clone(), ends, routes, piece: None })
+        let line0 = *lines;
+        *lines += ends.len() as u64;
+        deliver(Block { bytes, from, len, pool: pool.clone(), ends, routes, piece: None, file: file.clone(), line0 })
     };
     // A piece of a line too long to hold: written, read by no pack.
-    let send_piece = |piece: Piece, records: &mut u64| -> bool {
+    let send_piece = |piece: Piece, records: &mut u64, file: &Arc<str>, lines: &mut u64| -> bool {
         *records += u64::from(piece.last == Some(false));
+        let line0 = *lines;
+        *lines += u64::from(piece.last.is_some());
         let len = piece.bytes.len();
-        deliver(Block { bytes: Bytes::Read(piece.bytes), from: 0, len, pool: pool.clone(), ends: vec![len], routes: vec![BLANK], piece: Some(piece.last) })
+        deliver(Block { bytes: Bytes::Read(piece.bytes), from: 0, len, pool: pool.clone(), ends: vec![len], routes: vec![BLANK], piece: Some(piece.last), file: file.clone(), line0 })
     };
     for f in files {
+        let file: Arc<str> = Arc::from(crate::filter::display_name(f));
+        let mut lines = 0u64;
         let mut input = match crate::filter::open(f) {
             Ok(i) => i,
             Err(e) => {
@@ -402,7 +484,7 @@ fn read_all(
         // (Not standard input, even from a file: it is read from where it is.)
         if f != "-" {
             let mapped = crate::filter::map_regular(&mut input, (MAP_WINDOW, long.most_mapped()), BLOCK, |map, from, to| {
-                send(Bytes::Mapped(map.clone()), from, to - from, &mut done.records, router)
+                send(Bytes::Mapped(map.clone()), from, to - from, &mut done.records, router, &file, &mut lines)
             });
             match mapped {
                 Ok(true) => {}
@@ -422,7 +504,7 @@ fn read_all(
             // any record, on in pieces from here.
             if have == buf.len() {
                 if let Some(piece) = long.full(&mut buf, &mut have, || fresh(&pool)) {
-                    if !send_piece(piece, &mut done.records) {
+                    if !send_piece(piece, &mut done.records, &file, &mut lines) {
                         return done;
                     }
                 }
@@ -438,7 +520,7 @@ fn read_all(
             let mut read_from = have;
             have += got;
             if let Some(piece) = long.after_read(&mut buf, &mut have, got == 0) {
-                if !send_piece(piece, &mut done.records) {
+                if !send_piece(piece, &mut done.records, &file, &mut lines) {
                     return done;
                 }
                 read_from = 0;
@@ -449,7 +531,7 @@ fn read_all(
             if got == 0 {
                 // The end of the file: what follows its last newline is
                 // its last line.
-                if have > 0 && !send(Bytes::Read(buf), 0, have, &mut done.records, router) {
+                if have > 0 && !send(Bytes::Read(buf), 0, have, &mut done.records, router, &file, &mut lines) {
                     return done;
                 }
                 break;
@@ -462,7 +544,7 @@ fn read_all(
                     next.resize(have - end, 0);
                 }
                 next[..have - end].copy_from_slice(&buf[end..have]);
-                if !send(Bytes::Read(buf), 0, end, &mut done.records, router) {
+                if !send(Bytes::Read(buf), 0, end, &mut done.records, router, &file, &mut lines) {
                     return done;
                 }
                 buf = next;
@@ -476,6 +558,7 @@ fn read_all(
 /// Run `rules` over `files`: on one pack (`n` 1), or on `n` host packs
 /// and, for the rules that cannot be split, one more (from [`plan`]).
 pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts_only: bool, quiet: bool) -> ExitCode {
+    use std::io::IsTerminal as _;
     let started = Instant::now();
     let count = rules.len();
     let (local, global) = if n > 1 { plan(&rules) } else { ((0..count).collect(), Vec::new()) };
@@ -539,7 +622,9 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
         say!("apt-netcon: a pack of {count} rules, indexed in {:.2?}", started.elapsed());
     }
     let (btx, brx) = sync_channel::<Arc<Block>>(16);
-    let written = thread::spawn(move || writer(brx, orx, count, alerts_only));
+    let now = Instant::now();
+    let said = Said { quiet, progress: !quiet && io::stderr().is_terminal(), started: now, last: now, records: 0, bytes: 0 };
+    let written = thread::spawn(move || writer(brx, orx, count, alerts_only, said));
     // Pipes on standard input and output: 1 MiB, so that a block goes
     // through in a few system calls.
     crate::filter::pipe_size::grow(&io::stdin());
@@ -576,6 +661,14 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
             written.errors,
             tested as f64 / records.max(1) as f64
         );
+        let unread = written.errors + written.too_large;
+        if unread > crate::filter::REPORT_FIRST_ERRORS {
+            say!("apt-netcon: {} more bad records not shown", unread - crate::filter::REPORT_FIRST_ERRORS);
+        }
+        if unread > 0 {
+            let kinds: Vec<String> = written.by_error.iter().map(|(e, k)| format!("{}={k}", e.counter())).collect();
+            say!("apt-netcon: passed through unread: {}", kinds.join(" "));
+        }
         if let (Some(g), false) = (packs.get(n), global.is_empty()) {
             let read = g.work().0;
             let share = |k: u64| 100.0 * k as f64 / records.max(1) as f64;

@@ -114,6 +114,19 @@ impl RecordError {
             RecordError::AnnotateFailed => "the alert could not be written into the record",
         }
     }
+
+    /// The name of the counter of [`Stats`] it is counted in.
+    pub fn counter(self) -> &'static str {
+        match self {
+            RecordError::TooLarge => "too_large",
+            RecordError::InvalidJson => "invalid_json",
+            RecordError::InvalidMsgpack => "invalid_msgpack",
+            RecordError::NotAnObject => "not_an_object",
+            RecordError::TooDeep => "too_deep",
+            RecordError::BadTimestamp => "bad_timestamp",
+            RecordError::AnnotateFailed => "annotate_failed",
+        }
+    }
 }
 
 impl std::fmt::Display for RecordError {

@@ -118,3 +118,44 @@ pub struct FlushReport {
     /// Standalone alerts waiting to be collected with [`Detector::take_alert`](super::Detector::take_alert).
     pub alerts: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RecordError;
+
+    /// Each error reason names the counter it is counted in, one each.
+    #[test]
+    fn every_error_reason_names_its_own_counter() {
+        let all = [
+            RecordError::TooLarge,
+            RecordError::InvalidJson,
+            RecordError::InvalidMsgpack,
+            RecordError::NotAnObject,
+            RecordError::TooDeep,
+            RecordError::BadTimestamp,
+            RecordError::AnnotateFailed,
+        ];
+        let names: Vec<&str> = Stats::default().fields().into_iter().map(|(n, _)| n).collect();
+        for (i, e) in all.iter().enumerate() {
+            assert!(names.contains(&e.counter()), "{e:?}: {} is no counter", e.counter());
+            assert!(all[..i].iter().all(|x| x.counter() != e.counter()), "{e:?}: {} named twice", e.counter());
+        }
+        // And the counters they name add up to `errors`.
+        let mut s = Stats::default();
+        for (k, e) in all.iter().enumerate() {
+            let v = 1u64 << k;
+            match e.counter() {
+                "too_large" => s.too_large = v,
+                "invalid_json" => s.invalid_json = v,
+                "invalid_msgpack" => s.invalid_msgpack = v,
+                "not_an_object" => s.not_an_object = v,
+                "too_deep" => s.too_deep = v,
+                "bad_timestamp" => s.bad_timestamp = v,
+                "annotate_failed" => s.annotate_failed = v,
+                other => panic!("{other}"),
+            }
+        }
+        assert_eq!(s.errors(), (1 << all.len()) - 1);
+    }
+}

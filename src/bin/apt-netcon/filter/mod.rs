@@ -53,7 +53,7 @@ const MAP_WINDOW: usize = 32 << 20;
 /// pipe until it holds no more).
 const THREAD_BLOCK: usize = 2 << 20;
 /// How many bad records are reported by line number.
-const REPORT_FIRST_ERRORS: u64 = 5;
+pub(crate) const REPORT_FIRST_ERRORS: u64 = 5;
 
 pub struct Options {
     pub alerts_only: bool,
@@ -82,7 +82,7 @@ pub(crate) fn open(f: &str) -> io::Result<File> {
     }
 }
 
-fn display_name(f: &str) -> &str {
+pub(crate) fn display_name(f: &str) -> &str {
     if f == "-" {
         "<stdin>"
     } else {
