@@ -13,7 +13,6 @@
 //! says "skipped" without them).
 
 #[path = "../benches/corpus/mod.rs"]
-#[allow(dead_code)]
 mod corpus;
 #[path = "common/msgpack_of.rs"]
 mod msgpack_of;

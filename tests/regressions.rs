@@ -25,7 +25,8 @@ mod fuzz;
 #[test]
 fn the_seed_corpus_passes_every_target() {
     let dir = std::env::temp_dir().join(format!("apt-netcon-seeds-{}", std::process::id()));
-    let targets: [(&str, fn(&[u8])); 4] = [
+    type Target = (&'static str, fn(&[u8]));
+    let targets: [Target; 4] = [
         ("rule_parser", fuzz::rule_parser::run),
         ("json_record", fuzz::json_record::run),
         ("msgpack_chunk", fuzz::msgpack_chunk::run),

@@ -42,6 +42,9 @@ use std::hash::{Hash, Hasher};
 /// Bytes counted per held event beyond its record (for `max_state_bytes`).
 const HELD_OVERHEAD: usize = 64;
 
+/// A record held for lateness: its bytes, and whether they are MessagePack.
+type HeldRecord = (Box<[u8]>, bool);
+
 /// The generic engine's part of a detector.
 #[derive(Debug)]
 pub struct GenericRun {
@@ -59,7 +62,7 @@ pub struct GenericRun {
     lateness_ms: i64,
     max_held: usize,
     max_held_bytes: usize,
-    held: BTreeMap<(i64, u64), (Box<[u8]>, bool)>,
+    held: BTreeMap<(i64, u64), HeldRecord>,
     held_bytes: usize,
     max_seen: Option<i64>,
     matches: Vec<Match>,

@@ -959,10 +959,7 @@ impl Engine {
         let ev = Ev { ordinal, pos: self.pos, time, carried };
         let n = self.stages.len();
         let mut touched: Vec<Key> = Vec::new();
-        for si in 0..n {
-            if !matched[si] {
-                continue;
-            }
+        for (si, _) in matched.iter().enumerate().take(n).filter(|(_, m)| **m) {
             let Some(keys) = self.keys_of(Some(si), doc) else { continue };
             for key in keys {
                 let slot = self.samples.entry(key.clone()).or_insert_with(|| SampleSlot {

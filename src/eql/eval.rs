@@ -80,10 +80,10 @@ impl FieldSet {
     fn read_one(&self, event: Source<'_>, slot: usize, malformed: &Cell<u32>) -> Vec<Val> {
         let info = self.infos[slot].as_ref();
         let mut out = Vec::new();
-        let mut add = |v: Result<Option<Val>, ()>| match v {
+        let mut add = |v: Result<Option<Val>, super::value::Malformed>| match v {
             Ok(Some(x)) => out.push(x),
             Ok(None) => {}
-            Err(()) => malformed.set(malformed.get() + 1),
+            Err(_) => malformed.set(malformed.get() + 1),
         };
         match event {
             Source::Tree(tree) => {

@@ -337,10 +337,14 @@ fn keyword_text(v: &Value) -> Option<String> {
     }
 }
 
+/// A value malformed for its field's type (see [`typed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
 /// Convert one JSON scalar of a field of type `info` (`None`: dynamic).
-/// `Err(())` when the value is malformed for the type; `Ok(None)` when it is
+/// `Err(Malformed)` when the value is malformed for the type; `Ok(None)` when it is
 /// not indexed at all (null without `null_value`, over `ignore_above`).
-pub fn typed(v: &Value, info: Option<&FieldInfo>) -> Result<Option<Val>, ()> {
+pub fn typed(v: &Value, info: Option<&FieldInfo>) -> Result<Option<Val>, Malformed> {
     let v = match (v, info.and_then(|i| i.null_value.as_ref())) {
         (Value::Null, Some(nv)) => nv,
         (Value::Null, None) => return Ok(None),
@@ -359,7 +363,7 @@ pub fn typed(v: &Value, info: Option<&FieldInfo>) -> Result<Option<Val>, ()> {
     };
     Ok(Some(match info.ty {
         FieldType::Keyword | FieldType::Text | FieldType::Other => {
-            let s = keyword_text(v).ok_or(())?;
+            let s = keyword_text(v).ok_or(Malformed)?;
             if let Some(limit) = info.ignore_above {
                 if s.chars().count() > limit {
                     return Ok(None);
@@ -371,9 +375,9 @@ pub fn typed(v: &Value, info: Option<&FieldInfo>) -> Result<Option<Val>, ()> {
             Value::Number(n) => match n.as_i64() {
                 Some(i) => Val::Long(i),
                 None => {
-                    let f = n.as_f64().ok_or(())?;
+                    let f = n.as_f64().ok_or(Malformed)?;
                     if !f.is_finite() || f.abs() >= 9.2e18 {
-                        return Err(());
+                        return Err(Malformed);
                     }
                     Val::Long(f.trunc() as i64)
                 }
@@ -382,38 +386,38 @@ pub fn typed(v: &Value, info: Option<&FieldInfo>) -> Result<Option<Val>, ()> {
                 Ok(i) => Val::Long(i),
                 Err(_) => match s.trim().parse::<f64>() {
                     Ok(f) if f.is_finite() && f.abs() < 9.2e18 => Val::Long(f.trunc() as i64),
-                    _ => return Err(()),
+                    _ => return Err(Malformed),
                 },
             },
-            _ => return Err(()),
+            _ => return Err(Malformed),
         },
         FieldType::Double => match v {
-            Value::Number(n) => Val::Double(n.as_f64().ok_or(())?),
+            Value::Number(n) => Val::Double(n.as_f64().ok_or(Malformed)?),
             Value::String(s) => match s.trim().parse::<f64>() {
                 Ok(f) if f.is_finite() => Val::Double(f),
-                _ => return Err(()),
+                _ => return Err(Malformed),
             },
-            _ => return Err(()),
+            _ => return Err(Malformed),
         },
         FieldType::Boolean => match v {
             Value::Bool(b) => Val::Bool(*b),
             Value::String(s) if s == "true" => Val::Bool(true),
             Value::String(s) if s == "false" || s.is_empty() => Val::Bool(false),
-            _ => return Err(()),
+            _ => return Err(Malformed),
         },
         FieldType::Ip => match v {
-            Value::String(s) => Val::Ip(parse_ip(s).ok_or(())?),
-            _ => return Err(()),
+            Value::String(s) => Val::Ip(parse_ip(s).ok_or(Malformed)?),
+            _ => return Err(Malformed),
         },
         FieldType::Date => match v {
             Value::Number(n) => match n.as_i64() {
                 Some(i) => Val::Date(i),
-                None => Val::Date(n.as_f64().filter(|f| f.is_finite()).ok_or(())?.trunc() as i64),
+                None => Val::Date(n.as_f64().filter(|f| f.is_finite()).ok_or(Malformed)?.trunc() as i64),
             },
-            Value::String(s) => Val::Date(parse_date_with(s, info.format.as_deref()).ok_or(())?),
-            _ => return Err(()),
+            Value::String(s) => Val::Date(parse_date_with(s, info.format.as_deref()).ok_or(Malformed)?),
+            _ => return Err(Malformed),
         },
-        FieldType::Version => Val::Version(keyword_text(v).ok_or(())?),
+        FieldType::Version => Val::Version(keyword_text(v).ok_or(Malformed)?),
     }))
 }
 
@@ -607,7 +611,7 @@ mod tests {
     fn values_take_the_field_type() {
         let ip = FieldInfo { ty: FieldType::Ip, null_value: None, ignore_above: None, format: None };
         assert_eq!(typed(&Value::from("10.0.0.1"), Some(&ip)), Ok(Some(Val::Ip(parse_ip("10.0.0.1").unwrap()))));
-        assert_eq!(typed(&Value::from("nope"), Some(&ip)), Err(()));
+        assert_eq!(typed(&Value::from("nope"), Some(&ip)), Err(Malformed));
         let kw = FieldInfo { ty: FieldType::Keyword, null_value: Some(Value::from("NULL")), ignore_above: Some(4), format: None };
         assert_eq!(typed(&Value::from(12), Some(&kw)), Ok(Some(Val::Str("12".into()))));
         assert_eq!(typed(&Value::Null, Some(&kw)), Ok(Some(Val::Str("NULL".into()))));

@@ -768,10 +768,13 @@ fn nothing_under(d: &Detector, fields: &Fields, slots: &[Slot]) -> bool {
     found && d.generic_nothing_under(&by[..slots.len()])
 }
 
+/// A rule file that did not load: its name and why.
+pub type Unloaded = (String, String);
+
 /// Every rule file of a directory (`.toml`: detection-rules files; `.eql`:
 /// bare queries named after the file), sorted by file name. Rules that do
 /// not load are returned with their reasons, not dropped silently.
-pub fn load_dir(dir: &std::path::Path) -> std::io::Result<(Vec<Rule>, Vec<(String, String)>)> {
+pub fn load_dir(dir: &std::path::Path) -> std::io::Result<(Vec<Rule>, Vec<Unloaded>)> {
     if !dir.is_dir() {
         return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} is not a directory", dir.display())));
     }
