@@ -427,6 +427,7 @@ fn read_all(
     to_writer: &SyncSender<Arc<Block>>,
     router: &mut HostRouter,
     long: LongLine,
+    progress: bool,
 ) -> ReadAll {
     let mut done = ReadAll { records: 0, unopened: false, failed: None };
     let pool: Pool = Arc::default();
@@ -473,6 +474,10 @@ fn read_all(
         let mut input = match crate::filter::open(f) {
             Ok(i) => i,
             Err(e) => {
+                // (Over the writer's progress line, when one is shown.)
+                if progress {
+                    say_part!("\r{:79}\r", "");
+                }
                 say!("apt-netcon: cannot open {f}: {e}");
                 done.unopened = true;
                 continue;
@@ -623,14 +628,15 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
     }
     let (btx, brx) = sync_channel::<Arc<Block>>(16);
     let now = Instant::now();
-    let said = Said { quiet, progress: !quiet && io::stderr().is_terminal(), started: now, last: now, records: 0, bytes: 0 };
+    let progress = !quiet && io::stderr().is_terminal();
+    let said = Said { quiet, progress, started: now, last: now, records: 0, bytes: 0 };
     let written = thread::spawn(move || writer(brx, orx, count, alerts_only, said));
     // Pipes on standard input and output: 1 MiB, so that a block goes
     // through in a few system calls.
     crate::filter::pipe_size::grow(&io::stdin());
     crate::filter::pipe_size::grow(&io::stdout());
     let mut router = HostRouter::new(n);
-    let read = read_all(files, n, &to_packs, &btx, &mut router, LongLine::new(config, BLOCK));
+    let read = read_all(files, n, &to_packs, &btx, &mut router, LongLine::new(config, BLOCK), progress);
     drop(to_packs);
     drop(btx);
     let mut packs: Vec<PackDetector> = handles.into_iter().map(|h| h.join().expect("a pack thread panicked")).collect();

@@ -62,11 +62,15 @@ pub struct Options {
 }
 
 /// A file to read, or standard input for "-".
-/// [`open`], or `None` after saying why (and marking the run failed).
-fn open_or_say(f: &str, status: &mut ExitCode) -> Option<File> {
+/// [`open`], or `None` after saying why (and marking the run failed; over
+/// the progress line, when one is shown, not after it).
+fn open_or_say(f: &str, status: &mut ExitCode, progress: bool) -> Option<File> {
     match open(f) {
         Ok(i) => Some(i),
         Err(e) => {
+            if progress {
+                say_part!("\r{:79}\r", "");
+            }
             say!("apt-netcon: cannot open {f}: {e}");
             *status = ExitCode::from(1);
             None

@@ -114,6 +114,7 @@ pub fn run_serial(mut det: Detector, config: &Config, files: &[String], opts: &O
                 lineno = 0;
             }
             Feed::NotOpened(msg) => {
+                run.end_progress();
                 say!("{msg}");
                 status = ExitCode::from(1);
             }

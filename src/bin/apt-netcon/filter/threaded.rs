@@ -357,7 +357,7 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
         handles.push(std::thread::spawn(move || worker(k, n, rule, config, quiet, rx)));
     }
     let (wtx, wrx) = sync_channel::<Arc<Block>>(4 + 2 * n);
-    let alerts_only = opts.alerts_only;
+    let (alerts_only, progress) = (opts.alerts_only, opts.progress);
     let mut run = Run::new(opts);
     let writer_names = names.clone();
     let writer = std::thread::spawn(move || -> (Run, [u64; 2], io::Result<()>) {
@@ -392,7 +392,7 @@ pub fn run_threaded(rule: Rule, config: &Config, n: usize, files: &[String], opt
     };
     let send = |b: Arc<Block>| -> bool { senders.iter().all(|tx| tx.send(b.clone()).is_ok()) && wtx.send(b).is_ok() };
     'files: for (fi, f) in files.iter().enumerate() {
-        let Some(mut input) = open_or_say(f, &mut status) else { continue };
+        let Some(mut input) = open_or_say(f, &mut status, progress) else { continue };
         let mut first = true;
         let size = match input.metadata() {
             Ok(m) if f != "-" && m.is_file() => Some(m.len()),
