@@ -203,39 +203,63 @@ impl Alert<'_> {
     /// [`Alert::to_json`], with the rule's parts built beforehand from the
     /// same metadata.
     pub fn to_json_with(&self, style: &AnnotationStyle, parts: &RuleParts) -> Map<String, Value> {
+        self.to_json_with_first(style, parts, None)
+    }
+
+    /// [`Alert::to_json_with`], given the first event's carried fields
+    /// decoded already (`first`: its [`Carried::to_json`], as the reason
+    /// reads them; `None`: decoded here). Each event's fields are decoded
+    /// once, where they are written and where their `event.id` is read.
+    ///
+    /// [`Carried::to_json`]: crate::alert::carried::Carried::to_json
+    pub fn to_json_with_first(&self, style: &AnnotationStyle, parts: &RuleParts, first: Option<Value>) -> Map<String, Value> {
         let m = self.meta;
         let mut out = Map::with_capacity(4);
         out.insert("rule".into(), parts.rule.clone());
         out.insert("threat".into(), parts.threat.clone());
-        let first = self.events.first();
-        let last = self.events.last();
-        let span = match (first, last) {
+        let n = self.events.len();
+        let span = match (self.events.first(), self.events.last()) {
             (Some(a), Some(b)) => b.time - a.time,
             _ => 0,
         };
-        let mut own = Map::new();
-        if let Some(f) = first.filter(|_| self.events.len() > 1) {
-            own.insert("shell".into(), f.info.to_json());
+        // The fields of the events written whole: the first (`shell`) and
+        // the middle ones (`stages`) of a sequence of two or more.
+        let mut docs: Vec<Option<Value>> = vec![None; n];
+        if let Some(d) = docs.first_mut() {
+            *d = first;
         }
-        if self.events.len() > 2 {
-            let mids: Vec<Value> = self.events[1..self.events.len() - 1]
+        for (i, d) in docs.iter_mut().enumerate() {
+            if d.is_none() && n > 1 && i + 1 < n {
+                *d = Some(self.events[i].info.to_json());
+            }
+        }
+        // The event's own id where it has one (`event.id`), as Kibana names
+        // an alert's source events; else the digest of its identity fields.
+        let ancestors: Vec<Value> = if style.kibana {
+            self.events
                 .iter()
-                .map(|e| e.info.to_json())
-                .collect();
+                .zip(&docs)
+                .map(|(e, d)| {
+                    let id = match d {
+                        Some(d) => crate::alert::carried::event_id_in(d),
+                        None => e.info.event_id(),
+                    };
+                    ancestor(id.unwrap_or_else(|| format_id(e.digest)))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut own = Map::new();
+        if n > 1 {
+            own.insert("shell".into(), docs[0].take().unwrap_or_default());
+        }
+        if n > 2 {
+            let mids: Vec<Value> = docs[1..n - 1].iter_mut().map(|d| d.take().unwrap_or_default()).collect();
             own.insert("stages".into(), Value::Array(mids));
         }
         own.insert("span_ms".into(), Value::from(span));
         if style.kibana {
-            let ancestors: Vec<Value> = self
-                .events
-                .iter()
-                .map(|e| {
-                    // The event's own id where it has one (`event.id`), as
-                    // Kibana names an alert's source events; else the digest
-                    // of its identity fields.
-                    ancestor(e.info.event_id().unwrap_or_else(|| format_id(e.digest)))
-                })
-                .collect();
             let kibana = kibana_root(KibanaAlert {
                 uuid: self.alert_id.clone(),
                 group_id: Some(self.group_id.clone()),
@@ -339,6 +363,56 @@ mod tests {
     /// The alert members, in order, byte for byte as the version before
     /// `RuleParts` wrote them (`tests/data/alert_v5.ndjson`: the built-in v5
     /// rule with Kibana fields, then without).
+    /// The events' fields are written and their ids read as each event's
+    /// own carried fields give them, whether the first event's come decoded
+    /// or not: `shell` the first's, `stages` the middle ones' in order, each
+    /// ancestor the event's `event.id` or its digest.
+    #[test]
+    fn each_event_is_written_from_its_own_fields() {
+        use crate::alert::carried::{CarriedBuilder, CARRIED_FIELDS};
+        let at = |name: &str| CARRIED_FIELDS.iter().position(|f| *f == name).unwrap();
+        let event = |k: usize, with_id: bool| {
+            let mut b = CarriedBuilder::default();
+            b.push(at("@timestamp"), &json!(format!("2026-01-01T00:00:0{k}Z")));
+            if with_id {
+                b.push(at("event.id"), &json!(format!("id-{k}")));
+            }
+            b.push(at("process.name"), &json!(format!("p{k}")));
+            b.push(at("process.pid"), &json!(100 + k));
+            StageEvent { time: 1000 * k as i64, digest: 0xabc0 + k as u128, info: b.finish() }
+        };
+        let meta = crate::config::rule::Rule::builtin("v5").unwrap().meta().clone();
+        let parts = RuleParts::new(&meta);
+        for n in 1..=4 {
+            let events: Vec<StageEvent> = (0..n).map(|k| event(k, k % 2 == 0)).collect();
+            for kibana in [true, false] {
+                let style = AnnotationStyle { prefix: String::new(), kibana, signal: false };
+                let alert = Alert {
+                    meta: &meta,
+                    events: &events,
+                    alert_id: "a".into(),
+                    group_id: "g".into(),
+                    reason: "r".into(),
+                    original_time: "t".into(),
+                };
+                let decoded = (n > 1).then(|| events[0].info.to_json());
+                for first in [None, decoded] {
+                    let out = Value::Object(alert.to_json_with_first(&style, &parts, first));
+                    let own = &out["apt_netcon"];
+                    let want_shell = if n > 1 { events[0].info.to_json() } else { Value::Null };
+                    assert_eq!(own["shell"], want_shell, "n {n}");
+                    let want_stages = if n > 2 { Value::Array(events[1..n - 1].iter().map(|e| e.info.to_json()).collect()) } else { Value::Null };
+                    assert_eq!(own["stages"], want_stages, "n {n}");
+                    if kibana {
+                        let ids: Vec<Value> = out["kibana"]["alert"]["ancestors"].as_array().unwrap().iter().map(|a| a["id"].clone()).collect();
+                        let want: Vec<Value> = events.iter().map(|e| json!(e.info.event_id().unwrap_or_else(|| format_id(e.digest)))).collect();
+                        assert_eq!(ids, want, "n {n}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn alert_bytes_are_the_recorded_ones() {
         let meta = crate::config::rule::Rule::builtin("v5").unwrap().meta().clone();

@@ -550,11 +550,7 @@ impl Carried {
     /// `@timestamp`), in the order they were added.
     /// The carried `event.id`, when it is a string or a number.
     pub fn event_id(&self) -> Option<String> {
-        match self.to_json().get("event")?.get("id")? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
+        event_id_in(&self.to_json())
     }
 
     pub fn to_json(&self) -> Value {
@@ -589,6 +585,16 @@ impl Carried {
             insert_path(&mut m, name, v);
         }
         Value::Object(m)
+    }
+}
+
+/// The `event.id` of carried fields decoded ([`Carried::to_json`]), when
+/// it is a string or a number.
+pub fn event_id_in(doc: &Value) -> Option<String> {
+    match doc.get("event")?.get("id")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 

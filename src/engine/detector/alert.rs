@@ -38,7 +38,10 @@ impl Detector {
             v
         };
         let original_time = first_str(fields, "@timestamp").unwrap_or_default();
-        let reason = self.reason(seq, fields, &first_str);
+        // The first event's carried fields, decoded once for the reason and
+        // the alert.
+        let first = seq.events.first().filter(|_| seq.events.len() > 1).map(|e| e.info.to_json());
+        let reason = self.reason(seq, fields, &first_str, first.as_ref());
         let alert = Alert {
             meta,
             events: &seq.events,
@@ -47,7 +50,7 @@ impl Detector {
             reason,
             original_time,
         };
-        self.style.finish(alert.to_json_with(&self.style, &self.alert_parts))
+        self.style.finish(alert.to_json_with_first(&self.style, &self.alert_parts, first))
     }
 
     /// The alert of any rule but the built-in one ([`crate::alert::rule_alert`]).
@@ -102,7 +105,9 @@ impl Detector {
         alert.into_roots()
     }
 
-    pub(super) fn reason(&self, seq: &Partial, f: &Fields, get: &dyn Fn(&Fields, &str) -> Option<String>) -> String {
+    /// `first_fields`: the first event's carried fields, when decoded
+    /// already (else decoded here, for a sequence of two events or more).
+    pub(super) fn reason(&self, seq: &Partial, f: &Fields, get: &dyn Fn(&Fields, &str) -> Option<String>, first_fields: Option<&Value>) -> String {
         let meta = self.rule.meta();
         let host = get(f, "host.name").or_else(|| get(f, "host.id")).unwrap_or_else(|| "an unknown host".into());
         let proc_ = get(f, "process.name").unwrap_or_else(|| "a process".into());
@@ -116,7 +121,14 @@ impl Detector {
         let mut s = format!("{proc_}{pid} {action}{dest} on {host}");
         if seq.events.len() > 1 {
             let first = &seq.events[0];
-            let info = first.info.to_json();
+            let decoded;
+            let info = match first_fields {
+                Some(d) => d,
+                None => {
+                    decoded = first.info.to_json();
+                    &decoded
+                }
+            };
             let pname = info["process"]["name"].as_str().unwrap_or("a process");
             let ppid = info["process"]["pid"].as_i64().map(|p| format!(" (pid {p})")).unwrap_or_default();
             let parent = info["process"]["parent"]["name"].as_str().map(|p| format!(" started by {p}")).unwrap_or_default();
