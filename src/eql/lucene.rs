@@ -839,6 +839,72 @@ fn group(alternatives: Vec<String>) -> String {
     }
 }
 
+/// Strings of at least `min_len` bytes one of which every value the pattern
+/// accepts holds somewhere (`None`: no such set found, or the pattern is
+/// refused): a value that holds none of them cannot match. Under `regex~`,
+/// a value holds a string when it does so ASCII-case-insensitively (the
+/// folding is never wider than that). For a rule pack's index: the longest
+/// run of literal characters of a concatenation, or what one of its parts
+/// requires (one of a union's alternatives, a part repeated at least once),
+/// whichever has the longest shortest string.
+pub fn required_fragments(pattern: &str, min_len: usize) -> Option<Vec<String>> {
+    required(&parse(pattern).ok()?, min_len.max(1))
+}
+
+/// The one string a node stands for when it is a literal: a character, a
+/// quoted string, or a class of one character.
+fn literal_text(node: &Node) -> Option<String> {
+    match node {
+        Node::Char(c) => Some(c.to_string()),
+        Node::Str(s) => Some(s.clone()),
+        Node::Class { negated: false, .. } => match language(node) {
+            Lang::One(s) => Some(s),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn required(node: &Node, min_len: usize) -> Option<Vec<String>> {
+    if let Some(s) = literal_text(node) {
+        return (s.len() >= min_len).then(|| vec![s]);
+    }
+    match node {
+        Node::Repeat { node, min, .. } if *min >= 1 => required(node, min_len),
+        Node::Union(alternatives) => {
+            let mut all: Vec<String> = Vec::new();
+            for a in alternatives {
+                for s in required(a, min_len)? {
+                    if !all.contains(&s) {
+                        all.push(s);
+                    }
+                }
+            }
+            Some(all)
+        }
+        Node::Concat(items) => {
+            let mut options: Vec<Vec<String>> = Vec::new();
+            let mut run = String::new();
+            for item in items {
+                if let Some(s) = literal_text(item) {
+                    run.push_str(&s);
+                    continue;
+                }
+                let ended = std::mem::take(&mut run);
+                if ended.len() >= min_len {
+                    options.push(vec![ended]);
+                }
+                options.extend(required(item, min_len));
+            }
+            if run.len() >= min_len {
+                options.push(vec![run]);
+            }
+            options.into_iter().max_by_key(|o| (o.iter().map(String::len).min().unwrap_or(0), std::cmp::Reverse(o.len())))
+        }
+        _ => None,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Single-string languages (for `literal`)
 // ---------------------------------------------------------------------------------------------
@@ -942,6 +1008,40 @@ fn language(node: &Node) -> Lang {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every value a pattern accepts holds one of the strings it requires
+    /// (ASCII-case-insensitively under `regex~`): random patterns over a
+    /// small alphabet, against every string of up to five of its letters.
+    #[test]
+    fn what_a_pattern_accepts_holds_a_required_string() {
+        let tokens = ["a", "b", "A", "c", "\"ab\"", ".", "[ab]", "[a]", "(", ")", "|", "*", "+", "?", "{1,2}", "@", "ab", "bc"];
+        let mut values = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..5 {
+            last = last.iter().flat_map(|s| ["a", "b", "A", "c"].iter().map(move |c| format!("{s}{c}"))).collect();
+            values.extend(last.iter().cloned());
+        }
+        let mut rnd = crate::xorshift(0x1e9e_e7a1);
+        let (mut checked, mut required_some) = (0, 0);
+        while checked < 400 {
+            let n = 1 + (rnd() % 8) as usize;
+            let pattern: String = (0..n).map(|_| tokens[(rnd() % tokens.len() as u64) as usize]).collect();
+            for ci in [false, true] {
+                let Ok(re) = compile(&pattern, ci) else { continue };
+                checked += 1;
+                for min_len in 1..=3 {
+                    let Some(req) = required_fragments(&pattern, min_len) else { continue };
+                    required_some += 1;
+                    assert!(req.iter().all(|s| s.len() >= min_len), "{pattern:?}: {req:?}");
+                    for v in values.iter().filter(|v| re.is_match(v)) {
+                        let holds = |s: &String| if ci { v.to_ascii_lowercase().contains(&s.to_ascii_lowercase()) } else { v.contains(s.as_str()) };
+                        assert!(req.iter().any(holds), "{pattern:?} (ci {ci}) accepts {v:?}, which holds none of {req:?}");
+                    }
+                }
+            }
+        }
+        assert!(required_some > 100, "the patterns required strings {required_some} times");
+    }
 
     fn re(pattern: &str) -> regex::Regex {
         compile(pattern, false).unwrap_or_else(|e| panic!("{pattern:?}: {e}"))

@@ -5,7 +5,9 @@
 //! sequences, counters and exceptions, on the fast or the generic engine).
 //! Most of a rule's stages require some field to hold one of a few strings
 //! (`process.name == "curl"`, `process.args : "*--proxy*"`, `event.action
-//! in ("exec", "fork")`), and every stage with a category requires it.
+//! in ("exec", "fork")`, and the literal runs a `regex` cannot match
+//! without: `"/var/run/"` of `regex~ "/var/run/\w+\.(pid|lock)"`), and
+//! every stage with a category requires it.
 //! Before any rule sees a record, the pack:
 //!
 //! 1. reads the record once ([`FieldTable::scan`], or the MessagePack
@@ -1144,7 +1146,31 @@ mod tests {
         assert!(req(r#"any where not x == "a""#).is_none());
         assert!(req(r#"any where x == "a" or y > 3"#).is_none());
         assert!(req(r#"any where x == "5""#).is_none(), "a number can equal it");
-        assert!(req(r#"any where x regex "abc.*""#).is_none());
+        assert!(req(r#"any where x regex "ab.*""#).is_none(), "no string of three bytes required");
+        assert!(req(r#"any where x regex "(abc|.*)d""#).is_none(), "an alternative requires nothing");
         assert!(req(r#"sequence [process where true] [any where true]"#).is_none());
+    }
+
+    #[test]
+    fn a_regex_is_indexed_by_the_strings_it_requires() {
+        let one = |q: &str| -> Vec<(String, bool, bool)> {
+            let sets = req(q).unwrap();
+            assert_eq!(sets.len(), 1, "{q}");
+            sets[0].iter().map(|n| (n.text.clone(), n.ci, n.exact)).collect()
+        };
+        let frag = |t: &str, ci: bool| (t.to_string(), ci, false);
+        assert_eq!(one(r#"process where process.executable regex~ "/var/run/\\w+\\.(pid|lock|reboot)""#), [frag("/var/run/", true)]);
+        assert_eq!(one(r#"any where x regex "abc.*""#), [frag("abc", false)]);
+        assert_eq!(one(r#"any where x regex ".*(curl|wget) .*""#), [frag("curl", false), frag("wget", false)]);
+        assert_eq!(one(r#"any where x regex "a+bcd[e]f?""#), [frag("bcde", false)]);
+        assert_eq!(one(r#"any where x regex ("abc.*", "x*wxyz")"#), [frag("abc", false), frag("wxyz", false)]);
+        // A value that matches holds the string, whatever its case under regex~.
+        let rules = vec![Rule::from_eql(r#"any where x regex~ ".*/VAR/run/[a-z]+""#, crate::config::rule::meta_for_file("t")).unwrap()];
+        let mut pack = PackDetector::new(rules, &Config::default());
+        for (x, want) in [("/var/RUN/abc", 1), ("x/Var/Run/q", 1), ("/var/rum/abc", 0)] {
+            let rec = format!(r#"{{"@timestamp":"2026-01-01T00:00:00Z","event":{{"id":"e"}},"x":"{x}"}}"#);
+            assert_eq!(pack.process(rec.as_bytes(), false).unwrap(), want, "{x}");
+            while pack.take_alert().is_some() {}
+        }
     }
 }

@@ -93,6 +93,18 @@ pub(super) fn fragment(e: &Expr, ci: bool) -> Option<Needle> {
         .then(|| Needle { field: String::new(), text: frag.to_string(), ci, exact: whole })
 }
 
+/// The strings (at least 3 bytes) one of which any value a Lucene pattern
+/// accepts holds ([`crate::eql::lucene::required_fragments`]), as
+/// fragments, ASCII-case-insensitive for `regex~`; `None` when it requires
+/// none the index can seek.
+pub(super) fn regex_fragments(e: &Expr, ci: bool) -> Option<Vec<Needle>> {
+    let Expr::Literal(Literal::Str(p), _) = e else { return None };
+    crate::eql::lucene::required_fragments(p, 3)?
+        .into_iter()
+        .map(|f| (crate::engine::prefilter::usable(&f) && (!ci || f.is_ascii())).then(|| Needle { field: String::new(), text: f, ci, exact: false }))
+        .collect()
+}
+
 /// A field whose values are the strings the record holds: a keyword (or
 /// text) field, or one without a type, and no `null_value` standing in for
 /// an absent value.
@@ -138,7 +150,10 @@ pub(super) fn needles(types: &TypeMap, e: &Expr) -> Option<Vec<Needle>> {
                     MatchOp::InInsensitive => lit_needle(v, true),
                     MatchOp::Like => fragment(v, false),
                     MatchOp::Colon | MatchOp::LikeInsensitive => fragment(v, true),
-                    MatchOp::Regex | MatchOp::RegexInsensitive => None,
+                    MatchOp::Regex | MatchOp::RegexInsensitive => {
+                        out.extend(regex_fragments(v, matches!(op, MatchOp::RegexInsensitive))?);
+                        continue;
+                    }
                 };
                 out.push(n?);
             }
