@@ -19,6 +19,7 @@
 //! on a stream in time order (the caveats of docs/fleet.md aside: event
 //! time and caps are per pack).
 
+use crate::filter::report::{clear_progress_line, Run};
 use crate::filter::{record_of, write_pieces, LongLine, Piece};
 use apt_netcon::engine::pack::split::{host_local, HostRouter};
 use apt_netcon::engine::pack::PackDetector;
@@ -252,61 +253,25 @@ struct Written {
     failed: Option<io::Error>,
 }
 
-/// What the writer says on standard error as it goes, as the one-rule
-/// filter does: the first lines passed through unread (file and line
-/// number, and why), and on a terminal a progress line.
-struct Said {
-    quiet: bool,
-    progress: bool,
-    started: Instant,
-    last: Instant,
-    records: u64,
-    bytes: u64,
-}
-
-impl Said {
-    /// Line `line` of `file` passed through unread (the `shown`-th so far).
-    fn bad(&self, shown: u64, file: &str, line: u64, e: RecordError) {
-        if !self.quiet && shown <= crate::filter::REPORT_FIRST_ERRORS {
-            self.clear();
-            say!("apt-netcon: {file}:{line}: {} (passed through unchanged)", e.as_str());
-        }
-    }
-
-    /// A block of `file` written: its records and bytes counted, and the
-    /// progress line redrawn once a second.
-    fn block(&mut self, file: &str, records: u64, bytes: usize, alerts: u64) {
-        self.records += records;
-        self.bytes += bytes as u64;
-        if self.progress && self.last.elapsed() >= std::time::Duration::from_secs(1) {
-            self.last = Instant::now();
-            say_part!(
-                "\rapt-netcon: {file}: {} records, {:.1} MB, {:.0} records/s, {alerts} alerts   ",
-                self.records,
-                self.bytes as f64 / 1e6,
-                self.records as f64 / self.started.elapsed().as_secs_f64()
-            );
-        }
-    }
-
-    /// The progress line taken off (before another message, and at the end).
-    fn clear(&self) {
-        if self.progress {
-            say_part!("\r{:79}\r", "");
-        }
-    }
-}
-
 /// Every block in input order, each line followed by its alerts (those of
-/// every pack, in rule order); then the packs' end-of-stream alerts.
-fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, alerts_only: bool, mut said: Said) -> Written {
+/// every pack, in rule order); then the packs' end-of-stream alerts. The
+/// first lines passed through unread and the progress are reported by
+/// `run`, as the one-rule filter reports them.
+fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, alerts_only: bool, mut run: Run) -> Written {
     let mut w = Written { by_rule: vec![0; rules], ..Written::default() };
-    let count_error = |w: &mut Written, e: RecordError| -> u64 {
+    let mut records = 0u64;
+    // A line passed through unread: counted by why, and reported.
+    let unread = |w: &mut Written, run: &mut Run, file: &str, line: u64, e: RecordError| {
+        if e == RecordError::TooLarge {
+            w.too_large += 1;
+        } else {
+            w.errors += 1;
+        }
         match w.by_error.iter_mut().find(|x| x.0 == e) {
             Some(x) => x.1 += 1,
             None => w.by_error.push((e, 1)),
         }
-        w.errors + w.too_large
+        run.bad_record(file, line, e);
     };
     // Each block's output goes out at once, from where its bytes lie (the
     // block's lines and the alert records): no copy into a buffer.
@@ -341,13 +306,7 @@ fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, ale
             break;
         }
         for &(l, e) in &bad {
-            if e == RecordError::TooLarge {
-                w.too_large += 1;
-            } else {
-                w.errors += 1;
-            }
-            let shown = count_error(&mut w, e);
-            said.bad(shown, &block.file, block.line0 + u64::from(l) + 1, e);
+            unread(&mut w, &mut run, &block.file, block.line0 + u64::from(l) + 1, e);
         }
         let mut a = merged.iter().peekable();
         let data = block.data();
@@ -375,22 +334,21 @@ fn writer(blocks: Receiver<Arc<Block>>, parts: Receiver<Part>, rules: usize, ale
         if !alerts_only {
             pieces.push(&data[from..]);
         }
-        let mut records = block.routes.iter().filter(|&&r| r != BLANK).count() as u64;
+        records += block.routes.iter().filter(|&&r| r != BLANK).count() as u64;
         if block.piece == Some(Some(false)) {
             // The end of a line too long for any rule to read.
-            w.too_large += 1;
             records += 1;
-            let shown = count_error(&mut w, RecordError::TooLarge);
-            said.bad(shown, &block.file, block.line0 + 1, RecordError::TooLarge);
+            unread(&mut w, &mut run, &block.file, block.line0 + 1, RecordError::TooLarge);
         }
         if let Err(e) = write_pieces(&mut out, &pieces) {
             w.failed = Some(e);
-            said.clear();
+            run.end_progress();
             return w;
         }
-        said.block(&block.file, records, block.len, w.alerts);
+        run.bytes += block.len as u64;
+        run.show_progress(&block.file, records, w.alerts);
     }
-    said.clear();
+    run.end_progress();
     // The end of the stream: each pack's last part.
     if take(&mut merged, &mut bad) {
         merged.sort_by_key(|&(_, rule, _)| rule);
@@ -475,9 +433,7 @@ fn read_all(
             Ok(i) => i,
             Err(e) => {
                 // (Over the writer's progress line, when one is shown.)
-                if progress {
-                    say_part!("\r{:79}\r", "");
-                }
+                clear_progress_line(progress);
                 say!("apt-netcon: cannot open {f}: {e}");
                 done.unopened = true;
                 continue;
@@ -627,10 +583,9 @@ pub fn run(rules: Vec<Rule>, config: &Config, files: &[String], n: usize, alerts
         say!("apt-netcon: a pack of {count} rules, indexed in {:.2?}", started.elapsed());
     }
     let (btx, brx) = sync_channel::<Arc<Block>>(16);
-    let now = Instant::now();
     let progress = !quiet && io::stderr().is_terminal();
-    let said = Said { quiet, progress, started: now, last: now, records: 0, bytes: 0 };
-    let written = thread::spawn(move || writer(brx, orx, count, alerts_only, said));
+    let run = Run::quiet_or_not(quiet, progress);
+    let written = thread::spawn(move || writer(brx, orx, count, alerts_only, run));
     // Pipes on standard input and output: 1 MiB, so that a block goes
     // through in a few system calls.
     crate::filter::pipe_size::grow(&io::stdin());

@@ -35,7 +35,7 @@ use std::process::ExitCode;
 mod mapping;
 pub(crate) use mapping::{map_regular, Map};
 pub(crate) mod pipe_size;
-mod report;
+pub(crate) mod report;
 mod serial;
 mod threaded;
 
@@ -68,9 +68,7 @@ fn open_or_say(f: &str, status: &mut ExitCode, progress: bool) -> Option<File> {
     match open(f) {
         Ok(i) => Some(i),
         Err(e) => {
-            if progress {
-                say_part!("\r{:79}\r", "");
-            }
+            report::clear_progress_line(progress);
             say!("apt-netcon: cannot open {f}: {e}");
             *status = ExitCode::from(1);
             None

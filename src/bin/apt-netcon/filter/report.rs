@@ -61,22 +61,28 @@ pub(super) fn add_counts<K>(sum: &mut Vec<(K, u64)>, more: Vec<(K, u64)>) {
     }
 }
 
-/// What the run reports on standard error.
-pub(super) struct Run {
+/// What the run reports on standard error (a rule pack's too: its
+/// writing thread reports bad records and progress with one).
+pub(crate) struct Run {
     pub(super) opts_quiet: bool,
     pub(super) progress: bool,
     pub(super) started: Instant,
     pub(super) last_progress: Instant,
-    pub(super) bytes: u64,
+    pub(crate) bytes: u64,
     pub(super) bad: u64,
     pub(super) empty: u64,
 }
 
 impl Run {
     pub(super) fn new(opts: &Options) -> Run {
+        Run::quiet_or_not(opts.quiet, opts.progress)
+    }
+
+    /// Messages unless `quiet`; a progress line when `progress`.
+    pub(crate) fn quiet_or_not(quiet: bool, progress: bool) -> Run {
         Run {
-            opts_quiet: opts.quiet,
-            progress: opts.progress,
+            opts_quiet: quiet,
+            progress,
             started: Instant::now(),
             last_progress: Instant::now(),
             bytes: 0,
@@ -96,14 +102,14 @@ impl Run {
         }
     }
 
-    pub(super) fn bad_record(&mut self, name: &str, lineno: u64, e: RecordError) {
+    pub(crate) fn bad_record(&mut self, name: &str, lineno: u64, e: RecordError) {
         self.bad += 1;
         if self.bad <= REPORT_FIRST_ERRORS && !self.opts_quiet {
             say!("apt-netcon: {name}:{lineno}: {e} (passed through unchanged)");
         }
     }
 
-    pub(super) fn show_progress(&mut self, name: &str, records: u64, alerts: u64) {
+    pub(crate) fn show_progress(&mut self, name: &str, records: u64, alerts: u64) {
         if self.progress && self.last_progress.elapsed() >= Duration::from_secs(1) {
             self.last_progress = Instant::now();
             let secs = self.started.elapsed().as_secs_f64();
@@ -115,10 +121,8 @@ impl Run {
         }
     }
 
-    pub(super) fn end_progress(&self) {
-        if self.progress {
-            say_part!("\r{:79}\r", "");
-        }
+    pub(crate) fn end_progress(&self) {
+        clear_progress_line(self.progress);
     }
 
     pub(super) fn report(&self, t: &Totals) {
@@ -136,5 +140,13 @@ impl Run {
             let items = apt_netcon::engine::exceptions::format_counts(&t.exceptions);
             say!("apt-netcon: excluded={} by exception item: {items}", t.excluded);
         }
+    }
+}
+
+/// The progress line taken off standard error (when one is shown), before
+/// a message from any thread.
+pub(crate) fn clear_progress_line(progress: bool) {
+    if progress {
+        say_part!("\r{:79}\r", "");
     }
 }
