@@ -131,6 +131,9 @@ pub struct RuleParts {
     threat: Value,
     /// `kibana.alert.rule`.
     kibana_rule: Value,
+    /// The three as raw parts ([`crate::format::merge::raw_part`]): their
+    /// JSON text, serialized once.
+    raw: [Value; 3],
 }
 
 impl RuleParts {
@@ -147,6 +150,24 @@ impl RuleParts {
         self.kibana_rule.clone()
     }
 
+    /// [`RuleParts::roots`] and [`RuleParts::kibana_rule`] as raw parts
+    /// ([`crate::format::merge::raw_part`]), for roots that go to
+    /// [`crate::format::merge::merge`] with no prefix: the text of each
+    /// copied, instead of its value cloned and serialized again.
+    pub fn raw_roots(&self) -> (Map<String, Value>, Value) {
+        let mut out = Map::with_capacity(4);
+        out.insert("rule".into(), self.raw[0].clone());
+        out.insert("threat".into(), self.raw[1].clone());
+        (out, self.raw[2].clone())
+    }
+
+    /// The raw parts, made again from the values.
+    fn sealed(mut self) -> RuleParts {
+        let raw = |v: &Value| crate::format::merge::raw_part(&v.to_string());
+        self.raw = [raw(&self.rule), raw(&self.threat), raw(&self.kibana_rule)];
+        self
+    }
+
     /// The parts of any rule but the built-in APT rule
     /// ([`crate::alert::rule_alert`]): `rule.*` only from the rule's metadata.
     pub fn generic(m: &RuleMeta) -> RuleParts {
@@ -158,7 +179,7 @@ impl RuleParts {
                 r.remove("reference");
             }
         }
-        p
+        p.sealed()
     }
 
     pub fn new(m: &RuleMeta) -> RuleParts {
@@ -190,7 +211,9 @@ impl RuleParts {
                 "license": m.license,
                 "threat": kibana_threat(m),
             }),
+            raw: [Value::Null, Value::Null, Value::Null],
         }
+        .sealed()
     }
 }
 

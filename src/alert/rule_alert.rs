@@ -109,12 +109,16 @@ pub struct RuleAlert<'a> {
     /// `@timestamp` of the completing event, as written.
     pub original_time: String,
     pub reason: String,
+    /// The rule's parts as raw parts ([`RuleParts::raw_roots`]): only for
+    /// roots that go to [`crate::format::merge::merge`] with no prefix.
+    pub raw: bool,
 }
 
 impl RuleAlert<'_> {
     /// The alert's roots (under the configured prefix).
     pub fn into_roots(self) -> Map<String, Value> {
-        let mut out = self.parts.roots(self.style);
+        let raw = self.raw && self.style.prefix.is_empty();
+        let (mut out, kibana_rule) = if raw { self.parts.raw_roots() } else { (self.parts.roots(self.style), Value::Null) };
         let mut own = Map::new();
         if self.shape != Shape::Event {
             let events = self
@@ -143,7 +147,7 @@ impl RuleAlert<'_> {
             let kibana = kibana_root(KibanaAlert {
                 uuid: self.alert_id,
                 group_id: sequence.then_some(self.group_id),
-                rule: self.parts.kibana_rule(),
+                rule: if raw { kibana_rule } else { self.parts.kibana_rule() },
                 meta: self.meta,
                 reason: self.reason,
                 original_time: self.original_time,

@@ -399,7 +399,7 @@ impl GenericRun {
                 self.standalone_from_carried(&m, stats, alerts);
                 continue;
             }
-            let alert = self.alert(&m);
+            let alert = self.alert(&m, !msgpack);
             if inline && first.is_none() {
                 first = Some(alert);
                 continue;
@@ -425,7 +425,7 @@ impl GenericRun {
                 crate::alert::carried::insert_path(&mut body, k, v.clone());
             }
         }
-        let alert = self.alert(m);
+        let alert = self.alert(m, true);
         let base = serde_json::to_vec(&Value::Object(body)).unwrap_or_else(|_| b"{}".to_vec());
         let mut out = Vec::new();
         if merge(&base, alert, &mut out).is_ok() {
@@ -446,8 +446,9 @@ impl GenericRun {
         }
     }
 
-    /// The alert roots for one result ([`crate::alert::rule_alert`]).
-    fn alert(&self, m: &Match) -> Map<String, Value> {
+    /// The alert roots for one result ([`crate::alert::rule_alert`]);
+    /// `raw`: going to a JSON record (see [`RuleAlert::raw`]).
+    fn alert(&self, m: &Match, raw: bool) -> Map<String, Value> {
         use crate::alert::rule_alert::{RuleAlert, Shape};
         let mut docs: Vec<Option<Map<String, Value>>> = Vec::with_capacity(m.events.len());
         let mut ids: Vec<String> = Vec::new();
@@ -510,6 +511,7 @@ impl GenericRun {
             group_id,
             original_time,
             reason,
+            raw,
         }
         .into_roots()
     }

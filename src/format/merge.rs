@@ -118,6 +118,98 @@ impl<'k> Skips<'k> {
     }
 }
 
+/// The mark of an alert part given as JSON text made once, in place of
+/// its value ([`raw_part`]).
+const RAW: &str = "\u{0}apt-netcon json\u{0}";
+
+/// An alert part that depends only on the rule (`crate::alert::annotate::RuleParts`),
+/// given as its JSON text, serialized once when the rule is loaded, instead
+/// of a value cloned for every alert and serialized again: a string of a
+/// mark and the text. Taken as such only where the alert's builder puts it
+/// and nothing of an event can be: the `rule` and `threat` roots and
+/// `kibana.alert.rule` ([`raw_slots`]); a string of the mark anywhere else
+/// is only a string. [`merge`] writes the text where the record leaves the
+/// part alone and reads it back into its value where the record has a
+/// member of that root (a collision, a dotted name): the same bytes either
+/// way. Every other writer of roots gets them read back ([`resolve_raw`]).
+pub(crate) fn raw_part(json: &str) -> Value {
+    let mut s = String::with_capacity(RAW.len() + json.len());
+    s.push_str(RAW);
+    s.push_str(json);
+    Value::String(s)
+}
+
+fn raw_text(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(s) => s.strip_prefix(RAW),
+        _ => None,
+    }
+}
+
+/// The places a raw part may stand: the `rule` and `threat` roots, and
+/// `rule` under the `kibana` root's `alert`.
+fn raw_slots(roots: &mut Map<String, Value>, mut f: impl FnMut(&mut Value)) {
+    for k in ["rule", "threat"] {
+        if let Some(v) = roots.get_mut(k) {
+            f(v);
+        }
+    }
+    if let Some(Value::Object(k)) = roots.get_mut("kibana") {
+        if let Some(Value::Object(a)) = k.get_mut("alert") {
+            if let Some(v) = a.get_mut("rule") {
+                f(v);
+            }
+        }
+    }
+}
+
+/// Every raw part of `roots` ([`raw_part`]) read back into its value.
+pub(crate) fn resolve_raw(roots: &mut Map<String, Value>) {
+    raw_slots(roots, |v| {
+        if let Some(t) = raw_text(v) {
+            // (Text serde_json wrote from a value: it reads back.)
+            *v = serde_json::from_str(t).unwrap_or(Value::Null);
+        }
+    });
+}
+
+/// Write root `k` of the alert (as serde_json writes it), a raw part as
+/// its text.
+fn write_root(out: &mut Vec<u8>, k: &str, v: &Value) -> Result<(), MergeError> {
+    // A value, a raw part as its text when `raw`.
+    fn value(out: &mut Vec<u8>, v: &Value, raw: bool) -> Result<(), MergeError> {
+        match raw_text(v).filter(|_| raw) {
+            Some(t) => {
+                out.extend_from_slice(t.as_bytes());
+                Ok(())
+            }
+            None => serde_json::to_writer(&mut *out, v).map_err(|e| MergeError(e.to_string())),
+        }
+    }
+    // An object, each member's value written by `f`.
+    fn object(out: &mut Vec<u8>, m: &Map<String, Value>, mut f: impl FnMut(&mut Vec<u8>, &str, &Value) -> Result<(), MergeError>) -> Result<(), MergeError> {
+        out.push(b'{');
+        for (i, (k, v)) in m.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_key(out, k)?;
+            out.push(b':');
+            f(out, k, v)?;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+    match (k, v) {
+        ("rule" | "threat", v) => value(out, v, true),
+        ("kibana", Value::Object(kibana)) => object(out, kibana, |out, k, v| match (k, v) {
+            ("alert", Value::Object(alert)) => object(out, alert, |out, k, v| value(out, v, k == "rule")),
+            _ => value(out, v, false),
+        }),
+        _ => value(out, v, false),
+    }
+}
+
 /// Write the JSON string `k` (escaped as serde_json writes it).
 fn write_key(out: &mut Vec<u8>, k: &str) -> Result<(), MergeError> {
     serde_json::to_writer(&mut *out, k).map_err(|e| MergeError(e.to_string()))
@@ -126,8 +218,18 @@ fn write_key(out: &mut Vec<u8>, k: &str) -> Result<(), MergeError> {
 /// Write `roots` into the JSON object `record` (see the module docs).
 pub fn merge(record: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Result<(), MergeError> {
     let members: Members = serde_json::from_slice(record).map_err(|e| MergeError(e.to_string()))?;
-    let mut skips = Skips::new(members.0.iter().map(|(k, _)| Some(k.as_ref())), &roots);
     let mut roots = roots;
+    // A record member of a root a raw part stands in (the root itself, a
+    // dotted name below it): the parts read back, merged as values.
+    let touches = |k: &str| {
+        ["rule", "threat", "kibana"]
+            .iter()
+            .any(|r| k.strip_prefix(r).is_some_and(|rest| rest.is_empty() || rest.starts_with('.')))
+    };
+    if members.0.iter().any(|(k, _)| touches(k)) {
+        resolve_raw(&mut roots);
+    }
+    let mut skips = Skips::new(members.0.iter().map(|(k, _)| Some(k.as_ref())), &roots);
     out.clear();
     // The record once, plus room for a typical alert: no doubling of a large record.
     out.reserve(record.len() + 16 * 1024);
@@ -163,7 +265,7 @@ pub fn merge(record: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Res
         sep(out);
         write_key(out, &k)?;
         out.push(b':');
-        serde_json::to_writer(&mut *out, &v).map_err(|e| MergeError(e.to_string()))?;
+        write_root(out, &k, &v)?;
     }
     out.push(b'}');
     Ok(())
@@ -185,6 +287,62 @@ mod tests {
         let mut out = Vec::new();
         merge(rec.as_bytes(), roots(), &mut out).unwrap();
         serde_json::from_slice(&out).unwrap()
+    }
+
+    /// Roots with raw parts ([`raw_part`]) merge to the same bytes as with
+    /// their values, whatever the record holds of their roots (nothing, the
+    /// root, a dotted name below it or beside it, a duplicate); a string of
+    /// the mark elsewhere, in the alert or the record, is written as a
+    /// string; MessagePack gets the values.
+    #[test]
+    fn raw_parts_merge_as_their_values() {
+        let mark = format!("{RAW}{{\"x\":1}}");
+        let values = || match json!({
+            "event": {"kind": "signal", "note": mark},
+            "rule": {"name": "R", "id": "1", "tags": ["a", "b"]},
+            "threat": {"framework": "F", "n": 2.5},
+            "kibana": {"alert": {"uuid": "u", "rule": {"name": "R", "risk": 47, "x": {"y": [1, null]}}, "reason": mark}, "other": 1},
+            "eql": {"events": [{"stage": 1, "s": mark}]},
+        }) {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let raw = || {
+            let mut m = values();
+            for k in ["rule", "threat"] {
+                let text = m[k].to_string();
+                m.insert(k.into(), raw_part(&text));
+            }
+            let text = m["kibana"]["alert"]["rule"].to_string();
+            m["kibana"]["alert"].as_object_mut().unwrap().insert("rule".into(), raw_part(&text));
+            m
+        };
+        let records = [
+            r#"{"a":1}"#.to_string(),
+            r#"{"rule":{"name":"old","keep":true}}"#.into(),
+            r#"{"rule.name":"old","rule.other":2,"threat.framework.x":3}"#.into(),
+            r#"{"kibana":{"alert":{"rule":{"keep":1},"status":"x"}}}"#.into(),
+            r#"{"kibana.alert.rule.name":"old","kibana.alert.rule.keep":1,"kibana.other":2}"#.into(),
+            r#"{"rules":1,"threats":2,"kibanas":{"a":1}}"#.into(),
+            r#"{"threat":"a string","threat":{"dup":1}}"#.into(),
+            format!(r#"{{"note":{}}}"#, serde_json::to_string(&mark).unwrap()),
+        ];
+        for rec in &records {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            merge(rec.as_bytes(), values(), &mut a).unwrap();
+            merge(rec.as_bytes(), raw(), &mut b).unwrap();
+            assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b), "record {rec}");
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v["event"]["note"], mark.as_str());
+            assert_eq!(v["kibana"]["alert"]["reason"], mark.as_str());
+            assert_eq!(v["eql"]["events"][0]["s"], mark.as_str());
+            assert_eq!(v["kibana"]["alert"]["rule"]["x"]["y"], json!([1, null]));
+            let body = crate::format::msgpack::encode_json(&serde_json::from_str(rec).unwrap());
+            let (mut c, mut d) = (Vec::new(), Vec::new());
+            crate::format::msgpack::merge(&body, values(), &mut c).unwrap();
+            crate::format::msgpack::merge(&body, raw(), &mut d).unwrap();
+            assert_eq!(c, d, "record {rec}");
+        }
     }
 
     #[test]

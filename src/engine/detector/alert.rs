@@ -6,9 +6,11 @@ use super::*;
 
 impl Detector {
     /// A completed sequence's alert fields.
-    pub(super) fn completed(&mut self, seq: &Partial, fields: &Fields) -> Map<String, Value> {
+    /// `raw`: the roots go straight to [`merge`] (JSON): the rule's parts
+    /// may be raw ([`crate::format::merge::raw_part`]).
+    pub(super) fn completed(&mut self, seq: &Partial, fields: &Fields, raw: bool) -> Map<String, Value> {
         self.stats.sequences_completed += 1;
-        self.build_alert(seq, fields)
+        self.build_alert(seq, fields, raw)
     }
 
     /// A sequence's group id and alert id: digests of the rule and of its
@@ -26,9 +28,9 @@ impl Detector {
         (group, h.finish())
     }
 
-    pub(super) fn build_alert(&self, seq: &Partial, fields: &Fields) -> Map<String, Value> {
+    pub(super) fn build_alert(&self, seq: &Partial, fields: &Fields, raw: bool) -> Map<String, Value> {
         if !self.rule.writes_apt_alert() {
-            return self.build_rule_alert(seq, fields);
+            return self.build_rule_alert(seq, fields, raw);
         }
         let meta = self.rule.meta();
         let (group, alert_id) = self.alert_ids(seq);
@@ -54,7 +56,7 @@ impl Detector {
     }
 
     /// The alert of any rule but the built-in one ([`crate::alert::rule_alert`]).
-    pub(super) fn build_rule_alert(&self, seq: &Partial, fields: &Fields) -> Map<String, Value> {
+    pub(super) fn build_rule_alert(&self, seq: &Partial, fields: &Fields, raw: bool) -> Map<String, Value> {
         use crate::alert::rule_alert::{RuleAlert, Shape};
         let meta = self.rule.meta();
         let (group, alert_id) = self.alert_ids(seq);
@@ -101,6 +103,7 @@ impl Detector {
             group_id: format_id(group),
             original_time,
             reason,
+            raw,
         };
         alert.into_roots()
     }

@@ -21,12 +21,14 @@ impl Detector {
         let Some((matched, t)) = self.classify(fields, known)? else {
             return Ok(None);
         };
+        // (Roots the caller merges into a JSON record at once.)
+        let raw = matches!(rec, Some(Rec { msgpack: false, .. }));
         let rec = match rec {
             Some(r) if self.lateness_ms > 0 && self.rule.compiled().stages.len() > 1 => r,
             _ => {
                 self.state.observe(t);
                 let seq = self.engine(fields, t, matched);
-                return Ok(seq.map(|seq| self.completed(&seq, fields)));
+                return Ok(seq.map(|seq| self.completed(&seq, fields, raw)));
             }
         };
         // Held back for lateness.
@@ -89,7 +91,7 @@ impl Detector {
         let matched = stage_bits(self.rule.compiled(), fields);
         self.state.observe(t);
         let seq = self.engine(fields, t, matched)?;
-        let alert = self.completed(&seq, fields);
+        let alert = self.completed(&seq, fields, false);
         if current.is_some() {
             return Some(alert);
         }

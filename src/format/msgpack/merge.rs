@@ -236,6 +236,8 @@ pub(super) fn merge_map(buf: &[u8], entries: &[Member], mut ann: Map<String, Val
 /// Write the alert roots into a MessagePack map body (`out` is cleared
 /// first); the policy is [`crate::format::merge::merge`]'s (see the module docs).
 pub fn merge(body: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Result<(), MergeError> {
+    let mut roots = roots;
+    crate::format::merge::resolve_raw(&mut roots);
     let mut cur = Cursor::new(body);
     let n = match cur.tok()? {
         Tok::Map(n) => n,

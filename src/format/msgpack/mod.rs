@@ -129,6 +129,14 @@ pub(crate) use extract::extract_prefix;
 pub(crate) use extract::tree_readable;
 pub use merge::merge;
 
+/// A JSON value as MessagePack (for tests elsewhere).
+#[cfg(test)]
+pub(crate) fn encode_json(v: &serde_json::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    merge::write_json(&mut out, v).expect("a JSON value encodes");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
