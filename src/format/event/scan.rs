@@ -415,12 +415,16 @@ impl<'a> Scanner<'_, '_, 'a> {
                     b"true" => Scalar::Bool(true),
                     b"false" => Scalar::Bool(false),
                     b"null" => Scalar::Null,
-                    s => {
-                        if self.strict {
-                            self.check_scalar(start)?;
+                    s => match small_integer(s) {
+                        // (Valid and plain: what the check would find.)
+                        Some(i) => Scalar::Int(i),
+                        None => {
+                            if self.strict {
+                                self.check_scalar(start)?;
+                            }
+                            number(s)?
                         }
-                        number(s)?
-                    }
+                    },
                 };
                 if let Some(slot) = slot {
                     self.out.push(slot, v);
@@ -474,7 +478,13 @@ impl<'a> Scanner<'_, '_, 'a> {
     /// JSON spells (else unsure), as the syntax check decides (the token
     /// holds only bytes of literals and numbers: it is one or none).
     fn check_scalar(&mut self, start: usize) -> Result<(), Unsure> {
-        let c = crate::format::syntax::check(&self.b[start..self.i]);
+        let token = &self.b[start..self.i];
+        // The common tokens, which the check finds valid and plain, without
+        // setting it up.
+        if matches!(token, b"true" | b"false" | b"null") || small_integer(token).is_some() {
+            return Ok(());
+        }
+        let c = crate::format::syntax::check(token);
         if !c.valid {
             return Err(Unsure);
         }
