@@ -132,8 +132,8 @@ pub struct RuleParts {
     /// `kibana.alert.rule`.
     kibana_rule: Value,
     /// The three as raw parts ([`crate::format::merge::raw_part`]): their
-    /// JSON text, serialized once.
-    raw: [Value; 3],
+    /// JSON text, serialized at the rule's first alert.
+    raw: std::sync::OnceLock<[Value; 3]>,
 }
 
 impl RuleParts {
@@ -155,17 +155,14 @@ impl RuleParts {
     /// [`crate::format::merge::merge`] with no prefix: the text of each
     /// copied, instead of its value cloned and serialized again.
     pub fn raw_roots(&self) -> (Map<String, Value>, Value) {
+        let raw = self.raw.get_or_init(|| {
+            let raw = |v: &Value| crate::format::merge::raw_part(&serde_json::to_string(v).unwrap_or_default());
+            [raw(&self.rule), raw(&self.threat), raw(&self.kibana_rule)]
+        });
         let mut out = Map::with_capacity(4);
-        out.insert("rule".into(), self.raw[0].clone());
-        out.insert("threat".into(), self.raw[1].clone());
-        (out, self.raw[2].clone())
-    }
-
-    /// The raw parts, made again from the values.
-    fn sealed(mut self) -> RuleParts {
-        let raw = |v: &Value| crate::format::merge::raw_part(&v.to_string());
-        self.raw = [raw(&self.rule), raw(&self.threat), raw(&self.kibana_rule)];
-        self
+        out.insert("rule".into(), raw[0].clone());
+        out.insert("threat".into(), raw[1].clone());
+        (out, raw[2].clone())
     }
 
     /// The parts of any rule but the built-in APT rule
@@ -179,7 +176,7 @@ impl RuleParts {
                 r.remove("reference");
             }
         }
-        p.sealed()
+        p
     }
 
     pub fn new(m: &RuleMeta) -> RuleParts {
@@ -211,9 +208,8 @@ impl RuleParts {
                 "license": m.license,
                 "threat": kibana_threat(m),
             }),
-            raw: [Value::Null, Value::Null, Value::Null],
+            raw: std::sync::OnceLock::new(),
         }
-        .sealed()
     }
 }
 
