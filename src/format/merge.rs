@@ -123,7 +123,7 @@ impl<'k> Skips<'k> {
 const RAW: &str = "\u{0}apt-netcon json\u{0}";
 
 /// An alert part that depends only on the rule (`crate::alert::annotate::RuleParts`),
-/// given as its JSON text, serialized once when the rule is loaded, instead
+/// given as its JSON text, serialized once (at the rule's first alert), instead
 /// of a value cloned for every alert and serialized again: a string of a
 /// mark and the text. Taken as such only where the alert's builder puts it
 /// and nothing of an event can be: the `rule` and `threat` roots and
