@@ -243,15 +243,13 @@ impl Alert<'_> {
         };
         // The fields of the events written whole: the first (`shell`) and
         // the middle ones (`stages`) of a sequence of two or more.
-        let mut docs: Vec<Option<Value>> = vec![None; n];
-        if let Some(d) = docs.first_mut() {
-            *d = first;
-        }
-        for (i, d) in docs.iter_mut().enumerate() {
-            if d.is_none() && n > 1 && i + 1 < n {
-                *d = Some(self.events[i].info.to_json());
-            }
-        }
+        let mut first = first;
+        let mut docs: Vec<Option<Value>> = self
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i + 1 < n).then(|| first.take().filter(|_| i == 0).unwrap_or_else(|| e.info.to_json())))
+            .collect();
         // The event's own id where it has one (`event.id`), as Kibana names
         // an alert's source events; else the digest of its identity fields.
         let ancestors: Vec<Value> = if style.kibana {
@@ -379,9 +377,6 @@ mod tests {
         Alert { meta, events: &[], alert_id: "a".into(), group_id: "g".into(), reason: "r".into(), original_time: "t".into() }
     }
 
-    /// The alert members, in order, byte for byte as the version before
-    /// `RuleParts` wrote them (`tests/data/alert_v5.ndjson`: the built-in v5
-    /// rule with Kibana fields, then without).
     /// The events' fields are written and their ids read as each event's
     /// own carried fields give them, whether the first event's come decoded
     /// or not: `shell` the first's, `stages` the middle ones' in order, each
@@ -432,6 +427,9 @@ mod tests {
         }
     }
 
+    /// The alert members, in order, byte for byte as the version before
+    /// `RuleParts` wrote them (`tests/data/alert_v5.ndjson`: the built-in v5
+    /// rule with Kibana fields, then without).
     #[test]
     fn alert_bytes_are_the_recorded_ones() {
         let meta = crate::config::rule::Rule::builtin("v5").unwrap().meta().clone();

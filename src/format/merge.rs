@@ -127,7 +127,7 @@ const RAW: &str = "\u{0}apt-netcon json\u{0}";
 /// of a value cloned for every alert and serialized again: a string of a
 /// mark and the text. Taken as such only where the alert's builder puts it
 /// and nothing of an event can be: the `rule` and `threat` roots and
-/// `kibana.alert.rule` ([`raw_slots`]); a string of the mark anywhere else
+/// `kibana.alert.rule` ([`RAW_PATHS`]); a string of the mark anywhere else
 /// is only a string. [`merge`] writes the text where the record leaves the
 /// part alone and reads it back into its value where the record has a
 /// member of that root (a collision, a dotted name): the same bytes either
@@ -146,67 +146,55 @@ fn raw_text(v: &Value) -> Option<&str> {
     }
 }
 
-/// The places a raw part may stand: the `rule` and `threat` roots, and
-/// `rule` under the `kibana` root's `alert`.
-fn raw_slots(roots: &mut Map<String, Value>, mut f: impl FnMut(&mut Value)) {
-    for k in ["rule", "threat"] {
-        if let Some(v) = roots.get_mut(k) {
-            f(v);
-        }
-    }
-    if let Some(Value::Object(k)) = roots.get_mut("kibana") {
-        if let Some(Value::Object(a)) = k.get_mut("alert") {
-            if let Some(v) = a.get_mut("rule") {
-                f(v);
-            }
-        }
-    }
-}
+/// The places a raw part may stand, as paths from the roots: the `rule`
+/// and `threat` roots, and `rule` under the `kibana` root's `alert`.
+const RAW_PATHS: [&[&str]; 3] = [&["rule"], &["threat"], &["kibana", "alert", "rule"]];
 
 /// Every raw part of `roots` ([`raw_part`]) read back into its value.
 pub(crate) fn resolve_raw(roots: &mut Map<String, Value>) {
-    raw_slots(roots, |v| {
-        if let Some(t) = raw_text(v) {
-            // (Text serde_json wrote from a value: it reads back.)
-            *v = serde_json::from_str(t).unwrap_or(Value::Null);
+    'paths: for path in RAW_PATHS {
+        let Some((last, above)) = path.split_last() else { continue };
+        let mut m = &mut *roots;
+        for k in above {
+            match m.get_mut(*k) {
+                Some(Value::Object(below)) => m = below,
+                _ => continue 'paths,
+            }
         }
-    });
+        if let Some(v) = m.get_mut(*last) {
+            if let Some(t) = raw_text(v) {
+                // (Text serde_json wrote from a value: it reads back.)
+                *v = serde_json::from_str(t).unwrap_or(Value::Null);
+            }
+        }
+    }
 }
 
-/// Write root `k` of the alert (as serde_json writes it), a raw part as
-/// its text.
-fn write_root(out: &mut Vec<u8>, k: &str, v: &Value) -> Result<(), MergeError> {
-    // A value, a raw part as its text when `raw`.
-    fn value(out: &mut Vec<u8>, v: &Value, raw: bool) -> Result<(), MergeError> {
-        match raw_text(v).filter(|_| raw) {
-            Some(t) => {
-                out.extend_from_slice(t.as_bytes());
-                Ok(())
-            }
-            None => serde_json::to_writer(&mut *out, v).map_err(|e| MergeError(e.to_string())),
-        }
+/// Write `v`, at `path` from the roots, as serde_json writes it: a raw
+/// part at one of [`RAW_PATHS`] as its text, an object on the way to one
+/// member by member.
+fn write_at<'v>(out: &mut Vec<u8>, v: &'v Value, path: &mut Vec<&'v str>) -> Result<(), MergeError> {
+    if let Some(t) = raw_text(v).filter(|_| RAW_PATHS.contains(&path.as_slice())) {
+        out.extend_from_slice(t.as_bytes());
+        return Ok(());
     }
-    // An object, each member's value written by `f`.
-    fn object(out: &mut Vec<u8>, m: &Map<String, Value>, mut f: impl FnMut(&mut Vec<u8>, &str, &Value) -> Result<(), MergeError>) -> Result<(), MergeError> {
-        out.push(b'{');
-        for (i, (k, v)) in m.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
+    match v {
+        Value::Object(m) if RAW_PATHS.iter().any(|p| p.len() > path.len() && p.starts_with(path)) => {
+            out.push(b'{');
+            for (i, (k, x)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_key(out, k)?;
+                out.push(b':');
+                path.push(k);
+                write_at(out, x, path)?;
+                path.pop();
             }
-            write_key(out, k)?;
-            out.push(b':');
-            f(out, k, v)?;
+            out.push(b'}');
+            Ok(())
         }
-        out.push(b'}');
-        Ok(())
-    }
-    match (k, v) {
-        ("rule" | "threat", v) => value(out, v, true),
-        ("kibana", Value::Object(kibana)) => object(out, kibana, |out, k, v| match (k, v) {
-            ("alert", Value::Object(alert)) => object(out, alert, |out, k, v| value(out, v, k == "rule")),
-            _ => value(out, v, false),
-        }),
-        _ => value(out, v, false),
+        _ => serde_json::to_writer(&mut *out, v).map_err(|e| MergeError(e.to_string())),
     }
 }
 
@@ -221,11 +209,7 @@ pub fn merge(record: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Res
     let mut roots = roots;
     // A record member of a root a raw part stands in (the root itself, a
     // dotted name below it): the parts read back, merged as values.
-    let touches = |k: &str| {
-        ["rule", "threat", "kibana"]
-            .iter()
-            .any(|r| k.strip_prefix(r).is_some_and(|rest| rest.is_empty() || rest.starts_with('.')))
-    };
+    let touches = |k: &str| RAW_PATHS.iter().any(|p| k.strip_prefix(p[0]).is_some_and(|rest| rest.is_empty() || rest.starts_with('.')));
     if members.0.iter().any(|(k, _)| touches(k)) {
         resolve_raw(&mut roots);
     }
@@ -261,11 +245,14 @@ pub fn merge(record: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Res
         out.push(b':');
         out.extend_from_slice(raw.get().as_bytes());
     }
-    for (k, v) in roots {
+    let mut path = Vec::with_capacity(4);
+    for (k, v) in &roots {
         sep(out);
-        write_key(out, &k)?;
+        write_key(out, k)?;
         out.push(b':');
-        write_root(out, &k, &v)?;
+        path.clear();
+        path.push(k.as_str());
+        write_at(out, v, &mut path)?;
     }
     out.push(b'}');
     Ok(())

@@ -235,8 +235,7 @@ pub(super) fn merge_map(buf: &[u8], entries: &[Member], mut ann: Map<String, Val
 
 /// Write the alert roots into a MessagePack map body (`out` is cleared
 /// first); the policy is [`crate::format::merge::merge`]'s (see the module docs).
-pub fn merge(body: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Result<(), MergeError> {
-    let mut roots = roots;
+pub fn merge(body: &[u8], mut roots: Map<String, Value>, out: &mut Vec<u8>) -> Result<(), MergeError> {
     crate::format::merge::resolve_raw(&mut roots);
     let mut cur = Cursor::new(body);
     let n = match cur.tok()? {
@@ -248,7 +247,6 @@ pub fn merge(body: &[u8], roots: Map<String, Value>, out: &mut Vec<u8>) -> Resul
         return Err(MergeError("bytes after the MessagePack body".into()));
     }
     let mut skips = Skips::new(entries.iter().map(|e| e.key), &roots);
-    let mut roots = roots;
     out.clear();
     // The body once, plus room for a typical alert: no doubling of a large body.
     out.reserve(body.len() + 16 * 1024);
