@@ -146,3 +146,35 @@ fn existing_alert_keys_are_merged() {
     assert_eq!(v["rule"]["extra"], 1);
     assert!(v.get("rule.id").is_none());
 }
+
+/// The flagship rule, a connection whose `process.parent.entity_id` holds two
+/// values, each the entity of a shell apt ran: two sequences complete, as in
+/// Elasticsearch (one result per value of a multi-valued join key), and each
+/// gives an alert. The first is written into the record as ever; the second
+/// leaves as a standalone alert record, the same record plus its own alert
+/// (its shell, its ids), where before it was dropped.
+#[test]
+fn the_flagship_rule_alerts_each_sequence_a_record_completes() {
+    let mut conn: Value = serde_json::from_slice(&net("h", "e1", T2)).unwrap();
+    conn["process"]["parent"]["entity_id"] = json!(["e1", "e2"]);
+    let recs = [exec("h", "e1", T1), exec("h", "e2", T1), serde_json::to_vec(&conn).unwrap()];
+    let mut d = Detector::new(&Config::default()).unwrap();
+    let first = alert(&mut d, &recs).expect("the record completes a sequence");
+    let second = d.take_alert().expect("and a second one: a standalone alert");
+    assert!(d.take_alert().is_none());
+    let second: Value = serde_json::from_slice(&second.bytes).unwrap();
+    let shells: Vec<&Value> = [&first, &second].iter().map(|a| &a["apt_netcon"]["shell"]["process"]["entity_id"]).collect();
+    assert_eq!(shells, [&json!("e1"), &json!("e2")]);
+    assert_ne!(first["kibana"]["alert"]["uuid"], second["kibana"]["alert"]["uuid"]);
+    // Both are the connection record plus an alert: the same bytes but for
+    // the alert's own shell, ids and reason.
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        v.as_object_mut().unwrap().retain(|k, _| k != "kibana" && k != "apt_netcon");
+        v
+    };
+    assert_eq!(strip(&first), strip(&second));
+    assert_eq!(strip(&second)["process"], conn["process"]);
+    let s = d.stats();
+    assert_eq!((s.sequences_completed, s.annotated, s.standalone_alerts), (2, 1, 1));
+}

@@ -1682,8 +1682,12 @@ fn fast_differential(query: &str, ds: &Dataset, base: &EngineOptions) -> FastChe
             }
         }
         let bytes = serde_json::to_vec(&d).unwrap_or_default();
-        let annotated = matches!(det.process(&bytes), Ok(apt_netcon::Verdict::Annotated(_)));
-        if annotated || det.take_alert().is_some() {
+        let mut alerted = matches!(det.process(&bytes), Ok(apt_netcon::Verdict::Annotated(_)));
+        // (Every alert this record gave: one per result it completes.)
+        while det.take_alert().is_some() {
+            alerted = true;
+        }
+        if alerted {
             got.push(*ordinal);
         }
     }

@@ -111,6 +111,42 @@ fn one_record_completing_several_results_gives_one_alert_each() {
     assert_eq!(d.stats().standalone_alerts, 1);
 }
 
+/// The same on the fast engine: a record completing a sequence for each
+/// value of a multi-valued join key gives an alert each (the first inline,
+/// the others standalone: the record plus the alert), each with its own key
+/// and events, whether the record's alerts come at once or after it was
+/// held back for lateness.
+#[test]
+fn on_the_fast_engine_too_one_record_completing_several_results_gives_one_alert_each() {
+    let q = r#"sequence by user.name with maxspan=1m
+                 [authentication where event.outcome == "failure"]
+                 [authentication where event.outcome == "success"]"#;
+    assert!(rule(q).generic_query().is_none(), "the fast engine runs it");
+    let recs = [
+        ev("a1", 0, "authentication", json!({"user": {"name": "root"}, "event": {"id": "a1", "category": ["authentication"], "outcome": "failure"}})),
+        ev("a2", 1, "authentication", json!({"user": {"name": "admin"}, "event": {"id": "a2", "category": ["authentication"], "outcome": "failure"}})),
+        ev("a3", 2, "authentication", json!({"user": {"name": ["root", "admin"]}, "event": {"id": "a3", "category": ["authentication"], "outcome": "success"}})),
+    ];
+    for lateness in ["0s", "2s"] {
+        let cfg = Config::from_json(&format!(r#"{{"max_lateness": "{lateness}"}}"#)).unwrap();
+        let mut d = Detector::with_rule(rule(q), &cfg);
+        let (inline, standalone) = run(&mut d, &recs);
+        let all: Vec<&Value> = inline.iter().chain(&standalone).collect();
+        assert_eq!(all.len(), 2, "two keys, two alerts (lateness {lateness})");
+        assert_eq!(d.stats().sequences_completed, 2);
+        let mut got: Vec<(Value, Vec<Value>)> = all
+            .iter()
+            .map(|a| (a["eql"]["join_keys"][0].clone(), a["kibana"]["alert"]["ancestors"].as_array().unwrap().iter().map(|x| x["id"].clone()).collect()))
+            .collect();
+        got.sort_by_key(|k| k.0.to_string());
+        assert_eq!(got, vec![(json!("admin"), vec![json!("a2"), json!("a3")]), (json!("root"), vec![json!("a1"), json!("a3")])], "lateness {lateness}");
+        for a in &all {
+            assert_eq!(a["event"]["id"], "a3", "each alert is the completing record plus its alert");
+        }
+        assert_ne!(all[0]["kibana"]["alert"]["uuid"], all[1]["kibana"]["alert"]["uuid"]);
+    }
+}
+
 #[test]
 fn a_trailing_missing_event_result_leaves_when_its_window_has_passed() {
     let r = rule(

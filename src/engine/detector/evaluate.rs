@@ -28,7 +28,9 @@ impl Detector {
             _ => {
                 self.state.observe(t);
                 let seq = self.engine(fields, t, matched);
-                return Ok(seq.map(|seq| self.completed(&seq, fields, raw)));
+                let first = seq.map(|seq| self.completed(&seq, fields, raw));
+                self.alert_the_others(fields, rec);
+                return Ok(first);
             }
         };
         // Held back for lateness.
@@ -92,26 +94,51 @@ impl Detector {
         self.state.observe(t);
         let seq = self.engine(fields, t, matched)?;
         let alert = self.completed(&seq, fields, false);
+        let rec = Rec { bytes: &held.bytes, msgpack: held.msgpack };
         if current.is_some() {
+            self.alert_the_others(fields, Some(rec));
             return Some(alert);
         }
-        let mut out = Vec::new();
-        let merged = if held.msgpack {
-            crate::format::msgpack::merge(&held.bytes, alert, &mut out)
-        } else {
-            merge(&held.bytes, alert, &mut out)
-        };
-        if merged.is_err() {
-            self.stats.annotate_failed += 1;
-            return None;
-        }
-        if self.alerts.len() >= MAX_QUEUED_ALERTS {
-            self.alerts.pop_front();
-            self.stats.alerts_dropped += 1;
-        }
-        self.stats.standalone_alerts += 1;
-        self.alerts.push_back(StandaloneAlert { msgpack: held.msgpack, bytes: out });
+        self.alert_on(rec, alert);
+        self.alert_the_others(fields, Some(rec));
         None
+    }
+
+    /// A standalone alert: the record `rec` plus `alert`.
+    fn alert_on(&mut self, rec: Rec, alert: Map<String, Value>) {
+        let mut out = Vec::new();
+        let merged = if rec.msgpack { crate::format::msgpack::merge(rec.bytes, alert, &mut out) } else { merge(rec.bytes, alert, &mut out) };
+        match merged {
+            Ok(()) => self.queue_alert(StandaloneAlert { msgpack: rec.msgpack, bytes: out }),
+            Err(_) => self.stats.annotate_failed += 1,
+        }
+    }
+
+    /// A standalone alert for every sequence the last event completed
+    /// beyond the first (one per value of a multi-valued join key, as
+    /// Elasticsearch gives one result per value): the completing record
+    /// `rec` plus the alert, or, without the record's bytes, its event's
+    /// carried fields plus the alert.
+    fn alert_the_others(&mut self, fields: &Fields, rec: Option<Rec>) {
+        if self.more_completed.is_empty() {
+            return;
+        }
+        for (seq, keys) in std::mem::take(&mut self.more_completed) {
+            if !keys.is_empty() {
+                self.last_keys = keys;
+            }
+            let alert = self.completed(&seq, fields, false);
+            match rec {
+                Some(rec) => self.alert_on(rec, alert),
+                None => {
+                    let body = match seq.events.last().map(|e| e.info.to_json_named(&self.carried_names)) {
+                        Some(v @ Value::Object(_)) => serde_json::to_vec(&v).unwrap_or_else(|_| b"{}".to_vec()),
+                        _ => b"{}".to_vec(),
+                    };
+                    self.alert_on(Rec { bytes: &body, msgpack: false }, alert);
+                }
+            }
+        }
     }
 
     /// A hash of the event's host (the sequence's own `by` fields, e.g.
@@ -175,14 +202,16 @@ impl Detector {
 
     /// The sequence engine: apply one event (matching `matched` stages, at
     /// time `t`, the watermark already advanced) to the state; the first
-    /// sequence it completes, if any.
+    /// sequence it completes, if any (the others wait in
+    /// `more_completed`).
     pub(super) fn engine(&mut self, fields: &Fields, t: i64, matched: u32) -> Option<Partial> {
         let rule = self.rule.clone();
         let q = rule.compiled();
         let n = q.stages.len();
         // The host (for per-host caps) is needed only to store.
         let mut host: Option<u64> = None;
-        let mut completed: Vec<Partial> = Vec::new();
+        // (With each, its join key values.)
+        let mut completed: Vec<(Partial, Vec<Option<String>>)> = Vec::new();
         // Later stages first, so an event never pairs with itself.
         for k in (0..n).rev().filter(|&k| matched & 1 << k != 0) {
             self.stats.stage_matches[k.min(3)] += 1;
@@ -198,7 +227,7 @@ impl Detector {
             // matches find nothing waiting and never need it), and built for
             // each use rather than cloned: an event is nearly always used once.
             if n == 1 {
-                completed.push(Partial { events: vec![self.stage_event(fields, t, k)] });
+                completed.push((Partial { events: vec![self.stage_event(fields, t, k)] }, Vec::new()));
                 continue;
             }
             for c in 0..keys.len() {
@@ -222,10 +251,8 @@ impl Detector {
                     Take::Matched(mut p) => {
                         p.events.push(self.stage_event(fields, t, k));
                         if k == n - 1 {
-                            if completed.is_empty() && !rule.writes_apt_alert() {
-                                self.last_keys = decode_key(&self.key);
-                            }
-                            completed.push(p);
+                            let keys = if rule.writes_apt_alert() { Vec::new() } else { decode_key(&self.key) };
+                            completed.push((p, keys));
                         } else {
                             keys.encode(&mut self.key, c, k);
                             let h = *host.get_or_insert_with(|| self.host_of(fields));
@@ -237,7 +264,13 @@ impl Detector {
                 }
             }
         }
-        completed.into_iter().next()
+        let mut completed = completed.into_iter();
+        let (first, keys) = completed.next()?;
+        if !keys.is_empty() {
+            self.last_keys = keys;
+        }
+        self.more_completed.extend(completed);
+        Some(first)
     }
 
     /// What this event contributes to an alert.

@@ -217,6 +217,9 @@ pub struct Detector {
     /// The time of the last event released to the engine.
     frontier: Option<i64>,
     alerts: VecDeque<StandaloneAlert>,
+    /// Sequences the last event completed beyond its first (a multi-valued
+    /// join key completes one per value): each leaves as a standalone alert.
+    more_completed: Vec<(Partial, Vec<Option<String>>)>,
     hasher: std::collections::hash_map::RandomState,
     /// The generic engine, for a rule beyond the fast engine's subset
     /// (see [`crate::engine::generic`]).
@@ -374,6 +377,16 @@ impl Detector {
         }
     }
 
+    /// Queue a standalone alert (bounded: the oldest goes, counted).
+    fn queue_alert(&mut self, alert: StandaloneAlert) {
+        if self.alerts.len() >= MAX_QUEUED_ALERTS {
+            self.alerts.pop_front();
+            self.stats.alerts_dropped += 1;
+        }
+        self.stats.standalone_alerts += 1;
+        self.alerts.push_back(alert);
+    }
+
     /// Move the pack's alerts to the standalone queue (bounded as ever).
     fn collect_pack_alerts(&mut self) {
         let Some(p) = self.pack.as_deref_mut() else { return };
@@ -504,6 +517,7 @@ impl Detector {
             max_seen: None,
             frontier: None,
             alerts: VecDeque::new(),
+            more_completed: Vec::new(),
             hasher: Default::default(),
             warnings: Warnings::default(),
             pack: None,
