@@ -92,6 +92,16 @@ impl TreePaths {
     }
 }
 
+/// Whether a JSON record holds serde_json's raw-value key, which its tree
+/// reads as an embedded raw value, not as a member (the searcher is made
+/// once: a record is searched whole, and setting one up costs as much as
+/// a short search).
+pub(crate) fn names_raw_value(record: &[u8]) -> bool {
+    static RAW_VALUE: once_cell::sync::Lazy<memchr::memmem::Finder<'static>> =
+        once_cell::sync::Lazy::new(|| memchr::memmem::Finder::new(b"$serde_json::private::RawValue"));
+    RAW_VALUE.find(record).is_some()
+}
+
 /// A record's tree (`msgpack`: a MessagePack map body, else JSON) with only
 /// the members on `paths` (see the module docs); errors as
 /// [`crate::engine::generic::read`] gives them.
@@ -107,7 +117,7 @@ pub fn read_pruned(record: &[u8], msgpack: bool, paths: &TreePaths) -> Result<Va
     }
     // serde_json's tree reads a member of this name as an embedded raw
     // value: leave such a record to it.
-    if memchr::memmem::find(record, b"$serde_json::private::RawValue").is_some() {
+    if names_raw_value(record) {
         return crate::engine::generic::read(record, false);
     }
     let mut de = serde_json::Deserializer::from_slice(record);

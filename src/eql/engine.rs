@@ -254,6 +254,9 @@ pub struct Engine {
     carry: Vec<String>,
     /// Each carried name as a JSON string and its colon.
     carry_keys: Vec<String>,
+    /// Scratch for writing an event's carried fields (kept between events:
+    /// a stored event's fields are written once, then copied out whole).
+    carry_buf: std::cell::RefCell<Vec<u8>>,
     pos: u64,
     watermark: i64,
     /// key → per positive stage (but the last), partials ordered by last pos.
@@ -353,6 +356,7 @@ impl Engine {
             opts: options,
             carry,
             carry_keys,
+            carry_buf: Default::default(),
             pos: 0,
             watermark: i64::MIN,
             partials: HashMap::default(),
@@ -484,7 +488,8 @@ impl Engine {
         if self.carry.is_empty() {
             return None;
         }
-        let mut out: Vec<u8> = Vec::with_capacity(256);
+        let mut out = std::mem::take(&mut *self.carry_buf.borrow_mut());
+        out.clear();
         out.push(b'{');
         let mut raw: Vec<&Value> = Vec::new();
         for (j, name) in self.carry.iter().enumerate() {
@@ -543,7 +548,12 @@ impl Engine {
         }
         out.push(b'}');
         // (serde_json writes UTF-8: the check finds nothing to replace.)
-        Some(String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()).into())
+        let text = match std::str::from_utf8(&out) {
+            Ok(text) => text.into(),
+            Err(_) => String::from_utf8_lossy(&out).into(),
+        };
+        *self.carry_buf.borrow_mut() = out;
+        Some(text)
     }
 
     /// Every key combination of stage `si` (`None`: the `until` stage) for

@@ -455,7 +455,7 @@ impl PackDetector {
                         && if msgpack {
                             crate::engine::generic::mp_tree_reads(record)
                         } else {
-                            memchr::memmem::find(record, b"$serde_json::private::RawValue").is_none()
+                            !crate::engine::pruned::names_raw_value(record)
                                 && checked.get_or_init(|| crate::format::syntax::check(record)).tree
                         }
                 })
