@@ -92,7 +92,7 @@ fn one_record_completing_several_results_gives_one_alert_each() {
     // A multi-valued join key: Elasticsearch completes one sequence per value.
     let r = rule(
         r#"sequence by user.name with maxspan=1m
-             [authentication where ?event.outcome == "failure"]
+             [authentication where ?event.outcome == "failure" and ?custom.mark == null]
              [authentication where event.outcome == "success"]"#,
     );
     let mut d = Detector::with_rule(r, &Config::default());
@@ -197,7 +197,7 @@ fn msgpack_records_alert_as_json_ones_do() {
 
 #[test]
 fn exceptions_and_read_errors_work_as_for_the_fast_engine() {
-    let r = rule(r#"process where startsWith~(process.name, "CURL") and ?process.args != null"#);
+    let r = rule(r#"process where startsWith~(process.name, "CURL") and ?process.args != null and ?custom.mark == null"#);
     let cfg = Config::from_json(
         r#"{"exceptions": [{"name": "ci", "entries": [{"field": "host.name", "operator": "is", "value": "ci-1"}]}]}"#,
     )
@@ -246,7 +246,7 @@ fn max_lateness_orders_events_for_the_generic_engine_too() {
 
 #[test]
 fn id_field_names_the_events() {
-    let r = rule(r#"process where process.name == "sh" and ?user.name == "root""#);
+    let r = rule(r#"process where process.name == "sh" and ?user.name == "root" and ?custom.mark == null"#);
     let cfg = Config::from_json(r#"{"id_field": "event.sequence"}"#).unwrap();
     let mut d = Detector::with_rule(r, &cfg);
     let rec = ev("ignored", 0, "process", json!({"process": {"name": "sh"}, "user": {"name": "root"}, "event": {"sequence": 4711, "category": ["process"]}}));

@@ -489,8 +489,9 @@ fn added_roots(v: &Value) -> String {
 
 #[test]
 fn a_rule_of_any_file_writes_an_alert_in_its_own_words() {
-    // The rule on the fast engine, and (with an optional field) on the generic one.
-    let generic_query = THREE_STAGE.replace(r#"file.path : "/tmp/*""#, r#"file.path : "/tmp/*" and ?file.mode != "0""#);
+    // The rule on the fast engine, and (with an optional field outside ECS)
+    // on the generic one.
+    let generic_query = THREE_STAGE.replace(r#"file.path : "/tmp/*""#, r#"file.path : "/tmp/*" and ?custom.mode != "0""#);
     for (generic, q) in [(false, THREE_STAGE.to_string()), (true, generic_query)] {
         let rule = Rule::from_eql(&q, apt_netcon::config::rule::meta_for_file("drop_chmod_connect")).unwrap();
         let mut d = Detector::with_rule(rule, &Config::default());

@@ -532,7 +532,11 @@ pub fn beyond_fast_path(query: &Query) -> Option<(&'static str, Span)> {
             Expr::Match { subject, values, .. } => expr(subject).or_else(|| values.iter().find_map(expr)),
             Expr::Call { args, .. } => args.iter().find_map(expr),
             Expr::Arith { span, .. } | Expr::Neg(_, span) => Some(("arithmetic", *span)),
-            Expr::Field(f) if f.optional => Some(("an optional field", f.span)),
+            // An optional field of a condition is read like any other where
+            // the type map knows it (only an unknown one is folded to null,
+            // and then only when the map is declared complete): ECS's fields
+            // are the fast engine's too. As a join key it joins as null.
+            Expr::Field(f) if f.optional && !crate::eql::TypeMap::ecs().is_known(&f.name) => Some(("an optional field outside ECS", f.span)),
             Expr::Field(_) | Expr::Literal(..) => None,
         }
     }

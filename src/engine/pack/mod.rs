@@ -889,7 +889,8 @@ mod tests {
             rule(r#"sample by host.id, process.pid [process where process.name : "x*" and length(process.name) > 1] [network where not cidrmatch(destination.ip, "10.0.0.0/8")]"#),
             rule(r#"sequence by host.id with maxspan=1m [process where process.name == "x1" and process.pid > 2] [process where endsWith(process.parent.name, "y") and process.args_count >= 2]"#),
             rule(r#"any where length(process.name) == 2 and process.pid != null and process.name : "x*""#),
-            rule(r#"process where process.name : ("X1", "x2") and ?process.thread.id == null and user.name == null"#),
+            // (An optional field outside ECS keeps it on the generic engine.)
+            rule(r#"process where process.name : ("X1", "x2") and ?process.thread.id == null and user.name == null and ?custom.mark == null"#),
         ];
         let plain = PackDetector::new(rules.clone(), &Config::default());
         let mut trees = PackDetector::new(rules, &Config::default());
