@@ -145,6 +145,24 @@ fn on_the_fast_engine_too_one_record_completing_several_results_gives_one_alert_
         }
         assert_ne!(all[0]["kibana"]["alert"]["uuid"], all[1]["kibana"]["alert"]["uuid"]);
     }
+    // Through `Detector::evaluate` (the fields, without the record): the
+    // first result's alert is returned, the other leaves as a standalone
+    // alert on the completing event's carried fields.
+    let mut d = Detector::with_rule(rule(q), &Config::default());
+    let table = d.field_table().clone();
+    let mut returned = Vec::new();
+    for r in &recs {
+        let mut f = apt_netcon::format::event::Fields::new();
+        table.extract(r, &mut f).unwrap();
+        returned.extend(d.evaluate(&f).unwrap());
+    }
+    assert_eq!(returned.len(), 1);
+    let other: Value = serde_json::from_slice(&d.take_alert().expect("the second result's alert").bytes).unwrap();
+    assert!(d.take_alert().is_none());
+    assert_eq!(other["event"]["id"], "a3", "the completing event's fields");
+    assert_eq!(other["user"]["name"], json!(["root", "admin"]));
+    let keys = [returned[0]["eql"]["join_keys"][0].clone(), other["eql"]["join_keys"][0].clone()];
+    assert!(keys.contains(&json!("root")) && keys.contains(&json!("admin")), "{keys:?}");
 }
 
 #[test]

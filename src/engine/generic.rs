@@ -29,7 +29,7 @@
 
 use crate::alert::annotate::{format_id, AnnotationStyle, RuleParts};
 use crate::format::merge::merge;
-use crate::engine::detector::{RecordError, StandaloneAlert, Stats, MAX_QUEUED_ALERTS};
+use crate::engine::detector::{queue, RecordError, StandaloneAlert, Stats};
 use crate::eql::{Engine, EngineOptions, Match, TypeMap};
 use crate::eql::eval::{ReadSlots, Source};
 use crate::format::event::{ExtractError, FieldTable, Fields};
@@ -515,15 +515,6 @@ impl GenericRun {
         }
         .into_roots()
     }
-}
-
-fn queue(alerts: &mut VecDeque<StandaloneAlert>, stats: &mut Stats, a: StandaloneAlert) {
-    if alerts.len() >= MAX_QUEUED_ALERTS {
-        alerts.pop_front();
-        stats.alerts_dropped += 1;
-    }
-    stats.standalone_alerts += 1;
-    alerts.push_back(a);
 }
 
 /// A stable 128-bit digest (two SipHash runs with fixed keys).

@@ -95,13 +95,14 @@ impl Detector {
         let seq = self.engine(fields, t, matched)?;
         let alert = self.completed(&seq, fields, false);
         let rec = Rec { bytes: &held.bytes, msgpack: held.msgpack };
-        if current.is_some() {
-            self.alert_the_others(fields, Some(rec));
-            return Some(alert);
-        }
-        self.alert_on(rec, alert);
+        let inline = if current.is_some() {
+            Some(alert)
+        } else {
+            self.alert_on(rec, alert);
+            None
+        };
         self.alert_the_others(fields, Some(rec));
-        None
+        inline
     }
 
     /// A standalone alert: the record `rec` plus `alert`.
@@ -109,7 +110,7 @@ impl Detector {
         let mut out = Vec::new();
         let merged = if rec.msgpack { crate::format::msgpack::merge(rec.bytes, alert, &mut out) } else { merge(rec.bytes, alert, &mut out) };
         match merged {
-            Ok(()) => self.queue_alert(StandaloneAlert { msgpack: rec.msgpack, bytes: out }),
+            Ok(()) => queue(&mut self.alerts, &mut self.stats, StandaloneAlert { msgpack: rec.msgpack, bytes: out }),
             Err(_) => self.stats.annotate_failed += 1,
         }
     }
@@ -124,9 +125,7 @@ impl Detector {
             return;
         }
         for (seq, keys) in std::mem::take(&mut self.more_completed) {
-            if !keys.is_empty() {
-                self.last_keys = keys;
-            }
+            self.last_keys = keys;
             let alert = self.completed(&seq, fields, false);
             match rec {
                 Some(rec) => self.alert_on(rec, alert),
@@ -210,7 +209,8 @@ impl Detector {
         let n = q.stages.len();
         // The host (for per-host caps) is needed only to store.
         let mut host: Option<u64> = None;
-        // (With each, its join key values.)
+        // (With each, its join key values, for its alert: none for a
+        // single event or the built-in rule's alert.)
         let mut completed: Vec<(Partial, Vec<Option<String>>)> = Vec::new();
         // Later stages first, so an event never pairs with itself.
         for k in (0..n).rev().filter(|&k| matched & 1 << k != 0) {
@@ -266,9 +266,7 @@ impl Detector {
         }
         let mut completed = completed.into_iter();
         let (first, keys) = completed.next()?;
-        if !keys.is_empty() {
-            self.last_keys = keys;
-        }
+        self.last_keys = keys;
         self.more_completed.extend(completed);
         Some(first)
     }

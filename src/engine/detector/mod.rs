@@ -141,6 +141,17 @@ impl std::error::Error for RecordError {}
 /// oldest is dropped and counted (`alerts_dropped`).
 pub const MAX_QUEUED_ALERTS: usize = 10_000;
 
+/// Queue a standalone alert, bounded by [`MAX_QUEUED_ALERTS`] (the oldest
+/// goes, counted `alerts_dropped`), counted `standalone_alerts`.
+pub(crate) fn queue(alerts: &mut VecDeque<StandaloneAlert>, stats: &mut Stats, a: StandaloneAlert) {
+    if alerts.len() >= MAX_QUEUED_ALERTS {
+        alerts.pop_front();
+        stats.alerts_dropped += 1;
+    }
+    stats.standalone_alerts += 1;
+    alerts.push_back(a);
+}
+
 /// A standalone alert record: a held record that completed a sequence after
 /// it had gone on, with the alert fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -377,26 +388,11 @@ impl Detector {
         }
     }
 
-    /// Queue a standalone alert (bounded: the oldest goes, counted).
-    fn queue_alert(&mut self, alert: StandaloneAlert) {
-        if self.alerts.len() >= MAX_QUEUED_ALERTS {
-            self.alerts.pop_front();
-            self.stats.alerts_dropped += 1;
-        }
-        self.stats.standalone_alerts += 1;
-        self.alerts.push_back(alert);
-    }
-
     /// Move the pack's alerts to the standalone queue (bounded as ever).
     fn collect_pack_alerts(&mut self) {
         let Some(p) = self.pack.as_deref_mut() else { return };
         while let Some(a) = p.take_alert() {
-            if self.alerts.len() >= MAX_QUEUED_ALERTS {
-                self.alerts.pop_front();
-                self.stats.alerts_dropped += 1;
-            }
-            self.stats.standalone_alerts += 1;
-            self.alerts.push_back(StandaloneAlert { msgpack: a.msgpack, bytes: a.bytes });
+            queue(&mut self.alerts, &mut self.stats, StandaloneAlert { msgpack: a.msgpack, bytes: a.bytes });
         }
     }
 
