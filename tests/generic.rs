@@ -213,6 +213,93 @@ fn msgpack_records_alert_as_json_ones_do() {
     assert!(json_alert["kibana"]["alert"].get("group").is_none(), "nor a group id");
 }
 
+/// `{"a": {"b": v}}` for the path `a.b`.
+fn nested(path: &str, v: Value) -> Value {
+    path.rsplit('.').fold(v, |inner, k| json!({ k: inner }))
+}
+
+/// The fast engine takes comparisons whose values it reads as Elasticsearch
+/// indexes them given ECS's types: equality and ordering of `long` and
+/// `double` fields with numbers, booleans, regular expressions on keyword
+/// fields, and addresses read only where an absent one fails the
+/// condition. On awkward values (decimals in a `long`,
+/// numeric strings, out of range, the wrong type, arrays, garbage
+/// addresses) each such rule alerts on exactly the events its generic twin
+/// does, through JSON and MessagePack.
+#[test]
+fn the_fast_engine_reads_typed_values_as_the_generic_engine_does() {
+    let values = [
+        json!(3), json!(2), json!(4), json!(-3), json!(3.5), json!(2.9), json!(-2.5), json!(3.0), json!("3"), json!(" 4 "),
+        json!("3.7"), json!("-2.5"), json!("1e1"), json!("abc"), json!(""), json!(true), json!(false), json!("true"),
+        json!("false"), json!(null), json!([1, 5]), json!([]), json!(9.3e18), json!(u64::MAX), json!(i64::MIN),
+        json!({"a": 1}), json!("10.1.2.3"), json!("8.8.8.8"), json!("::1"), json!("garbage"), json!(["8.8.8.8", "10.0.0.1"]),
+    ];
+    let cases = [
+        ("process", "process.args_count", "process.args_count >= 3"),
+        ("process", "process.args_count", "process.args_count > 3"),
+        ("process", "process.args_count", "3 > process.args_count"),
+        ("process", "process.args_count", "process.args_count <= -3"),
+        ("process", "process.args_count", "process.args_count == 3"),
+        ("process", "process.args_count", "process.args_count != 3"),
+        ("process", "process.args_count", "process.args_count in (3, 5)"),
+        ("process", "process.args_count", "process.args_count > 2.5"),
+        ("process", "process.args_count", "not process.args_count < 3"),
+        ("process", "container.cpu.usage", "container.cpu.usage >= 3"),
+        ("process", "container.cpu.usage", "container.cpu.usage < 3.5"),
+        ("process", "container.cpu.usage", "container.cpu.usage == 3"),
+        ("process", "process.interactive", "process.interactive == true"),
+        ("process", "process.interactive", "process.interactive == false"),
+        ("process", "process.interactive", "process.interactive != true"),
+        ("process", "process.name", r#"process.name regex "[0-9]+""#),
+        ("process", "process.name", r#"process.name regex~ "ABC|TRU.*|.*[.]5""#),
+        ("process", "process.name", r#"not process.name regex "3""#),
+        ("network", "destination.ip", r#"destination.ip != null and not cidrmatch(destination.ip, "10.0.0.0/8")"#),
+        ("network", "destination.ip", r#"not (destination.ip == null or cidrmatch(destination.ip, "10.0.0.0/8"))"#),
+        ("network", "destination.ip", r#"destination.ip != "8.8.8.8" and cidrmatch(destination.ip, "0.0.0.0/0")"#),
+    ];
+    let cfg = Config::default();
+    // Where an absent address would match, the generic engine runs them.
+    for q in [
+        r#"network where not cidrmatch(destination.ip, "10.0.0.0/8")"#,
+        r#"network where (destination.ip != null and not cidrmatch(destination.ip, "10.0.0.0/8")) or process.name == "x""#,
+        r#"network where not (destination.ip == null or cidrmatch(destination.ip, "10.0.0.0/8")) or process.name == "x""#,
+        r#"network where destination.ip != "8.8.8.8""#,
+    ] {
+        assert!(Detector::with_rule(rule(q), &cfg).is_generic(), "{q}");
+    }
+    for (cat, field, cond) in cases {
+        let fast = rule(&format!("{cat} where {cond}"));
+        let generic = rule(&format!("{cat} where ({cond}) and ?custom.mark == null"));
+        assert!(!Detector::with_rule(fast.clone(), &cfg).is_generic(), "{cond} runs on the fast engine");
+        assert!(Detector::with_rule(generic.clone(), &cfg).is_generic());
+        let recs: Vec<Vec<u8>> =
+            values.iter().enumerate().map(|(i, v)| ev(&format!("e{i}"), i as i64 * 10, cat, nested(field, v.clone()))).collect();
+        let alerted = |r: &Rule, msgpack: bool| -> Vec<usize> {
+            let mut d = Detector::with_rule(r.clone(), &cfg);
+            let mut out = Vec::new();
+            for (i, rec) in recs.iter().enumerate() {
+                let verdict = if msgpack {
+                    let v: Value = serde_json::from_slice(rec).unwrap();
+                    d.process_msgpack(&msgpack_of::mp(&v)).map(|v| matches!(v, Verdict::Annotated(_)))
+                } else {
+                    d.process(rec).map(|v| matches!(v, Verdict::Annotated(_)))
+                };
+                if verdict == Ok(true) {
+                    out.push(i);
+                }
+            }
+            out
+        };
+        let want = alerted(&generic, false);
+        assert!(!want.is_empty() && want.len() < values.len(), "{cond}: some values match, some do not: {want:?}");
+        for msgpack in [false, true] {
+            let got = alerted(&fast, msgpack);
+            let show = |v: &[usize]| v.iter().map(|&i| values[i].to_string()).collect::<Vec<_>>().join(" ");
+            assert_eq!(got, want, "{cond} (MessagePack: {msgpack}): fast [{}], generic [{}]", show(&got), show(&want));
+        }
+    }
+}
+
 #[test]
 fn exceptions_and_read_errors_work_as_for_the_fast_engine() {
     let r = rule(r#"process where startsWith~(process.name, "CURL") and ?process.args != null and ?custom.mark == null"#);

@@ -110,6 +110,12 @@ pub enum Test {
     CidrIn(Vec<Cidr>),
     /// Numeric comparison (the value is a number or a numeric string).
     Num(CmpOp, f64),
+    /// Numeric comparison on a field ECS maps as `long`: the value is read
+    /// as Elasticsearch indexes one (see [`long_value`]: decimals truncated
+    /// toward zero, a numeric string parsed, anything else no value), then
+    /// compared with the literal, an integer exactly and a decimal as a
+    /// double (as the generic engine compares a `long` with either).
+    Long(CmpOp, NumLit),
     /// Byte-wise ordering of the keyword value against a string.
     StrOrd(CmpOp, String),
     Bool(bool),
@@ -119,6 +125,44 @@ pub enum Test {
     /// null passes (the test must never reject an event the generic engine
     /// could match).
     Regex(Vec<regex::Regex>),
+    /// A value whose keyword form (a number `1` is "1") matches any of these
+    /// Lucene regular expressions: `regex` and `regex~` on a keyword field
+    /// of ECS, as the generic engine matches them.
+    RegexKeyword(Vec<regex::Regex>),
+}
+
+/// A number literal of a [`Test::Long`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NumLit {
+    Int(i64),
+    Float(f64),
+}
+
+impl NumLit {
+    fn into_f64(self) -> f64 {
+        match self {
+            NumLit::Int(i) => i as f64,
+            NumLit::Float(x) => x,
+        }
+    }
+}
+
+/// One value of a `long` field as Elasticsearch indexes it (and the generic
+/// engine reads it, [`crate::eql::value::typed`]): an integer as it is, a
+/// decimal or numeric string truncated toward zero, `None` for anything
+/// else (malformed: not indexed) or out of the `long` range.
+pub fn long_value(v: &Scalar) -> Option<i64> {
+    let float = |f: f64| (f.is_finite() && f.abs() < 9.2e18).then(|| f.trunc() as i64);
+    match v {
+        Scalar::Int(i) => Some(*i),
+        Scalar::UInt(u) => i64::try_from(*u).ok(),
+        Scalar::Float(f) => float(*f),
+        Scalar::Str(s) => {
+            let t = s.trim();
+            t.parse::<i64>().ok().or_else(|| t.parse::<f64>().ok().and_then(float))
+        }
+        Scalar::Bool(_) | Scalar::Null | Scalar::Object => None,
+    }
 }
 
 /// The most stages the fast engine runs (one bit each); longer sequences
@@ -139,6 +183,17 @@ struct Compiler<'s> {
 /// ECS fields that Elasticsearch maps as `ip`.
 fn is_ecs_ip_field(name: &str) -> bool {
     name == "ip" || name.ends_with(".ip")
+}
+
+/// A field ECS maps as a keyword (`keyword`, `wildcard`,
+/// `constant_keyword`).
+fn is_ecs_keyword(e: &Expr) -> bool {
+    matches!(e, Expr::Field(f) if crate::eql::TypeMap::ecs().get(&f.name).is_some_and(|i| i.ty == crate::eql::FieldType::Keyword))
+}
+
+/// ECS fields that Elasticsearch maps as `long` (or a narrower integer).
+fn is_ecs_long_field(name: &str) -> bool {
+    crate::eql::TypeMap::ecs().get(name).is_some_and(|i| i.ty == crate::eql::FieldType::Long)
 }
 
 /// Compile a parsed query. `source` is the query text, for error positions.
@@ -357,6 +412,20 @@ impl<'s> Compiler<'s> {
         };
         let slot = self.slot(field);
         let positive = |test: Test| Pred::Any(slot, test);
+        if is_ecs_long_field(&field.name) {
+            let n = match lit {
+                Literal::Int(i) => Some(NumLit::Int(*i)),
+                Literal::Float(x) => Some(NumLit::Float(*x)),
+                _ => None,
+            };
+            if let Some(n) = n {
+                // `!=` as `not ==`, as below: an absent field passes.
+                return Ok(match op {
+                    CmpOp::Ne => Pred::Not(Box::new(positive(Test::Long(CmpOp::Eq, n)))),
+                    op => positive(Test::Long(op, n)),
+                });
+            }
+        }
         let eq = match (op, lit) {
             (CmpOp::Eq, Literal::Null) => return Ok(Pred::IsNull(slot)),
             (CmpOp::Ne, Literal::Null) => return Ok(Pred::Not(Box::new(Pred::IsNull(slot)))),
@@ -400,8 +469,8 @@ impl<'s> Compiler<'s> {
         for v in values {
             match v {
                 Expr::Literal(Literal::Str(s), _) => strings.push(s.clone()),
-                Expr::Literal(Literal::Int(i), _) if op == MatchOp::In => numbers.push(*i as f64),
-                Expr::Literal(Literal::Float(x), _) if op == MatchOp::In => numbers.push(*x),
+                Expr::Literal(Literal::Int(i), _) if op == MatchOp::In => numbers.push(NumLit::Int(*i)),
+                Expr::Literal(Literal::Float(x), _) if op == MatchOp::In => numbers.push(NumLit::Float(*x)),
                 Expr::Literal(Literal::Null, _) if op == MatchOp::In => has_null = true,
                 other => {
                     return Err(self.err(RuleErrorKind::BadArgument, "expected a string literal in the list", other.span()))
@@ -434,7 +503,7 @@ impl<'s> Compiler<'s> {
                 alts.push(Pred::Any(slot, Test::Wildcard { patterns: strings.iter().map(|s| Glob::new(fold(s))).collect(), fold: true }))
             }
             MatchOp::Like => alts.push(Pred::Any(slot, Test::Wildcard { patterns: strings.into_iter().map(Glob::new).collect(), fold: false })),
-            MatchOp::Regex | MatchOp::RegexInsensitive if self.regex => {
+            MatchOp::Regex | MatchOp::RegexInsensitive => {
                 let ci = op == MatchOp::RegexInsensitive;
                 let mut res = Vec::new();
                 for s in &strings {
@@ -443,14 +512,12 @@ impl<'s> Compiler<'s> {
                     })?;
                     res.push(re);
                 }
-                alts.push(Pred::Any(slot, Test::Regex(res)));
-            }
-            MatchOp::Regex | MatchOp::RegexInsensitive => {
-                return Err(self.err(RuleErrorKind::Unsupported, "regex is not supported by the fast engine", span))
+                alts.push(Pred::Any(slot, if self.regex { Test::Regex(res) } else { Test::RegexKeyword(res) }));
             }
         }
+        let long = is_ecs_long_field(&field.name);
         for n in numbers {
-            alts.push(Pred::Any(slot, Test::Num(CmpOp::Eq, n)));
+            alts.push(Pred::Any(slot, if long { Test::Long(CmpOp::Eq, n) } else { Test::Num(CmpOp::Eq, n.into_f64()) }));
         }
         // A null in an `in` list matches nothing (Elasticsearch drops null
         // entries from the terms query).
@@ -528,7 +595,11 @@ pub fn beyond_fast_path(query: &Query) -> Option<(&'static str, Span)> {
             Expr::And(v, _) | Expr::Or(v, _) => v.iter().find_map(expr),
             Expr::Not(x, _) => expr(x),
             Expr::Compare { left, right, .. } => expr(left).or_else(|| expr(right)),
-            Expr::Match { op: MatchOp::Regex | MatchOp::RegexInsensitive, span, .. } => Some(("regex", *span)),
+            // A regular expression on a keyword field of ECS (any other is
+            // matched against a typed value).
+            Expr::Match { op: MatchOp::Regex | MatchOp::RegexInsensitive, subject, span, .. } if !is_ecs_keyword(subject) => {
+                Some(("regex", *span))
+            }
             Expr::Match { subject, values, .. } => expr(subject).or_else(|| values.iter().find_map(expr)),
             Expr::Call { args, .. } => args.iter().find_map(expr),
             Expr::Arith { span, .. } | Expr::Neg(_, span) => Some(("arithmetic", *span)),
@@ -569,9 +640,11 @@ pub fn beyond_fast_path(query: &Query) -> Option<(&'static str, Span)> {
 /// Whether the fast engine, which reads no mapping, compares every value of
 /// `query` as Elasticsearch would given ECS's types: only equality, `in`,
 /// `:`, `like`, and the string functions, on keyword or IP fields (or
-/// fields outside ECS) with string literals, and on numeric fields with
-/// number literals. Anything else (an ordering comparison, a date, version
-/// or boolean field) runs on the generic engine, which types values.
+/// fields outside ECS) with string literals, and equality or ordering on
+/// numeric fields with number literals (a `long` field's values read as
+/// Elasticsearch indexes them, [`Test::Long`]). Anything else (an ordering
+/// of strings, a date, version or boolean field) runs on the generic
+/// engine, which types values.
 pub fn typed_like_elasticsearch(query: &Query) -> bool {
     use crate::eql::{FieldType, TypeMap};
     let types = TypeMap::ecs();
@@ -587,6 +660,7 @@ pub fn typed_like_elasticsearch(query: &Query) -> bool {
             // field is absent): see `ip_guarded`.
             (Some(FieldType::Ip), Some(Literal::Str(_)) | None) => true,
             (Some(FieldType::Long | FieldType::Double), Some(Literal::Int(_) | Literal::Float(_))) => true,
+            (Some(FieldType::Boolean), Some(Literal::Bool(_))) => true,
             _ => false,
         }
     }
@@ -596,7 +670,18 @@ pub fn typed_like_elasticsearch(query: &Query) -> bool {
             Expr::Not(x, _) => expr(types, x),
             Expr::Compare { op, left, right, .. } => {
                 if !matches!(op, CmpOp::Eq | CmpOp::Ne) {
-                    return false;
+                    // An ordering only of a numeric field and a number
+                    // (`Test::Long`, `Test::Num`).
+                    let numeric = |f: &Expr, l: &Literal| {
+                        let Expr::Field(f) = f else { return false };
+                        matches!(types.get(&f.name).map(|i| i.ty), Some(FieldType::Long | FieldType::Double))
+                            && matches!(l, Literal::Int(_) | Literal::Float(_))
+                    };
+                    return match (&**left, &**right) {
+                        (f @ Expr::Field(_), Expr::Literal(l, _)) | (Expr::Literal(l, _), f @ Expr::Field(_)) => numeric(f, l),
+                        (Expr::Literal(..), Expr::Literal(..)) => true,
+                        _ => false,
+                    };
                 }
                 match (&**left, &**right) {
                     (f @ Expr::Field(_), Expr::Literal(l, _)) | (Expr::Literal(l, _), f @ Expr::Field(_)) => {
@@ -605,6 +690,9 @@ pub fn typed_like_elasticsearch(query: &Query) -> bool {
                     (Expr::Literal(..), Expr::Literal(..)) => true,
                     _ => false,
                 }
+            }
+            Expr::Match { op: MatchOp::Regex | MatchOp::RegexInsensitive, subject, values, .. } => {
+                is_ecs_keyword(subject) && values.iter().all(|v| matches!(v, Expr::Literal(Literal::Str(_), _)))
             }
             Expr::Match { subject, values, .. } => values.iter().all(|v| match v {
                 Expr::Literal(l, _) => field_ok(types, subject, Some(l)),
@@ -615,7 +703,7 @@ pub fn typed_like_elasticsearch(query: &Query) -> bool {
             Expr::Literal(..) | Expr::Arith { .. } | Expr::Neg(..) => true,
         }
     }
-    let ok = |e: &Expr| expr(&types, e) && ip_guarded(&types, e, &[]);
+    let ok = |e: &Expr| expr(&types, e) && ip_guarded(&types, e);
     match query {
         Query::Event(q) => ok(&q.condition),
         Query::Sequence(s) => s.stages.iter().all(|st| ok(&st.query.condition)),
@@ -623,50 +711,84 @@ pub fn typed_like_elasticsearch(query: &Query) -> bool {
     }
 }
 
-/// Every address field of `e` is read only inside `not (f == null or …)`:
-/// there an event whose `f` is unreadable matches in neither engine (the
-/// fast engine sets it aside; for Elasticsearch the field is absent, so
-/// `f == null` holds and the `not` fails). Elsewhere (`not cidrMatch(f, …)`
-/// alone, say) an absent field could match, so such a query runs on the
-/// generic engine.
-fn ip_guarded(types: &crate::eql::TypeMap, e: &Expr, guarded: &[&str]) -> bool {
+/// Every address field `f` that `e` reads makes `e` false when it is
+/// absent: then an event whose `f` is unreadable matches in neither engine
+/// (the fast engine sets it aside, whatever the condition gives; for
+/// Elasticsearch the value is ignored and the field absent). So
+/// `f != null and not cidrMatch(f, …)` or `not (f == null or cidrMatch(f,
+/// …))` run on the fast engine, but `not cidrMatch(f, …)` alone, or
+/// `(f != null and …) or g == "x"` (an absent `f` matches through `g`), run
+/// on the generic engine.
+fn ip_guarded(types: &crate::eql::TypeMap, e: &Expr) -> bool {
     use crate::eql::FieldType;
-    let is_ip = |f: &Field| types.get(&f.name).is_some_and(|i| i.ty == FieldType::Ip);
+    fn ip_fields<'e>(types: &crate::eql::TypeMap, e: &'e Expr, out: &mut Vec<&'e str>) {
+        match e {
+            Expr::Field(f) => {
+                if types.get(&f.name).is_some_and(|i| i.ty == FieldType::Ip) && !out.contains(&f.name.as_str()) {
+                    out.push(&f.name);
+                }
+            }
+            Expr::And(v, _) | Expr::Or(v, _) => v.iter().for_each(|x| ip_fields(types, x, out)),
+            Expr::Not(x, _) | Expr::Neg(x, _) => ip_fields(types, x, out),
+            Expr::Compare { left, right, .. } | Expr::Arith { left, right, .. } => {
+                ip_fields(types, left, out);
+                ip_fields(types, right, out);
+            }
+            Expr::Match { subject, values, .. } => {
+                ip_fields(types, subject, out);
+                values.iter().for_each(|x| ip_fields(types, x, out));
+            }
+            Expr::Call { name, args, .. } => {
+                // cidrMatch's first argument is an address, whatever its name.
+                if let (true, Some(Expr::Field(f))) = (name.eq_ignore_ascii_case("cidrmatch"), args.first()) {
+                    if !out.contains(&f.name.as_str()) {
+                        out.push(&f.name);
+                    }
+                }
+                args.iter().for_each(|x| ip_fields(types, x, out));
+            }
+            Expr::Literal(..) => {}
+        }
+    }
+    let mut fields = Vec::new();
+    ip_fields(types, e, &mut fields);
+    fields.iter().all(|f| false_when_absent(e, f))
+}
+
+fn is_field(e: &Expr, name: &str) -> bool {
+    matches!(e, Expr::Field(f) if f.name == name)
+}
+
+/// `e` cannot hold when field `f` is absent (each comparison of a field with
+/// a literal reads as Elasticsearch's query for it, which matches or not).
+fn false_when_absent(e: &Expr, f: &str) -> bool {
     match e {
-        Expr::Not(inner, _) => {
-            if let Expr::Or(items, _) = &**inner {
-                let mut g: Vec<&str> = guarded.to_vec();
-                for it in items {
-                    if let Expr::Compare { op: CmpOp::Eq, left, right, .. } = it {
-                        if let (Expr::Field(f), Expr::Literal(Literal::Null, _)) = (&**left, &**right) {
-                            g.push(&f.name);
-                        }
-                    }
-                }
-                return items.iter().all(|x| ip_guarded(types, x, &g));
-            }
-            ip_guarded(types, inner, guarded)
+        Expr::And(v, _) => v.iter().any(|x| false_when_absent(x, f)),
+        Expr::Or(v, _) => v.iter().all(|x| false_when_absent(x, f)),
+        Expr::Not(x, _) => true_when_absent(x, f),
+        Expr::Compare { op, left, right, .. } => match (&**left, &**right) {
+            (l, Expr::Literal(lit, _)) | (Expr::Literal(lit, _), l) if is_field(l, f) => match lit {
+                Literal::Null => *op == CmpOp::Ne,
+                _ => *op != CmpOp::Ne,
+            },
+            _ => false,
+        },
+        Expr::Match { negated, subject, .. } => !negated && is_field(subject, f),
+        Expr::Call { args, .. } => args.first().is_some_and(|a| is_field(a, f)),
+        _ => false,
+    }
+}
+
+/// `e` holds whenever field `f` is absent.
+fn true_when_absent(e: &Expr, f: &str) -> bool {
+    match e {
+        Expr::And(v, _) => v.iter().all(|x| true_when_absent(x, f)),
+        Expr::Or(v, _) => v.iter().any(|x| true_when_absent(x, f)),
+        Expr::Not(x, _) => false_when_absent(x, f),
+        Expr::Compare { op: CmpOp::Eq, left, right, .. } => {
+            matches!((&**left, &**right), (l, Expr::Literal(Literal::Null, _)) | (Expr::Literal(Literal::Null, _), l) if is_field(l, f))
         }
-        Expr::And(v, _) | Expr::Or(v, _) => v.iter().all(|x| ip_guarded(types, x, guarded)),
-        Expr::Compare { left, right, .. } => ip_guarded(types, left, guarded) && ip_guarded(types, right, guarded),
-        Expr::Match { subject, values, .. } => {
-            ip_guarded(types, subject, guarded) && values.iter().all(|x| ip_guarded(types, x, guarded))
-        }
-        Expr::Call { name, args, .. } => {
-            // cidrMatch's first argument is an address, whatever its name.
-            if name.eq_ignore_ascii_case("cidrmatch") {
-                if let Some(Expr::Field(f)) = args.first() {
-                    if !guarded.contains(&f.name.as_str()) {
-                        return false;
-                    }
-                }
-            }
-            args.iter().all(|x| ip_guarded(types, x, guarded))
-        }
-        Expr::Field(f) => !is_ip(f) || guarded.contains(&f.name.as_str()),
-        Expr::Arith { left, right, .. } => ip_guarded(types, left, guarded) && ip_guarded(types, right, guarded),
-        Expr::Neg(x, _) => ip_guarded(types, x, guarded),
-        Expr::Literal(..) => true,
+        _ => false,
     }
 }
 
@@ -882,14 +1004,22 @@ impl Test {
                 Some(n) => n.partial_cmp(x).map(|o| apply(*op, o)).unwrap_or(false),
                 None => false,
             },
+            Test::Long(op, lit) => match (long_value(v), lit) {
+                (Some(n), NumLit::Int(x)) => apply(*op, n.cmp(x)),
+                (Some(n), NumLit::Float(x)) => (n as f64).partial_cmp(x).is_some_and(|o| apply(*op, o)),
+                (None, _) => false,
+            },
             Test::Regex(res) => match v {
                 Scalar::Str(s) => res.iter().any(|r| r.is_match(s)),
                 Scalar::Null => false,
                 _ => true,
             },
+            Test::RegexKeyword(res) => v.keyword().is_some_and(|k| res.iter().any(|r| r.is_match(&k))),
+            // As Elasticsearch indexes a boolean: also "true", "false" and
+            // "" (false).
             Test::Bool(b) => match v {
                 Scalar::Bool(x) => x == b,
-                Scalar::Str(s) => s.as_ref() == if *b { "true" } else { "false" },
+                Scalar::Str(s) => if *b { s.as_ref() == "true" } else { matches!(s.as_ref(), "false" | "") },
                 _ => false,
             },
             Test::IpIn(ips) => match v {
@@ -955,14 +1085,14 @@ impl Pred {
             Pred::And(v) | Pred::Or(v) => v.iter().map(Pred::cost).sum(),
             Pred::Any(_, t) => {
                 2 + match t {
-                    Test::Num(..) | Test::Bool(_) | Test::StrOrd(..) => 1,
+                    Test::Num(..) | Test::Long(..) | Test::Bool(_) | Test::StrOrd(..) => 1,
                     Test::StrIn(v) => 1 + v.len() / 8,
                     Test::StrInFold(v) => 4 + v.len() / 2,
                     Test::StartsWith { needles, .. } | Test::EndsWith { needles, .. } => 2 + needles.len() / 4,
                     Test::Contains { needles, .. } => 4 + needles.len(),
                     Test::Wildcard { patterns, .. } => 3 + patterns.len(),
                     Test::IpIn(_) | Test::CidrIn(_) => 8,
-                    Test::Regex(v) => 30 * v.len(),
+                    Test::Regex(v) | Test::RegexKeyword(v) => 30 * v.len(),
                 }
             }
         }
@@ -1060,7 +1190,7 @@ mod tests {
         let c = load(q).unwrap();
         let Pred::And(parts) = &c.stages[0].predicate else { panic!("an and: {:?}", c.stages[0].predicate) };
         assert!(matches!(parts[0], Pred::IsNull(_)), "{parts:?}");
-        assert!(matches!(parts[1], Pred::Any(_, Test::Num(..))), "{parts:?}");
+        assert!(matches!(parts[1], Pred::Any(_, Test::Long(..))), "{parts:?}");
         assert!(matches!(parts[2], Pred::Any(_, Test::Wildcard { .. })), "{parts:?}");
         assert!(eval(q, r#"{"event":{"category":"process"},"process":{"pid":7,"args":["xaxbx"]}}"#));
         assert!(!eval(q, r#"{"event":{"category":"process"},"process":{"pid":7,"args":["xbxax"]}}"#));

@@ -887,7 +887,7 @@ mod tests {
         let rule = |q: &str| Rule::from_eql(q, crate::config::rule::meta_for_file("r")).unwrap();
         let rules = vec![
             rule(r#"sample by host.id, process.pid [process where process.name : "x*" and length(process.name) > 1] [network where not cidrmatch(destination.ip, "10.0.0.0/8")]"#),
-            rule(r#"sequence by host.id with maxspan=1m [process where process.name == "x1" and process.pid > 2] [process where endsWith(process.parent.name, "y") and process.args_count >= 2]"#),
+            rule(r#"sequence by host.id with maxspan=1m [process where process.name == "x1" and process.pid > 2 and ?custom.mark == null] [process where endsWith(process.parent.name, "y") and process.args_count >= 2]"#),
             rule(r#"any where length(process.name) == 2 and process.pid != null and process.name : "x*""#),
             // (An optional field outside ECS keeps it on the generic engine.)
             rule(r#"process where process.name : ("X1", "x2") and ?process.thread.id == null and user.name == null and ?custom.mark == null"#),
