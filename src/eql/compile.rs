@@ -118,6 +118,8 @@ pub enum Test {
     Long(CmpOp, NumLit),
     /// Byte-wise ordering of the keyword value against a string.
     StrOrd(CmpOp, String),
+    /// A boolean, or a string Elasticsearch reads as one (`"true"`;
+    /// `"false"` and `""`).
     Bool(bool),
     /// A string value matching any of these Lucene regular expressions
     /// ([`crate::eql::lucene`]). Only in a rule pack's pre-check
@@ -640,11 +642,14 @@ pub fn beyond_fast_path(query: &Query) -> Option<(&'static str, Span)> {
 /// Whether the fast engine, which reads no mapping, compares every value of
 /// `query` as Elasticsearch would given ECS's types: only equality, `in`,
 /// `:`, `like`, and the string functions, on keyword or IP fields (or
-/// fields outside ECS) with string literals, and equality or ordering on
+/// fields outside ECS) with string literals; equality or ordering on
 /// numeric fields with number literals (a `long` field's values read as
-/// Elasticsearch indexes them, [`Test::Long`]). Anything else (an ordering
-/// of strings, a date, version or boolean field) runs on the generic
-/// engine, which types values.
+/// Elasticsearch indexes them, [`Test::Long`]); `==` and `!=` on boolean
+/// fields with `true` or `false`; `regex` on keyword fields
+/// ([`Test::RegexKeyword`]); and address fields only where an absent one
+/// fails the condition ([`ip_guarded`]). Anything else (an ordering of
+/// strings, a date or version field) runs on the generic engine, which
+/// types values.
 pub fn typed_like_elasticsearch(query: &Query) -> bool {
     use crate::eql::{FieldType, TypeMap};
     let types = TypeMap::ecs();
