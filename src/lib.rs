@@ -19,8 +19,10 @@
 //! Any other Elasticsearch EQL rule runs too: a query within the fast
 //! engine's subset ([`eql::compile::beyond_fast_path`],
 //! [`eql::compile::typed_like_elasticsearch`]) on the fast engine above, every
-//! other one (optional fields, `regex`, arithmetic, functions on values,
-//! typed comparisons, `runs`, `until`, missing-event stages, `sample`) on the
+//! other one (optional fields outside ECS, `regex` on other than keyword
+//! fields, arithmetic, functions on values, comparisons the fast engine
+//! cannot type, more than 32 stages, `until`, missing-event stages,
+//! `sample`) on the
 //! generic engine ([`eql::Engine`]: conditions in [`eql::eval`], typed
 //! values in [`eql::value`], field types in [`eql::types`]), which the
 //! detector drives through [`engine::generic`]. Many rules at once:

@@ -300,6 +300,57 @@ fn the_fast_engine_reads_typed_values_as_the_generic_engine_does() {
     }
 }
 
+/// `with runs=N` runs on the fast engine as N copies of its stage (as
+/// Elasticsearch's parser expands it), where the stages then number at most
+/// 32: on a stream of failures and successes for two users, with equal
+/// times, gaps past `maxspan` and a success too early, its alerts are the
+/// generic engine's, event for event.
+#[test]
+fn runs_on_the_fast_engine_give_the_generic_engines_results() {
+    let q = r#"sequence by user.name with maxspan=10s
+        [authentication where event.outcome == "failure"] with runs=3
+        [authentication where event.outcome == "success"]"#;
+    let cfg = Config::default();
+    let fast = rule(q);
+    let generic = rule(&q.replace(r#"event.outcome == "success"]"#, r#"event.outcome == "success" and ?custom.mark == null]"#));
+    assert!(!Detector::with_rule(fast.clone(), &cfg).is_generic());
+    assert!(Detector::with_rule(generic.clone(), &cfg).is_generic());
+    let too_long = rule("sequence [authentication where true] with runs=20 [process where true] with runs=13");
+    assert!(Detector::with_rule(too_long, &cfg).is_generic(), "33 stages: beyond the fast engine");
+    // (time in ms, user, outcome)
+    let plan: &[(i64, &str, &str)] = &[
+        (0, "a", "failure"), (1000, "a", "failure"), (1000, "b", "failure"), (2000, "a", "success"),
+        (2500, "a", "failure"), (3000, "b", "failure"), (3000, "b", "failure"), (4000, "a", "success"),
+        (4000, "b", "success"), (5000, "b", "failure"), (20000, "a", "failure"), (21000, "a", "failure"),
+        (22000, "a", "failure"), (23000, "a", "failure"), (24000, "a", "success"), (24000, "a", "success"),
+        (40000, "b", "failure"), (41000, "b", "failure"), (52000, "b", "failure"), (53000, "b", "success"),
+    ];
+    let recs: Vec<Vec<u8>> = plan
+        .iter()
+        .enumerate()
+        .map(|(i, (t, user, outcome))| {
+            ev(&format!("e{i}"), *t, "authentication", json!({"user": {"name": user}, "event_outcome": outcome}))
+        })
+        .map(|r| {
+            // `event.outcome` beside the id and category `ev` writes.
+            let mut v: Value = serde_json::from_slice(&r).unwrap();
+            let o = v.as_object_mut().unwrap().remove("event_outcome").unwrap();
+            v["event"]["outcome"] = o;
+            serde_json::to_vec(&v).unwrap()
+        })
+        .collect();
+    let results = |r: &Rule| -> Vec<Vec<Value>> {
+        let mut d = Detector::with_rule(r.clone(), &cfg);
+        let (inline, standalone) = run(&mut d, &recs);
+        let mut all: Vec<Vec<Value>> = inline.iter().chain(&standalone).map(ids).collect();
+        all.sort_by_key(|v| format!("{v:?}"));
+        all
+    };
+    let want = results(&generic);
+    assert!(want.len() >= 2, "the stream completes several results: {want:?}");
+    assert_eq!(results(&fast), want);
+}
+
 #[test]
 fn exceptions_and_read_errors_work_as_for_the_fast_engine() {
     let r = rule(r#"process where startsWith~(process.name, "CURL") and ?process.args != null and ?custom.mark == null"#);

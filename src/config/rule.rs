@@ -75,10 +75,10 @@ impl Rule {
     /// Parse and compile `query` with the given metadata.
     ///
     /// Queries within the fast engine's subset ([`crate::eql::compile`]) run
-    /// there; every other valid query (optional fields, `regex`,
-    /// arithmetic, functions on any value, `runs`, `until`, missing-event
-    /// stages, `sample`, …) runs on the generic engine. Both are checked
-    /// here, so a rule that loads runs.
+    /// there; every other valid query (optional fields outside ECS,
+    /// arithmetic, functions on any value, more than 32 stages, `until`,
+    /// missing-event stages, `sample`, …) runs on the generic engine. Both
+    /// are checked here, so a rule that loads runs.
     pub fn from_eql(query: &str, meta: RuleMeta) -> Result<Rule, RuleError> {
         let ast = parse(query, ParseLimits::default())?;
         let fast = match beyond_fast_path(&ast) {

@@ -256,6 +256,11 @@ fn compile_with(query: &Query, source: &str, regex: bool) -> Result<CompiledQuer
                     }
                     _ => {}
                 }
+                // `with runs=N`: the stage N times, as Elasticsearch's
+                // parser expands it.
+                for _ in 1..st.runs {
+                    stages.push(cs.clone());
+                }
                 stages.push(cs);
             }
             (stages, seq.maxspan_ms, true)
@@ -621,15 +626,13 @@ pub fn beyond_fast_path(query: &Query) -> Option<(&'static str, Span)> {
             if let Some(u) = &s.until {
                 return Some(("until", u.span));
             }
-            if s.stages.len() > MAX_FAST_STAGES {
-                return Some(("a sequence of more than 32 stages", s.span));
+            if s.stages.iter().map(|st| st.runs as usize).sum::<usize>() > MAX_FAST_STAGES {
+                return Some(("a sequence of more than 32 stages (runs counted)", s.span));
             }
             keys(&s.by).or_else(|| {
                 s.stages.iter().find_map(|st| {
                     if st.missing {
                         Some(("a missing-event stage", st.span))
-                    } else if st.runs > 1 {
-                        Some(("with runs", st.span))
                     } else {
                         keys(&st.by).or_else(|| expr(&st.query.condition))
                     }
