@@ -140,29 +140,17 @@ pub enum NumLit {
     Float(f64),
 }
 
-impl NumLit {
-    fn into_f64(self) -> f64 {
-        match self {
-            NumLit::Int(i) => i as f64,
-            NumLit::Float(x) => x,
-        }
-    }
-}
-
-/// One value of a `long` field as Elasticsearch indexes it (and the generic
-/// engine reads it, [`crate::eql::value::typed`]): an integer as it is, a
+/// One value of a `long` field as Elasticsearch indexes it, by the generic
+/// engine's rules ([`crate::eql::value::typed`]): an integer as it is, a
 /// decimal or numeric string truncated toward zero, `None` for anything
 /// else (malformed: not indexed) or out of the `long` range.
 pub fn long_value(v: &Scalar) -> Option<i64> {
-    let float = |f: f64| (f.is_finite() && f.abs() < 9.2e18).then(|| f.trunc() as i64);
+    use crate::eql::value::{long_of_f64, long_of_str};
     match v {
         Scalar::Int(i) => Some(*i),
         Scalar::UInt(u) => i64::try_from(*u).ok(),
-        Scalar::Float(f) => float(*f),
-        Scalar::Str(s) => {
-            let t = s.trim();
-            t.parse::<i64>().ok().or_else(|| t.parse::<f64>().ok().and_then(float))
-        }
+        Scalar::Float(f) => long_of_f64(*f),
+        Scalar::Str(s) => long_of_str(s),
         Scalar::Bool(_) | Scalar::Null | Scalar::Object => None,
     }
 }
@@ -178,7 +166,9 @@ struct Compiler<'s> {
     source: &'s str,
     fields: FieldTable,
     ip_slots: Vec<Slot>,
-    /// `regex` allowed ([`compile_precheck`]).
+    /// For a pre-check ([`compile_precheck`]): `regex` as [`Test::Regex`],
+    /// which lets any value that is not a string pass; else
+    /// [`Test::RegexKeyword`].
     regex: bool,
 }
 
@@ -187,15 +177,16 @@ fn is_ecs_ip_field(name: &str) -> bool {
     name == "ip" || name.ends_with(".ip")
 }
 
-/// A field ECS maps as a keyword (`keyword`, `wildcard`,
-/// `constant_keyword`).
-fn is_ecs_keyword(e: &Expr) -> bool {
-    matches!(e, Expr::Field(f) if crate::eql::TypeMap::ecs().get(&f.name).is_some_and(|i| i.ty == crate::eql::FieldType::Keyword))
-}
-
-/// ECS fields that Elasticsearch maps as `long` (or a narrower integer).
-fn is_ecs_long_field(name: &str) -> bool {
-    crate::eql::TypeMap::ecs().get(name).is_some_and(|i| i.ty == crate::eql::FieldType::Long)
+/// The test of `field op n`: on a field ECS maps as `long` (or a narrower
+/// integer), its values read as Elasticsearch indexes them
+/// ([`Test::Long`]); elsewhere as numbers ([`Test::Num`]).
+fn num_test(field: &Field, op: CmpOp, n: NumLit) -> Test {
+    let long = crate::eql::TypeMap::ecs().get(&field.name).is_some_and(|i| i.ty == crate::eql::FieldType::Long);
+    match (long, n) {
+        (true, n) => Test::Long(op, n),
+        (false, NumLit::Int(i)) => Test::Num(op, i as f64),
+        (false, NumLit::Float(x)) => Test::Num(op, x),
+    }
 }
 
 /// Compile a parsed query. `source` is the query text, for error positions.
@@ -211,9 +202,10 @@ pub fn compile(query: &Query, source: &str) -> Result<CompiledQuery, RuleError> 
     compile_with(query, source, false)
 }
 
-/// [`compile`] for a rule pack's pre-check (`crate::engine::pack`): also `regex`
-/// and `regex~` on a field ([`Test::Regex`]), and nothing refused up front
-/// (the caller passes only what [`compile`] takes, plus those).
+/// [`compile`] for a rule pack's pre-check (`crate::engine::pack`): `regex`
+/// and `regex~` on a field of any type ([`Test::Regex`]), and nothing
+/// refused up front (the caller passes only what [`compile`] takes, plus
+/// those).
 pub fn compile_precheck(query: &Query, source: &str) -> Result<CompiledQuery, RuleError> {
     compile_with(query, source, true)
 }
@@ -419,20 +411,7 @@ impl<'s> Compiler<'s> {
         };
         let slot = self.slot(field);
         let positive = |test: Test| Pred::Any(slot, test);
-        if is_ecs_long_field(&field.name) {
-            let n = match lit {
-                Literal::Int(i) => Some(NumLit::Int(*i)),
-                Literal::Float(x) => Some(NumLit::Float(*x)),
-                _ => None,
-            };
-            if let Some(n) = n {
-                // `!=` as `not ==`, as below: an absent field passes.
-                return Ok(match op {
-                    CmpOp::Ne => Pred::Not(Box::new(positive(Test::Long(CmpOp::Eq, n)))),
-                    op => positive(Test::Long(op, n)),
-                });
-            }
-        }
+        let num = |op: CmpOp, n: NumLit| positive(num_test(field, op, n));
         let eq = match (op, lit) {
             (CmpOp::Eq, Literal::Null) => return Ok(Pred::IsNull(slot)),
             (CmpOp::Ne, Literal::Null) => return Ok(Pred::Not(Box::new(Pred::IsNull(slot)))),
@@ -453,11 +432,11 @@ impl<'s> Compiler<'s> {
                     positive(Test::StrIn(vec![s.clone()]))
                 }
             }
-            (CmpOp::Eq | CmpOp::Ne, Literal::Int(i)) => positive(Test::Num(CmpOp::Eq, *i as f64)),
-            (CmpOp::Eq | CmpOp::Ne, Literal::Float(x)) => positive(Test::Num(CmpOp::Eq, *x)),
+            (CmpOp::Eq | CmpOp::Ne, Literal::Int(i)) => num(CmpOp::Eq, NumLit::Int(*i)),
+            (CmpOp::Eq | CmpOp::Ne, Literal::Float(x)) => num(CmpOp::Eq, NumLit::Float(*x)),
             (CmpOp::Eq | CmpOp::Ne, Literal::Bool(b)) => positive(Test::Bool(*b)),
-            (op, Literal::Int(i)) => return Ok(positive(Test::Num(op, *i as f64))),
-            (op, Literal::Float(x)) => return Ok(positive(Test::Num(op, *x))),
+            (op, Literal::Int(i)) => return Ok(num(op, NumLit::Int(*i))),
+            (op, Literal::Float(x)) => return Ok(num(op, NumLit::Float(*x))),
             (op, Literal::Str(s)) => return Ok(positive(Test::StrOrd(op, s.clone()))),
             (_, Literal::Bool(_)) => {
                 return Err(self.err(RuleErrorKind::BadArgument, "booleans can only be compared with == or !=", lit_span))
@@ -522,9 +501,8 @@ impl<'s> Compiler<'s> {
                 alts.push(Pred::Any(slot, if self.regex { Test::Regex(res) } else { Test::RegexKeyword(res) }));
             }
         }
-        let long = is_ecs_long_field(&field.name);
         for n in numbers {
-            alts.push(Pred::Any(slot, if long { Test::Long(CmpOp::Eq, n) } else { Test::Num(CmpOp::Eq, n.into_f64()) }));
+            alts.push(Pred::Any(slot, num_test(field, CmpOp::Eq, n)));
         }
         // A null in an `in` list matches nothing (Elasticsearch drops null
         // entries from the terms query).
@@ -602,11 +580,6 @@ pub fn beyond_fast_path(query: &Query) -> Option<(&'static str, Span)> {
             Expr::And(v, _) | Expr::Or(v, _) => v.iter().find_map(expr),
             Expr::Not(x, _) => expr(x),
             Expr::Compare { left, right, .. } => expr(left).or_else(|| expr(right)),
-            // A regular expression on a keyword field of ECS (any other is
-            // matched against a typed value).
-            Expr::Match { op: MatchOp::Regex | MatchOp::RegexInsensitive, subject, span, .. } if !is_ecs_keyword(subject) => {
-                Some(("regex", *span))
-            }
             Expr::Match { subject, values, .. } => expr(subject).or_else(|| values.iter().find_map(expr)),
             Expr::Call { args, .. } => args.iter().find_map(expr),
             Expr::Arith { span, .. } | Expr::Neg(_, span) => Some(("arithmetic", *span)),
@@ -677,30 +650,23 @@ pub fn typed_like_elasticsearch(query: &Query) -> bool {
             Expr::And(v, _) | Expr::Or(v, _) => v.iter().all(|x| expr(types, x)),
             Expr::Not(x, _) => expr(types, x),
             Expr::Compare { op, left, right, .. } => {
-                if !matches!(op, CmpOp::Eq | CmpOp::Ne) {
-                    // An ordering only of a numeric field and a number
-                    // (`Test::Long`, `Test::Num`).
-                    let numeric = |f: &Expr, l: &Literal| {
-                        let Expr::Field(f) = f else { return false };
-                        matches!(types.get(&f.name).map(|i| i.ty), Some(FieldType::Long | FieldType::Double))
-                            && matches!(l, Literal::Int(_) | Literal::Float(_))
-                    };
-                    return match (&**left, &**right) {
-                        (f @ Expr::Field(_), Expr::Literal(l, _)) | (Expr::Literal(l, _), f @ Expr::Field(_)) => numeric(f, l),
-                        (Expr::Literal(..), Expr::Literal(..)) => true,
-                        _ => false,
-                    };
-                }
                 match (&**left, &**right) {
+                    // An ordering only with a number (which `field_ok`
+                    // takes only on a numeric field: `Test::Long`,
+                    // `Test::Num`).
                     (f @ Expr::Field(_), Expr::Literal(l, _)) | (Expr::Literal(l, _), f @ Expr::Field(_)) => {
                         field_ok(types, f, Some(l))
+                            && (matches!(op, CmpOp::Eq | CmpOp::Ne) || matches!(l, Literal::Int(_) | Literal::Float(_)))
                     }
                     (Expr::Literal(..), Expr::Literal(..)) => true,
                     _ => false,
                 }
             }
+            // A regular expression only on a keyword field (`keyword`,
+            // `wildcard`, `constant_keyword`: `Test::RegexKeyword`).
             Expr::Match { op: MatchOp::Regex | MatchOp::RegexInsensitive, subject, values, .. } => {
-                is_ecs_keyword(subject) && values.iter().all(|v| matches!(v, Expr::Literal(Literal::Str(_), _)))
+                matches!(&**subject, Expr::Field(f) if types.get(&f.name).is_some_and(|i| i.ty == FieldType::Keyword))
+                    && values.iter().all(|v| matches!(v, Expr::Literal(Literal::Str(_), _)))
             }
             Expr::Match { subject, values, .. } => values.iter().all(|v| match v {
                 Expr::Literal(l, _) => field_ok(types, subject, Some(l)),
@@ -1027,7 +993,7 @@ impl Test {
             // "" (false).
             Test::Bool(b) => match v {
                 Scalar::Bool(x) => x == b,
-                Scalar::Str(s) => if *b { s.as_ref() == "true" } else { matches!(s.as_ref(), "false" | "") },
+                Scalar::Str(s) => crate::eql::value::bool_of_str(s) == Some(*b),
                 _ => false,
             },
             Test::IpIn(ips) => match v {

@@ -337,6 +337,29 @@ fn keyword_text(v: &Value) -> Option<String> {
     }
 }
 
+/// A decimal as a `long` field indexes it: truncated toward zero; `None`
+/// (malformed) when it is not finite or out of the `long` range.
+pub fn long_of_f64(f: f64) -> Option<i64> {
+    (f.is_finite() && f.abs() < 9.2e18).then(|| f.trunc() as i64)
+}
+
+/// A string as a `long` field indexes it: an integer, or a decimal
+/// truncated ([`long_of_f64`]), spaces around ignored; `None`: malformed.
+pub fn long_of_str(s: &str) -> Option<i64> {
+    let t = s.trim();
+    t.parse::<i64>().ok().or_else(|| t.parse::<f64>().ok().and_then(long_of_f64))
+}
+
+/// A string as a `boolean` field indexes it (`""` is false); `None`:
+/// malformed.
+pub fn bool_of_str(s: &str) -> Option<bool> {
+    match s {
+        "true" => Some(true),
+        "false" | "" => Some(false),
+        _ => None,
+    }
+}
+
 /// A value malformed for its field's type (see [`typed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Malformed;
@@ -374,21 +397,9 @@ pub fn typed(v: &Value, info: Option<&FieldInfo>) -> Result<Option<Val>, Malform
         FieldType::Long => match v {
             Value::Number(n) => match n.as_i64() {
                 Some(i) => Val::Long(i),
-                None => {
-                    let f = n.as_f64().ok_or(Malformed)?;
-                    if !f.is_finite() || f.abs() >= 9.2e18 {
-                        return Err(Malformed);
-                    }
-                    Val::Long(f.trunc() as i64)
-                }
+                None => Val::Long(n.as_f64().and_then(long_of_f64).ok_or(Malformed)?),
             },
-            Value::String(s) => match s.trim().parse::<i64>() {
-                Ok(i) => Val::Long(i),
-                Err(_) => match s.trim().parse::<f64>() {
-                    Ok(f) if f.is_finite() && f.abs() < 9.2e18 => Val::Long(f.trunc() as i64),
-                    _ => return Err(Malformed),
-                },
-            },
+            Value::String(s) => Val::Long(long_of_str(s).ok_or(Malformed)?),
             _ => return Err(Malformed),
         },
         FieldType::Double => match v {
@@ -401,8 +412,7 @@ pub fn typed(v: &Value, info: Option<&FieldInfo>) -> Result<Option<Val>, Malform
         },
         FieldType::Boolean => match v {
             Value::Bool(b) => Val::Bool(*b),
-            Value::String(s) if s == "true" => Val::Bool(true),
-            Value::String(s) if s == "false" || s.is_empty() => Val::Bool(false),
+            Value::String(s) => Val::Bool(bool_of_str(s).ok_or(Malformed)?),
             _ => return Err(Malformed),
         },
         FieldType::Ip => match v {
@@ -619,5 +629,33 @@ mod tests {
         assert_eq!(java_double(1.0), "1.0");
         assert_eq!(java_double(0.5), "0.5");
         assert_eq!(java_double(1e10), "1.0E10");
+    }
+
+    /// The readings both engines share (the fast engine's `Test::Long` and
+    /// `Test::Bool` call the same helpers): a `long` truncates decimals and
+    /// numeric strings toward zero and refuses what is out of its range; a
+    /// `boolean` reads `""` as false.
+    #[test]
+    fn longs_and_booleans_read_as_elasticsearch_indexes_them() {
+        let long = FieldInfo { ty: FieldType::Long, null_value: None, ignore_above: None, format: None };
+        let cases: [(Value, Result<Option<Val>, Malformed>); 9] = [
+            (Value::from(3.7), Ok(Some(Val::Long(3)))),
+            (Value::from(-2.5), Ok(Some(Val::Long(-2)))),
+            (Value::from(" 4 "), Ok(Some(Val::Long(4)))),
+            (Value::from("-2.9"), Ok(Some(Val::Long(-2)))),
+            (Value::from("1e1"), Ok(Some(Val::Long(10)))),
+            (Value::from(9.3e18), Err(Malformed)),
+            (Value::from(u64::MAX), Err(Malformed)),
+            (Value::from("abc"), Err(Malformed)),
+            (Value::from(true), Err(Malformed)),
+        ];
+        for (v, want) in cases {
+            assert_eq!(typed(&v, Some(&long)), want, "{v}");
+        }
+        let boolean = FieldInfo { ty: FieldType::Boolean, null_value: None, ignore_above: None, format: None };
+        assert_eq!(typed(&Value::from(""), Some(&boolean)), Ok(Some(Val::Bool(false))));
+        assert_eq!(typed(&Value::from("false"), Some(&boolean)), Ok(Some(Val::Bool(false))));
+        assert_eq!(typed(&Value::from("true"), Some(&boolean)), Ok(Some(Val::Bool(true))));
+        assert_eq!(typed(&Value::from("yes"), Some(&boolean)), Err(Malformed));
     }
 }
