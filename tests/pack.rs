@@ -675,7 +675,9 @@ fn a_pack_passes_by_later_stages_with_nothing_waiting_under_their_keys() {
     let mut pack = PackDetector::new(vec![rule], &Config::default());
     let alerts: Vec<usize> = stream.iter().map(|r| pack.process(r, false).unwrap()).collect();
     assert_eq!(alerts, [0, 0, 0, 1], "the waiting sequence completes; the others are passed by");
-    assert_eq!(pack.work(), (4, 4), "each record went to the rule");
+    // The two records with nothing waiting under their host are passed by
+    // before their stage tests, not handed to the rule.
+    assert_eq!(pack.work(), (4, 2), "only the first and the completing record went to the rule");
     assert_eq!((pack.stats(0).stage_matches[1], pack.stats(0).invalid_json), (1, 0), "only the record that extended something counts");
 }
 

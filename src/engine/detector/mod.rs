@@ -902,6 +902,68 @@ impl Detector {
         }
     }
 
+    /// The slots (of [`Detector::field_table`]) that
+    /// [`Detector::later_stages_idle`] reads: the time, the address fields
+    /// and the join keys of every stage after the first. `None` for a rule
+    /// on the generic engine or a pack.
+    pub(crate) fn idle_slots(&self) -> Option<Vec<Slot>> {
+        if self.generic.is_some() || self.pack.is_some() {
+            return None;
+        }
+        let q = self.rule.compiled();
+        let mut slots = vec![self.ts_slot];
+        for stage in q.stages.iter().skip(1) {
+            slots.extend_from_slice(&stage.keys);
+        }
+        slots.extend_from_slice(&q.ip_slots);
+        slots.sort_unstable();
+        slots.dedup();
+        Some(slots)
+    }
+
+    /// For a rule pack, before a record's stage tests: true when the record
+    /// surely leaves this rule unchanged because it can match only later
+    /// stages (`stages`, the index's candidates: bit k for stage k, bit 0
+    /// clear) and nothing waits under its join keys at any of them — what
+    /// [`Detector::nothing_waiting`] finds for a record passed by, found
+    /// before the stage tests rather than after them. `map`: where the
+    /// slots of [`Detector::idle_slots`] are in the pack's read `read`
+    /// (`(this detector's slot, the read's slot)`). False when unsure (a key
+    /// missing or cut short, a time or address the record could not be
+    /// admitted with, exceptions, `max_lateness`): the record then goes the
+    /// usual way.
+    pub(crate) fn later_stages_idle(&mut self, read: &Fields, map: &[(Slot, Slot)], stages: u64) -> bool {
+        let eligible = self.prefilter.enabled() && self.lateness_ms == 0 && self.exceptions.is_empty();
+        if !eligible || stages & 1 != 0 || self.rule.compiled().stages.len() < 2 {
+            return false;
+        }
+        let mut fields = self.scratch.fields.take();
+        fields.push_mapped(read, map);
+        let idle = self.idle_under(&fields, stages);
+        self.scratch.fields.put_back(fields);
+        idle
+    }
+
+    /// [`Detector::later_stages_idle`] on fields read with this detector's
+    /// table.
+    fn idle_under(&mut self, fields: &Fields, stages: u64) -> bool {
+        if !matches!(self.admit(fields), Admit::At(_)) {
+            return false;
+        }
+        let rule = self.rule.clone();
+        let q = rule.compiled();
+        for k in (1..q.stages.len()).filter(|&k| stages >> k.min(63) & 1 != 0) {
+            let Some((keys, false)) = JoinKeys::of(&mut self.key, fields, &q.stages[k].keys) else { return false };
+            for c in 0..keys.len() {
+                keys.encode(&mut self.key, c, k - 1);
+                if self.state.contains(&self.key) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     /// Whether any partial sequence or held event is kept (cheap).
     pub fn has_state(&self) -> bool {
         match &self.generic {

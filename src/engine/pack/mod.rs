@@ -48,11 +48,17 @@
 //! may still come). For a rule on the generic engine whose `by` fields are
 //! read as text, the same holds when partial sequences wait, but none under
 //! the record's `by` values (one string each; up to 256 kept partials are
-//! looked through). A fast rule's detector makes that test itself, per
-//! join key, from the fields the pack hands it, and passes such a record
-//! by in the same way (not checked as valid JSON, not counted as a stage
-//! match: the rule's `stage2_matches` count only records that could
-//! extend something). The one consequence: that record does not move the
+//! looked through). For a rule on the fast engine the pack asks its
+//! detector before the record's stage tests, from the pack's read of the
+//! record's time, address fields and join keys: when nothing waits under
+//! the keys of any later stage the index gives (every key, as the detector
+//! keys its partial sequences), the record is neither tested nor handed to
+//! the rule (not checked as valid JSON, not counted in the rule's `records`
+//! or stage matches: its `stage2_matches` count only records that could
+//! extend something). A record the detector is unsure of there (a key
+//! missing or with too many values, a time or address it could not admit,
+//! exceptions) goes the usual way, and the detector makes the same test
+//! after the stage tests. The one consequence: that record does not move the
 //! rule's watermark, so a first-stage event arriving more than maxspan
 //! behind it, which the rule alone would drop as late, can still pair in a
 //! pack — as Elasticsearch, which orders events by time, would pair it. On
@@ -573,8 +579,8 @@ impl PackDetector {
         for c in &self.candidates {
             self.indexed_by_rule[c.rule as usize] += 1;
         }
-        let (detectors, plain, gate) = (&self.detectors, &self.index.plan.plain_sequence, self.gate_later_stages);
-        let by_slots = &self.by_slots;
+        let (detectors, plain, gate) = (&mut self.detectors, &self.index.plan.plain_sequence, self.gate_later_stages);
+        let (by_slots, fast_maps) = (&self.by_slots, &self.fast_maps);
         self.candidates.retain_mut(|c| {
             // The later stages of a plain sequence in which nothing waits
             // can extend nothing (see the module docs): not tested.
@@ -585,8 +591,15 @@ impl PackDetector {
                     if c.stages == 0 {
                         return false;
                     }
-                } else if c.stages & 1 == 0 && by_slots[rule].as_deref().is_some_and(|s| nothing_under(&detectors[rule], &fields, s)) {
-                    return false;
+                } else if c.stages & 1 == 0 {
+                    if by_slots[rule].as_deref().is_some_and(|s| nothing_under(&detectors[rule], &fields, s)) {
+                        return false;
+                    }
+                    // A fast rule: the test its detector makes of a record
+                    // passed by, made before the stage tests.
+                    if fast_maps[rule].as_ref().is_some_and(|m| detectors[rule].later_stages_idle(&fields, &m.idle, c.stages)) {
+                        return false;
+                    }
                 }
             }
             let Some(checks) = &mut pc.rules[c.rule as usize] else { return true };
@@ -734,6 +747,8 @@ impl Gate {
 struct FastMaps {
     /// The fields that decide whether a record changes anything.
     decide: Vec<(Slot, Slot)>,
+    /// The fields of [`Detector::later_stages_idle`].
+    idle: Vec<(Slot, Slot)>,
     /// Every field of its table (those its alert carries too): a record
     /// that may change something is evaluated from them.
     full: Vec<(Slot, Slot)>,
@@ -745,7 +760,8 @@ impl FastMaps {
         let decide = d.decide_slots()?;
         let own = d.field_table();
         let full: Vec<(Slot, Slot)> = (0..own.len() as Slot).map(|s| (s, table.intern(own.name(s)))).collect();
-        Some(FastMaps { decide: decide.iter().map(|&s| full[s as usize]).collect(), full })
+        let idle = d.idle_slots()?;
+        Some(FastMaps { decide: decide.iter().map(|&s| full[s as usize]).collect(), idle: idle.iter().map(|&s| full[s as usize]).collect(), full })
     }
 }
 
