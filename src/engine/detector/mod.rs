@@ -933,26 +933,32 @@ impl Detector {
     /// admitted with, exceptions, `max_lateness`): the record then goes the
     /// usual way.
     pub(crate) fn later_stages_idle(&mut self, read: &Fields, map: &[(Slot, Slot)], stages: u64) -> bool {
-        let eligible = self.prefilter.enabled() && self.lateness_ms == 0 && self.exceptions.is_empty();
-        if !eligible || stages & 1 != 0 || self.rule.compiled().stages.len() < 2 {
+        let n = self.rule.compiled().stages.len();
+        if !self.may_pass_by() || stages & 1 != 0 || n < 2 {
             return false;
         }
         let mut fields = self.scratch.fields.take();
         fields.push_mapped(read, map);
-        let idle = self.idle_under(&fields, stages);
+        let idle = matches!(self.admit(&fields), Admit::At(_))
+            && self.nothing_under_keys(&fields, (1..n).filter(|&k| stages >> k.min(63) & 1 != 0));
         self.scratch.fields.put_back(fields);
         idle
     }
 
-    /// [`Detector::later_stages_idle`] on fields read with this detector's
-    /// table.
-    fn idle_under(&mut self, fields: &Fields, stages: u64) -> bool {
-        if !matches!(self.admit(fields), Admit::At(_)) {
-            return false;
-        }
+    /// Whether a record that can extend nothing may be passed by at all
+    /// (no exceptions or `max_lateness` to apply, and the prefilter on).
+    fn may_pass_by(&self) -> bool {
+        self.prefilter.enabled() && self.lateness_ms == 0 && self.exceptions.is_empty()
+    }
+
+    /// Whether nothing waits under the record's join keys at any of the
+    /// later stages `later` (every key of each, as partial sequences are
+    /// keyed); false when a key is missing or its combinations were cut
+    /// short.
+    fn nothing_under_keys(&mut self, fields: &Fields, later: impl Iterator<Item = usize>) -> bool {
         let rule = self.rule.clone();
         let q = rule.compiled();
-        for k in (1..q.stages.len()).filter(|&k| stages >> k.min(63) & 1 != 0) {
+        for k in later {
             let Some((keys, false)) = JoinKeys::of(&mut self.key, fields, &q.stages[k].keys) else { return false };
             for c in 0..keys.len() {
                 keys.encode(&mut self.key, c, k - 1);
@@ -1063,21 +1069,14 @@ impl Detector {
     fn nothing_waiting(&mut self, fields: &Fields, matched: u32, pass_by: bool, valid: impl FnOnce() -> bool) -> bool {
         let rule = self.rule.clone();
         let q = rule.compiled();
-        let eligible = self.prefilter.enabled() && self.lateness_ms == 0 && self.exceptions.is_empty();
         // A first-stage match starts a sequence; a one-stage query completes.
-        if !eligible || q.stages.len() < 2 || matched & 1 != 0 {
+        if !self.may_pass_by() || q.stages.len() < 2 || matched & 1 != 0 {
             return false;
         }
         let Admit::At(t) = self.admit(fields) else { return false };
         let later = || (1..q.stages.len()).filter(|&k| matched & 1 << k != 0);
-        for k in later() {
-            let Some((keys, false)) = JoinKeys::of(&mut self.key, fields, &q.stages[k].keys) else { return false };
-            for c in 0..keys.len() {
-                keys.encode(&mut self.key, c, k - 1);
-                if self.state.contains(&self.key) {
-                    return false;
-                }
-            }
+        if !self.nothing_under_keys(fields, later()) {
+            return false;
         }
         if pass_by {
             return true;
