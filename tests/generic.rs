@@ -233,6 +233,7 @@ fn the_fast_engine_reads_typed_values_as_the_generic_engine_does() {
         json!("3.7"), json!("-2.5"), json!("1e1"), json!("abc"), json!(""), json!(true), json!(false), json!("true"),
         json!("false"), json!(null), json!([1, 5]), json!([]), json!(9.3e18), json!(u64::MAX), json!(i64::MIN),
         json!({"a": 1}), json!("10.1.2.3"), json!("8.8.8.8"), json!("::1"), json!("garbage"), json!(["8.8.8.8", "10.0.0.1"]),
+        json!("::ffff:10.1.2.3"),
     ];
     let cases = [
         ("process", "process.args_count", "process.args_count >= 3"),
@@ -256,6 +257,10 @@ fn the_fast_engine_reads_typed_values_as_the_generic_engine_does() {
         ("network", "destination.ip", r#"destination.ip != null and not cidrmatch(destination.ip, "10.0.0.0/8")"#),
         ("network", "destination.ip", r#"not (destination.ip == null or cidrmatch(destination.ip, "10.0.0.0/8"))"#),
         ("network", "destination.ip", r#"destination.ip != "8.8.8.8" and cidrmatch(destination.ip, "0.0.0.0/0")"#),
+        // An address field of ECS by its type, not its name; a field outside
+        // ECS named like one is a string to both engines.
+        ("network", "dns.resolved_ip", r#"dns.resolved_ip == "10.1.2.3""#),
+        ("network", "custom.ip", r#"custom.ip != "10.1.2.3""#),
     ];
     let cfg = Config::default();
     // Where an absent address would match, the generic engine runs them.

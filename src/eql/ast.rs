@@ -55,6 +55,14 @@ pub struct Sequence {
     pub span: Span,
 }
 
+impl Sequence {
+    /// The stages with each `with runs=N` stage N times, as Elasticsearch's
+    /// parser expands them: the stages a sequence runs, in order.
+    pub fn expanded_stages(&self) -> impl Iterator<Item = &Stage> {
+        self.stages.iter().flat_map(|st| std::iter::repeat_n(st, st.runs as usize))
+    }
+}
+
 /// `[category where cond] [by f, …]`
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stage {

@@ -172,9 +172,10 @@ struct Compiler<'s> {
     regex: bool,
 }
 
-/// ECS fields that Elasticsearch maps as `ip`.
+/// Fields ECS maps as `ip` (by their type, as the generic engine reads
+/// them: `dns.resolved_ip` is one, a `custom.ip` outside ECS is not).
 fn is_ecs_ip_field(name: &str) -> bool {
-    name == "ip" || name.ends_with(".ip")
+    crate::eql::TypeMap::ecs().get(name).is_some_and(|i| i.ty == crate::eql::FieldType::Ip)
 }
 
 /// The test of `field op n`: on a field ECS maps as `long` (or a narrower
@@ -232,7 +233,7 @@ fn compile_with(query: &Query, source: &str, regex: bool) -> Result<CompiledQuer
         Query::Sequence(seq) => {
             let mut stages = Vec::new();
             let mut nkeys = None;
-            for st in &seq.stages {
+            for st in seq.expanded_stages() {
                 let cs = c.stage(&st.query, &seq.by, &st.by)?;
                 match nkeys {
                     None => nkeys = Some(cs.keys.len()),
@@ -247,11 +248,6 @@ fn compile_with(query: &Query, source: &str, regex: bool) -> Result<CompiledQuer
                         ))
                     }
                     _ => {}
-                }
-                // `with runs=N`: the stage N times, as Elasticsearch's
-                // parser expands it.
-                for _ in 1..st.runs {
-                    stages.push(cs.clone());
                 }
                 stages.push(cs);
             }
@@ -599,7 +595,7 @@ pub fn beyond_fast_path(query: &Query) -> Option<(&'static str, Span)> {
             if let Some(u) = &s.until {
                 return Some(("until", u.span));
             }
-            if s.stages.iter().map(|st| st.runs as usize).sum::<usize>() > MAX_FAST_STAGES {
+            if s.expanded_stages().count() > MAX_FAST_STAGES {
                 return Some(("a sequence of more than 32 stages (runs counted)", s.span));
             }
             keys(&s.by).or_else(|| {

@@ -180,15 +180,13 @@ pub(super) fn rule_sets(rule: &Rule, types: &TypeMap) -> Option<(Vec<Vec<Vec<Nee
     let q = parse(rule.query_text(), ParseLimits::default()).ok()?;
     let stages: Vec<(Option<&str>, &Expr)> = match &q {
         Query::Event(e) => vec![(e.category.as_deref(), &e.condition)],
-        // On the fast engine a stage `with runs=N` is N stages, as it is
-        // compiled; the generic engine numbers the stages as written.
+        // The fast engine numbers a sequence's stages as it compiles them,
+        // `with runs=N` expanded; a generic rule's stage tests number them as
+        // written.
         Query::Sequence(s) => {
-            let copies = |st: &crate::eql::Stage| if rule.generic_query().is_none() { st.runs as usize } else { 1 };
-            s.stages
-                .iter()
-                .filter(|st| !st.missing)
-                .flat_map(|st| std::iter::repeat_n((st.query.category.as_deref(), &st.query.condition), copies(st)))
-                .collect()
+            let stages: Box<dyn Iterator<Item = &crate::eql::Stage>> =
+                if rule.generic_query().is_none() { Box::new(s.expanded_stages()) } else { Box::new(s.stages.iter()) };
+            stages.filter(|st| !st.missing).map(|st| (st.query.category.as_deref(), &st.query.condition)).collect()
         }
         Query::Sample(s) => s.stages.iter().map(|st| (st.query.category.as_deref(), &st.query.condition)).collect(),
     };
