@@ -279,7 +279,7 @@ impl FieldTable {
 
     /// [`FieldTable::child_bytes`] given the segment's `head` ([`head8`]).
     #[inline(always)]
-    fn child_head(&self, node: u32, seg: &[u8], head: u64) -> Option<u32> {
+    pub(super) fn child_head(&self, node: u32, seg: &[u8], head: u64) -> Option<u32> {
         let len = seg.len();
         self.nodes[node as usize]
             .children
@@ -291,7 +291,7 @@ impl FieldTable {
     /// [`FieldTable::walk_bytes`] for the key at `b[start..end]` (a record's
     /// bytes), reading segment heads and finding dots eight bytes at a time.
     #[inline]
-    fn walk_key(&self, node: u32, b: &[u8], start: usize, end: usize) -> Option<u32> {
+    pub(super) fn walk_key(&self, node: u32, b: &[u8], start: usize, end: usize) -> Option<u32> {
         let mut n = node;
         let mut s = start;
         loop {
@@ -1022,6 +1022,46 @@ mod tests {
             let mut f = Fields::new();
             assert_eq!(t.scan(rec.as_bytes(), &mut f), Err(Unsure), "{rec}");
         }
+    }
+
+    /// Keys of every length up to ten, dotted at every place, at a record's
+    /// end (fewer than eight bytes left) and not: the scan's one-word read
+    /// of a short key and its general walk find what the validating reader
+    /// finds, and say when a name was dotted.
+    #[test]
+    fn keys_of_every_length_and_dot() {
+        let word = "abcdefghij";
+        let mut paths: Vec<String> = (1..=word.len()).map(|n| word[..n].to_string()).collect();
+        paths.extend(["ab.cd", "abcdefg.hi", "a.bcdefghij", "abc.", ""].map(String::from));
+        let t = table(&paths.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut keys: Vec<String> = (0..=word.len()).map(|n| word[..n].to_string()).collect();
+        for n in 1..=word.len() {
+            for d in 0..=n {
+                keys.push(format!("{}.{}", &word[..d], &word[d..n]));
+            }
+        }
+        keys.extend([r"ab\u0063d", r#"ab\"cd"#, "\u{e9}", "a\u{e9}bc", "x\ty"].map(String::from));
+        let mut read = 0;
+        for key in &keys {
+            for rec in [
+                format!(r#"{{"{key}":"v"}}"#),
+                format!(r#"{{"{key}":1}}"#),
+                format!(r#"{{"{key}":{{"cd":2,"hi":"w"}},"zzzzzzzzzzzz":0}}"#),
+                format!(r#"{{"q":0,"{key}":"v","zzzzzzzzzzzz":0}}"#),
+            ] {
+                let (both, _) = same(&t, rec.as_bytes());
+                let (mut a, mut b) = (Fields::new(), Fields::new());
+                if both {
+                    read += 1;
+                    t.extract(rec.as_bytes(), &mut a).unwrap();
+                    t.scan(rec.as_bytes(), &mut b).unwrap();
+                    // Not plain when a dotted name led somewhere.
+                    let dotted = key.contains('.') && t.walk(FieldTable::ROOT, key).is_some();
+                    assert_eq!(b.plain(), !dotted, "{rec}");
+                }
+            }
+        }
+        assert!(read > 200, "{read}");
     }
 
     /// Random mutations of the samples: never a disagreement.

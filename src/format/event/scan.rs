@@ -303,18 +303,15 @@ impl<'a> Scanner<'_, '_, 'a> {
                 return Err(Unsure);
             }
             self.i += 1;
-            let (start, escaped) = self.string()?;
-            if escaped {
-                // A key to unescape: the validating reader's job.
-                return Err(Unsure);
-            }
-            let child = self.table.walk_key(node, self.b, start, self.i - 1);
+            let child = self.key(node)?;
             if let Some(c) = child {
                 self.out.member(c, me, self.table.node_depth(c) != below);
             }
             self.expect(b':')?;
             self.ws();
             match child {
+                // A string (most values), without the call.
+                Some(c) if self.peek() == Some(b'"') => self.string_value(c)?,
                 Some(c) => self.value(c, depth)?,
                 None => self.skip_value(depth)?,
             }
@@ -334,6 +331,38 @@ impl<'a> Scanner<'_, '_, 'a> {
         }
     }
 
+    /// Cross the key whose contents start at `self.i` and walk it from trie
+    /// node `node`. A key of fewer than eight plain bytes without a dot
+    /// (most of a record's) is read from one word, which both finds its
+    /// end and is its head.
+    #[inline(always)]
+    fn key(&mut self, node: u32) -> Result<Option<u32>, Unsure> {
+        let b = self.b;
+        let start = self.i;
+        if let Some(chunk) = b.get(start..start + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            let m = special_bytes(w);
+            if m != 0 {
+                let k = (m.trailing_zeros() >> 3) as usize;
+                if b[start + k] == b'"' {
+                    // `k` < 8 plain bytes: the head is the word's low bytes.
+                    let low = (1u64 << (8 * k)) - 1;
+                    let x = w ^ (LO * b'.' as u64);
+                    if x.wrapping_sub(LO) & !x & HI & low == 0 {
+                        self.i = start + k + 1;
+                        return Ok(self.table.child_head(node, &b[start..start + k], w & low));
+                    }
+                }
+            }
+        }
+        let (start, escaped) = self.string()?;
+        if escaped {
+            // A key to unescape: the validating reader's job.
+            return Err(Unsure);
+        }
+        Ok(self.table.walk_key(node, self.b, start, self.i - 1))
+    }
+
     /// Consume `c`, after optional whitespace.
     #[inline(always)]
     pub(super) fn expect(&mut self, c: u8) -> Result<(), Unsure> {
@@ -347,24 +376,29 @@ impl<'a> Scanner<'_, '_, 'a> {
         Ok(())
     }
 
+    /// A string value (its quote at `self.i`) at trie node `node`.
+    #[inline(always)]
+    fn string_value(&mut self, node: u32) -> Result<(), Unsure> {
+        self.i += 1;
+        let (start, escaped) = self.string()?;
+        // An escape in a string on a path of the table, where a field
+        // ends or not: the validating reader decodes it there (and
+        // refuses a lone surrogate), so it reads the record.
+        if escaped {
+            return Err(Unsure);
+        }
+        if let Some(slot) = self.table.node_slot(node) {
+            let s = self.text.get(start..self.i - 1).ok_or(Unsure)?;
+            self.out.push(slot, Scalar::Str(Cow::Borrowed(s)));
+        }
+        Ok(())
+    }
+
     /// A value at trie node `node`, inside `depth` open containers.
     pub(super) fn value(&mut self, node: u32, depth: usize) -> Result<(), Unsure> {
         let slot = self.table.node_slot(node);
         match self.peek() {
-            Some(b'"') => {
-                self.i += 1;
-                let (start, escaped) = self.string()?;
-                // An escape in a string on a path of the table, where a field
-                // ends or not: the validating reader decodes it there (and
-                // refuses a lone surrogate), so it reads the record.
-                if escaped {
-                    return Err(Unsure);
-                }
-                if let Some(slot) = slot {
-                    let s = self.text.get(start..self.i - 1).ok_or(Unsure)?;
-                    self.out.push(slot, Scalar::Str(Cow::Borrowed(s)));
-                }
-            }
+            Some(b'"') => self.string_value(node)?,
             Some(b'{') => {
                 if depth >= SCAN_MAX_DEPTH {
                     return Err(Unsure);
