@@ -332,25 +332,40 @@ impl<'a> Scanner<'_, '_, 'a> {
     }
 
     /// Cross the key whose contents start at `self.i` and walk it from trie
-    /// node `node`. A key of fewer than eight plain bytes without a dot
-    /// (most of a record's) is read from one word, which both finds its
-    /// end and is its head.
+    /// node `node`. A key of fewer than sixteen plain bytes without a dot
+    /// (most of a record's) is read from two words at most, which both
+    /// find its end and give its head.
     #[inline(always)]
     fn key(&mut self, node: u32) -> Result<Option<u32>, Unsure> {
         let b = self.b;
         let start = self.i;
-        if let Some(chunk) = b.get(start..start + 8) {
-            let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let word = |at: usize| b.get(at..at + 8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+        let dots = |w: u64| {
+            let x = w ^ (LO * b'.' as u64);
+            x.wrapping_sub(LO) & !x & HI
+        };
+        if let Some(w) = word(start) {
             let m = special_bytes(w);
             if m != 0 {
                 let k = (m.trailing_zeros() >> 3) as usize;
                 if b[start + k] == b'"' {
                     // `k` < 8 plain bytes: the head is the word's low bytes.
                     let low = (1u64 << (8 * k)) - 1;
-                    let x = w ^ (LO * b'.' as u64);
-                    if x.wrapping_sub(LO) & !x & HI & low == 0 {
+                    if dots(w) & low == 0 {
                         self.i = start + k + 1;
                         return Ok(self.table.child_head(node, &b[start..start + k], w & low));
+                    }
+                }
+            } else if dots(w) == 0 {
+                // Eight plain bytes, no dot: the head; the end in the next word.
+                if let Some(w2) = word(start + 8) {
+                    let m2 = special_bytes(w2);
+                    if m2 != 0 {
+                        let k = (m2.trailing_zeros() >> 3) as usize;
+                        if b[start + 8 + k] == b'"' && dots(w2) & ((1u64 << (8 * k)) - 1) == 0 {
+                            self.i = start + 8 + k + 1;
+                            return Ok(self.table.child_head(node, &b[start..start + 8 + k], w));
+                        }
                     }
                 }
             }
