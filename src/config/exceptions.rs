@@ -25,8 +25,9 @@
 //! `exists` query; entries of an item are AND'ed (bool `filter`), items are
 //! OR'ed (bool `should`) and the whole filter is negated. A `must_not` on a
 //! missing field is satisfied, which is why the negative operators hold when
-//! the field is missing. On an IP field (ECS `ip`, `*.ip`, and any field the
-//! rule passes to `cidrmatch`) `is` / `is one of` compare addresses and take
+//! the field is missing. On an IP field (one ECS or the user's `field_types`
+//! types as `ip`, and any field the rule passes to `cidrmatch`) `is` / `is
+//! one of` compare addresses and take
 //! CIDR blocks too, as a `terms` query on an `ip` field does.
 //!
 //! Kibana puts this filter into the EQL search request's `filter`, which
@@ -134,9 +135,12 @@ fn operator_names() -> String {
     Operator::ALL.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-/// True for fields Elasticsearch maps as `ip` in ECS (`ip`, `*.ip`).
+/// True for fields ECS maps as `ip` (`source.ip`, `destination.ip`,
+/// `dns.resolved_ip`, `network.forwarded_ip`…): the fields the rule's
+/// query compiles as addresses too. A field outside ECS is a keyword,
+/// whatever its name, as Elasticsearch's dynamic mapping makes a string.
 pub fn is_ip_field(name: &str) -> bool {
-    name == "ip" || name.ends_with(".ip")
+    crate::eql::TypeMap::ecs().get(name).is_some_and(|i| i.ty == crate::eql::FieldType::Ip)
 }
 
 /// One condition of an exception item.

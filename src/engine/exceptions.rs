@@ -9,7 +9,7 @@
 //! read `[…]` classes and escapes their own way, so their answers would differ
 //! from Kibana's exception filter.
 
-use crate::config::exceptions::{is_ip_field, ExceptionItem, Operator};
+use crate::config::exceptions::{ExceptionItem, Operator};
 use crate::format::event::{FieldTable, Fields, Scalar, Slot};
 use crate::format::ip::{parse_ip, Cidr};
 
@@ -144,16 +144,17 @@ pub struct Exceptions {
 }
 
 impl Exceptions {
-    /// Compile `items`, interning their fields into `table`. `ip_slots` are
-    /// the slots the rule reads as IP addresses (where `is` / `is one of`
-    /// compare addresses, as on ECS IP fields).
-    pub fn compile(items: &[ExceptionItem], table: &mut FieldTable, ip_slots: &[Slot]) -> Exceptions {
+    /// Compile `items`, interning their fields into `table`. `is` / `is one
+    /// of` compare addresses on the fields `types` maps as `ip` (ECS's and
+    /// the user's `field_types`) and on `ip_slots`, the slots the rule
+    /// reads as IP addresses (those it passes to `cidrmatch`).
+    pub fn compile(items: &[ExceptionItem], table: &mut FieldTable, ip_slots: &[Slot], types: &crate::eql::TypeMap) -> Exceptions {
         let mut out = Vec::with_capacity(items.len());
         for it in items {
             let mut checks = Vec::with_capacity(it.entries.len());
             for e in &it.entries {
                 let slot = table.intern(&e.field);
-                let ip = is_ip_field(&e.field) || ip_slots.contains(&slot);
+                let ip = types.get(&e.field).is_some_and(|i| i.ty == crate::eql::FieldType::Ip) || ip_slots.contains(&slot);
                 let test = match e.operator {
                     Operator::Exists | Operator::DoesNotExist => ValueTest::Exists,
                     Operator::Matches | Operator::DoesNotMatch => {
@@ -219,6 +220,51 @@ pub fn format_counts(counts: &[(String, u64)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `is` compares addresses on the fields ECS maps as `ip` (whatever
+    /// their name), keywords elsewhere (whatever theirs).
+    #[test]
+    fn address_fields_are_those_ecs_types_as_ip() {
+        let items = crate::config::exceptions::parse_items(&serde_json::json!([
+            {"name": "resolved", "entries": [{"field": "dns.resolved_ip", "operator": "is", "value": "10.0.0.0/8"}]},
+            {"name": "forwarded", "entries": [{"field": "network.forwarded_ip", "operator": "is one of", "value": ["192.0.2.1"]}]},
+            {"name": "custom", "entries": [{"field": "custom.ip", "operator": "is", "value": "10.1.2.3"}]},
+            {"name": "source", "entries": [{"field": "source.ip", "operator": "is", "value": "10.1.2.3"}]}
+        ]))
+        .unwrap();
+        let mut table = FieldTable::new();
+        let mut ex = Exceptions::compile(&items, &mut table, &[], &crate::eql::TypeMap::ecs());
+        let mut hits = |rec: &str| {
+            let mut f = Fields::new();
+            table.extract(rec.as_bytes(), &mut f).unwrap();
+            let before = ex.counts();
+            ex.exclude(&f);
+            ex.counts().iter().zip(before).filter(|(a, b)| a.1 != b.1).map(|(a, _)| a.0.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(hits(r#"{"dns":{"resolved_ip":["::ffff:10.9.9.9"]}}"#), ["resolved"]);
+        assert_eq!(hits(r#"{"network":{"forwarded_ip":"192.0.2.1"}}"#), ["forwarded"]);
+        assert_eq!(hits(r#"{"custom":{"ip":"10.1.2.3"},"source":{"ip":"::ffff:10.1.2.3"}}"#), ["custom", "source"]);
+        // A keyword compares as written.
+        assert!(hits(r#"{"custom":{"ip":"::ffff:10.1.2.3"}}"#).is_empty());
+        // A value that is no address: refused on an address field only.
+        let item = |field: &str| serde_json::json!([{"name": "x", "entries": [{"field": field, "operator": "is", "value": "nope"}]}]);
+        assert!(crate::config::exceptions::parse_items(&item("dns.resolved_ip")).is_err());
+        assert!(crate::config::exceptions::parse_items(&item("custom.ip")).is_ok());
+        // A field the user's `field_types` maps as `ip`.
+        let items = crate::config::exceptions::parse_items(&serde_json::json!([
+            {"name": "app", "entries": [{"field": "app.addr", "operator": "is", "value": "10.0.0.0/8"}]}
+        ]))
+        .unwrap();
+        let types = crate::config::settings::type_map(Some(&serde_json::json!({"app.addr": "ip"}))).unwrap();
+        for (types, hit) in [(types, 1), (crate::eql::TypeMap::ecs(), 0)] {
+            let mut table = FieldTable::new();
+            let mut ex = Exceptions::compile(&items, &mut table, &[], &types);
+            let mut f = Fields::new();
+            table.extract(br#"{"app":{"addr":"10.7.7.7"}}"#, &mut f).unwrap();
+            ex.exclude(&f);
+            assert_eq!(ex.counts()[0].1, hit);
+        }
+    }
 
     #[test]
     fn patterns() {

@@ -9,8 +9,8 @@
 //! * A test on a multi-valued field is true if ANY value passes; on an absent
 //!   field it is false. `not` is two-valued, and `!=` is `not ==`.
 //! * `== null` is "absent, null or empty array"; `!= null` is its negation.
-//! * Fields used as IP addresses (the first argument of `cidrmatch`, and ECS
-//!   fields named `ip` / `*.ip`) compare as addresses; a record holding a
+//! * Fields used as IP addresses (the first argument of `cidrmatch`, and the
+//!   fields ECS types as `ip`) compare as addresses; a record holding a
 //!   value that is not an address in such a field could not be indexed by
 //!   Elasticsearch and matches nothing (see [`CompiledQuery::ip_slots`]).
 //! * `<category> where` means `event.category` contains the category.

@@ -437,7 +437,7 @@ impl Detector {
                 .collect()
         };
         let items: Vec<_> = config.exception_items().into_iter().filter(|i| i.applies_to(&rule.meta().rule_id)).collect();
-        let exceptions = Exceptions::compile(&items, &mut table, &rule.compiled().ip_slots);
+        let exceptions = Exceptions::compile(&items, &mut table, &rule.compiled().ip_slots, &config.types());
         let q = rule.compiled();
         let maxspan_ms = match rule.generic_query() {
             Some(crate::eql::Query::Sequence(seq)) => config.maxspan_ms.or(seq.maxspan_ms),
