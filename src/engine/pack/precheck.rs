@@ -154,7 +154,7 @@ pub(super) fn stage_checks(rule: &Rule, types: &TypeMap, table: &mut FieldTable)
     };
     let mut out = Vec::with_capacity(stages.len());
     for e in stages {
-        let condition = relax(types, &e.condition).map_or(Expr::Literal(Literal::Bool(true), e.span), |(x, _)| x);
+        let condition = relax(types, &e.condition).unwrap_or(Expr::Literal(Literal::Bool(true), e.span));
         let one = Query::Event(EventQuery { category: e.category.clone(), condition, span: e.span });
         let compiled = compile_precheck(&one, rule.query_text()).ok()?;
         out.extend(moved_stages(&compiled, table));
@@ -163,22 +163,22 @@ pub(super) fn stage_checks(rule: &Rule, types: &TypeMap, table: &mut FieldTable)
 }
 
 /// What any event satisfying `e` satisfies, in the fast engine's terms:
-/// `e` itself where the fast engine evaluates it as Elasticsearch does
-/// (`true` in the second place), else an `and` of the conjuncts that can be
-/// relaxed; `None`: nothing known.
-pub(super) fn relax(types: &TypeMap, e: &Expr) -> Option<(Expr, bool)> {
+/// `e` itself where the fast engine evaluates it as Elasticsearch does,
+/// else an `and` of the conjuncts that can be relaxed; `None`: nothing
+/// known.
+pub(super) fn relax(types: &TypeMap, e: &Expr) -> Option<Expr> {
     let alone = Query::Event(EventQuery { category: None, condition: e.clone(), span: Default::default() });
     if typed_like_elasticsearch(&alone) && compile(&alone, "").is_ok() {
-        return Some((e.clone(), true));
+        return Some(e.clone());
     }
     match e {
         Expr::And(items, span) => {
-            let kept: Vec<Expr> = items.iter().filter_map(|x| relax(types, x)).map(|(x, _)| x).collect();
-            (!kept.is_empty()).then_some((Expr::And(kept, *span), false))
+            let kept: Vec<Expr> = items.iter().filter_map(|x| relax(types, x)).collect();
+            (!kept.is_empty()).then_some(Expr::And(kept, *span))
         }
         Expr::Or(items, span) => {
-            let all: Option<Vec<Expr>> = items.iter().map(|x| relax(types, x).map(|(x, _)| x)).collect();
-            all.map(|v| (Expr::Or(v, *span), false))
+            let all: Option<Vec<Expr>> = items.iter().map(|x| relax(types, x)).collect();
+            all.map(|v| Expr::Or(v, *span))
         }
         // A regular expression on a string field, kept as it is (the
         // pre-check's `Test::Regex`); exact, but never under a `not`.
@@ -187,7 +187,7 @@ pub(super) fn relax(types: &TypeMap, e: &Expr) -> Option<(Expr, bool)> {
                 && values.iter().all(|v| matches!(v, Expr::Literal(Literal::Str(_), _)))
                 && compile_precheck(&alone, "").is_ok() =>
         {
-            Some((e.clone(), false))
+            Some(e.clone())
         }
         _ => None,
     }
