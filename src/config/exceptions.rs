@@ -135,14 +135,6 @@ fn operator_names() -> String {
     Operator::ALL.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-/// True for fields ECS maps as `ip` (`source.ip`, `destination.ip`,
-/// `dns.resolved_ip`, `network.forwarded_ip`…): the fields the rule's
-/// query compiles as addresses too. A field outside ECS is a keyword,
-/// whatever its name, as Elasticsearch's dynamic mapping makes a string.
-pub fn is_ip_field(name: &str) -> bool {
-    crate::eql::TypeMap::ecs().get(name).is_some_and(|i| i.ty == crate::eql::FieldType::Ip)
-}
-
 /// One condition of an exception item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -170,7 +162,9 @@ impl Entry {
             return Err(format!("`{}` takes no value", operator.as_str()));
         }
         let cidrs = matches!(operator, Operator::IsInCidr | Operator::IsNotInCidr)
-            || (is_ip_field(field)
+            // A field ECS types as `ip` (a field outside ECS is a keyword,
+            // whatever its name, as dynamic mapping makes a string).
+            || (crate::eql::TypeMap::ecs().is_ip(field)
                 && matches!(operator, Operator::Is | Operator::IsNot | Operator::IsOneOf | Operator::IsNotOneOf));
         for v in &values {
             if cidrs && Cidr::parse(v).is_none() {

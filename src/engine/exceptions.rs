@@ -154,7 +154,7 @@ impl Exceptions {
             let mut checks = Vec::with_capacity(it.entries.len());
             for e in &it.entries {
                 let slot = table.intern(&e.field);
-                let ip = types.get(&e.field).is_some_and(|i| i.ty == crate::eql::FieldType::Ip) || ip_slots.contains(&slot);
+                let ip = types.is_ip(&e.field) || ip_slots.contains(&slot);
                 let test = match e.operator {
                     Operator::Exists | Operator::DoesNotExist => ValueTest::Exists,
                     Operator::Matches | Operator::DoesNotMatch => {

@@ -172,12 +172,6 @@ struct Compiler<'s> {
     regex: bool,
 }
 
-/// Fields ECS maps as `ip` (by their type, as the generic engine reads
-/// them: `dns.resolved_ip` is one, a `custom.ip` outside ECS is not).
-fn is_ecs_ip_field(name: &str) -> bool {
-    crate::eql::TypeMap::ecs().get(name).is_some_and(|i| i.ty == crate::eql::FieldType::Ip)
-}
-
 /// The test of `field op n`: on a field ECS maps as `long` (or a narrower
 /// integer), its values read as Elasticsearch indexes them
 /// ([`Test::Long`]); elsewhere as numbers ([`Test::Num`]).
@@ -281,7 +275,9 @@ impl<'s> Compiler<'s> {
 
     fn slot(&mut self, f: &Field) -> Slot {
         let s = self.fields.intern(&f.name);
-        if is_ecs_ip_field(&f.name) && !self.ip_slots.contains(&s) {
+        // The fields ECS types as `ip` (as the generic engine reads them:
+        // `dns.resolved_ip` is one, a `custom.ip` outside ECS is not).
+        if crate::eql::TypeMap::ecs().is_ip(&f.name) && !self.ip_slots.contains(&s) {
             self.ip_slots.push(s);
         }
         s
@@ -690,11 +686,10 @@ pub fn typed_like_elasticsearch(query: &Query) -> bool {
 /// `(f != null and …) or g == "x"` (an absent `f` matches through `g`), run
 /// on the generic engine.
 fn ip_guarded(types: &crate::eql::TypeMap, e: &Expr) -> bool {
-    use crate::eql::FieldType;
     fn ip_fields<'e>(types: &crate::eql::TypeMap, e: &'e Expr, out: &mut Vec<&'e str>) {
         match e {
             Expr::Field(f) => {
-                if types.get(&f.name).is_some_and(|i| i.ty == FieldType::Ip) && !out.contains(&f.name.as_str()) {
+                if types.is_ip(&f.name) && !out.contains(&f.name.as_str()) {
                     out.push(&f.name);
                 }
             }

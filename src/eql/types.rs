@@ -245,6 +245,12 @@ impl TypeMap {
         }
     }
 
+    /// Whether `field` is mapped as `ip` (see [`TypeMap::get`]): where a
+    /// value compares as an address.
+    pub fn is_ip(&self, field: &str) -> bool {
+        self.get(field).is_some_and(|i| i.ty == FieldType::Ip)
+    }
+
     /// Whether `field` is mapped (by the user or by ECS), directly or as an
     /// alias of a mapped field.
     pub fn is_known(&self, field: &str) -> bool {

@@ -31,7 +31,7 @@
 
 use crate::config::rule::Rule;
 use crate::eql::{parse, ParseLimits, Query, Stage, TypeMap};
-use crate::format::event::{smallest_keyword, FieldTable, FieldsBuf, Slot};
+use crate::format::event::{bytes_equal, smallest_keyword, FieldTable, FieldsBuf, Slot, LO};
 use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
 
@@ -163,19 +163,9 @@ fn ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// High bit set in the zero bytes of `x`: exact for the lowest (bits above
-/// it may be spurious), the only one used.
-#[inline(always)]
-fn zero_bytes(x: u64) -> u64 {
-    x.wrapping_sub(LO) & !x & HI
-}
-
 /// The first byte at or after `i` that `flags` marks (eight bytes at a
 /// time; `is`: the same test on one byte, for the tail). The lowest flag of
-/// an OR of [`zero_bytes`] masks is exact, as each one's is.
+/// an OR of [`bytes_equal`] masks is exact, as each one's is.
 #[inline(always)]
 fn next_stop(b: &[u8], mut i: usize, flags: impl Fn(u64) -> u64, is: impl Fn(u8) -> bool) -> Option<usize> {
     while let Some(chunk) = b.get(i..i + 8) {
@@ -191,7 +181,7 @@ fn next_stop(b: &[u8], mut i: usize, flags: impl Fn(u64) -> u64, is: impl Fn(u8)
 /// The end of the string whose opening quote is at `i` (after its closing
 /// quote); the record holds no backslash.
 fn string_end(b: &[u8], i: usize) -> Option<usize> {
-    next_stop(b, i + 1, |w| zero_bytes(w ^ (LO * b'"' as u64)), |c| c == b'"').map(|j| j + 1)
+    next_stop(b, i + 1, |w| bytes_equal(w, b'"'), |c| c == b'"').map(|j| j + 1)
 }
 
 /// The next quote or bracket at or after `i`: `w | 0x20` turns `[` `]`
@@ -202,7 +192,7 @@ fn next_structural(b: &[u8], i: usize) -> Option<usize> {
         i,
         |w| {
             let folded = w | (LO * 0x20);
-            zero_bytes(w ^ (LO * b'"' as u64)) | zero_bytes(folded ^ (LO * b'{' as u64)) | zero_bytes(folded ^ (LO * b'}' as u64))
+            bytes_equal(w, b'"') | bytes_equal(folded, b'{') | bytes_equal(folded, b'}')
         },
         |c| matches!(c, b'"' | b'{' | b'[' | b'}' | b']'),
     )

@@ -86,8 +86,22 @@ impl FieldTable {
     }
 }
 
-pub(super) const LO: u64 = 0x0101_0101_0101_0101;
-pub(super) const HI: u64 = 0x8080_8080_8080_8080;
+pub(crate) const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in the zero bytes of `x`: exact for the lowest (bits above
+/// it may be spurious), which is the only one used.
+#[inline(always)]
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(LO) & !x & HI
+}
+
+/// High bit set in the bytes of `w` that are `c` ([`zero_bytes`]: exact
+/// for the lowest).
+#[inline(always)]
+pub(crate) fn bytes_equal(w: u64, c: u8) -> u64 {
+    zero_bytes(w ^ (LO * c as u64))
+}
 
 /// High bit set in the bytes of `w` that are `"`, `\`, below 0x20 or above
 /// 0x7f. Exact for the lowest such byte (bits above it may be spurious),
@@ -102,9 +116,7 @@ pub(super) fn special_bytes(w: u64) -> u64 {
 /// lowest such byte, as [`special_bytes`].
 #[inline(always)]
 pub(crate) fn string_stops(w: u64) -> u64 {
-    let q = w ^ (LO * b'"' as u64);
-    let bs = w ^ (LO * b'\\' as u64);
-    (q.wrapping_sub(LO) & !q | bs.wrapping_sub(LO) & !bs | w.wrapping_sub(LO * 0x20) & !w) & HI
+    bytes_equal(w, b'"') | bytes_equal(w, b'\\') | w.wrapping_sub(LO * 0x20) & !w & HI
 }
 
 #[inline(always)]
@@ -334,39 +346,30 @@ impl<'a> Scanner<'_, '_, 'a> {
     /// Cross the key whose contents start at `self.i` and walk it from trie
     /// node `node`. A key of fewer than sixteen plain bytes without a dot
     /// (most of a record's) is read from two words at most, which both
-    /// find its end and give its head.
+    /// find its end and give its head (the first word's bytes of it).
     #[inline(always)]
     fn key(&mut self, node: u32) -> Result<Option<u32>, Unsure> {
         let b = self.b;
         let start = self.i;
         let word = |at: usize| b.get(at..at + 8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
-        let dots = |w: u64| {
-            let x = w ^ (LO * b'.' as u64);
-            x.wrapping_sub(LO) & !x & HI
+        // The key's end in the word `w` read at `at`, whose stops are
+        // `m` ([`special_bytes`]): the first stop is the closing quote, `k`
+        // plain bytes in, no dot before it.
+        let end_in = |w: u64, m: u64, at: usize| {
+            let k = (m.trailing_zeros() >> 3) as usize;
+            (m != 0 && b[at + k] == b'"' && bytes_equal(w, b'.') & ((1u64 << (8 * k)) - 1) == 0).then_some(k)
         };
         if let Some(w) = word(start) {
             let m = special_bytes(w);
-            if m != 0 {
-                let k = (m.trailing_zeros() >> 3) as usize;
-                if b[start + k] == b'"' {
-                    // `k` < 8 plain bytes: the head is the word's low bytes.
-                    let low = (1u64 << (8 * k)) - 1;
-                    if dots(w) & low == 0 {
-                        self.i = start + k + 1;
-                        return Ok(self.table.child_head(node, &b[start..start + k], w & low));
-                    }
-                }
-            } else if dots(w) == 0 {
-                // Eight plain bytes, no dot: the head; the end in the next word.
-                if let Some(w2) = word(start + 8) {
-                    let m2 = special_bytes(w2);
-                    if m2 != 0 {
-                        let k = (m2.trailing_zeros() >> 3) as usize;
-                        if b[start + 8 + k] == b'"' && dots(w2) & ((1u64 << (8 * k)) - 1) == 0 {
-                            self.i = start + 8 + k + 1;
-                            return Ok(self.table.child_head(node, &b[start..start + 8 + k], w));
-                        }
-                    }
+            if let Some(k) = end_in(w, m, start) {
+                self.i = start + k + 1;
+                return Ok(self.table.child_head(node, &b[start..start + k], w & ((1u64 << (8 * k)) - 1)));
+            }
+            // Eight plain bytes without a dot: the head; the end in the next word.
+            if m | bytes_equal(w, b'.') == 0 {
+                if let Some(k) = word(start + 8).and_then(|w2| end_in(w2, special_bytes(w2), start + 8)) {
+                    self.i = start + 8 + k + 1;
+                    return Ok(self.table.child_head(node, &b[start..start + 8 + k], w));
                 }
             }
         }
